@@ -1,0 +1,30 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_STORE ?= data/town03.zarr
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(VENV)/.nfldm-installed
+
+$(VENV)/.nfldm-installed: pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $@
+
+## Set everything up and run the main job on the built-in default: a short Town03 capture.
+demo: setup
+	$(BIN)/sim_bridge collect --town Town03 --out $(DEMO_STORE) --episodes 1 --frames 40 --overwrite
+	$(BIN)/sim_bridge info $(DEMO_STORE)
+
+## Set everything up and run the whole test suite (CPU).
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	$(BIN)/sim_bridge bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
