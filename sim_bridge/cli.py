@@ -1,0 +1,142 @@
+"""The `sim_bridge` command line: collect, info, validate, towns, weathers, rigs, bench."""
+from __future__ import annotations
+
+import sys
+
+import click
+from click.core import ParameterSource
+
+from sim_bridge.rig import RIG_PRESETS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nfldm")
+def main():
+    """sim_bridge — capture posed RGB, depth and semantics from CARLA or the built-in simulator into zarr stores."""
+
+
+@main.command()
+@click.option("--town", default="Town03", show_default=True, help="CARLA town name (see `sim_bridge towns`).")
+@click.option("--out", required=True, help="Store path or fsspec URL (e.g. data/town03.zarr, s3://bucket/x.zarr).")
+@click.option("--backend", type=click.Choice(["auto", "carla", "procedural"]), default="auto", show_default=True,
+              help="auto: CARLA when a server answers at --host/--port, otherwise the built-in simulator.")
+@click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True, help="Episodes (spawn points / routes).")
+@click.option("--frames", type=click.IntRange(min=1), default=100, show_default=True, help="Frames per episode.")
+@click.option("--fps", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Simulation ticks per second.")
+@click.option("--width", type=click.IntRange(min=8), default=256, show_default=True, help="Image width (pixels).")
+@click.option("--height", type=click.IntRange(min=8), default=256, show_default=True, help="Image height (pixels).")
+@click.option("--rig", default="default", show_default=True, help=f"Rig preset ({', '.join(RIG_PRESETS)}) or a rig JSON file.")
+@click.option("--weather", default="ClearNoon", show_default=True, help="CARLA weather preset (see `sim_bridge weathers`).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed (episodes derive theirs from it).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="CARLA server host.")
+@click.option("--port", type=int, default=2000, show_default=True, help="CARLA server RPC port.")
+@click.option("--tm-port", type=int, default=8000, show_default=True, help="CARLA Traffic Manager port.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="CARLA connection timeout (s).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted store at --out with its recorded settings.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def collect(ctx, quiet, **options):
+    """Capture episodes of a multi-camera drive into a zarr capture store."""
+    from sim_bridge.collect import CollectConfig, collect as run_collect
+
+    if options["resume"] and options["overwrite"]:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    explicit = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    cfg = CollectConfig(**options)
+    try:
+        if not options["resume"]:
+            from sim_bridge.towns import check_town
+            from sim_bridge.weather import check_weather
+
+            check_town(cfg.town)
+            check_weather(cfg.weather)
+        result = run_collect(cfg, explicitly_set=explicit, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted. Committed frames are kept; continue with: sim_bridge collect --out {cfg.out} --resume", err=True)
+        sys.exit(130)
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"Wrote {result.frames_written} frames ({result.frames_total} in the store, {result.episodes} episode(s), "
+               f"{result.backend} backend, {result.frames_per_s:.1f} frames/s) to {result.out}")
+
+
+@main.command()
+@click.argument("store")
+def info(store):
+    """Summary table of a capture store."""
+    from rich.console import Console
+
+    from sim_bridge.store.reader import open_store
+    from sim_bridge.store.summary import store_summary
+
+    try:
+        s = open_store(store)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    Console().print(store_summary(s))
+
+
+@main.command()
+@click.argument("store")
+@click.option("--shallow", is_flag=True, help="Skip decoding every chunk (metadata, shapes and poses only).")
+def validate(store, shallow):
+    """Check a capture store; prints one line per problem; exit code 0 if valid, 1 otherwise."""
+    from sim_bridge.store.validate import validate_store
+
+    problems = validate_store(store, deep=not shallow)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        click.echo(f"{store}: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo(f"{store}: valid")
+
+
+@main.command()
+def towns():
+    """List the towns (CARLA names; the built-in simulator builds each its own way)."""
+    from sim_bridge.towns import TOWNS
+
+    for name, description in TOWNS.items():
+        click.echo(f"{name:10s} {description}")
+
+
+@main.command()
+def weathers():
+    """List the weather presets (CARLA's names)."""
+    from sim_bridge.weather import WEATHER_PRESETS
+
+    for name in WEATHER_PRESETS:
+        click.echo(name)
+
+
+@main.command()
+@click.option("--export", "export_dir", default=None, help="Write every preset as <name>.json into this folder.")
+def rigs(export_dir):
+    """List the rig presets (or export them as JSON files to edit)."""
+    from pathlib import Path
+
+    for name, make in RIG_PRESETS.items():
+        rig = make(256, 256)
+        click.echo(f"{name:9s} {len(rig)} camera(s): {', '.join(rig.names)}")
+        if export_dir:
+            Path(export_dir).mkdir(parents=True, exist_ok=True)
+            rig.save(Path(export_dir) / f"{name}.json")
+
+
+@main.command()
+@click.option("--town", default="Town03", show_default=True)
+@click.option("--width", type=int, default=256, show_default=True)
+@click.option("--height", type=int, default=256, show_default=True)
+@click.option("--frames", type=int, default=30, show_default=True, help="Ticks to time (after one warm-up tick).")
+@click.option("--rig", default="default", show_default=True)
+def bench(town, width, height, frames, rig):
+    """Camera-frames per second of the procedural backend (and the raw raycaster in the same run)."""
+    from sim_bridge.bench import format_capture_bench, run_capture_bench
+
+    click.echo(format_capture_bench(run_capture_bench(town=town, width=width, height=height, frames=frames, rig=rig)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""`sim_bridge collect`: backend choice, resume after a killed process, clear errors."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from sim_bridge.cli import main as cli
+from sim_bridge.collect import CollectConfig, choose_backend
+
+BIN = Path(sys.executable).parent
+SMALL = ["--backend", "procedural", "--town", "Town01", "--rig", "front", "--width", "32", "--height", "24", "--fps", "5", "--seed", "3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_auto_uses_builtin_simulator_when_no_server_answers():
+    lines = []
+    port = _free_port()  # nothing listens there
+    assert choose_backend(CollectConfig(out="x", port=port), log=lines.append) == "procedural"
+    assert len(lines) == 1 and "built-in procedural simulator" in lines[0] and str(port) in lines[0]
+
+
+def _committed(path: Path) -> int:
+    try:
+        return int(zarr.open_group(str(path), mode="r")["episodes/episode_0000"].attrs["committed_frames"])
+    except Exception:
+        return 0
+
+
+def test_resume_after_kill_loses_and_repeats_nothing(tmp_path):
+    args = [*SMALL, "--episodes", "1", "--frames", "40"]
+    reference = tmp_path / "reference.zarr"
+    assert CliRunner().invoke(cli, ["collect", "--out", str(reference), "--quiet", *args]).exit_code == 0
+
+    killed = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([str(BIN / "sim_bridge"), "collect", "--out", str(killed), "--quiet", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while _committed(killed) < 6 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # no cleanup runs: a crash mid-frame
+    proc.wait()
+    partial = _committed(killed)
+    assert 0 < partial < 40, "the collection should have been killed mid-run"
+
+    result = CliRunner().invoke(cli, ["collect", "--out", str(killed), "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"Wrote {40 - partial} frames" in result.output
+
+    from sim_bridge import open_store
+
+    a, b = open_store(str(reference)).episode(0), open_store(str(killed), verify_chunks=True).episode(0)
+    assert a.num_frames == b.num_frames == 40
+    np.testing.assert_array_equal(a.frame, b.frame)
+    np.testing.assert_array_equal(a.rgb[:], b.rgb[:])
+    np.testing.assert_array_equal(a.depth[:], b.depth[:])
+    np.testing.assert_array_equal(a.cam_to_world, b.cam_to_world)
+    assert CliRunner().invoke(cli, ["validate", str(killed)]).exit_code == 0
+
+
+def test_resume_refuses_conflicting_settings_and_existing_store_needs_a_flag(tmp_path):
+    out = tmp_path / "s.zarr"
+    args = [*SMALL, "--frames", "2"]
+    assert CliRunner().invoke(cli, ["collect", "--out", str(out), "--quiet", *args]).exit_code == 0
+    again = CliRunner().invoke(cli, ["collect", "--out", str(out), "--quiet", *args])
+    assert again.exit_code != 0 and "--resume" in again.output and "--overwrite" in again.output
+    conflict = CliRunner().invoke(cli, ["collect", "--out", str(out), "--resume", "--town", "Town02"])
+    assert conflict.exit_code != 0 and "--town" in conflict.output and "Town01" in conflict.output
+    # more episodes may be added on resume
+    more = CliRunner().invoke(cli, ["collect", "--out", str(out), "--resume", "--episodes", "2", "--quiet"])
+    assert more.exit_code == 0, more.output
+    from sim_bridge import open_store
+
+    assert len(open_store(str(out))) == 2
+
+
+@pytest.mark.parametrize("bad, message", [(["--town", "Town99"], "Town03"), (["--weather", "Sunny"], "ClearNoon"),
+                                          (["--rig", "no_such_rig"], "preset")])
+def test_bad_input_names_the_fix(tmp_path, bad, message):
+    result = CliRunner().invoke(cli, ["collect", "--out", str(tmp_path / "x.zarr"), *SMALL, *bad])
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "x.zarr").exists()
