@@ -1,0 +1,339 @@
+"""Validation of capture stores: every problem found, one line each, naming the episode/array and the fix.
+
+Cheap checks (always, also when the reader opens a store): format version, required root attributes, a
+parseable rig, the `episodes` group, episode attributes, arrays present with the shapes and dtypes the rig
+implies, committed_frames <= planned_frames, and finite rigid `cam_to_world`/`ego_to_world` (orthonormal
+rotation, det +1, last row 0 0 0 1) and finite timestamps for the committed frames.
+
+Deep checks (`deep=True`): every chunk of every committed frame exists and decodes (the crc32c codec at the end
+of every chunk makes a truncated or corrupt chunk fail instead of returning wrong data).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sim_bridge.rig import Rig
+from sim_bridge.store.schema import (ARRAYS, COLLECTOR_ROOT_ATTRS, EPISODE_ATTRS, EPISODES_GROUP, FORMAT_VERSION,
+                                     REQUIRED_ROOT_ATTRS, StoreError, open_group, parse_episode_name, rigid_problems)
+
+__all__ = ["validate_store", "StoreError", "inspect_group", "StoreInspection", "EpisodeInspection"]
+
+#: Frames decoded per read in the deep check (one zarr call decodes their chunks concurrently).
+_DEEP_BATCH = 16
+#: Positions listed per problem line before "(+k more)".
+_MAX_LISTED = 6
+
+
+def _recollect(name: str) -> str:
+    return f"delete episodes/{name} and run `sim_bridge collect --resume` on the store to capture it again"
+
+
+def _keep_prefix(name: str, t: int) -> str:
+    return (f"set the committed_frames attribute of episodes/{name} to {t} to keep the frames before it and run "
+            f"`sim_bridge collect --resume`, or {_recollect(name)}")
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+@dataclass
+class EpisodeInspection:
+    """What validation learned about one episode group.
+
+    Attributes:
+        name: group name (``episode_0000``).
+        group: the zarr group.
+        attrs: its attributes.
+        arrays: the zarr arrays found with the expected shape and dtype, by name.
+        committed: committed frames (0 when unknown).
+        small: committed part of ``cam_to_world [T,N,4,4]``, ``ego_to_world [T,4,4]``, ``timestamp [T]``,
+            ``frame [T]`` as numpy arrays (those that could be read).
+        problems: one line per problem.
+    """
+
+    name: str
+    group: Any
+    attrs: dict
+    arrays: dict = field(default_factory=dict)
+    committed: int = 0
+    small: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+
+    @property
+    def recoverable(self) -> bool:
+        """True when nothing is committed yet: the writer recreates such an episode on resume."""
+        return self.committed == 0
+
+
+@dataclass
+class StoreInspection:
+    """Result of `inspect_group`: root facts, episodes (sorted by index) and all problems."""
+
+    path: str
+    group: Any
+    attrs: dict
+    rig: Rig | None
+    episodes: dict = field(default_factory=dict)
+    root_problems: list = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        return self.root_problems + [p for e in self.episodes.values() for p in e.problems]
+
+
+def _check_root_attrs(attrs: dict) -> tuple[list[str], Rig | None, bool]:
+    """Problems of the root attributes, the parsed rig, and whether episode checks can go on."""
+    problems: list[str] = []
+    missing = [k for k in REQUIRED_ROOT_ATTRS if k not in attrs]
+    if "format_version" not in attrs and all(k not in attrs for k in COLLECTOR_ROOT_ATTRS):
+        return ([f"not a capture store: root attributes {missing} are missing; point at a store written by "
+                 "`sim_bridge collect` (or collect one)"], None, False)
+    version = attrs.get("format_version")
+    if "format_version" in attrs and version != FORMAT_VERSION:
+        return ([f"store format {FORMAT_VERSION} expected, found {version}: re-collect with this version of "
+                 "sim_bridge or use a matching nfldm"], None, False)
+    if missing:
+        problems.append(f"root attribute(s) {missing} missing: the store is incomplete or was not written by "
+                        "sim_bridge; re-collect it with `sim_bridge collect`")
+    rig = None
+    if "rig" in attrs:
+        try:
+            rig = Rig.from_list(attrs["rig"])
+        except Exception as e:  # noqa: BLE001 - any malformed rig is reported the same way
+            problems.append(f"root attribute 'rig' is invalid ({e}): it must be the list Rig.to_list() writes; "
+                            "re-collect the store")
+    fps = attrs.get("fps")
+    if "fps" in attrs and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or not np.isfinite(fps) or fps <= 0):
+        problems.append(f"root attribute 'fps' is {fps!r}, expected a positive number: re-collect the store")
+    return problems, rig, rig is not None
+
+
+def _ints(attrs: dict, keys: tuple[str, ...]) -> list[str]:
+    return [k for k in keys if k in attrs and (not isinstance(attrs[k], int) or isinstance(attrs[k], bool))]
+
+
+def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspection:
+    attrs = dict(group.attrs)
+    ep = EpisodeInspection(name=name, group=group, attrs=attrs)
+    missing = [k for k in EPISODE_ATTRS if k not in attrs]
+    if missing:
+        ep.problems.append(f"{name}: attribute(s) {missing} missing (collection stopped while creating it?): "
+                           f"{_recollect(name)}")
+        return ep
+    bad = _ints(attrs, ("index", "seed", "planned_frames", "committed_frames"))
+    if bad or not isinstance(attrs["complete"], bool):
+        ep.problems.append(f"{name}: attribute(s) {bad + ([] if isinstance(attrs['complete'], bool) else ['complete'])} "
+                           f"have the wrong type (integers, and a bool for complete): {_recollect(name)}")
+        return ep
+    planned, committed = attrs["planned_frames"], attrs["committed_frames"]
+    if attrs["index"] != parse_episode_name(name):
+        ep.problems.append(f"{name}: attribute index is {attrs['index']}, the group name says {parse_episode_name(name)}: "
+                           f"set index to {parse_episode_name(name)}")
+    if planned < 0 or committed < 0:
+        ep.problems.append(f"{name}: planned_frames {planned} / committed_frames {committed} is negative: {_recollect(name)}")
+        return ep
+    if committed > planned:
+        ep.problems.append(f"{name}: committed_frames {committed} > planned_frames {planned}: the attributes are "
+                           f"corrupt; set committed_frames to at most {planned}, or {_recollect(name)}")
+        ep.committed = planned  # not recoverable by recreating the episode
+        committed = 0  # which frames hold data is unknown: check shapes only
+    else:
+        ep.committed = committed
+        if attrs["complete"] and committed != planned:
+            ep.problems.append(f"{name}: marked complete with {committed} of {planned} frames committed: set complete "
+                               "to false and run `sim_bridge collect --resume` to capture the rest")
+
+    n, h, w = len(rig), rig.height, rig.width
+    for layout in ARRAYS:
+        where = f"{name}/{layout.name}"
+        try:
+            arr = group[layout.name]
+        except KeyError:
+            ep.problems.append(f"{where}: array missing: {_recollect(name)}")
+            continue
+        except Exception as e:  # noqa: BLE001 - unreadable metadata
+            ep.problems.append(f"{where}: array metadata cannot be read ({type(e).__name__}: {e}): {_recollect(name)}")
+            continue
+        if not hasattr(arr, "shape") or not hasattr(arr, "dtype") or hasattr(arr, "group_keys"):
+            ep.problems.append(f"{where}: is a group, expected an array: {_recollect(name)}")
+            continue
+        expected = layout.shape(planned, n, h, w)
+        if tuple(arr.shape) != expected:
+            ep.problems.append(f"{where}: shape {tuple(arr.shape)}, expected {expected} (planned_frames, {n} rig "
+                               f"cameras, {h}x{w} pixels): the array does not match the rig; {_recollect(name)}")
+            continue
+        if np.dtype(arr.dtype) != layout.dtype:
+            ep.problems.append(f"{where}: dtype {np.dtype(arr.dtype)}, expected {layout.dtype}: {_recollect(name)}")
+            continue
+        ep.arrays[layout.name] = arr
+
+    for key in ("cam_to_world", "ego_to_world", "timestamp", "frame"):
+        if key not in ep.arrays:
+            continue
+        try:
+            ep.small[key] = np.asarray(ep.arrays[key][:committed]) if committed else \
+                np.zeros((0, *ep.arrays[key].shape[1:]), ep.arrays[key].dtype)
+        except Exception as e:  # noqa: BLE001 - a corrupt chunk of a small array
+            ep.problems.append(f"{name}/{key}: cannot be read ({type(e).__name__}: {e}): a chunk is truncated or "
+                               f"corrupt; {_recollect(name)}")
+    for key in ("cam_to_world", "ego_to_world"):
+        if key in ep.small:
+            ep.problems += _pose_problems(name, key, ep.small[key])
+    if "timestamp" in ep.small:
+        bad_t = np.flatnonzero(~np.isfinite(ep.small["timestamp"]))
+        if bad_t.size:
+            ep.problems.append(f"{name}/timestamp: non-finite at frame(s) {_listing([str(t) for t in bad_t])}: "
+                               f"{_keep_prefix(name, int(bad_t[0]))}")
+    if deep:
+        for layout in ARRAYS:
+            if layout.name in ep.arrays:
+                ep.problems += _deep_check(name, layout.name, ep.arrays[layout.name], committed)
+    return ep
+
+
+def _pose_problems(name: str, key: str, mats: np.ndarray) -> list[str]:
+    """One line per kind of defect of the `[T,(N,)4,4]` matrices `mats`."""
+    reasons = rigid_problems(mats)
+    by_reason: dict[str, list[tuple]] = {}
+    for idx in zip(*np.nonzero(reasons != "")):
+        by_reason.setdefault(str(reasons[idx]).split(" (")[0], []).append(tuple(int(i) for i in idx))
+    lines = []
+    for reason, where in by_reason.items():
+        detail = str(reasons[where[0]])
+        places = [f"frame {i[0]}" + (f" camera {i[1]}" if len(i) > 1 else "") for i in where]
+        lines.append(f"{name}/{key}: not a rigid transform, {detail}, at {_listing(places)}: the capture wrote a "
+                     f"bad pose; {_keep_prefix(name, where[0][0])}")
+    return lines
+
+
+def _chunk_grid(arr) -> list[int]:
+    return [-(-s // c) for s, c in zip(arr.shape, arr.chunks)]
+
+
+def _existing_keys(arr) -> set[str] | None:
+    """Chunk keys stored under `arr` (relative to the store root), or None if the store cannot list."""
+    from zarr.core.sync import sync
+
+    store, prefix = arr.store_path.store, arr.store_path.path
+    if not getattr(store, "supports_listing", False):
+        return None
+
+    async def _list():
+        return {k async for k in store.list_prefix(prefix + "/")}
+
+    return sync(_list())
+
+
+def _deep_check(name: str, key: str, arr, committed: int) -> list[str]:
+    """Missing and undecodable chunks of the first `committed` frames of `arr`."""
+    if committed == 0:
+        return []
+    where = f"{name}/{key}"
+    problems = []
+    grid = _chunk_grid(arr)
+    keys = _existing_keys(arr)
+    if keys is not None:
+        missing = []
+        for t in range(committed):
+            for rest in itertools.product(*(range(g) for g in grid[1:])):
+                k = f"{arr.store_path.path}/{arr.metadata.encode_chunk_key((t, *rest))}"
+                if k not in keys:
+                    missing.append((t, rest))
+        if missing:
+            places = [f"frame {t}" + (f" camera {r[0]}" if grid[1:] and grid[1] > 1 else "") for t, r in missing]
+            problems.append(f"{where}: chunk(s) of committed frames missing at {_listing(places)}: "
+                            f"{_keep_prefix(name, missing[0][0])}")
+    broken: list[tuple[int, int | None, str]] = []
+    for t0 in range(0, committed, _DEEP_BATCH):
+        t1 = min(committed, t0 + _DEEP_BATCH)
+        try:
+            arr[t0:t1]
+            continue
+        except Exception:  # noqa: BLE001 - locate the bad chunk(s) below
+            pass
+        for t in range(t0, t1):
+            try:
+                arr[t]
+                continue
+            except Exception as e:  # noqa: BLE001
+                err = f"{type(e).__name__}: {e}"
+            cams = range(arr.shape[1]) if arr.ndim > 1 and grid[1] > 1 else [None]
+            bad_cams = []
+            for c in cams:
+                if c is None:
+                    bad_cams.append((None, err))
+                    continue
+                try:
+                    arr[t, c]
+                except Exception as e:  # noqa: BLE001
+                    bad_cams.append((c, f"{type(e).__name__}: {e}"))
+            broken += [(t, c, msg) for c, msg in (bad_cams or [(None, err)])]
+    if broken:
+        places = [f"frame {t}" + (f" camera {c}" if c is not None else "") for t, c, _ in broken]
+        problems.append(f"{where}: chunk(s) cannot be decoded (truncated or corrupt; {broken[0][2][:120]}) at "
+                        f"{_listing(places)}: {_keep_prefix(name, broken[0][0])}")
+    return problems
+
+
+def inspect_group(group, path: str, deep: bool = False) -> StoreInspection:
+    """Check an opened capture-store root `group`; returns what was found and every problem (never raises
+    for store content)."""
+    attrs = dict(group.attrs)
+    root_problems, rig, go_on = _check_root_attrs(attrs)
+    ins = StoreInspection(path=path, group=group, attrs=attrs, rig=rig, root_problems=root_problems)
+    if not go_on:
+        return ins
+    try:
+        episodes = group[EPISODES_GROUP]
+    except KeyError:
+        ins.root_problems.append(f"group '{EPISODES_GROUP}' missing: the store was not created by StoreWriter; "
+                                 "re-collect it with `sim_bridge collect`")
+        return ins
+    members = []
+    for key in sorted(episodes.keys()):
+        index = parse_episode_name(key)
+        if index is None:
+            ins.root_problems.append(f"{EPISODES_GROUP}/{key} is not an episode (names are episode_NNNN): remove it")
+            continue
+        try:
+            member = episodes[key]
+        except Exception as e:  # noqa: BLE001 - unreadable group metadata
+            ins.root_problems.append(f"{key}: group metadata cannot be read ({type(e).__name__}: {e}): {_recollect(key)}")
+            continue
+        if not hasattr(member, "group_keys"):
+            ins.root_problems.append(f"{EPISODES_GROUP}/{key} is an array, expected an episode group: remove it")
+            continue
+        members.append((index, key, member))
+    for _, key, member in sorted(members):
+        ins.episodes[key] = _inspect_episode(key, member, rig, deep)
+    return ins
+
+
+def validate_store(path: str, storage_options: dict | None = None, deep: bool = True) -> list[str]:
+    """Every problem of the capture store at `path` (local path or fsspec URL), one human-readable line each.
+
+    Returns [] for a valid store. `deep=True` also reads and decodes every chunk of every committed frame.
+    """
+    try:
+        group = open_group(path, "r", storage_options)
+    except Exception as e:  # noqa: BLE001 - not found, not zarr v3, unreadable: all reported as one line
+        return [f"{path}: no zarr v3 group can be opened there ({type(e).__name__}: {e}): check the path or URL; "
+                f"capture stores are written by `sim_bridge collect --out {path}`"]
+    return inspect_group(group, str(path), deep=deep).problems
+
+
+def raise_if_problems(ins: StoreInspection, only_committed: bool = False) -> None:
+    """Raise `StoreError` listing the problems of `ins` (with `only_committed`, ignore those of episodes
+    that have no committed frame yet: the writer recreates them)."""
+    problems = list(ins.root_problems)
+    for ep in ins.episodes.values():
+        if not (only_committed and ep.recoverable):
+            problems += ep.problems
+    if problems:
+        raise StoreError(ins.path, problems)

@@ -1,0 +1,336 @@
+"""Writing capture stores frame by frame, crash-safe and resumable.
+
+Each `EpisodeWriter.append` writes all arrays of frame `t = committed` (one chunk per image, all chunks of the
+frame written concurrently in one zarr call) and only then rewrites the episode attributes with
+``committed_frames = t + 1``. A crash therefore loses at most the frame in flight: its chunks may exist, but
+readers never look past ``committed_frames`` and a resumed writer overwrites them. Local stores write every
+file atomically (temporary file + rename); object stores write whole objects.
+
+Layout, codecs and the conventions recorded in the store: `sim_bridge.store.schema`.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import numpy as np
+
+from sim_bridge.backends.base import FrameData
+from sim_bridge.rig import Rig
+from sim_bridge.store.schema import (ARRAYS, COLLECTOR_ROOT_ATTRS, CONVENTIONS, EPISODES_GROUP, FORMAT_VERSION,
+                                     compressors_for, episode_name, filesystem, open_group, rigid_problems,
+                                     software_versions, to_json)
+from sim_bridge.store.validate import inspect_group, raise_if_problems
+
+__all__ = ["StoreWriter", "EpisodeWriter"]
+
+_DIMENSION_NAMES = {
+    "rgb": ("t", "camera", "y", "x", "channel"),
+    "depth": ("t", "camera", "y", "x"),
+    "semantic": ("t", "camera", "y", "x"),
+    "cam_to_world": ("t", "camera", "row", "col"),
+    "ego_to_world": ("t", "row", "col"),
+    "timestamp": ("t",),
+    "frame": ("t",),
+}
+
+
+class StoreWriter:
+    """Creates or reopens a capture store and hands out `EpisodeWriter`s.
+
+    Use `StoreWriter.create` for a new store and `StoreWriter.open_for_resume` to continue one.
+    """
+
+    def __init__(self, group, path: str, attrs: dict):
+        self._group = group
+        self._episodes = group[EPISODES_GROUP]
+        self.path = str(path)
+        self._attrs = attrs
+        self._rig = Rig.from_list(attrs["rig"])
+        self._closed = False
+
+    @classmethod
+    def create(cls, path: str, root_attrs: dict, overwrite: bool = False,
+               storage_options: dict | None = None) -> "StoreWriter":
+        """Create a new store at `path` (local path or fsspec URL).
+
+        Args:
+            root_attrs: from the collector: ``backend, town, weather, seed, rig`` (list of `RigCamera.to_dict()`
+                or a `Rig`), ``fps``, optionally ``collection`` (dict), ``software`` (extra versions, e.g.
+                ``{"carla": "0.9.16"}``) and any other JSON-ready keys. The writer adds ``format_version,
+                conventions, software`` (nfldm, zarr, numpy, python) and ``created`` (ISO 8601, UTC).
+            overwrite: replace an existing store at `path` (only a zarr store or an empty folder is replaced).
+        Raises:
+            FileExistsError: something exists at `path` and `overwrite` is False.
+            ValueError: a required attribute is missing or invalid.
+        """
+        attrs = _root_attrs(root_attrs)
+        fs, root = filesystem(path, storage_options)
+        if fs.exists(root):
+            if not overwrite:
+                raise FileExistsError(f"store {path} exists: pass --resume to continue it or --overwrite to replace it")
+            is_zarr = fs.isdir(root) and (fs.exists(f"{root.rstrip('/')}/zarr.json") or not fs.ls(root))
+            if not is_zarr:
+                raise FileExistsError(f"{path} exists and is not a zarr store: refusing to replace it with --overwrite; "
+                                      "choose another --out or remove it yourself")
+            fs.rm(root, recursive=True)
+        group = open_group(path, "w-", storage_options)
+        group.update_attributes(attrs)
+        group.create_group(EPISODES_GROUP)
+        return cls(group, path, attrs)
+
+    @classmethod
+    def open_for_resume(cls, path: str, storage_options: dict | None = None) -> "StoreWriter":
+        """Reopen the store at `path` to continue collecting.
+
+        Runs the reader's cheap checks (format version, attributes, arrays, poses of committed frames); problems
+        of episodes with no committed frame are tolerated, `episode()` recreates those.
+        Raises:
+            FileNotFoundError: no store at `path`.
+            StoreError: the store is of another format version or damaged (message lists every problem).
+        """
+        try:
+            group = open_group(path, "r+", storage_options)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no capture store at {path} to resume: check --out, or start a new collection "
+                                    "without --resume") from e
+        ins = inspect_group(group, str(path), deep=False)
+        raise_if_problems(ins, only_committed=True)
+        return cls(group, path, ins.attrs)
+
+    @property
+    def root_attrs(self) -> dict:
+        """The root attributes as stored (a copy)."""
+        return to_json(self._attrs)
+
+    @property
+    def rig(self) -> Rig:
+        return self._rig
+
+    def update_collection(self, collection: dict) -> None:
+        """Replace the root attribute ``collection`` (e.g. when a resume adds episodes)."""
+        self._check_open()
+        value = to_json(collection, "collection")
+        self._group.attrs["collection"] = value
+        self._attrs["collection"] = value
+
+    def episode(self, index: int, num_frames: int, seed: int) -> "EpisodeWriter":
+        """Writer of episode `index` (group ``episodes/episode_{index:04d}``) with `num_frames` planned frames.
+
+        Creates the group and its arrays (shapes from the rig: N cameras, H×W), or reopens it to resume.
+        An existing group with no committed frame and missing pieces (a crash while creating it) is recreated.
+        Raises:
+            ValueError: the episode exists with another planned frame count or seed.
+        """
+        self._check_open()
+        if int(num_frames) < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        name = episode_name(index)
+        if name in self._episodes:
+            group = self._episodes[name]
+            attrs = dict(group.attrs)
+            if "planned_frames" in attrs and "seed" in attrs:
+                diffs = []
+                if attrs["planned_frames"] != int(num_frames):
+                    diffs.append(f"planned_frames {attrs['planned_frames']} (asked {num_frames})")
+                if attrs["seed"] != int(seed):
+                    diffs.append(f"seed {attrs['seed']} (asked {seed})")
+                if diffs:
+                    raise ValueError(f"episode {name} of {self.path} exists with {', '.join(diffs)}: resume with the "
+                                     "store's recorded settings, or collect into a new --out")
+            arrays = self._existing_arrays(group, int(num_frames))
+            committed = int(attrs.get("committed_frames", 0))
+            if arrays is not None and "committed_frames" in attrs:
+                return EpisodeWriter(group, arrays, name, int(index), int(seed), int(num_frames), committed,
+                                     bool(attrs.get("complete", False)))
+            if committed > 0:  # pragma: no cover - open_for_resume already refused such a store
+                raise ValueError(f"episode {name} has {committed} committed frames but broken arrays: delete "
+                                 f"episodes/{name} and resume")
+            del self._episodes[name]
+        return self._create_episode(name, int(index), int(num_frames), int(seed))
+
+    def _existing_arrays(self, group, num_frames: int) -> dict | None:
+        n, h, w = len(self._rig), self._rig.height, self._rig.width
+        arrays = {}
+        for layout in ARRAYS:
+            try:
+                arr = group[layout.name]
+            except KeyError:
+                return None
+            if tuple(arr.shape) != layout.shape(num_frames, n, h, w) or np.dtype(arr.dtype) != layout.dtype:
+                return None
+            arrays[layout.name] = arr
+        return arrays
+
+    def _create_episode(self, name: str, index: int, num_frames: int, seed: int) -> "EpisodeWriter":
+        n, h, w = len(self._rig), self._rig.height, self._rig.width
+        # The group's attributes are written last: an episode without them was interrupted while being created.
+        group = self._episodes.create_group(name)
+        arrays = {}
+        for layout in ARRAYS:
+            arrays[layout.name] = group.create_array(
+                layout.name, shape=layout.shape(num_frames, n, h, w), dtype=layout.dtype, chunks=layout.chunks(n, h, w),
+                compressors=compressors_for(layout), fill_value=0, dimension_names=_DIMENSION_NAMES[layout.name],
+                # every committed chunk exists on disk, even an all-zero one, so the deep check can find lost chunks
+                config={"write_empty_chunks": True})
+        group.update_attributes({"index": index, "seed": seed, "planned_frames": num_frames, "committed_frames": 0,
+                            "complete": False})
+        return EpisodeWriter(group, arrays, name, index, seed, num_frames, 0, False)
+
+    def close(self) -> None:
+        """Release the store. Committed frames are already durable; closing twice is fine."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._group.store.close()
+            except Exception:  # noqa: BLE001 - closing is best effort; nothing is buffered
+                pass
+
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError(f"store writer of {self.path} is closed: reopen it with StoreWriter.open_for_resume")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EpisodeWriter:
+    """Appends frames to one episode; see the module docstring for the commit protocol.
+
+    Attributes:
+        name: group name (``episode_0000``).
+        index, seed: the episode's index and seed.
+        num_frames: planned frames T.
+        committed: frames committed so far (the next `append` writes frame `committed`).
+        complete: True once all planned frames are committed.
+    """
+
+    def __init__(self, group, arrays: dict, name: str, index: int, seed: int, num_frames: int, committed: int,
+                 complete: bool):
+        self._group = group
+        self._arrays = arrays
+        self.name = name
+        self.index = index
+        self.seed = seed
+        self.num_frames = num_frames
+        self.committed = committed
+        self.complete = complete
+        rgb = arrays["rgb"]
+        self._n, self._h, self._w = int(rgb.shape[1]), int(rgb.shape[2]), int(rgb.shape[3])
+        self._last_ego: np.ndarray | None = None
+
+    def append(self, frame: FrameData) -> None:
+        """Write `frame` as frame number `committed`, then commit it (``committed_frames += 1``).
+
+        Raises:
+            ValueError: shapes/dtypes differ from the rig's `[N,H,W,...]`, poses are not finite rigid transforms,
+                or all planned frames are already committed. Nothing is written then.
+        """
+        if self.committed >= self.num_frames:
+            raise ValueError(f"{self.name} already has all {self.num_frames} planned frames committed: "
+                             "nothing more can be appended")
+        values = self._check(frame)
+        t = self.committed
+        from zarr.core.sync import sync
+
+        async def _write_all():
+            await asyncio.gather(*(self._arrays[k].async_array.setitem(t, v) for k, v in values.items()))
+
+        sync(_write_all())
+        n = t + 1
+        # The commit: a single metadata write, after the data of frame t is stored.
+        self._group.update_attributes({"committed_frames": n, "complete": n == self.num_frames})
+        self.committed = n
+        self.complete = n == self.num_frames
+        self._last_ego = values["ego_to_world"]
+
+    def _check(self, frame: FrameData) -> dict:
+        n, h, w = self._n, self._h, self._w
+        problems = []
+        values = {}
+        for key, shape, dtypes, store_dtype in (
+                ("rgb", (n, h, w, 3), (np.uint8,), np.uint8),
+                ("depth", (n, h, w), (np.float32,), np.float32),
+                ("semantic", (n, h, w), (np.uint8,), np.uint8),
+                ("cam_to_world", (n, 4, 4), (np.float64, np.float32), np.float64),
+                ("ego_to_world", (4, 4), (np.float64, np.float32), np.float64)):
+            v = np.asarray(getattr(frame, key))
+            if v.shape != shape:
+                problems.append(f"{key} has shape {v.shape}, expected {shape} ({n} rig cameras, {h}x{w} pixels)")
+            elif v.dtype not in [np.dtype(d) for d in dtypes]:
+                problems.append(f"{key} has dtype {v.dtype}, expected {np.dtype(dtypes[0])} (convert with "
+                                f".astype(np.{np.dtype(dtypes[0]).name}))")
+            else:
+                values[key] = np.ascontiguousarray(v, dtype=store_dtype)
+        for key in ("cam_to_world", "ego_to_world"):
+            if key in values:
+                reasons = rigid_problems(values[key])
+                bad = [(idx, r) for idx, r in np.ndenumerate(reasons) if r]
+                if bad:
+                    idx, r = bad[0]
+                    cam = f" camera {idx[0]}" if idx else ""
+                    problems.append(f"{key}{cam} is not a rigid transform: {r}")
+        try:
+            ts = float(frame.timestamp)
+            if not np.isfinite(ts):
+                problems.append(f"timestamp is {ts}, expected a finite number of seconds")
+            values["timestamp"] = np.float64(ts)
+        except (TypeError, ValueError):
+            problems.append(f"timestamp {frame.timestamp!r} is not a number")
+        if isinstance(frame.frame, (bool, np.bool_)) or not isinstance(frame.frame, (int, np.integer)):
+            problems.append(f"frame {frame.frame!r} is not an integer frame id")
+        else:
+            values["frame"] = np.int64(frame.frame)
+        if problems:
+            raise ValueError(f"cannot append frame {self.committed} to {self.name}: " + "; ".join(problems))
+        return values
+
+    def last_ego_to_world(self) -> np.ndarray | None:
+        """`[4,4]` ego_to_world of the last committed frame, or None when nothing is committed."""
+        if self.committed == 0:
+            return None
+        if self._last_ego is None:
+            self._last_ego = np.asarray(self._arrays["ego_to_world"][self.committed - 1])
+        return np.array(self._last_ego)
+
+    def finish(self) -> None:
+        """Mark the episode complete. Only valid once all planned frames are committed.
+
+        (`append` already sets ``complete`` with the last commit, so a crash after the last frame leaves a
+        complete episode; calling `finish` states the intent and checks it.)
+        """
+        if self.committed != self.num_frames:
+            raise ValueError(f"{self.name} has {self.committed} of {self.num_frames} frames committed: "
+                             "append the rest before finish()")
+        if not self.complete:
+            self._group.update_attributes({"complete": True})
+            self.complete = True
+
+
+def _root_attrs(root_attrs: dict) -> dict:
+    """Validated, JSON-ready root attributes with the writer's additions."""
+    missing = [k for k in COLLECTOR_ROOT_ATTRS if k not in root_attrs]
+    if missing:
+        raise ValueError(f"root_attrs is missing {missing}: the collector must pass {list(COLLECTOR_ROOT_ATTRS)}")
+    rig = root_attrs["rig"]
+    rig = rig if isinstance(rig, Rig) else Rig.from_list(list(rig))
+    fps = root_attrs["fps"]
+    if not isinstance(fps, (int, float, np.integer, np.floating)) or not np.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    reserved = {"format_version", "conventions", "created"} & set(root_attrs)
+    if reserved:
+        raise ValueError(f"root_attrs must not set {sorted(reserved)}: the writer records them")
+    attrs = {k: to_json(v, f"root attribute {k!r}") for k, v in root_attrs.items() if k not in ("software", "rig")}
+    extra_software = root_attrs.get("software") or {}
+    if not isinstance(extra_software, dict):
+        raise ValueError(f"root attribute 'software' must be a dict of versions, got {type(extra_software).__name__}")
+    attrs.update(format_version=FORMAT_VERSION, rig=rig.to_list(), fps=float(fps), conventions=dict(CONVENTIONS),
+                 software=software_versions(extra_software),
+                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    attrs.setdefault("collection", {})
+    if not isinstance(attrs["collection"], dict):
+        raise ValueError(f"root attribute 'collection' must be a dict, got {type(attrs['collection']).__name__}")
+    return attrs
