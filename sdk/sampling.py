@@ -1,0 +1,197 @@
+"""The functional sampling core of the hierarchical latent diffusion (method.md stage 3).
+
+* `NoiseSchedule` — the forward process a denoiser was trained with (diffusers scheduler settings). Our
+  choices where the paper is silent, and why:
+
+  - ``prediction_type="v_prediction"``: method.md's choice (better convergence and stability);
+  - ``beta_schedule="squaredcos_cap_v2"`` (the cosine schedule of Nichol & Dhariwal): with it ``ᾱ_T`` is ~0,
+    so the last training step is (almost) pure noise and matches the sampler's starting point ``x_T ~ N(0, I)``;
+  - ``timestep_spacing="trailing"``: the first sampling step is ``t = T - 1`` whatever the step count
+    (Lin et al. 2023, "Common diffusion noise schedules and sample steps are flawed"); with ``"leading"``
+    50 DDIM steps would start at ``t = 980`` from a sample that is not noise enough;
+  - ``clip_sample=False``: latents are normalised to about unit variance, not images in ``[-1, 1]``.
+
+* `make_scheduler` — a real diffusers scheduler (``"ddpm"``, ``"ddim"``, ``"dpmsolver++"``) for a schedule.
+* `sample_level` — the ~30-line reverse-diffusion loop of one level of the hierarchy.
+* `normalize_level` / `denormalize_level` — one level of the LAE's `LatentStats` normalisation (the denoisers
+  work on latents of about zero mean and unit variance; samples are de-normalised before the LAE decodes them).
+
+Example::
+
+    sched = make_scheduler("ddim", num_train_timesteps=1000)
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    g = sample_level(psi_g, (2, 16), (), sched, steps=50, generator=gens)             # [2, 16]
+    c = sample_level(psi_c, (2, 4, 4, 8, 8), (g,), make_scheduler("ddim"), 50, gens)   # conditioned on g
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from nfldm_sdk.models.latent_ae import LatentStats
+
+__all__ = ["SAMPLERS", "LEVELS", "NoiseSchedule", "SamplerDefaults", "make_scheduler", "training_scheduler", "sample_level",
+           "normalize_level", "denormalize_level"]
+
+#: Sampler names `make_scheduler` understands.
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+#: The levels of the latent hierarchy, in sampling order.
+LEVELS = ("g", "c", "f")
+
+Scheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
+
+
+@dataclass
+class NoiseSchedule:
+    """The forward (noising) process of one denoiser; training and sampling must use the same one."""
+
+    num_train_timesteps: int = 1000
+    """T, the number of discrete training timesteps ``t ∈ {0, …, T-1}``."""
+    beta_schedule: str = "squaredcos_cap_v2"
+    """diffusers beta schedule: ``"squaredcos_cap_v2"`` (cosine), ``"linear"``, ``"scaled_linear"``."""
+    beta_start: float = 1e-4
+    """First β of the (scaled_)linear schedules (unused by the cosine schedule)."""
+    beta_end: float = 0.02
+    """Last β of the (scaled_)linear schedules (unused by the cosine schedule)."""
+    prediction_type: str = "v_prediction"
+    """What the denoiser predicts: ``"v_prediction"`` (``v = √ᾱ_t ε − √(1−ᾱ_t) x_0``), ``"epsilon"`` or ``"sample"``."""
+    timestep_spacing: str = "trailing"
+    """How sampling picks its timesteps among the T (``"trailing"``: always starts at ``T - 1``)."""
+
+    def scheduler(self, name: str) -> Scheduler:
+        """A diffusers scheduler named `name` (see `make_scheduler`) for this schedule."""
+        return make_scheduler(name, **dataclasses.asdict(self))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "NoiseSchedule":
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"NoiseSchedule has no field(s) {unknown}: written by another nfldm version")
+        return cls(**data)
+
+
+@dataclass
+class SamplerDefaults:
+    """How `SceneGenerator.generate` samples when the caller does not say (stored in a bundle's manifest)."""
+
+    sampler: str = "ddim"
+    """``"ddim"``, ``"dpmsolver++"`` or ``"ddpm"``."""
+    steps: int = 50
+    """Denoising steps per level."""
+    snap_to_codebook: bool = True
+    """Snap the sampled c and f to their nearest codebook vectors before the LAE decodes them (the LAE decoder
+    was trained on quantised latents only)."""
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+def make_scheduler(name: str, num_train_timesteps: int = 1000, prediction_type: str = "v_prediction", *,
+                   beta_schedule: str = "squaredcos_cap_v2", beta_start: float = 1e-4, beta_end: float = 0.02,
+                   timestep_spacing: str = "trailing") -> Scheduler:
+    """A diffusers scheduler for sampling (see the module docstring for the defaults and why).
+
+    Args:
+        name: ``"ddpm"`` (ancestral, stochastic: needs about as many steps as it was trained with to be good),
+            ``"ddim"`` (deterministic, η = 0) or ``"dpmsolver++"`` (DPM-Solver++ 2nd-order multistep, deterministic,
+            good in 10–25 steps).
+        num_train_timesteps, prediction_type, beta_schedule, beta_start, beta_end, timestep_spacing: the
+            `NoiseSchedule` the denoiser was trained with.
+    Returns:
+        ``DDPMScheduler``, ``DDIMScheduler`` or ``DPMSolverMultistepScheduler`` (``algorithm_type="dpmsolver++"``).
+    """
+    common = dict(num_train_timesteps=int(num_train_timesteps), beta_schedule=beta_schedule, beta_start=beta_start,
+                  beta_end=beta_end, prediction_type=prediction_type, timestep_spacing=timestep_spacing)
+    if name == "ddpm":
+        return DDPMScheduler(**common, clip_sample=False)
+    if name == "ddim":
+        # set_alpha_to_one: the last step goes all the way to ᾱ = 1 (a clean sample), not to ᾱ_0.
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+    if name == "dpmsolver++":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                           lower_order_final=True, final_sigmas_type="zero")
+    raise ValueError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+def training_scheduler(schedule: NoiseSchedule) -> DDPMScheduler:
+    """The ``DDPMScheduler`` whose ``add_noise`` / ``get_velocity`` define the training targets of `schedule`."""
+    return schedule.scheduler("ddpm")  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def sample_level(denoiser: torch.nn.Module, shape: Sequence[int], cond: Sequence[torch.Tensor], scheduler: Scheduler,
+                 steps: int, generator: torch.Generator | list[torch.Generator] | None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sample one level of the hierarchy by running `scheduler` backwards from pure noise.
+
+    Args:
+        denoiser: called as ``denoiser(x_t, t, *cond)`` with ``x_t`` of `shape` and ``t [B]`` int64 timesteps;
+            returns the prediction the scheduler's ``prediction_type`` names (v for our models).
+        shape: ``[B, ...]`` of the sample (e.g. ``[B, g_dim]`` or ``[B, 4, Zc, Yc, Xc]``).
+        cond: the clean, normalised upper-level latents the level is conditioned on (``()`` for g, ``(g,)`` for c,
+            ``(g, c)`` for f), each with batch B.
+        scheduler: a scheduler from `make_scheduler` (its state is reset by ``set_timesteps``).
+        steps: number of denoising steps (model evaluations).
+        generator: one CPU ``torch.Generator`` for the whole batch, or a list of B (scene i then depends only on
+            generator i, whatever the batch size). Noise is drawn on the CPU and moved, so a seed gives the same
+            noise on every device.
+        device, dtype: where and in what precision to sample (default: the denoiser's).
+    Returns:
+        ``[B, ...]`` the sample ``x_0`` (normalised latent space).
+    """
+    param = next(denoiser.parameters())
+    device, dtype = device or param.device, dtype or param.dtype
+    if isinstance(generator, list) and len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}: pass one per sample")
+    x = randn_tensor(tuple(shape), generator=generator, device=torch.device(device), dtype=dtype)
+    x = x * scheduler.init_noise_sigma
+    scheduler.set_timesteps(int(steps), device=device)
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(x, t)
+        t_batch = t.reshape(1).expand(shape[0]).to(device)                     # [B] int64
+        prediction = denoiser(model_input, t_batch, *cond)
+        x = scheduler.step(prediction, t, x, generator=generator).prev_sample
+    return x
+
+
+# ============================================================================================ normalisation
+def _level_mean_std(stats: LatentStats, level: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of `level` shaped to broadcast against ``x`` (``[B, G]`` scalar; ``[B, 4, ...]`` per channel)."""
+    if level not in LEVELS:
+        raise KeyError(f"unknown latent level {level!r}: one of {LEVELS}")
+    mean, std = getattr(stats, f"{level}_mean"), getattr(stats, f"{level}_std")
+    kw = dict(dtype=x.dtype, device=x.device)
+    m = torch.as_tensor(mean, **kw).reshape(-1)
+    s = torch.as_tensor(std, **kw).reshape(-1).clamp_min(stats.std_floor)
+    if m.numel() == 1:
+        return m.reshape([1] * x.dim()), s.reshape([1] * x.dim())
+    if x.dim() < 2 or x.shape[1] != m.numel():
+        raise ValueError(f"latent stats of {level} have {m.numel()} channels but the latent is {tuple(x.shape)} (channels = dim 1)")
+    shape = (1, -1, *([1] * (x.dim() - 2)))
+    return m.reshape(shape), s.reshape(shape)
+
+
+def normalize_level(stats: LatentStats, level: str, x: torch.Tensor) -> torch.Tensor:
+    """One level of ``LatentStats.normalize``: ``(x − mean) / max(std, std_floor)`` (g scalar, c/f per channel).
+
+    Args: `level` ``"g"`` (``x [B, G]``), ``"c"`` (``[B, 4, Zc, Yc, Xc]``) or ``"f"`` (``[B, 4, Y, X]``).
+    """
+    m, s = _level_mean_std(stats, level, x)
+    return (x - m) / s
+
+
+def denormalize_level(stats: LatentStats, level: str, x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `normalize_level`: ``x · max(std, std_floor) + mean``."""
+    m, s = _level_mean_std(stats, level, x)
+    return x * s + m
