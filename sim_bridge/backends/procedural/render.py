@@ -1,0 +1,331 @@
+"""Ray casting of a rig against the town (Open3D `RaycastingScene`, Embree on the CPU) and per-pixel shading.
+
+Per tick: all cameras' primary rays go into ONE `cast_rays` call on the static scene; moving cars live in a small
+second scene rebuilt per tick, cast only for the pixels covered by the cars' projected bounding boxes, and merged
+by nearest hit; one `test_occlusions` call (per scene) checks the sun for lit hit points.
+
+Ray directions are `R_cw · K⁻¹ (u + 0.5, v + 0.5, 1)ᵀ` — not normalised, with camera-z component exactly 1 —
+so the hit parameter `t_hit` IS the planar z-depth (metres) of the pixel, exactly consistent with K and
+cam_to_world. The Euclidean distance is `t_hit · |K⁻¹(u,v,1)|`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import open3d as o3d
+
+from sim_bridge import semantics as sem
+from sim_bridge.backends.procedural import materials as M
+from sim_bridge.backends.procedural import shading
+from sim_bridge.backends.procedural.meshes import CarFleet, MeshData
+from sim_bridge.rig import Rig
+
+_F32 = np.float32
+
+
+def make_scene(mesh: MeshData) -> o3d.t.geometry.RaycastingScene:
+    """A RaycastingScene holding `mesh` (one geometry; primitive ids = triangle indices of `mesh`)."""
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices)), o3d.core.Tensor(np.ascontiguousarray(mesh.triangles)))
+    return scene
+
+
+class CameraRays:
+    """Per-pixel camera-frame ray directions of a rig.
+
+    Attributes:
+        dirs_cam: `[N,H*W,3]` float64, K⁻¹ (u+0.5, v+0.5, 1) (camera z = 1), row-major pixels.
+        norm: `[N*H*W]` float32, |dirs_cam| (distance = depth · norm).
+    """
+
+    def __init__(self, rig: Rig):
+        self.rig = rig
+        self.N, self.H, self.W = len(rig), rig.height, rig.width
+        dirs = []
+        for cam in rig.cameras:
+            Kinv = np.linalg.inv(np.asarray(cam.K, float))
+            u, v = np.meshgrid(np.arange(cam.width) + 0.5, np.arange(cam.height) + 0.5)
+            pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
+            d = pix @ Kinv.T
+            d /= d[:, 2:3]  # exactly z = 1 even for a skewed K
+            dirs.append(d)
+        self.dirs_cam = np.stack(dirs)
+        self._dx = self.dirs_cam[..., 0].astype(_F32)
+        self._dy = self.dirs_cam[..., 1].astype(_F32)
+        self.norm = np.linalg.norm(self.dirs_cam, axis=2).astype(_F32).reshape(-1)
+        self.inv_norm = (1.0 / self.norm).astype(_F32)
+
+    def world(self, cam_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Rays for camera poses `cam_to_world [N,4,4]`.
+
+        Returns (rays `[N*H*W,6]` float32 for Open3D: origin, direction with camera-z 1; origins `[N,3]` float32;
+        the direction components [dx, dy, dz], each `[N*H*W]` float32 contiguous).
+        """
+        N, P = self.N, self.H * self.W
+        rays = np.empty((N, P, 6), _F32)
+        comps = [np.empty((N, P), _F32) for _ in range(3)]
+        R = cam_to_world[:, :3, :3].astype(_F32)
+        o = cam_to_world[:, :3, 3].astype(_F32)
+        for n in range(N):
+            rays[n, :, :3] = o[n]
+            for i in range(3):
+                # d_world = R (x, y, 1): two multiply-adds per component (far faster than a batched matmul).
+                d = comps[i][n]
+                np.multiply(self._dx[n], R[n, i, 0], out=d)
+                d += self._dy[n] * R[n, i, 1]
+                d += R[n, i, 2]
+                rays[n, :, 3 + i] = d
+        return rays.reshape(N * P, 6), o, [c.reshape(-1) for c in comps]
+
+
+@dataclass
+class RenderOutput:
+    """All cameras of one tick.
+
+    Attributes:
+        rgb: `[N,H,W,3]` uint8. depth: `[N,H,W]` float32 planar z-depth, m (inf: sky). semantic: `[N,H,W]` uint8.
+        sun_lit: `[N,H,W]` bool, the pixel's surface faces the sun and the shadow ray reached it.
+        sun_facing: `[N,H,W]` bool, the surface faces the sun (shadow rays were cast for these).
+        timing: seconds spent in "raycast" (ray generation + the primary cast of the static scene), "cars" (the
+            cars' scene: build, cast, shadow test), "shadow" (static shadow rays) and "shade" (everything else).
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    semantic: np.ndarray
+    sun_lit: np.ndarray
+    sun_facing: np.ndarray
+    timing: dict = field(default_factory=dict)
+
+
+_BOX_EDGES = np.array([(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)])
+_NEAR = 0.05
+
+
+def _car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig) -> np.ndarray:
+    """`[N,H,W]` bool: pixels whose rays may hit one of the car boxes `[K,8,3]` (world corners).
+
+    Each box is clipped at the camera's near plane (z = 5 cm) before projecting, so a car beside the camera
+    only claims the part of the image it can cover.
+    """
+    N, H, W = len(rig), rig.height, rig.width
+    mask = np.zeros((N, H, W), bool)
+    world_to_cam = np.linalg.inv(cam_to_world)
+    for n, cam in enumerate(rig.cameras):
+        pc = boxes @ world_to_cam[n, :3, :3].T + world_to_cam[n, :3, 3]  # [K,8,3]
+        z = pc[..., 2]
+        keep = (z > _NEAR).any(1)
+        if not keep.any():
+            continue
+        pc, z = pc[keep], z[keep]
+        a, b = pc[:, _BOX_EDGES[:, 0]], pc[:, _BOX_EDGES[:, 1]]  # [K,12,3]
+        za, zb = a[..., 2], b[..., 2]
+        cross = (za - _NEAR) * (zb - _NEAR) < 0
+        t = np.where(cross, (_NEAR - za) / np.where(cross, zb - za, 1.0), 0.0)
+        clip = a + (b - a) * t[..., None]
+        pts = np.concatenate([pc, clip], axis=1)  # [K,20,3]
+        valid = np.concatenate([z > _NEAR, cross], axis=1)
+        K = np.asarray(cam.K)
+        uv = pts[..., :2] / np.maximum(pts[..., 2:3], _NEAR) @ K[:2, :2].T + K[:2, 2]
+        lo = np.floor(np.where(valid[..., None], uv, np.inf).min(1)).astype(int) - 1
+        hi = np.ceil(np.where(valid[..., None], uv, -np.inf).max(1)).astype(int) + 1
+        for (u0, v0), (u1, v1) in zip(lo, hi):
+            u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, W), min(v1, H)
+            if u1 > u0 and v1 > v0:
+                mask[n, v0:v1, u0:u1] = True
+    return mask
+
+
+class Renderer:
+    """Renders a rig against a static town mesh plus an episode's moving cars.
+
+    Args:
+        static: the town's `MeshData` (its RaycastingScene is built once, here).
+        rig: the cameras.
+    """
+
+    def __init__(self, static: MeshData, rig: Rig):
+        self.static = static
+        self.scene = make_scene(static)
+        self.rays = CameraRays(rig)
+        self.rig = rig
+        self.fleet: CarFleet | None = None
+        self.tables = static
+        self._params_t = np.ascontiguousarray(static.params.T)
+        self._albedo_t = np.ascontiguousarray(static.albedo.T)
+
+    def set_fleet(self, fleet: CarFleet | None) -> None:
+        """Use `fleet` for the moving cars (their attribute tables are appended to the static ones once)."""
+        self.fleet = fleet if fleet is not None and len(fleet) else None
+        self.tables = _concat_tables(self.static, self.fleet.mesh) if self.fleet is not None else self.static
+        self._params_t = np.ascontiguousarray(self.tables.params.T)
+        self._albedo_t = np.ascontiguousarray(self.tables.albedo.T)
+
+    def cast_primary(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw raycaster on the static scene: (t_hit `[R]`, primitive ids `[R]` uint32, normals `[R,3]`)."""
+        r = self.scene.cast_rays(o3d.core.Tensor(rays))
+        return r["t_hit"].numpy(), r["primitive_ids"].numpy(), r["primitive_normals"].numpy()
+
+    def render(self, cam_to_world: np.ndarray, lighting: shading.Lighting, car_poses: np.ndarray | None = None,
+               headlight=None, lamps: shading.LampMap | None = None) -> RenderOutput:
+        """Render all cameras at poses `cam_to_world [N,4,4]` (float64, OpenCV camera -> world).
+
+        `car_poses [K,3]` (x, y, yaw) of the fleet's cars; at night `headlight` (position [3], forward [3]) of the
+        ego and the street `lamps`.
+        """
+        N, H, W = len(self.rig), self.rig.height, self.rig.width
+        t0 = time.perf_counter()
+        rays, origins, dirs = self.rays.world(cam_to_world)
+        t_hit, pid, nrm = self.cast_primary(rays)
+        t1 = time.perf_counter()
+        car_scene = self._cast_cars(rays, cam_to_world, car_poses, t_hit, pid, nrm)
+        t2 = time.perf_counter()
+        hi = np.flatnonzero(t_hit < np.inf)
+        h = self._hits(origins, dirs, hi, t_hit, pid, nrm)
+        emis, spec = shading.surface_detail(h, self.tables.road_styles, self.tables.buildings, lighting)
+        t3 = time.perf_counter()
+        lit, facing, t_car_shadow = self._shadows(h, lighting, car_scene, car_poses)
+        t4 = time.perf_counter()
+        col = shading.shade(h, lit, emis, spec, lighting, headlight, lamps)
+        rgb, semantic = self._compose(dirs, t_hit, hi, col, h.tag, lighting)
+        sun_lit = np.zeros(N * H * W, bool)
+        sun_lit[hi] = lit > 0
+        sun_facing = np.zeros(N * H * W, bool)
+        sun_facing[hi] = facing
+        t5 = time.perf_counter()
+        return RenderOutput(rgb.reshape(N, H, W, 3), t_hit.reshape(N, H, W), semantic.reshape(N, H, W),
+                            sun_lit.reshape(N, H, W), sun_facing.reshape(N, H, W),
+                            {"raycast": t1 - t0, "cars": (t2 - t1) + t_car_shadow, "shadow": (t4 - t3) - t_car_shadow,
+                             "shade": (t3 - t2) + (t5 - t4)})
+
+    def _cast_cars(self, rays, cam_to_world, car_poses, t_hit, pid, nrm):
+        """Cast the pixels the cars may cover against a per-tick cars-only scene; merge nearer hits into
+        (t_hit, pid, nrm) in place (car triangle ids follow the static ones). Returns the cars' scene or None."""
+        if self.fleet is None or car_poses is None:
+            return None
+        car_scene = o3d.t.geometry.RaycastingScene()
+        car_scene.add_triangles(o3d.core.Tensor(self.fleet.vertices(car_poses)), o3d.core.Tensor(self.fleet.mesh.triangles))
+        sub = np.flatnonzero(_car_pixel_mask(self.fleet.boxes(car_poses), cam_to_world, self.rig).reshape(-1))
+        if len(sub):
+            rc = car_scene.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)))
+            tc = rc["t_hit"].numpy()
+            better = np.flatnonzero(tc < np.take(t_hit, sub))
+            k = sub[better]
+            t_hit[k] = tc[better]
+            pid[k] = rc["primitive_ids"].numpy()[better] + np.uint32(self.static.n_triangles)
+            nrm[k] = rc["primitive_normals"].numpy()[better]
+        return car_scene
+
+    def _hits(self, origins, dirs, hi, t_hit, pid, nrm) -> shading.SurfaceHits:
+        """Hit points, unit directions, viewer-facing normals and gathered attributes of the rays `hi`.
+
+        `origins [N,3]` per camera, `dirs` the [dx, dy, dz] ray components `[P]` (camera-z 1), `nrm [P,3]`.
+        """
+        tb = self.tables
+        th = np.take(t_hit, hi)
+        ph = np.take(pid, hi).astype(np.int64)
+        inv = np.take(self.rays.inv_norm, hi)
+        # Camera of each hit: `hi` is sorted, so split it at the camera boundaries (no integer division).
+        bounds = np.searchsorted(hi, np.arange(1, self.rays.N) * (self.rays.H * self.rays.W))
+        cam = np.repeat(np.arange(self.rays.N), np.diff(np.concatenate([[0], bounds, [len(hi)]])))
+        rx, ry, rz = (np.take(d, hi) for d in dirs)
+        flat = nrm.reshape(-1)
+        i3 = hi * 3
+        nx, ny, nz = np.take(flat, i3), np.take(flat, i3 + 1), np.take(flat, i3 + 2)
+        flip = np.flatnonzero(nx * rx + ny * ry + nz * rz > 0)  # make normals face the camera
+        nx[flip] = -nx[flip]
+        ny[flip] = -ny[flip]
+        nz[flip] = -nz[flip]
+        albedo = np.empty((3, len(hi)), _F32)
+        for c in range(3):
+            np.take(self._albedo_t[c], ph, out=albedo[c])
+        return shading.SurfaceHits(
+            x=np.take(origins[:, 0], cam) + rx * th, y=np.take(origins[:, 1], cam) + ry * th,
+            z=np.take(origins[:, 2], cam) + rz * th, dx=rx * inv, dy=ry * inv, dz=rz * inv,
+            nx=nx, ny=ny, nz=nz, dist=th * np.take(self.rays.norm, hi), prim=ph, material=np.take(tb.material, ph), tag=np.take(tb.tag, ph),
+            albedo=albedo, params_t=self._params_t)
+
+    def _shadows(self, h: shading.SurfaceHits, lighting: shading.Lighting, car_scene, car_poses):
+        """One occlusion query from sun-facing hit points towards the sun (cars: only points near a car).
+
+        Returns (lit `[R]` float 0/1, facing `[R]` bool, seconds spent on the cars' part).
+        """
+        R = len(h.x)
+        lit = np.zeros(R, _F32)
+        facing = np.zeros(R, bool)
+        sd = lighting.sun_dir
+        if not lighting.sun_rgb.max() > 0:
+            return lit, facing, 0.0
+        facing = (h.nx * sd[0] + h.ny * sd[1] + h.nz * sd[2]) > 0.0
+        fi = np.flatnonzero(facing)
+        if not len(fi):
+            return lit, facing, 0.0
+        srays = np.empty((len(fi), 6), _F32)
+        # Start 3 cm off the surface; crowns shade with smooth normals over coarse facets, so their rays start
+        # 1.2 m towards the sun to skip the crown's own facets.
+        lift = np.where(np.take(h.material, fi) == M.FOLIAGE, _F32(1.2), _F32(0.0))
+        srays[:, 0] = np.take(h.x, fi) + np.take(h.nx, fi) * _F32(0.03) + lift * sd[0]
+        srays[:, 1] = np.take(h.y, fi) + np.take(h.ny, fi) * _F32(0.03) + lift * sd[1]
+        srays[:, 2] = np.take(h.z, fi) + np.take(h.nz, fi) * _F32(0.03) + lift * sd[2]
+        srays[:, 3:] = sd
+        occ = self.scene.test_occlusions(o3d.core.Tensor(srays)).numpy()
+        t0 = time.perf_counter()
+        if car_scene is not None:
+            near = np.flatnonzero(_near_cars(srays, car_poses, sd, self.fleet.HEIGHT))
+            if len(near):
+                occ[near] |= car_scene.test_occlusions(o3d.core.Tensor(np.take(srays, near, axis=0))).numpy()
+        lit[fi] = ~occ
+        return lit, facing, time.perf_counter() - t0
+
+    def _compose(self, dirs, t_hit, hi, col, tags, lighting):
+        """Images from shaded hits `col [3,R]` and the sky for the misses: (rgb `[P,3]` u8, semantic `[P]` u8)."""
+        P = len(t_hit)
+        rgb_lin = np.empty((3, P), _F32)
+        for c in range(3):
+            rgb_lin[c, hi] = col[c]
+        mi = np.flatnonzero(t_hit == np.inf)
+        if len(mi):
+            inv_m = np.take(self.rays.inv_norm, mi)
+            sky = shading.sky(*(np.take(d, mi) * inv_m for d in dirs), lighting)
+            for c in range(3):
+                rgb_lin[c, mi] = sky[c]
+        rgb = shading.to_srgb8(rgb_lin, lighting.exposure, np.empty((P, 3), np.uint8))
+        semantic = np.full(P, sem.SKY, np.uint8)
+        semantic[hi] = tags
+        return rgb, semantic
+
+
+def _near_cars(srays: np.ndarray, car_poses: np.ndarray, sun_dir: np.ndarray, height: float, cell: float = 2.0) -> np.ndarray:
+    """`[S]` bool: shadow rays whose origin may lie in the shadow of a car (a conservative 2D raster test)."""
+    reach = height / max(float(sun_dir[2]), 0.05) * float(np.hypot(sun_dir[0], sun_dir[1])) + 3.2
+    x0, y0 = car_poses[:, 0].min() - reach, car_poses[:, 1].min() - reach
+    nx = int((car_poses[:, 0].max() + reach - x0) / cell) + 2
+    ny = int((car_poses[:, 1].max() + reach - y0) / cell) + 2
+    if nx * ny > 4_000_000:  # cars spread over a huge area: test everything low enough
+        return srays[:, 2] < height
+    grid = np.zeros((nx, ny), bool)
+    r = int(np.ceil(reach / cell)) + 1
+    oi, oj = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+    disc = (oi * oi + oj * oj) * cell * cell <= (reach + cell) ** 2
+    oi, oj = oi[disc], oj[disc]
+    ci = ((car_poses[:, 0] - x0) / cell).astype(int)
+    cj = ((car_poses[:, 1] - y0) / cell).astype(int)
+    gi = np.clip(ci[:, None] + oi[None], 0, nx - 1)
+    gj = np.clip(cj[:, None] + oj[None], 0, ny - 1)
+    grid[gi.ravel(), gj.ravel()] = True
+    i = ((srays[:, 0] - x0) / cell).astype(np.int64)
+    j = ((srays[:, 1] - y0) / cell).astype(np.int64)
+    inside = (i >= 0) & (i < nx) & (j >= 0) & (j < ny) & (srays[:, 2] < height)
+    out = np.zeros(len(srays), bool)
+    k = np.flatnonzero(inside)
+    out[k] = grid[i[k], j[k]]
+    return out
+
+
+def _concat_tables(a: MeshData, b: MeshData) -> MeshData:
+    """Per-triangle tables of `a` followed by `b` (vertices/triangles are not needed for shading)."""
+    return MeshData(vertices=a.vertices, triangles=a.triangles, tag=np.concatenate([a.tag, b.tag]),
+                    material=np.concatenate([a.material, b.material]), albedo=np.concatenate([a.albedo, b.albedo]),
+                    params=np.concatenate([a.params, b.params]), road_styles=a.road_styles, buildings=a.buildings)
