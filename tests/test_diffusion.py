@@ -424,7 +424,7 @@ def test_generate_cli_writes_scenes_and_previews(tiny_bundle, tmp_path):
 
 
 def test_sampling_bench_runs_and_formats(tiny_generator):
-    from nfldm_sdk.bench_sampling import format_sampling_bench, run_sampling_bench
+    from nfldm_training.bench_sampling import format_sampling_bench, run_sampling_bench
 
     r = run_sampling_bench(tiny_generator, samplers=("ddim", "dpmsolver++"), steps=(2,), batch=1)
     assert [(t.sampler, t.steps) for t in r.timings] == [("ddim", 2), ("dpmsolver++", 2)]

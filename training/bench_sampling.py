@@ -6,14 +6,13 @@ does not depend on the weights). Rendering is not included (see `nfldm_sdk.bench
 
 Run::
 
-    python -m nfldm_sdk.bench_sampling --preset tiny                  # CPU
-    python -m nfldm_sdk.bench_sampling --preset small --steps 10 25
-    python -m nfldm_sdk.bench_sampling --bundle assets/models/small --device cuda --batch 4
+    python -m nfldm_training.bench_sampling --preset tiny                  # CPU
+    python -m nfldm_training.bench_sampling --preset small --steps 10 25
+    python -m nfldm_training.bench_sampling --bundle assets/models/small --device cuda --batch 4
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +55,10 @@ class SamplingBenchResult:
 
 
 def _generator_for_preset(name: str, device: str | torch.device) -> SceneGenerator:
-    """Randomly initialised models of preset `name`. The preset table lives in the training package, so it is
-    imported here, only on this developer path (nfldm_sdk never imports it at module level)."""
-    presets = importlib.import_module("nfldm_training.presets_ldm")
-    return presets.random_generator(name, seed=0).to(device)
+    """Randomly initialised models of preset `name` (timings do not depend on the weights)."""
+    from nfldm_training.presets_ldm import random_generator
+
+    return random_generator(name, seed=0).to(device)
 
 
 def _device_name(device: torch.device) -> str:
