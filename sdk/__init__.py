@@ -37,6 +37,13 @@ _EXPORTS = {
     "SceneGenerator": "nfldm_sdk.generator",
     "NeuralScene": "nfldm_sdk.generator",
     "SceneImages": "nfldm_sdk.generator",
+    "CameraSpec": "nfldm_sdk.rig",
+    "CameraRig": "nfldm_sdk.rig",
+    "Trajectory": "nfldm_sdk.trajectory",
+    "Frame": "nfldm_sdk.sensors",
+    "FrameBatch": "nfldm_sdk.sensors",
+    "SensorWorld": "nfldm_sdk.sensors",
+    "render_trajectory": "nfldm_sdk.sensors",
 }
 
 

@@ -390,6 +390,52 @@ class NeuralScene:
         return cls(field=field, seed=int(meta["seed"]), bundle_hash=str(meta["bundle_hash"]), decoder=decoder,  # type: ignore[arg-type]
                    sampler=str(meta.get("sampler", "")), steps=int(meta.get("steps", 0)))
 
+    # ---------------------------------------------------------------- sensors and viewing (nfldm_sdk.sensors / viz)
+    def render_trajectory(self, trajectory, rig, *, batch_size: int = 12, with_range: bool = False, device=None,
+                          check_overlap: bool = True, progress: bool = False):
+        """Render `rig` (a `CameraRig`) along `trajectory` (a `Trajectory` in the scene frame): yields per tick a list
+        of `nfldm_sdk.sensors.Frame` (rgb uint8 [H,W,3], depth float32 [H,W] planar metres, alpha, metadata)."""
+        from nfldm_sdk.sensors import render_trajectory
+
+        return render_trajectory(self, trajectory, rig, batch_size=batch_size, with_range=with_range, device=device,
+                                 check_overlap=check_overlap, progress=progress)
+
+    def world(self, trajectory, *, rate_hz=None, rig=None, batch_size: int = 12, device=None):
+        """A CARLA-like `nfldm_sdk.sensors.SensorWorld` driving `trajectory` through this scene."""
+        from nfldm_sdk.sensors import SensorWorld
+
+        return SensorWorld(self, trajectory, rate_hz=rate_hz, rig=rig, batch_size=batch_size, device=device)
+
+    def spawn_camera(self, spec, attach_to, transform=None):
+        """Spawn a camera (a `CameraSpec` or a preset camera name) on `attach_to` (the ego of `scene.world(t)`)."""
+        from nfldm_sdk.sensors import spawn_camera
+
+        return spawn_camera(self, spec, attach_to, transform)
+
+    def to_mesh(self, level: float | None = None, *, colors: str = "auto", color_size: int = 128, device=None):
+        """Marching-cubes `open3d.geometry.TriangleMesh` of the density (scene metres), coloured by the decoded
+        appearance; `level` is a density in 1/m (default ln2 / voxel size)."""
+        from nfldm_sdk.viz import field_to_mesh
+
+        return field_to_mesh(self, level, colors=colors, color_size=color_size, device=device)
+
+    def to_point_cloud(self, cameras=None, *, min_alpha: float = 0.5, stride: int = 1, voxel_size=None, device=None):
+        """Coloured `open3d.geometry.PointCloud` back-projected from rendered RGB-D at `cameras` (default: 11
+        overview views)."""
+        from nfldm_sdk.viz import scene_to_point_cloud
+
+        return scene_to_point_cloud(self, cameras, min_alpha=min_alpha, stride=stride, voxel_size=voxel_size,
+                                    device=device)
+
+    def show(self, trajectory=None, rig=None, *, screenshot=None, geometry: str = "mesh", level=None,
+             width: int = 1280, height: int = 720, view: str = "above_behind", device=None):
+        """Open the scene in Open3D (mesh or points, rig frusta along `trajectory`, the path as a line), or with
+        `screenshot=PATH` render the same view offscreen to a PNG and return its path."""
+        from nfldm_sdk.viz import show_scene
+
+        return show_scene(self, trajectory, rig, geometry=geometry, level=level, screenshot=screenshot, width=width,
+                          height=height, view=view, device=device)
+
 
 # ============================================================================================ the generator
 class SceneGenerator:
