@@ -1,0 +1,138 @@
+"""Stage-4 prior sections of the preset table: `PRIOR_PRESETS` by preset name.
+
+To be merged into `nfldm_training.presets` (one table, one place) as a ``prior: PriorPreset`` section of `Preset`.
+
+The prior is our offline stand-in for the paper's CLIP-conditioned latent diffusion model: a small class-conditional
+pixel-space U-Net (`nfldm_sdk.guidance.PriorUNet`) trained on captured images (class "dataset") and on renders of
+generated scenes (class "artifact"), with condition dropout to the null class. Sizes (ours):
+
+* ``tiny`` — CI on CPU: 32×32 images, U-Net (16, 32), a few dozen steps.
+* ``small`` — the shipped default: 64×64 images, U-Net (64, 128, 256) with attention at the two coarse levels,
+  20k steps (~20 min on one GPU), artifacts from 256 generated scenes × 8 views.
+* ``paper`` — 128×128 images, U-Net (128, 256, 256, 512), 2 layers per block, 100k steps, 1024 scenes × 8 views.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nfldm_sdk.guidance import PriorConfig
+from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
+from nfldm_sdk.sampling import NoiseSchedule
+
+__all__ = ["PriorTrainConfig", "PriorPreset", "PRIOR_PRESETS", "get_prior_preset", "save_prior_preset", "load_prior_preset"]
+
+
+@dataclass
+class PriorTrainConfig:
+    """Training of the prior (`nfldm_training.prior_module`)."""
+
+    batch_size: int = 32
+    """Images per optimisation step (per device)."""
+    lr: float = 2e-4
+    """AdamW learning rate (constant after a linear warm-up)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_steps: int = 2000
+    """Optimisation steps (total, across resumes)."""
+    ema_decay: float = 0.999
+    """Decay of the EMA of the weights (what gets saved); warms up as ``min(decay, (1+n)/(10+n))``."""
+    cond_dropout: float = 0.1
+    """Fraction of training images whose class is replaced by the null class (classifier-free guidance needs the
+    unconditional model)."""
+    artifact_fraction: float = 0.5
+    """Expected fraction of each batch drawn from the artifact images (balanced sampling with replacement: there are
+    usually far fewer renders than captured images)."""
+    artifact_scenes: int = 16
+    """Scenes generated from the bundle whose renders are the artifact images."""
+    artifact_views: int = 8
+    """Views rendered per generated scene, from the SDS camera distribution (`nfldm_sdk.sds.sample_sds_cameras`)."""
+    generate_steps: int = 25
+    """Sampler steps per level when generating those scenes."""
+    frame_stride: int = 1
+    """Use every k-th captured frame (consecutive frames are nearly identical)."""
+    val_fraction: float = 0.05
+    """Fraction of each class's images held out for the validation loss (every k-th image)."""
+    val_interval: int = 500
+    """Optimisation steps between validations."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0 disables)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    precision: str = "32-true"
+    """Lightning precision."""
+    seed: int = 0
+    """Seed of weights, data order, noise, timesteps, condition dropout and the generated artifact scenes."""
+    log_every: int = 10
+    """Steps between training-loss log rows."""
+
+    def __post_init__(self):
+        if not (0.0 <= self.cond_dropout < 1.0):
+            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not (0.0 <= self.artifact_fraction <= 1.0):
+            raise ValueError(f"artifact_fraction must be in [0, 1], got {self.artifact_fraction}")
+
+
+@dataclass
+class PriorPreset:
+    """Stage 4: the prior network and its training."""
+
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """The U-Net (image size, channels, noise schedule: v-prediction)."""
+    train: PriorTrainConfig = field(default_factory=PriorTrainConfig)
+    """Its training."""
+
+
+PRIOR_PRESETS: dict[str, PriorPreset] = {
+    "tiny": PriorPreset(
+        prior=PriorConfig(image_size=(32, 32), block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                          up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, attention_head_dim=8,
+                          norm_num_groups=8, schedule=NoiseSchedule(num_train_timesteps=1000)),
+        train=PriorTrainConfig(batch_size=8, lr=1e-3, max_steps=40, ema_decay=0.99, artifact_scenes=2, artifact_views=4,
+                               generate_steps=4, frame_stride=2, val_fraction=0.1, val_interval=20, log_every=5),
+    ),
+    "small": PriorPreset(
+        prior=PriorConfig(image_size=(64, 64), block_out_channels=(64, 128, 256),
+                          down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                          up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
+                          attention_head_dim=32, norm_num_groups=32, schedule=NoiseSchedule(num_train_timesteps=1000)),
+        train=PriorTrainConfig(batch_size=64, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
+                               artifact_scenes=256, artifact_views=8, generate_steps=25, frame_stride=2,
+                               val_interval=1000, num_workers=4, precision="bf16-mixed"),
+    ),
+    "paper": PriorPreset(
+        prior=PriorConfig(image_size=(128, 128), block_out_channels=(128, 256, 256, 512),
+                          down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                          up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), layers_per_block=2,
+                          attention_head_dim=64, norm_num_groups=32, schedule=NoiseSchedule(num_train_timesteps=1000)),
+        train=PriorTrainConfig(batch_size=64, lr=1e-4, warmup_steps=2000, max_steps=100_000, ema_decay=0.9999,
+                               artifact_scenes=1024, artifact_views=8, generate_steps=50, frame_stride=1,
+                               val_interval=5000, num_workers=8, precision="bf16-mixed"),
+    ),
+}
+
+
+def get_prior_preset(name: str) -> PriorPreset:
+    """A copy of ``PRIOR_PRESETS[name]`` (KeyError listing the names for an unknown one)."""
+    if name not in PRIOR_PRESETS:
+        raise KeyError(f"unknown prior preset {name!r}: choose one of {', '.join(PRIOR_PRESETS)}")
+    return copy.deepcopy(PRIOR_PRESETS[name])
+
+
+def save_prior_preset(preset: PriorPreset, path: str | Path, name: str = "custom") -> Path:
+    """Write the resolved preset as JSON (``{"preset": name, "prior": ..., "train": ..., "_nfldm_version"}``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"preset": name, **config_to_dict(preset), "_nfldm_version": nfldm_version()}, indent=2) + "\n")
+    return path
+
+
+def load_prior_preset(path: str | Path) -> tuple[str, PriorPreset]:
+    """Read a preset written by `save_prior_preset`: ``(name, preset)``."""
+    data = json.loads(Path(path).read_text())
+    name = str(data.pop("preset", "custom"))
+    return name, config_from_dict(PriorPreset, data)
