@@ -57,7 +57,7 @@ from nfldm_sdk.sampling import LEVELS, SAMPLERS, NoiseSchedule, SamplerDefaults,
 
 __all__ = ["SceneGenerator", "NeuralScene", "SceneImages", "BundleManifest", "BundleError", "write_bundle",
            "read_manifest", "load_part", "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "MANIFEST_NAME", "PART_CLASSES",
-           "SCENE_FORMAT", "SCENE_FORMAT_VERSION"]
+           "SCENE_FORMAT", "SCENE_FORMAT_VERSION", "part_hash", "DEFAULT_MODEL_ENV", "default_model_path"]
 
 BUNDLE_FORMAT = "nfldm.model_bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -77,6 +77,31 @@ _EXPORT_OPTION = {"scene_ae": "--scene-ae", "latent_ae": "--latent-ae", "denoise
 
 class BundleError(ValueError):
     """A model bundle is incomplete or inconsistent; the message names the part and the fix."""
+
+
+#: Environment variable naming the bundle `SceneGenerator.from_pretrained()` loads when given no path.
+DEFAULT_MODEL_ENV = "NFLDM_DEFAULT_MODEL"
+
+
+def default_model_path() -> Path:
+    """The default model bundle: ``$NFLDM_DEFAULT_MODEL`` when set, else ``<repo>/assets/models/default`` beside the
+    installed source tree (an editable install: the folder above ``nfldm_sdk``'s ``sdk/``).
+
+    Raises:
+        `BundleError` saying how to get or build the bundle when the folder holds no manifest.
+    """
+    import os
+
+    env = os.environ.get(DEFAULT_MODEL_ENV)
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
+    if not (path / MANIFEST_NAME).is_file():
+        where = f"${DEFAULT_MODEL_ENV}={env}" if env else str(path)
+        raise BundleError(
+            f"no default model bundle at {where} (no {MANIFEST_NAME}). It ships in the repository's "
+            "assets/models/default (git checkout with an editable install: `pip install -e .`); or build one with "
+            "scripts/train_default.sh (`nfldm train-all ... --bundle DIR`) and point "
+            f"{DEFAULT_MODEL_ENV} at it, or pass a bundle path to SceneGenerator.from_pretrained(path)")
+    return path
 
 
 def _fix(part: str) -> str:
@@ -112,8 +137,13 @@ class BundleManifest:
     """UTC time of the export, ISO 8601."""
 
     def compute_hash(self) -> str:
-        """The bundle hash of this manifest's content (see `bundle_hash`)."""
-        key = {"format_version": self.format_version, "parts": {k: v["sha256"] for k, v in sorted(self.parts.items())},
+        """The bundle hash of this manifest's content (see `bundle_hash`).
+
+        Only the generative parts (`PART_CLASSES`) count: optional parts such as an SDS ``prior`` are verified by
+        their own sha256 but do not change the bundle's identity, so scenes generated before a prior was added
+        still load with ``NeuralScene.load(path, decoder=BUNDLE)``."""
+        generative = {k: v["sha256"] for k, v in sorted(self.parts.items()) if k in PART_CLASSES}
+        key = {"format_version": self.format_version, "parts": generative,
                "latent_stats": self.latent_stats, "noise_schedule": self.noise_schedule,
                "training_data_hash": self.training_data_hash}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -143,7 +173,7 @@ def read_manifest(bundle: str | Path) -> BundleManifest:
     return BundleManifest(**{k: v for k, v in data.items() if k in known})
 
 
-def _part_hash(folder: Path) -> str:
+def part_hash(folder: Path) -> str:
     """sha256 over a part folder's ``config.json`` and ``model.safetensors`` (names and bytes)."""
     h = hashlib.sha256()
     for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -175,7 +205,7 @@ def load_part(bundle: str | Path, part: str, manifest: BundleManifest | None = N
     if stored != class_path(cls) or entry.get("class") != class_path(cls):
         raise BundleError(f"bundle {bundle}: part {part!r} holds a {stored or entry.get('class')}, expected a "
                           f"{class_path(cls)}; {_fix(part)}")
-    if verify and entry.get("sha256") and _part_hash(folder) != entry["sha256"]:
+    if verify and entry.get("sha256") and part_hash(folder) != entry["sha256"]:
         raise BundleError(f"bundle {bundle}: part {part!r} changed since export (sha256 of {folder.name}/ differs from the "
                           f"manifest): it was replaced or corrupted; {_fix(part)} (or load with verify=False at your own risk)")
     try:
@@ -264,7 +294,7 @@ def write_bundle(out: str | Path, *, scene_ae: SceneAutoEncoder, latent_ae: Late
         if half:
             m = m.half()
         m.save_pretrained(tmp / name)  # type: ignore[attr-defined]
-        parts[name] = {"class": class_path(type(module)), "path": name, "sha256": _part_hash(tmp / name)}
+        parts[name] = {"class": class_path(type(module)), "path": name, "sha256": part_hash(tmp / name)}
     manifest = BundleManifest(
         preset=preset, latent_stats=config_to_dict(latent_stats), noise_schedule=noise_schedule.to_dict(),
         sampler_defaults=dataclasses.asdict(sampler_defaults or SamplerDefaults()), training_data_hash=training_data_hash,
@@ -459,13 +489,19 @@ class SceneGenerator:
         self.manifest = manifest
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> "SceneGenerator":
+    def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
+                        verify: bool = True) -> "SceneGenerator":
         """Load a model bundle (module docstring); `verify` checks every part's sha256 against the manifest.
+
+        With no `path`, the default model (`default_model_path`: ``$NFLDM_DEFAULT_MODEL`` or the shipped
+        ``assets/models/default``).
 
         Raises:
             `BundleError` naming the part and the fix (missing part, wrong class, changed since export, shapes that do
             not fit, unknown manifest version).
         """
+        if path is None:
+            path = default_model_path()
         manifest = read_manifest(path)
         if manifest.compute_hash() != manifest.bundle_hash:
             raise BundleError(f"bundle {path}: the manifest's bundle_hash does not match its content (edited by hand?); "
@@ -514,7 +550,8 @@ class SceneGenerator:
 
     @torch.no_grad()
     def generate(self, num_scenes: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
-                 batch_size: int | None = None, progress: bool = False) -> list[NeuralScene]:
+                 batch_size: int | None = None, progress: bool = False, *, refine: bool = False, guidance=None,
+                 refine_config=None) -> list[NeuralScene]:
         """Generate `num_scenes` scenes; scene i uses seed ``seed + i`` (module docstring).
 
         Args:
@@ -524,11 +561,18 @@ class SceneGenerator:
             sampler: ``"ddim"``, ``"dpmsolver++"`` or ``"ddpm"`` (default: the bundle's).
             batch_size: scenes sampled together (default ``min(num_scenes, 8)``); does not change the scenes.
             progress: show a progress bar over batches.
+            refine: post-optimise every scene by score distillation (`nfldm_sdk.sds`, method stage 4) with the
+                same seed as its sampling, so a refined scene is reproducible from its seed alone.
+            guidance: the `nfldm_sdk.guidance.GuidanceModel` for `refine` (e.g. ``PriorGuidance.from_bundle(path)``).
+            refine_config: `nfldm_sdk.sds.RefineConfig` (steps, lr, views per step, guidance alpha).
         Returns:
             list of `NeuralScene` (fields on the generator's device, decoder = the bundle's stage-1 model).
         """
         if num_scenes < 1:
             raise ValueError(f"num_scenes must be >= 1, got {num_scenes}")
+        if refine and guidance is None:
+            raise ValueError("refine=True needs a guidance model, e.g. PriorGuidance.from_bundle(BUNDLE) after "
+                             "`nfldm train prior --add-to-bundle` (see nfldm_sdk.guidance)")
         steps = int(steps or self.sampler_defaults.steps)
         sampler = sampler or self.sampler_defaults.sampler
         batch_size = int(batch_size or min(num_scenes, 8))
@@ -547,4 +591,8 @@ class SceneGenerator:
                 one = VoxelField(one.density.clone(), one.features.clone(), one.bounds.clone())  # not a view of the batch
                 scenes.append(NeuralScene(field=one, seed=s, bundle_hash=self.bundle_hash, decoder=self.scene_ae,
                                           sampler=sampler, steps=steps))
+        if refine:
+            from nfldm_sdk.sds import refine_neural_scene
+
+            scenes = [refine_neural_scene(s, guidance, refine_config, progress=progress).scene for s in scenes]
         return scenes

@@ -529,7 +529,7 @@ def bundle_has_prior(bundle: str | Path) -> bool:
 def _load_prior_part(bundle: str | Path, verify: bool = True) -> PriorUNet:
     # generator.load_part only knows the five generation parts (PART_CLASSES); this mirrors its checks for the
     # optional prior part with generator's own manifest and hash functions.
-    from nfldm_sdk.generator import BundleError, _part_hash, read_manifest
+    from nfldm_sdk.generator import BundleError, part_hash, read_manifest
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -544,7 +544,7 @@ def _load_prior_part(bundle: str | Path, verify: bool = True) -> PriorUNet:
     if entry.get("class") != class_path(PriorUNet):
         raise BundleError(f"bundle {bundle}: part {PRIOR_PART!r} holds a {entry.get('class')}, expected "
                           f"{class_path(PriorUNet)}; {fix}")
-    if verify and entry.get("sha256") and _part_hash(folder) != entry["sha256"]:
+    if verify and entry.get("sha256") and part_hash(folder) != entry["sha256"]:
         raise BundleError(f"bundle {bundle}: part {PRIOR_PART!r} changed since it was added (sha256 differs from the "
                           f"manifest); {fix}")
     return PriorUNet.from_pretrained(folder)
@@ -554,11 +554,11 @@ def add_prior_to_bundle(bundle: str | Path, prior_dir: str | Path) -> Path:
     """Copy a trained prior (``RUN/model`` or a folder with ``config.json`` + ``model.safetensors``) into
     ``BUNDLE/prior/`` and list it in the manifest (class, path, sha256); returns the part folder.
 
-    An existing prior part is replaced. The manifest's ``bundle_hash`` is recomputed (it covers every listed
-    part), so `SceneGenerator.from_pretrained` keeps verifying the bundle. The part is copied to a temporary
+    An existing prior part is replaced. The prior is verified by its own sha256; the ``bundle_hash`` (the identity
+    of the generative model) does not change, so scenes generated earlier still load with this bundle. The part is copied to a temporary
     folder first and the manifest is replaced atomically last.
     """
-    from nfldm_sdk.generator import MANIFEST_NAME, _part_hash, read_manifest
+    from nfldm_sdk.generator import MANIFEST_NAME, part_hash, read_manifest
 
     bundle, src = Path(bundle), Path(prior_dir)
     manifest = read_manifest(bundle)
@@ -576,7 +576,7 @@ def add_prior_to_bundle(bundle: str | Path, prior_dir: str | Path) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)
-    manifest.parts[PRIOR_PART] = {"class": class_path(PriorUNet), "path": PRIOR_PART, "sha256": _part_hash(dst)}
+    manifest.parts[PRIOR_PART] = {"class": class_path(PriorUNet), "path": PRIOR_PART, "sha256": part_hash(dst)}
     manifest.bundle_hash = manifest.compute_hash()
     tmp_manifest = bundle / (MANIFEST_NAME + ".partial")
     tmp_manifest.write_text(json.dumps(dataclasses.asdict(manifest), indent=2) + "\n")

@@ -52,7 +52,7 @@ from nfldm_sdk.guidance import GuidanceModel, guided_noise
 
 __all__ = ["RefineConfig", "RefineHistory", "RefineResult", "FieldDecoder", "refine_scene", "sample_sds_cameras",
            "horizontal_cam_to_world", "sds_weight", "sds_gradient", "RefinedScene", "refine_neural_scene",
-           "generate_refined", "WEIGHTINGS", "NEGATIVES"]
+           "WEIGHTINGS", "NEGATIVES"]
 
 WEIGHTINGS = ("sigma2", "one")
 NEGATIVES = ("artifact", "null")
@@ -350,22 +350,3 @@ def refine_neural_scene(scene, guidance: GuidanceModel, config: RefineConfig | N
     return RefinedScene(scene=refined, result=result)
 
 
-def generate_refined(generator, num_scenes: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
-                     batch_size: int | None = None, progress: bool = False, *, refine: bool = True,
-                     guidance: GuidanceModel | None = None, refine_config: RefineConfig | None = None) -> list:
-    """`SceneGenerator.generate`, then (``refine=True``) SDS refinement of every scene with `guidance`.
-
-    Scene i is sampled with seed ``seed + i`` (as `generate`) and refined with the same seed, so a refined scene
-    is reproducible from its seed alone. Arguments up to `progress` are `generate`'s.
-
-    Returns:
-        list of `NeuralScene` (refined fields when `refine`).
-    """
-    if refine and guidance is None:
-        raise ValueError("refine=True needs a guidance model, e.g. PriorGuidance.from_bundle(BUNDLE) "
-                         "(see nfldm_sdk.guidance)")
-    scenes = generator.generate(num_scenes, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size,
-                                progress=progress)
-    if not refine:
-        return scenes
-    return [refine_neural_scene(s, guidance, refine_config, progress=progress).scene for s in scenes]

@@ -388,23 +388,22 @@ def test_prior_as_a_bundle_part(tiny_bundle, tmp_path):
 
 def test_generate_refined_is_seeded_per_scene(tiny_bundle):
     from nfldm_sdk.generator import SceneGenerator
-    from nfldm_sdk.sds import generate_refined
 
     gen = SceneGenerator.from_pretrained(tiny_bundle)
     prior = _tiny_prior()
     cfg = RefineConfig(steps=2, render_size=(16, 16))
     raw = gen.generate(2, seed=7, steps=2)
-    a = generate_refined(gen, 2, seed=7, steps=2, guidance=prior, refine_config=cfg)
-    b = generate_refined(gen, 1, seed=8, steps=2, guidance=prior, refine_config=cfg)
+    a = gen.generate(2, seed=7, steps=2, refine=True, guidance=prior, refine_config=cfg)
+    b = gen.generate(1, seed=8, steps=2, refine=True, guidance=prior, refine_config=cfg)
     assert [s.seed for s in a] == [7, 8] and a[1].decoder is gen.scene_ae
     assert not torch.equal(a[0].field.features, raw[0].field.features)
     # scene 8 alone = scene 8 of the batch (up to the float rounding of batched sampling kernels, see generator.py)
     torch.testing.assert_close(a[1].field.features, b[0].field.features, atol=1e-4, rtol=0)
-    again = generate_refined(gen, 2, seed=7, steps=2, guidance=prior, refine_config=cfg)
+    again = gen.generate(2, seed=7, steps=2, refine=True, guidance=prior, refine_config=cfg)
     assert all(torch.equal(x.field.features, y.field.features) for x, y in zip(a, again))  # same seed, same bytes
-    assert generate_refined(gen, 2, seed=7, steps=2, refine=False)[0].field.features.equal(raw[0].field.features)
+    assert gen.generate(2, seed=7, steps=2, refine=False)[0].field.features.equal(raw[0].field.features)
     with pytest.raises(ValueError, match="needs a guidance model"):
-        generate_refined(gen, 1, refine=True)
+        gen.generate(1, refine=True)
 
 
 def test_cli_train_prior_then_refine(tiny_bundle, tmp_path):
