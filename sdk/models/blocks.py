@@ -1,0 +1,62 @@
+"""Small 2D CNN building blocks shared by the image encoder and decoder of the scene auto-encoder.
+
+All blocks take and return ``[N, C, H, W]`` float tensors. GroupNorm (not BatchNorm) so that results do not
+depend on the batch composition: a view's encoding is the same whatever else is in the batch, which the
+voxel-encoding tool and the tests rely on.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:
+    """GroupNorm with the largest group count ≤ `max_groups` that divides `channels`."""
+    groups = max(g for g in range(1, max_groups + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: ``x + conv(silu(gn(conv(silu(gn(x))))))``, 1×1 skip when channels change.
+
+    ``[N, c_in, H, W] -> [N, c_out, H, W]``.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.norm1 = group_norm(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = group_norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.act(self.norm1(x)))
+        h = self.conv2(self.act(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a stride-2 3×3 convolution: ``[N, c_in, H, W] -> [N, c_out, H/2, W/2]``."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution (nearest, then 3×3 conv; avoids transposed-conv checkerboards).
+
+    ``[N, c_in, H, W] -> [N, c_out, 2H, 2W]``.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))

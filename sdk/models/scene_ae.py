@@ -1,0 +1,278 @@
+"""Stage 1 of NF-LDM: the scene auto-encoder, posed images -> voxel neural field -> images.
+
+``encode`` (method.md, stage 1, steps 1-3):
+
+1. a 2D CNN runs on every input image separately and outputs ``[D + C, H/f, W/f]``;
+2. lift: the first D channels become per-bin densities ``σ = softplus(·) ≥ 0`` and the last C the feature
+   ``φ``; each pixel's frustum entry at bin d is ``[O(d) · φ, σ(d)]`` with the occupancy weight
+   ``O(d) = exp(-Σ_{j<d} σ_j δ_j) · (1 - exp(-σ_d δ_d))`` (`nfldm_sdk.lift_splat.lift`). δ_d is the ray length
+   through bin d (planar bin width / z_per_t), so σ is the same extinction per metre of ray that the renderer
+   integrates: a field encoded from a view renders back with that view's occupancy;
+3. splat: the frustum points of all views go to the scene frame with the cameras' ``cam_to_world`` (here:
+   camera -> scene) and are **mean**-pooled into one grid: ``V_density`` ``[Z,Y,X]`` and ``V_feat``
+   ``[C,Z,Y,X]`` (`nfldm_sdk.lift_splat.splat`).
+
+``decode`` — the renderer ``î = r(V, κ)`` used by every later stage and by the sensors (steps 4):
+volume-render the field at the feature-map resolution ``(H/f, W/f)`` (`nfldm_sdk.render.render_field`),
+then a 2D CNN decoder upsamples the rendered feature map by ``f`` to the image. Depth and alpha are
+rendered at the feature-map resolution and bilinearly upsampled to the image size.
+
+The scene frame is the ego frame at the scene's anchor time (x forward, y left, z up, metres); the voxel
+box `SceneAEConfig.bounds` is given in it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nfldm_sdk.cameras import Cameras
+from nfldm_sdk.field import VoxelField
+from nfldm_sdk.lift_splat import DepthBins, depth_bins, lift_splat
+from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
+from nfldm_sdk.persistence import PretrainedMixin
+from nfldm_sdk.render import render_field
+
+
+@dataclass
+class SceneAEConfig:
+    """Configuration of `SceneAutoEncoder` (sizes of the paper's model are in ``nfldm_training.presets``)."""
+
+    image_size: tuple[int, int] = (64, 64)
+    """Image ``(height, width)`` in pixels of encoder inputs and training targets; both divisible by `downsample`."""
+    downsample: int = 4
+    """Feature downsample factor f (a power of 2): the encoder's output and the render are at ``(H/f, W/f)``."""
+    depth_bins: int = 16
+    """D, the number of depth bins of each pixel's frustum."""
+    near: float = 1.0
+    """Depth of the first bin's near edge and the render's near plane, metres (planar z-depth)."""
+    far: float = 60.0
+    """Depth of the last bin's far edge and the render's far plane, metres."""
+    bin_spacing: str = "linear"
+    """Spacing of the depth bins between `near` and `far`: ``"linear"`` or ``"log"`` (finer near the camera; see
+    `nfldm_sdk.lift_splat.depth_bins`)."""
+    feature_channels: int = 8
+    """C, the feature channels of the voxel grid V_feat (the density grid has one channel more, separately)."""
+    grid_shape: tuple[int, int, int] = (8, 32, 32)
+    """Voxel grid size ``(Z, Y, X)``: Z is vertical. The paper's grid is 128×128×32 = (32, 128, 128)."""
+    bounds: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-16.0, -32.0, -2.0), (48.0, 32.0, 6.0))
+    """The voxel box ``((xmin, ymin, zmin), (xmax, ymax, zmax))`` in metres in the scene frame (x forward,
+    y left, z up; origin on the ground below the ego vehicle at the anchor time)."""
+    render_samples: int = 32
+    """Samples per ray between `near` and `far` when rendering (trilinear interpolation at each)."""
+    encoder_widths: tuple[int, ...] = (16, 32, 64)
+    """Channels of the image encoder's stages: the first at full resolution, each further one after a 2× downsample,
+    so ``len = log2(downsample) + 1``."""
+    decoder_widths: tuple[int, ...] = (64, 32, 16)
+    """Channels of the image decoder's stages: the first at the feature-map resolution, each further one after a
+    2× upsample, so ``len = log2(downsample) + 1``."""
+    blocks_per_stage: int = 1
+    """Residual blocks per encoder/decoder stage."""
+    initial_density: float = 0.0
+    """Density (1/m) every bin starts at (bias of the density head). 0 picks ``1 / (far - near)``: an optical
+    depth of 1 over the frustum, so untrained occupancy is spread over all bins instead of stuck in the first."""
+
+    def __post_init__(self):
+        f = self.downsample
+        if f < 1 or f & (f - 1):
+            raise ValueError(f"downsample must be a power of 2, got {f}")
+        levels = int(math.log2(f)) + 1
+        for name in ("encoder_widths", "decoder_widths"):
+            if len(getattr(self, name)) != levels:
+                raise ValueError(f"{name} needs log2(downsample)+1 = {levels} entries for downsample {f}, got {getattr(self, name)}")
+        h, w = self.image_size
+        if h % f or w % f:
+            raise ValueError(f"image_size {self.image_size} must be divisible by downsample {f}")
+        if not (0.0 < self.near < self.far):
+            raise ValueError(f"need 0 < near < far, got near={self.near}, far={self.far}")
+        lo, hi = self.bounds
+        if len(lo) != 3 or len(hi) != 3 or any(a >= b for a, b in zip(lo, hi)):
+            raise ValueError(f"bounds must be ((xmin, ymin, zmin), (xmax, ymax, zmax)) with min < max, got {self.bounds}")
+        if len(self.grid_shape) != 3 or min(self.grid_shape) < 1:
+            raise ValueError(f"grid_shape must be (Z, Y, X) positive, got {self.grid_shape}")
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """``(H/f, W/f)``: resolution of the encoder's output and of the render."""
+        return self.image_size[0] // self.downsample, self.image_size[1] // self.downsample
+
+    def bounds_tensor(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """`bounds` as ``[2, 3]`` (row 0 min, row 1 max), metres."""
+        return torch.tensor(self.bounds, device=device, dtype=dtype)
+
+
+@dataclass
+class SceneRender:
+    """What `SceneAutoEncoder.decode` returns (R target cameras per scene).
+
+    Attributes:
+        rgb: ``[B, R, 3, H, W]`` in [0, 1].
+        depth: ``[B, R, H, W]`` expected planar depth (``Σ w z / alpha``), metres, rendered at ``(H/f, W/f)`` and
+            bilinearly upsampled; ``inf`` where the ray met (essentially) nothing, the project's no-hit convention.
+        alpha: ``[B, R, H, W]`` accumulated opacity in [0, 1], upsampled likewise.
+        features: ``[B, R, C, H/f, W/f]`` the rendered feature map the decoder consumed.
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    alpha: torch.Tensor
+    features: torch.Tensor
+
+
+@dataclass
+class SceneAEOutput:
+    """What `SceneAutoEncoder.forward` returns: the encoded field and its render at the target cameras."""
+
+    field: VoxelField
+    render: SceneRender
+
+
+class ImageEncoder(nn.Module):
+    """2D CNN: ``[N, 3, H, W]`` in [0, 1] -> ``[N, D + C, H/f, W/f]`` raw (pre-activation) channels."""
+
+    def __init__(self, config: SceneAEConfig):
+        super().__init__()
+        widths = config.encoder_widths
+        self.stem = nn.Conv2d(3, widths[0], 3, padding=1)
+        layers: list[nn.Module] = []
+        for i, w in enumerate(widths):
+            if i > 0:
+                layers.append(Downsample(widths[i - 1], w))
+            layers.extend(ResBlock(w, w) for _ in range(config.blocks_per_stage))
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], config.depth_bins + config.feature_channels, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(images * 2.0 - 1.0)))
+
+
+class FeatureDecoder(nn.Module):
+    """2D CNN: rendered features ``[N, C, h, w]`` -> image ``[N, 3, h·f, w·f]`` in [0, 1] (sigmoid)."""
+
+    def __init__(self, config: SceneAEConfig):
+        super().__init__()
+        widths = config.decoder_widths
+        layers: list[nn.Module] = [nn.Conv2d(config.feature_channels, widths[0], 3, padding=1)]
+        for i, w in enumerate(widths):
+            if i > 0:
+                layers.append(Upsample(widths[i - 1], w))
+            layers.extend(ResBlock(w, w) for _ in range(config.blocks_per_stage))
+        layers += [group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], 3, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body(features))
+
+
+def _inverse_softplus(y: float) -> float:
+    """x with softplus(x) = y (y > 0)."""
+    return y + math.log(-math.expm1(-y))
+
+
+class SceneAutoEncoder(nn.Module, PretrainedMixin):
+    """Posed images -> `VoxelField` (`encode`) -> images, depth at any cameras (`decode`). See the module docstring.
+
+    Example::
+
+        ae = SceneAutoEncoder(SceneAEConfig())
+        field = ae.encode(images, cameras)            # images [B,V,3,H,W] in [0,1], cameras [B,V] at H×W
+        out = ae.decode(field, target_cameras)        # out.rgb [B,R,3,H,W], out.depth [B,R,H,W]
+    """
+
+    config_class = SceneAEConfig
+
+    def __init__(self, config: SceneAEConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ImageEncoder(config)
+        self.decoder = FeatureDecoder(config)
+        sigma0 = config.initial_density or 1.0 / (config.far - config.near)
+        with torch.no_grad():
+            self.encoder.head[-1].bias[: config.depth_bins].fill_(_inverse_softplus(sigma0))
+        bins = depth_bins(config.near, config.far, config.depth_bins, config.bin_spacing)
+        # Constants, not parameters (and not saved: they follow from the config).
+        self.register_buffer("bin_centres", bins.centres, persistent=False)   # [D] planar depth, metres
+        self.register_buffer("bin_deltas", bins.deltas, persistent=False)     # [D] bin widths, metres
+        self.register_buffer("bounds", config.bounds_tensor(), persistent=False)
+
+    # ---------------------------------------------------------------------------------------------- encode
+    def encode(self, images: torch.Tensor, cameras: Cameras) -> VoxelField:
+        """Encode posed images of B scenes into B voxel fields.
+
+        Args:
+            images: ``[B, V, 3, H, W]`` float in [0, 1], ``(H, W)`` divisible by ``config.downsample``
+                (normally ``config.image_size``).
+            cameras: `Cameras` of batch shape ``[B, V]`` at the image resolution ``H×W``; ``cam_to_world``
+                maps camera coordinates to the scene frame.
+        Returns:
+            `VoxelField` with density ``[B, Z, Y, X]`` (1/m), features ``[B, C, Z, Y, X]`` and bounds ``[B, 2, 3]``.
+        """
+        cfg = self.config
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"images must be [B, V, 3, H, W], got {tuple(images.shape)}")
+        B, V, _, H, W = images.shape
+        f = cfg.downsample
+        if H % f or W % f:
+            raise ValueError(f"image size {H}x{W} must be divisible by downsample {f}")
+        if tuple(cameras.batch_shape) != (B, V):
+            raise ValueError(f"cameras must have batch shape [B, V] = [{B}, {V}], got {list(cameras.batch_shape)}")
+        if (int(cameras.width), int(cameras.height)) != (W, H):
+            raise ValueError(f"cameras are {cameras.width}x{cameras.height} but images are {W}x{H}: pass cameras at the image resolution")
+        D = cfg.depth_bins
+        raw = self.encoder(images.flatten(0, 1)).unflatten(0, (B, V))               # [B, V, D+C, H/f, W/f]
+        raw = raw.float()  # geometry in float32 even under bf16 autocast: frustum points at 50 m need < 0.1 m precision
+        sigma = F.softplus(raw[:, :, :D])                                             # [B, V, D, h, w] densities, 1/m
+        phi = raw[:, :, D:]                                                           # [B, V, C, h, w]
+        # lift (occupancy from σ, with δ = ray length through each bin so σ means what the renderer integrates),
+        # frustum points in the scene frame, mean-splat per scene.
+        return lift_splat(cameras, sigma, phi, DepthBins(self.bin_centres, self.bin_deltas), self.bounds,
+                          cfg.grid_shape, ray_length_deltas=True)
+
+    # ---------------------------------------------------------------------------------------------- decode
+    def decode(self, field: VoxelField, cameras: Cameras) -> SceneRender:
+        """Render B voxel fields at R cameras each: ``î = r(V, κ)``.
+
+        Args:
+            field: batched `VoxelField` (density ``[B, Z, Y, X]``, features ``[B, C, Z, Y, X]``), or one unbatched
+                scene (``[Z, Y, X]``), in which case the cameras are ``[R]`` and the outputs lose the ``B`` axis.
+            cameras: `Cameras` of batch shape ``[B, R]`` at the output resolution ``H×W`` (divisible by
+                ``config.downsample``; any size works, the decoder is fully convolutional); ``cam_to_world``
+                is camera -> scene frame.
+        Returns:
+            `SceneRender` (rgb ``[B, R, 3, H, W]``, depth/alpha ``[B, R, H, W]``, features ``[B, R, C, H/f, W/f]``).
+        """
+        if not field.is_batched:
+            if len(cameras.batch_shape) != 1:
+                raise ValueError(f"an unbatched field takes cameras [R], got batch shape {list(cameras.batch_shape)}")
+            out = self.decode(VoxelField.stack([field]), cameras.reshape(1, -1))
+            return SceneRender(rgb=out.rgb[0], depth=out.depth[0], alpha=out.alpha[0], features=out.features[0])
+        cfg = self.config
+        f = cfg.downsample
+        H, W = int(cameras.height), int(cameras.width)
+        if H % f or W % f:
+            raise ValueError(f"camera size {W}x{H} must be divisible by downsample {f}")
+        if len(cameras.batch_shape) != 2:
+            raise ValueError(f"cameras must have batch shape [B, R], got {list(cameras.batch_shape)}")
+        B, R = cameras.batch_shape
+        h, w = H // f, W // f
+        out = render_field(field, cameras.resized(w, h), n_samples=cfg.render_samples, near=cfg.near, far=cfg.far)
+        feats = out.features                                                          # [B, R, C, h, w]
+        rgb = self.decoder(feats.flatten(0, 1))                                       # [B*R, 3, H, W]
+        # Bilinear upsampling cannot mix inf (no hit) with finite depths: interpolate with no-hit pixels at the
+        # far plane, then put inf back where the nearest low-resolution pixel had no hit.
+        hit = torch.isfinite(out.depth)                                               # [B, R, h, w]
+        depth = torch.where(hit, out.depth, torch.full_like(out.depth, cfg.far))
+        up = F.interpolate(torch.stack([depth, out.alpha], 2).flatten(0, 1),          # [B*R, 2, h, w] -> [B*R, 2, H, W]
+                           size=(H, W), mode="bilinear", align_corners=False).unflatten(0, (B, R))
+        hit_up = F.interpolate(hit.flatten(0, 1)[:, None].float(), size=(H, W), mode="nearest-exact")
+        hit_up = hit_up[:, 0].unflatten(0, (B, R)) > 0.5                              # [B, R, H, W]
+        depth_up = torch.where(hit_up, up[:, :, 0], torch.full_like(up[:, :, 0], math.inf))
+        return SceneRender(rgb=rgb.unflatten(0, (B, R)), depth=depth_up, alpha=up[:, :, 1], features=feats)
+
+    def forward(self, images: torch.Tensor, cameras: Cameras, target_cameras: Cameras | None = None) -> SceneAEOutput:
+        """`encode` the images, then `decode` at `target_cameras` (the input cameras when None)."""
+        field = self.encode(images, cameras)
+        return SceneAEOutput(field=field, render=self.decode(field, cameras if target_cameras is None else target_cameras))

@@ -1,0 +1,222 @@
+"""Save and load networks as ``config.json`` + ``model.safetensors`` (never pickle).
+
+Every trainable network of nfldm is an ``nn.Module`` built from one config dataclass. Mixing in
+`PretrainedMixin` gives it
+
+* ``save_pretrained(directory)`` — writes ``config.json`` (the config dataclass as JSON plus ``_class``, the
+  dotted name of the network class, and ``_nfldm_version``) and ``model.safetensors`` (the state dict);
+* ``from_pretrained(directory, device=None)`` — rebuilds the network from the config and loads the weights,
+  checking every key and every shape first, so a wrong or stale folder fails with a message that names the
+  folder and each missing, unexpected or mismatched tensor.
+
+A network opts in with two class-level facts::
+
+    @dataclass
+    class MyConfig:
+        channels: int = 8
+        '''Feature channels.'''
+
+    class MyNet(nn.Module, PretrainedMixin):
+        config_class = MyConfig
+
+        def __init__(self, config: MyConfig):
+            super().__init__()
+            self.config = config
+            ...
+
+JSON has no tuples, so on load every list is turned back into a tuple where the field's annotation says
+``tuple`` (nested tuples and nested config dataclasses included); unknown config keys are an error rather than
+silently dropped, because a config that does not round-trip is a model that does not either.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import types
+import typing
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+T = TypeVar("T", bound="PretrainedMixin")
+
+
+def nfldm_version() -> str:
+    """The installed nfldm distribution's version (``0.0.0+unknown`` when running from an uninstalled tree)."""
+    try:
+        return metadata.version("nfldm")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def class_path(cls: type) -> str:
+    """Dotted import path of a class, e.g. ``nfldm_sdk.models.scene_ae.SceneAutoEncoder``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def import_class(path: str) -> type:
+    """Inverse of `class_path`."""
+    module, _, name = path.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"cannot import {module!r} for class {path!r}: {e}") from e
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ config <-> JSON
+def config_to_dict(config: Any) -> dict:
+    """A config dataclass as a JSON-ready dict (tuples become lists; nested dataclasses become dicts)."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"expected a config dataclass instance, got {type(config).__name__}")
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """Turn JSON `value` back into the type `annotation` names (lists -> tuples, dicts -> dataclasses)."""
+    if value is None:
+        return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):  # Optional[X] / X | None: use the first arm that fits
+        for arm in args:
+            if arm is type(None):
+                continue
+            try:
+                return _coerce(value, arm)
+            except (TypeError, ValueError):
+                continue
+        return value
+    if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+        return config_from_dict(annotation, value)
+    if (origin is tuple or annotation is tuple) and isinstance(value, (list, tuple)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if args and len(args) == len(value):
+            return tuple(_coerce(v, a) for v, a in zip(value, args))
+        return tuple(value)
+    if origin is list and isinstance(value, list):
+        return [_coerce(v, args[0]) if args else v for v in value]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def config_from_dict(config_class: type, data: dict) -> Any:
+    """Build `config_class` from a dict written by `config_to_dict`; unknown keys are an error.
+
+    Keys starting with ``_`` (``_class``, ``_nfldm_version``) are metadata and ignored.
+    """
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name for f in dataclasses.fields(config_class) if f.init}
+    data = {k: v for k, v in data.items() if not k.startswith("_")}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(
+            f"{config_class.__name__} has no field(s) {unknown}; known fields: {sorted(fields)}. "
+            "The config was written by another version of nfldm: retrain or edit config.json.")
+    return config_class(**{k: _coerce(v, hints[k]) for k, v in data.items()})
+
+
+# ------------------------------------------------------------------------------------------------ the mixin
+class PretrainedMixin:
+    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` built from one config dataclass.
+
+    The class must set ``config_class`` (the dataclass type) and keep its config as ``self.config``; its
+    ``__init__`` must accept the config as its only required argument.
+    """
+
+    config_class: ClassVar[type]
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into `directory` (created); returns the folder.
+
+        Weights are saved from CPU copies as they are (dtype kept); tensors that share storage are cloned so
+        safetensors accepts them.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = config_to_dict(self.config)  # type: ignore[attr-defined]
+        config["_class"] = class_path(type(self))
+        config["_nfldm_version"] = nfldm_version()
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
+        # Write weights first and the config last: a folder with a config.json is a complete folder.
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "nfldm_version": config["_nfldm_version"]})
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load_config(cls, directory: str | Path) -> Any:
+        """The config dataclass stored in ``directory/config.json`` (checks that it belongs to this class)."""
+        directory = Path(directory)
+        path = directory / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {directory} is not a saved {cls.__name__} folder "
+                f"(expected {CONFIG_NAME} + {WEIGHTS_NAME}, written by save_pretrained)")
+        data = json.loads(path.read_text())
+        stored = data.get("_class")
+        if stored is not None and stored != class_path(cls):
+            raise ValueError(
+                f"{directory} holds a {stored}, not a {class_path(cls)}: load it with {stored.rpartition('.')[2]}.from_pretrained")
+        return config_from_dict(cls.config_class, data)
+
+    @classmethod
+    def from_pretrained(cls: type[T], directory: str | Path, device: str | torch.device | None = None) -> T:
+        """Rebuild the network from ``directory/config.json`` and load ``model.safetensors`` into it.
+
+        Every key and shape is checked before loading; any difference raises a ``ValueError`` that names the
+        folder and lists the missing, unexpected and mismatched tensors. The model is returned in eval mode
+        on `device` (CPU when None).
+        """
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config = cls.load_config(directory)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} not found: the folder has a config but no weights; save it again with save_pretrained")
+        model = cls(config)  # type: ignore[call-arg]
+        state = load_file(str(weights), device="cpu")
+        expected = model.state_dict()  # type: ignore[attr-defined]
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                      for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+        if missing or unexpected or mismatched:
+            lines = [f"weights in {weights} do not match {cls.__name__}({type(config).__name__} from {directory / CONFIG_NAME}):"]
+            if missing:
+                lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+            if unexpected:
+                lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+            if mismatched:
+                lines.append(f"  shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
+            lines.append("  the folder's config and weights come from different models: save the model again with save_pretrained")
+            raise ValueError("\n".join(lines))
+        model.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
+        model.eval()  # type: ignore[attr-defined]
+        return model.to(device) if device is not None else model  # type: ignore[attr-defined]
+
+
+def load_pretrained(directory: str | Path, device: str | torch.device | None = None) -> Any:
+    """Load whatever network ``directory`` holds, using the ``_class`` entry of its ``config.json``."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a folder written by save_pretrained")
+    stored = json.loads(path.read_text()).get("_class")
+    if not stored:
+        raise ValueError(f"{path} has no '_class' entry: load it with the network class's from_pretrained")
+    cls = import_class(stored)
+    if not (isinstance(cls, type) and issubclass(cls, PretrainedMixin)):
+        raise TypeError(f"{stored} (from {path}) is not a PretrainedMixin network")
+    return cls.from_pretrained(directory, device=device)

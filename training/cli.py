@@ -1,0 +1,175 @@
+"""`nfldm train ...` and `nfldm encode-voxels`: plugged into the `nfldm` CLI through the ``nfldm.commands`` entry points.
+
+    nfldm train scene-ae --data data/town03.zarr --preset small --out runs/ae
+    nfldm encode-voxels --model runs/ae --data data/town03.zarr --out runs/ae/voxels.zarr
+
+``--data`` takes one or more capture stores: repeat it (``--data a.zarr --data b.zarr``) or list them after it
+(``--data a.zarr b.zarr``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from nfldm_training.presets import PRESETS
+
+
+def _stores(data: tuple[str, ...], more: tuple[str, ...]) -> list[str]:
+    """The capture stores of ``--data`` plus any listed after it; local paths must exist."""
+    stores = [*data, *more]
+    if not stores:
+        raise click.UsageError("no capture store given: pass --data STORE [STORE ...]")
+    for s in stores:
+        if "://" not in s and not Path(s).exists():
+            raise click.BadParameter(f"capture store {s} does not exist: collect one with `sim_bridge collect --out {s}`",
+                                     param_hint="--data")
+    return stores
+
+
+def _devices(value: str):
+    """``--devices``: "auto", a count ("2") or a list ("0,1")."""
+    if value == "auto":
+        return value
+    if "," in value:
+        return [int(v) for v in value.split(",") if v.strip()]
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use auto, a device count (2) or a list of indices (0,1)", param_hint="--devices")
+
+
+def _parse_set(items: tuple[str, ...]) -> dict:
+    """``--set key=value`` pairs; values parsed as JSON when they can be (numbers, lists, null), else strings."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: use --set section.field=value, e.g. scene_ae_train.lr=5e-4", param_hint="--set")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@click.group(name="train")
+def train():
+    """Train the stages of NF-LDM on capture stores (PyTorch Lightning)."""
+
+
+@train.command("scene-ae")
+@click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
+              help="Capture store(s) (zarr path or fsspec URL); repeat the option or list stores after it.")
+@click.argument("more_stores", nargs=-1, metavar="[STORE...]")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="small", show_default=True,
+              help="Model and training sizes (training/presets.py).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--max-steps", type=int, default=None, help="Override the preset's optimisation steps (total, across resumes).")
+@click.option("--batch-size", type=int, default=None, help="Override the preset's scene windows per step (per device).")
+@click.option("--seed", type=int, default=None, help="Override the preset's seed.")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes (default: the preset's).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override any preset setting, e.g. --set scene_ae_train.lr=5e-4 --set scene_ae.feature_channels=16.")
+@click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu, ...")
+@click.option("--devices", default="auto", show_default=True, help="Lightning devices: auto, a count, or indices 0,1.")
+@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy: auto, ddp, fsdp, ...")
+@click.option("--num-nodes", type=int, default=1, show_default=True, help="Machines (Lightning num_nodes).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from OUT/checkpoints/last.ckpt when it exists (with the run's saved config).")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.pass_context
+def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, workers, settings, accelerator, devices,
+             strategy, num_nodes, resume, progress):
+    """Stage 1: train the scene auto-encoder (images -> voxel field -> images).
+
+    Writes OUT/model (load with SceneAutoEncoder.from_pretrained), OUT/config.json (resolved preset),
+    OUT/metrics.json (validation PSNR and depth AbsRel before and after training), OUT/checkpoints and
+    OUT/val_images.
+    """
+    from nfldm_training.presets import apply_overrides, get_preset, load_preset
+    from nfldm_training.scene_ae_module import train_scene_ae
+
+    stores = _stores(data, more_stores)
+    overrides = _parse_set(settings)
+    for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed), ("num_workers", workers)):
+        if value is not None:
+            overrides[f"scene_ae_train.{key}"] = value
+    run = Path(out)
+    try:
+        if resume and (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.json").is_file():
+            resolved = load_preset(run / "config.json")
+            explicit = ctx.get_parameter_source("preset") == click.core.ParameterSource.COMMANDLINE
+            if explicit and preset != resolved.name:
+                raise click.UsageError(f"{run} is a {resolved.name!r} run; resume it without --preset (or --preset "
+                                       f"{resolved.name}), or start over with --no-resume")
+            resolved = apply_overrides(resolved, overrides)
+        else:
+            resolved = get_preset(preset, overrides)
+    except (KeyError, ValueError, TypeError) as e:
+        raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
+    try:
+        result = train_scene_ae(stores, resolved, run, resume=resume, accelerator=accelerator, devices=_devices(devices),
+                                strategy=strategy, num_nodes=num_nodes, progress=progress, log=click.echo)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e))
+    click.echo(f"model: {result.model_dir}  ({result.global_step} steps, {result.seconds:.0f} s)")
+
+
+@click.command("encode-voxels")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A run directory of `nfldm train scene-ae` (or its model/ folder).")
+@click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
+              help="Capture store(s) to encode; repeat the option or list stores after it.")
+@click.argument("more_stores", nargs=-1, metavar="[STORE...]")
+@click.option("--out", "out", required=True, type=click.Path(), help="Voxel store to write (zarr v3, e.g. voxels.zarr).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Scene windows encoded at once.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
+              help="Storage dtype of the grids.")
+@click.option("--window", type=int, default=None, help="Frames per scene (default: the run's training window).")
+@click.option("--stride", type=int, default=None, help="Frames between scene starts (default: the run's stride).")
+@click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at OUT instead of resuming it.")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+def encode_voxels(model_path, data, more_stores, out, batch_size, dtype, window, stride, device, overwrite, progress):
+    """Encode every scene window of the capture stores into voxel fields (stage-2 training data).
+
+    Resumable: rerunning continues after the last scene written (same model and data), --overwrite starts over.
+    """
+    import torch
+
+    from nfldm_sdk.models.scene_ae import SceneAutoEncoder
+    from nfldm_training.presets import load_preset
+    from nfldm_training.voxel_store import encode_voxels as run_encode
+
+    stores = _stores(data, more_stores)
+    path = Path(model_path)
+    if (path / "model" / "config.json").is_file():  # a run directory
+        model_dir, run_config = path / "model", path / "config.json"
+    else:  # a model folder, perhaps inside a run directory
+        model_dir, run_config = path, path.parent / "config.json"
+    if not (model_dir / "config.json").is_file():
+        raise click.ClickException(f"{path} is neither a run directory of `nfldm train scene-ae` (with model/) nor a model "
+                                   "folder (config.json + model.safetensors)")
+    train_cfg = None
+    if run_config.is_file():
+        try:
+            train_cfg = load_preset(run_config).scene_ae_train
+        except (ValueError, TypeError, KeyError):  # not a run config: fall back to --window/--stride
+            train_cfg = None
+    if train_cfg is None and window is None:
+        raise click.UsageError(f"{path} has no run config.json beside the model: pass --window (and --stride)")
+    try:
+        model = SceneAutoEncoder.from_pretrained(model_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        result = run_encode(model, stores, out, window=window or train_cfg.window,
+                            stride=stride or (train_cfg.stride if train_cfg else 1),
+                            cameras=train_cfg.cameras if train_cfg else None, batch_size=batch_size, dtype=dtype,
+                            device=device, overwrite=overwrite, progress=progress, log=click.echo)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"{result.path}: {result.scenes} scenes ({result.written_now} written now, {result.seconds:.1f} s)")
