@@ -402,7 +402,7 @@ class ClipImageLDMGuidance(nn.Module):
 # ============================================================================================ our prior
 @dataclass
 class PriorConfig:
-    """Configuration of `PriorUNet` (sizes by preset in ``nfldm_training.presets_prior``)."""
+    """Configuration of `PriorUNet` (sizes by preset in ``nfldm_training.presets``)."""
 
     image_size: tuple[int, int] = (32, 32)
     """``(H, W)`` the prior models; images are resized to it. Divisible by ``2^(len(block_out_channels)−1)``."""

@@ -173,3 +173,14 @@ def encode_voxels(model_path, data, more_stores, out, batch_size, dtype, window,
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))
     click.echo(f"{result.path}: {result.scenes} scenes ({result.written_now} written now, {result.seconds:.1f} s)")
+
+
+# The other stages' training commands live beside their modules; they join the one `nfldm train` group here.
+# (They import this module's helpers only inside their callbacks, so there is no import cycle.)
+from nfldm_training.cli_latent import train_latent_ae  # noqa: E402
+from nfldm_training.cli_ldm import train_ldm  # noqa: E402
+from nfldm_training.cli_prior import train_prior  # noqa: E402
+
+train.add_command(train_latent_ae)
+train.add_command(train_ldm)
+train.add_command(train_prior)

@@ -23,7 +23,7 @@ from nfldm_training.presets_latent import LATENT_PRESETS
                    "the voxel store); repeat the option or list stores after it.")
 @click.argument("more_stores", nargs=-1, metavar="[STORE...]")
 @click.option("--preset", type=click.Choice(list(LATENT_PRESETS)), default="small", show_default=True,
-              help="Model and training sizes (training/presets_latent.py).")
+              help="Model and training sizes (the preset table, training/presets.py).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--max-steps", type=int, default=None, help="Override the preset's optimisation steps (total, across resumes).")
 @click.option("--batch-size", type=int, default=None, help="Override the preset's scenes per step (per device).")

@@ -42,7 +42,7 @@ def _devices(value: str):
 @click.option("--artifacts", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of artifact images (png/jpg), added to the bundle's renders.")
 @click.option("--preset", type=click.Choice(list(PRIOR_PRESETS)), default="small", show_default=True,
-              help="Prior size and training settings (training/presets_prior.py).")
+              help="Prior size and training settings (the preset table, training/presets.py).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--max-steps", type=int, default=None, help="Override the preset's optimisation steps (total, across resumes).")
 @click.option("--batch-size", type=int, default=None, help="Override the preset's images per step (per device).")

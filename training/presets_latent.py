@@ -1,8 +1,8 @@
 """Stage-2 presets: the latent auto-encoder's sizes and training settings, by name (tiny / small / paper).
 
-Kept apart from ``nfldm_training.presets`` only until the lead merges them into the one preset table: each
-`LatentPreset` has exactly the two sections (``latent_ae``, ``latent_ae_train``) that ``Preset`` will gain, so the
-merge is adding two fields to ``Preset`` and these values to ``PRESETS``.
+The values live in the one preset table (``nfldm_training.presets.PRESETS``, sections ``latent_ae`` and
+``latent_ae_train``); this module defines the training section's dataclass, and `LATENT_PRESETS` /
+`get_latent_preset` give a stage-2 view of the table.
 
 The grid, feature channels and box of each ``latent_ae`` config equal those of the stage-1 preset of the same
 name (``PRESETS[name].scene_ae``); at training time they are taken from the actual stage-1 model
@@ -25,7 +25,6 @@ from typing import Any, Mapping
 
 from nfldm_sdk.models.latent_ae import LatentAEConfig
 from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
-from nfldm_training.presets import PRESETS, apply_overrides
 
 
 @dataclass
@@ -94,58 +93,18 @@ class LatentPreset:
     """Stage 2 training."""
 
 
-def _grid_of(name: str) -> dict:
-    """Grid, channels and box of the stage-1 preset `name`."""
-    return dict(grid_shape=PRESETS[name].scene_ae.grid_shape, feature_channels=PRESETS[name].scene_ae.feature_channels,
-                bounds=PRESETS[name].scene_ae.bounds)
-
-
-LATENT_PRESETS: dict[str, LatentPreset] = {
-    "tiny": LatentPreset(
-        name="tiny",
-        description="CI on CPU: seconds (grid 8x32x32 -> g 16, c 4x4x8x8, f 4x32x32)",
-        latent_ae=LatentAEConfig(**_grid_of("tiny"), g_dim=16, coarse_downsample_xy=4, coarse_downsample_z=2,
-                                 coarse_codebook_size=64, fine_codebook_size=64, dead_code_steps=20, kl_weight=1e-5,
-                                 g_encoder_widths=(16, 32, 32), c_encoder_widths=(16, 32, 32), f_encoder_width=16,
-                                 f_encoder_blocks=1, decoder_widths=(32, 32, 16), blocks_per_stage=1),
-        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=2e-3, max_steps=60, val_interval=30, render_views=4,
-                                            log_every=5),
-    ),
-    "small": LatentPreset(
-        name="small",
-        description="default model, minutes on one GPU (grid 16x64x64 -> g 64, c 4x8x16x16, f 4x64x64)",
-        latent_ae=LatentAEConfig(**_grid_of("small"), g_dim=64, coarse_downsample_xy=4, coarse_downsample_z=2,
-                                 coarse_codebook_size=256, fine_codebook_size=256, dead_code_steps=100, kl_weight=1e-5,
-                                 g_encoder_widths=(64, 128, 128, 256), c_encoder_widths=(64, 128, 128),
-                                 f_encoder_width=64, f_encoder_blocks=2, decoder_widths=(128, 128, 64),
-                                 blocks_per_stage=2),
-        latent_ae_train=LatentAETrainConfig(batch_size=4, lr=5e-4, warmup_steps=200, max_steps=6000, val_interval=500,
-                                            val_batches=20, render_views=6, num_workers=4, precision="bf16-mixed"),
-    ),
-    "paper": LatentPreset(
-        name="paper",
-        description="method.md's sizes: grid 32x128x128 -> g 128, c 4x16x32x32, f 4x128x128",
-        latent_ae=LatentAEConfig(**_grid_of("paper"), g_dim=128, coarse_channels=4, coarse_downsample_xy=4,
-                                 coarse_downsample_z=2, fine_channels=4, coarse_codebook_size=1024,
-                                 fine_codebook_size=1024, dead_code_steps=200, kl_weight=1e-5,
-                                 g_encoder_widths=(128, 256, 256, 512, 512), c_encoder_widths=(128, 256, 256),
-                                 f_encoder_width=128, f_encoder_blocks=2, decoder_widths=(256, 256, 128),
-                                 blocks_per_stage=2),
-        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=2e-4, warmup_steps=1000, max_steps=100_000,
-                                            val_interval=2000, val_batches=50, render_views=4, num_workers=8,
-                                            precision="bf16-mixed"),
-    ),
-}
-
-
 def get_latent_preset(name: str, overrides: Mapping[str, Any] | None = None) -> LatentPreset:
     """A copy of `LATENT_PRESETS[name]` with dotted `overrides` (``{"latent_ae_train.max_steps": 10}``) applied.
 
     Raises ``KeyError`` listing the presets for an unknown name, or naming the section's fields for an unknown key.
     """
-    if name not in LATENT_PRESETS:
-        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(LATENT_PRESETS)}")
-    return apply_overrides(copy.deepcopy(LATENT_PRESETS[name]), overrides)
+    from nfldm_training.presets import PRESETS, apply_overrides
+
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    p = PRESETS[name]
+    section = LatentPreset(name=p.name, description=p.description, latent_ae=p.latent_ae, latent_ae_train=p.latent_ae_train)
+    return apply_overrides(copy.deepcopy(section), overrides)
 
 
 def save_latent_preset(preset: LatentPreset, path: str | Path) -> Path:
@@ -162,3 +121,14 @@ def load_latent_preset(path: str | Path) -> LatentPreset:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected the resolved preset JSON of a latent-ae run")
     return config_from_dict(LatentPreset, json.loads(path.read_text()))
+
+
+def __getattr__(name):
+    # `LATENT_PRESETS` is a read-only view of the one preset table (nfldm_training.presets.PRESETS), built on first
+    # use: this module defines the section's dataclasses, which the table module imports.
+    if name == "LATENT_PRESETS":
+        from nfldm_training.presets import PRESETS
+
+        return {n: LatentPreset(name=p.name, description=p.description, latent_ae=p.latent_ae,
+                             latent_ae_train=p.latent_ae_train) for n, p in PRESETS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """Stage-3 (hierarchical latent diffusion) sections of the preset table: `LDM_PRESETS` by preset name.
 
-To be merged into `nfldm_training.presets` (one table, one place) as a ``ldm: LDMPreset`` section of `Preset`.
+The values live in the one preset table (``nfldm_training.presets.PRESETS``, section ``ldm``); this module
+defines the section's dataclasses, and `LDM_PRESETS` / `get_ldm_preset` give a stage-3 view of the table.
 
 The denoisers' latent shapes are NOT preset values: they follow from the LAE the latents come from. The
 configs below hold the network sizes; `with_latent_shapes` fills in ``g_dim`` / ``latent_shape`` / ``c_shape``
@@ -112,57 +113,15 @@ def with_latent_shapes(ldm: LDMPreset, g_dim: int, c_shape: tuple[int, int, int,
         denoiser_f=dataclasses.replace(ldm.denoiser_f, g_dim=int(g_dim), latent_shape=f_shape, c_shape=c_shape))
 
 
-LDM_PRESETS: dict[str, LDMPreset] = {
-    "tiny": LDMPreset(
-        denoiser_g=GDenoiserConfig(width=64, num_blocks=2, time_channels=32),
-        denoiser_c=CDenoiserConfig(widths=(16, 32), blocks_per_level=1, norm_groups=4, embed_dim=64, time_channels=32),
-        denoiser_f=FDenoiserConfig(widths=(16, 32), blocks_per_level=1, norm_groups=4, embed_dim=64, time_channels=32),
-        schedule=NoiseSchedule(num_train_timesteps=1000),
-        train_g=LDMTrainConfig(batch_size=8, lr=1e-3, max_steps=200, ema_decay=0.99, val_interval=100, log_every=10),
-        train_c=LDMTrainConfig(batch_size=4, lr=1e-3, max_steps=200, ema_decay=0.99, val_interval=100, log_every=10),
-        train_f=LDMTrainConfig(batch_size=4, lr=1e-3, max_steps=200, ema_decay=0.99, val_interval=100, log_every=10),
-        sampler=SamplerDefaults(sampler="ddim", steps=50),
-    ),
-    "small": LDMPreset(
-        denoiser_g=GDenoiserConfig(width=512, num_blocks=4, time_channels=128),
-        denoiser_c=CDenoiserConfig(widths=(64, 128, 128), blocks_per_level=2, mid_attention=True, attention_head_dim=32,
-                                   norm_groups=32, embed_dim=256, time_channels=128),
-        denoiser_f=FDenoiserConfig(widths=(64, 128, 128), blocks_per_level=2, mid_attention=True, attention_head_dim=32,
-                                   norm_groups=32, embed_dim=256, time_channels=128),
-        schedule=NoiseSchedule(num_train_timesteps=1000),
-        train_g=LDMTrainConfig(batch_size=256, lr=3e-4, warmup_steps=200, max_steps=20_000, ema_decay=0.999,
-                               val_interval=1000, num_workers=2, precision="32-true"),
-        train_c=LDMTrainConfig(batch_size=32, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
-                               val_interval=1000, num_workers=4, precision="bf16-mixed"),
-        train_f=LDMTrainConfig(batch_size=32, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
-                               val_interval=1000, num_workers=4, precision="bf16-mixed"),
-        sampler=SamplerDefaults(sampler="ddim", steps=50),
-    ),
-    "paper": LDMPreset(
-        denoiser_g=GDenoiserConfig(width=1024, num_blocks=6, time_channels=256),
-        denoiser_c=CDenoiserConfig(widths=(128, 256, 512), blocks_per_level=2, mid_attention=True, attention_head_dim=64,
-                                   norm_groups=32, embed_dim=512, time_channels=256),
-        denoiser_f=FDenoiserConfig(widths=(128, 256, 256, 512), blocks_per_level=2, mid_attention=True,
-                                   attention_head_dim=64, norm_groups=32, embed_dim=512, time_channels=256),
-        schedule=NoiseSchedule(num_train_timesteps=1000),
-        train_g=LDMTrainConfig(batch_size=512, lr=2e-4, warmup_steps=1000, max_steps=200_000, ema_decay=0.9999,
-                               val_interval=5000, num_workers=4),
-        train_c=LDMTrainConfig(batch_size=64, lr=1e-4, warmup_steps=2000, max_steps=400_000, ema_decay=0.9999,
-                               val_interval=5000, num_workers=8, precision="bf16-mixed"),
-        train_f=LDMTrainConfig(batch_size=32, lr=1e-4, warmup_steps=2000, max_steps=400_000, ema_decay=0.9999,
-                               val_interval=5000, num_workers=8, precision="bf16-mixed"),
-        sampler=SamplerDefaults(sampler="ddim", steps=50),
-    ),
-}
-
-
 def get_ldm_preset(name: str) -> LDMPreset:
     """A copy of ``LDM_PRESETS[name]`` (KeyError listing the names for an unknown one)."""
-    if name not in LDM_PRESETS:
-        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(LDM_PRESETS)}")
     import copy
 
-    return copy.deepcopy(LDM_PRESETS[name])
+    from nfldm_training.presets import PRESETS
+
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name].ldm)
 
 
 def random_generator(name: str, seed: int = 0):
@@ -178,14 +137,23 @@ def random_generator(name: str, seed: int = 0):
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder, LatentStats
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
     from nfldm_training.presets import PRESETS
-    from nfldm_training.presets_latent import LATENT_PRESETS
 
-    if name not in PRESETS or name not in LATENT_PRESETS:
-        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(LDM_PRESETS)}")
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     torch.manual_seed(seed)  # module initialisation draws from the global RNG
     scene_cfg = PRESETS[name].scene_ae
-    lae_cfg = LATENT_PRESETS[name].latent_ae  # built from the same stage-1 preset's grid, channels and box
+    lae_cfg = PRESETS[name].latent_ae  # built from the same stage-1 preset's grid, channels and box
     ldm = with_latent_shapes(get_ldm_preset(name), lae_cfg.g_dim, lae_cfg.c_shape, lae_cfg.f_shape)
     denoisers = {"g": GDenoiser(ldm.denoiser_g), "c": CDenoiser(ldm.denoiser_c), "f": FDenoiser(ldm.denoiser_f)}
     return SceneGenerator(SceneAutoEncoder(scene_cfg), LatentAutoEncoder(lae_cfg), denoisers, LatentStats(),
                           ldm.schedule, ldm.sampler, bundle_hash=f"random-{name}-{seed}")
+
+
+def __getattr__(name):
+    # `LDM_PRESETS` is a read-only view of the one preset table (nfldm_training.presets.PRESETS), built on first
+    # use: this module defines the section's dataclasses, which the table module imports.
+    if name == "LDM_PRESETS":
+        from nfldm_training.presets import PRESETS
+
+        return {n: p.ldm for n, p in PRESETS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

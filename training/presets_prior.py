@@ -1,6 +1,7 @@
 """Stage-4 prior sections of the preset table: `PRIOR_PRESETS` by preset name.
 
-To be merged into `nfldm_training.presets` (one table, one place) as a ``prior: PriorPreset`` section of `Preset`.
+The values live in the one preset table (``nfldm_training.presets.PRESETS``, section ``prior``); this module
+defines the section's dataclasses, and `PRIOR_PRESETS` / `get_prior_preset` give a stage-4 view of the table.
 
 The prior is our offline stand-in for the paper's CLIP-conditioned latent diffusion model: a small class-conditional
 pixel-space U-Net (`nfldm_sdk.guidance.PriorUNet`) trained on captured images (class "dataset") and on renders of
@@ -20,7 +21,6 @@ from pathlib import Path
 
 from nfldm_sdk.guidance import PriorConfig
 from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
-from nfldm_sdk.sampling import NoiseSchedule
 
 __all__ = ["PriorTrainConfig", "PriorPreset", "PRIOR_PRESETS", "get_prior_preset", "save_prior_preset", "load_prior_preset"]
 
@@ -87,40 +87,13 @@ class PriorPreset:
     """Its training."""
 
 
-PRIOR_PRESETS: dict[str, PriorPreset] = {
-    "tiny": PriorPreset(
-        prior=PriorConfig(image_size=(32, 32), block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                          up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, attention_head_dim=8,
-                          norm_num_groups=8, schedule=NoiseSchedule(num_train_timesteps=1000)),
-        train=PriorTrainConfig(batch_size=8, lr=1e-3, max_steps=40, ema_decay=0.99, artifact_scenes=2, artifact_views=4,
-                               generate_steps=4, frame_stride=2, val_fraction=0.1, val_interval=20, log_every=5),
-    ),
-    "small": PriorPreset(
-        prior=PriorConfig(image_size=(64, 64), block_out_channels=(64, 128, 256),
-                          down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                          up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
-                          attention_head_dim=32, norm_num_groups=32, schedule=NoiseSchedule(num_train_timesteps=1000)),
-        train=PriorTrainConfig(batch_size=64, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
-                               artifact_scenes=256, artifact_views=8, generate_steps=25, frame_stride=2,
-                               val_interval=1000, num_workers=4, precision="bf16-mixed"),
-    ),
-    "paper": PriorPreset(
-        prior=PriorConfig(image_size=(128, 128), block_out_channels=(128, 256, 256, 512),
-                          down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                          up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), layers_per_block=2,
-                          attention_head_dim=64, norm_num_groups=32, schedule=NoiseSchedule(num_train_timesteps=1000)),
-        train=PriorTrainConfig(batch_size=64, lr=1e-4, warmup_steps=2000, max_steps=100_000, ema_decay=0.9999,
-                               artifact_scenes=1024, artifact_views=8, generate_steps=50, frame_stride=1,
-                               val_interval=5000, num_workers=8, precision="bf16-mixed"),
-    ),
-}
-
-
 def get_prior_preset(name: str) -> PriorPreset:
     """A copy of ``PRIOR_PRESETS[name]`` (KeyError listing the names for an unknown one)."""
-    if name not in PRIOR_PRESETS:
-        raise KeyError(f"unknown prior preset {name!r}: choose one of {', '.join(PRIOR_PRESETS)}")
-    return copy.deepcopy(PRIOR_PRESETS[name])
+    from nfldm_training.presets import PRESETS
+
+    if name not in PRESETS:
+        raise KeyError(f"unknown prior preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name].prior)
 
 
 def save_prior_preset(preset: PriorPreset, path: str | Path, name: str = "custom") -> Path:
@@ -136,3 +109,13 @@ def load_prior_preset(path: str | Path) -> tuple[str, PriorPreset]:
     data = json.loads(Path(path).read_text())
     name = str(data.pop("preset", "custom"))
     return name, config_from_dict(PriorPreset, data)
+
+
+def __getattr__(name):
+    # `PRIOR_PRESETS` is a read-only view of the one preset table (nfldm_training.presets.PRESETS), built on first
+    # use: this module defines the section's dataclasses, which the table module imports.
+    if name == "PRIOR_PRESETS":
+        from nfldm_training.presets import PRESETS
+
+        return {n: p.prior for n, p in PRESETS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

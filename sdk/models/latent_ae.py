@@ -97,7 +97,7 @@ class LatentStats:
 
 @dataclass
 class LatentAEConfig:
-    """Configuration of `LatentAutoEncoder` (preset sizes: ``nfldm_training.presets_latent``).
+    """Configuration of `LatentAutoEncoder` (preset sizes: ``nfldm_training.presets``).
 
     The paper's sizes: grid ``(Z, Y, X) = (32, 128, 128)``, g 128, c ``[4, 16, 32, 32]`` (X/Y downsampled 4×, Z 2×),
     f ``[4, 128, 128]``.
