@@ -4,13 +4,20 @@ Per tick: all cameras' primary rays go into ONE `cast_rays` call on the static s
 second scene rebuilt per tick, cast only for the pixels covered by the cars' projected bounding boxes, and merged
 by nearest hit; one `test_occlusions` call (per scene) checks the sun for lit hit points.
 
+The cameras are rendered in groups of two, by one worker thread per CPU core: Embree and the large numpy operations
+release the GIL, so one group's numpy shading (single-threaded) overlaps with another group's ray casts instead of
+leaving a core idle, and a group's per-pixel arrays are small enough to stay cache-friendly. Every pixel's
+computation is independent of the others, so the images are bit-identical whatever the grouping.
+
 Ray directions are `R_cw · K⁻¹ (u + 0.5, v + 0.5, 1)ᵀ` — not normalised, with camera-z component exactly 1 —
 so the hit parameter `t_hit` IS the planar z-depth (metres) of the pixel, exactly consistent with K and
 cam_to_world. The Euclidean distance is `t_hit · |K⁻¹(u,v,1)|`.
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,24 +64,25 @@ class CameraRays:
         self.norm = np.linalg.norm(self.dirs_cam, axis=2).astype(_F32).reshape(-1)
         self.inv_norm = (1.0 / self.norm).astype(_F32)
 
-    def world(self, cam_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Rays for camera poses `cam_to_world [N,4,4]`.
+    def world(self, cam_to_world: np.ndarray, cams: range | None = None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Rays for camera poses `cam_to_world [N,4,4]` of the cameras `cams` (default: all; n = len(cams)).
 
-        Returns (rays `[N*H*W,6]` float32 for Open3D: origin, direction with camera-z 1; origins `[N,3]` float32;
-        the direction components [dx, dy, dz], each `[N*H*W]` float32 contiguous).
+        Returns (rays `[n*H*W,6]` float32 for Open3D: origin, direction with camera-z 1; origins `[n,3]` float32;
+        the direction components [dx, dy, dz], each `[n*H*W]` float32 contiguous).
         """
-        N, P = self.N, self.H * self.W
+        cams = range(self.N) if cams is None else cams
+        N, P = len(cams), self.H * self.W
         rays = np.empty((N, P, 6), _F32)
         comps = [np.empty((N, P), _F32) for _ in range(3)]
-        R = cam_to_world[:, :3, :3].astype(_F32)
-        o = cam_to_world[:, :3, 3].astype(_F32)
-        for n in range(N):
+        R = cam_to_world[cams.start:cams.stop, :3, :3].astype(_F32)
+        o = cam_to_world[cams.start:cams.stop, :3, 3].astype(_F32)
+        for n, c in enumerate(cams):
             rays[n, :, :3] = o[n]
             for i in range(3):
                 # d_world = R (x, y, 1): two multiply-adds per component (far faster than a batched matmul).
                 d = comps[i][n]
-                np.multiply(self._dx[n], R[n, i, 0], out=d)
-                d += self._dy[n] * R[n, i, 1]
+                np.multiply(self._dx[c], R[n, i, 0], out=d)
+                d += self._dy[c] * R[n, i, 1]
                 d += R[n, i, 2]
                 rays[n, :, 3 + i] = d
         return rays.reshape(N * P, 6), o, [c.reshape(-1) for c in comps]
@@ -89,7 +97,8 @@ class RenderOutput:
         sun_lit: `[N,H,W]` bool, the pixel's surface faces the sun and the shadow ray reached it.
         sun_facing: `[N,H,W]` bool, the surface faces the sun (shadow rays were cast for these).
         timing: seconds spent in "raycast" (ray generation + the primary cast of the static scene), "cars" (the
-            cars' scene: build, cast, shadow test), "shadow" (static shadow rays) and "shade" (everything else).
+            cars' scene: build, cast, shadow test), "shadow" (static shadow rays) and "shade" (everything else);
+            summed over the camera groups, which run in parallel, so the sum can exceed the tick's wall time.
     """
 
     rgb: np.ndarray
@@ -100,20 +109,23 @@ class RenderOutput:
     timing: dict = field(default_factory=dict)
 
 
+_CAMERAS_PER_GROUP = 2
 _BOX_EDGES = np.array([(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)])
 _NEAR = 0.05
 
 
-def _car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig) -> np.ndarray:
-    """`[N,H,W]` bool: pixels whose rays may hit one of the car boxes `[K,8,3]` (world corners).
+def _car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig, cams: range | None = None) -> np.ndarray:
+    """`[n,H,W]` bool: pixels of the cameras `cams` (default: all) whose rays may hit one of the car boxes
+    `[K,8,3]` (world corners); `cam_to_world [n,4,4]` are those cameras' poses.
 
     Each box is clipped at the camera's near plane (z = 5 cm) before projecting, so a car beside the camera
     only claims the part of the image it can cover.
     """
-    N, H, W = len(rig), rig.height, rig.width
+    cams = range(len(rig)) if cams is None else cams
+    N, H, W = len(cams), rig.height, rig.width
     mask = np.zeros((N, H, W), bool)
     world_to_cam = np.linalg.inv(cam_to_world)
-    for n, cam in enumerate(rig.cameras):
+    for n, cam in enumerate(rig.cameras[cams.start:cams.stop]):
         pc = boxes @ world_to_cam[n, :3, :3].T + world_to_cam[n, :3, 3]  # [K,8,3]
         z = pc[..., 2]
         keep = (z > _NEAR).any(1)
@@ -155,6 +167,14 @@ class Renderer:
         self.tables = static
         self._params_t = np.ascontiguousarray(static.params.T)
         self._albedo_t = np.ascontiguousarray(static.albedo.T)
+        # Camera groups (contiguous ranges of _CAMERAS_PER_GROUP cameras: small enough that a group's per-pixel
+        # arrays stay cache-friendly) rendered by one worker thread per core.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.groups = [range(a, min(a + _CAMERAS_PER_GROUP, len(rig))) for a in range(0, len(rig), _CAMERAS_PER_GROUP)]
+        self.workers = max(1, min(len(self.groups), cores))
+        # Embree threads per query (0: all cores; TBB also lends a core that the other worker leaves idle).
+        self.embree_threads = 0
+        _commit(self.scene)
 
     def set_fleet(self, fleet: CarFleet | None) -> None:
         """Use `fleet` for the moving cars (their attribute tables are appended to the static ones once)."""
@@ -165,7 +185,7 @@ class Renderer:
 
     def cast_primary(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw raycaster on the static scene: (t_hit `[R]`, primitive ids `[R]` uint32, normals `[R,3]`)."""
-        r = self.scene.cast_rays(o3d.core.Tensor(rays))
+        r = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.embree_threads)
         return r["t_hit"].numpy(), r["primitive_ids"].numpy(), r["primitive_normals"].numpy()
 
     def render(self, cam_to_world: np.ndarray, lighting: shading.Lighting, car_poses: np.ndarray | None = None,
@@ -175,21 +195,48 @@ class Renderer:
         `car_poses [K,3]` (x, y, yaw) of the fleet's cars; at night `headlight` (position [3], forward [3]) of the
         ego and the street `lamps`.
         """
-        N, H, W = len(self.rig), self.rig.height, self.rig.width
         t0 = time.perf_counter()
-        rays, origins, dirs = self.rays.world(cam_to_world)
+        cars = None
+        if self.fleet is not None and car_poses is not None:
+            # The cars' scene is built once per tick (committed here: Open3D builds the BVH lazily on the first
+            # query, which must not happen concurrently from two threads) and shared by the camera groups.
+            car_scene = o3d.t.geometry.RaycastingScene()
+            car_scene.add_triangles(o3d.core.Tensor(self.fleet.vertices(car_poses)), o3d.core.Tensor(self.fleet.mesh.triangles))
+            _commit(car_scene)
+            cars = (car_scene, self.fleet.boxes(car_poses), car_poses)
+        t_cars = time.perf_counter() - t0
+        args = (cam_to_world, lighting, cars, headlight, lamps)
+        if self.workers == 1:
+            outs = [self._render_group(g, *args) for g in self.groups]
+        else:
+            outs = list(_pool(self.workers).map(lambda g: self._render_group(g, *args), self.groups))
+        timing = {k: sum(o.timing[k] for o in outs) for k in outs[0].timing}
+        timing["cars"] += t_cars
+        if len(outs) == 1:
+            return RenderOutput(outs[0].rgb, outs[0].depth, outs[0].semantic, outs[0].sun_lit, outs[0].sun_facing, timing)
+        return RenderOutput(*(np.concatenate([getattr(o, f) for o in outs]) for f in
+                              ("rgb", "depth", "semantic", "sun_lit", "sun_facing")), timing)
+
+    def _render_group(self, cams: range, cam_to_world, lighting, cars, headlight, lamps) -> RenderOutput:
+        """Render the cameras `cams` (a contiguous range) of the rig; `cars` = (scene, boxes, poses) or None."""
+        N, H, W = len(cams), self.rig.height, self.rig.width
+        P = H * W
+        norm = self.rays.norm[cams.start * P:cams.stop * P]
+        inv_norm = self.rays.inv_norm[cams.start * P:cams.stop * P]
+        t0 = time.perf_counter()
+        rays, origins, dirs = self.rays.world(cam_to_world, cams)
         t_hit, pid, nrm = self.cast_primary(rays)
         t1 = time.perf_counter()
-        car_scene = self._cast_cars(rays, cam_to_world, car_poses, t_hit, pid, nrm)
+        car_scene, car_poses = self._cast_cars(rays, cam_to_world[cams.start:cams.stop], cams, cars, t_hit, pid, nrm)
         t2 = time.perf_counter()
         hi = np.flatnonzero(t_hit < np.inf)
-        h = self._hits(origins, dirs, hi, t_hit, pid, nrm)
+        h = self._hits(origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm)
         emis, spec = shading.surface_detail(h, self.tables.road_styles, self.tables.buildings, lighting)
         t3 = time.perf_counter()
         lit, facing, t_car_shadow = self._shadows(h, lighting, car_scene, car_poses)
         t4 = time.perf_counter()
         col = shading.shade(h, lit, emis, spec, lighting, headlight, lamps)
-        rgb, semantic = self._compose(dirs, t_hit, hi, col, h.tag, lighting)
+        rgb, semantic = self._compose(dirs, t_hit, hi, col, h.tag, lighting, inv_norm)
         sun_lit = np.zeros(N * H * W, bool)
         sun_lit[hi] = lit > 0
         sun_facing = np.zeros(N * H * W, bool)
@@ -200,36 +247,36 @@ class Renderer:
                             {"raycast": t1 - t0, "cars": (t2 - t1) + t_car_shadow, "shadow": (t4 - t3) - t_car_shadow,
                              "shade": (t3 - t2) + (t5 - t4)})
 
-    def _cast_cars(self, rays, cam_to_world, car_poses, t_hit, pid, nrm):
-        """Cast the pixels the cars may cover against a per-tick cars-only scene; merge nearer hits into
-        (t_hit, pid, nrm) in place (car triangle ids follow the static ones). Returns the cars' scene or None."""
-        if self.fleet is None or car_poses is None:
-            return None
-        car_scene = o3d.t.geometry.RaycastingScene()
-        car_scene.add_triangles(o3d.core.Tensor(self.fleet.vertices(car_poses)), o3d.core.Tensor(self.fleet.mesh.triangles))
-        sub = np.flatnonzero(_car_pixel_mask(self.fleet.boxes(car_poses), cam_to_world, self.rig).reshape(-1))
+    def _cast_cars(self, rays, cam_to_world, cams, cars, t_hit, pid, nrm):
+        """Cast the pixels of the cameras `cams` (poses `cam_to_world [n,4,4]`) the cars may cover against the
+        tick's cars-only scene (`cars` = (scene, boxes, poses) or None); merge nearer hits into (t_hit, pid, nrm)
+        in place (car triangle ids follow the static ones). Returns (the cars' scene, car poses) or (None, None)."""
+        if cars is None:
+            return None, None
+        car_scene, boxes, car_poses = cars
+        sub = np.flatnonzero(_car_pixel_mask(boxes, cam_to_world, self.rig, cams).reshape(-1))
         if len(sub):
-            rc = car_scene.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)))
+            rc = car_scene.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
             tc = rc["t_hit"].numpy()
             better = np.flatnonzero(tc < np.take(t_hit, sub))
             k = sub[better]
             t_hit[k] = tc[better]
             pid[k] = rc["primitive_ids"].numpy()[better] + np.uint32(self.static.n_triangles)
             nrm[k] = rc["primitive_normals"].numpy()[better]
-        return car_scene
+        return car_scene, car_poses
 
-    def _hits(self, origins, dirs, hi, t_hit, pid, nrm) -> shading.SurfaceHits:
+    def _hits(self, origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm) -> shading.SurfaceHits:
         """Hit points, unit directions, viewer-facing normals and gathered attributes of the rays `hi`.
 
-        `origins [N,3]` per camera, `dirs` the [dx, dy, dz] ray components `[P]` (camera-z 1), `nrm [P,3]`.
+        `origins [N,3]` per camera, `dirs` the [dx, dy, dz] ray components `[P]` (camera-z 1), `nrm [P,3]`;
+        `norm`, `inv_norm` `[P]` the rays' |direction| and its inverse.
         """
         tb = self.tables
         th = np.take(t_hit, hi)
         ph = np.take(pid, hi).astype(np.int64)
-        inv = np.take(self.rays.inv_norm, hi)
-        # Camera of each hit: `hi` is sorted, so split it at the camera boundaries (no integer division).
-        bounds = np.searchsorted(hi, np.arange(1, self.rays.N) * (self.rays.H * self.rays.W))
-        cam = np.repeat(np.arange(self.rays.N), np.diff(np.concatenate([[0], bounds, [len(hi)]])))
+        inv = np.take(inv_norm, hi)
+        # Hits of each camera: `hi` is sorted, so split it at the camera boundaries (no integer division).
+        bounds = np.concatenate([[0], np.searchsorted(hi, np.arange(1, N) * (self.rays.H * self.rays.W)), [len(hi)]])
         rx, ry, rz = (np.take(d, hi) for d in dirs)
         flat = nrm.reshape(-1)
         i3 = hi * 3
@@ -241,10 +288,16 @@ class Renderer:
         albedo = np.empty((3, len(hi)), _F32)
         for c in range(3):
             np.take(self._albedo_t[c], ph, out=albedo[c])
+        # Hit points: r·t plus the camera origin added per camera segment (in place; no per-hit origin gather).
+        pts = []
+        for i, r in enumerate((rx, ry, rz)):
+            p = r * th
+            for n in range(N):
+                p[bounds[n]:bounds[n + 1]] += origins[n, i]
+            pts.append(p)
         return shading.SurfaceHits(
-            x=np.take(origins[:, 0], cam) + rx * th, y=np.take(origins[:, 1], cam) + ry * th,
-            z=np.take(origins[:, 2], cam) + rz * th, dx=rx * inv, dy=ry * inv, dz=rz * inv,
-            nx=nx, ny=ny, nz=nz, dist=th * np.take(self.rays.norm, hi), prim=ph, material=np.take(tb.material, ph), tag=np.take(tb.tag, ph),
+            x=pts[0], y=pts[1], z=pts[2], dx=rx * inv, dy=ry * inv, dz=rz * inv,
+            nx=nx, ny=ny, nz=nz, dist=th * np.take(norm, hi), prim=ph, material=np.take(tb.material, ph), tag=np.take(tb.tag, ph),
             albedo=albedo, params_t=self._params_t)
 
     def _shadows(self, h: shading.SurfaceHits, lighting: shading.Lighting, car_scene, car_poses):
@@ -270,16 +323,17 @@ class Renderer:
         srays[:, 1] = np.take(h.y, fi) + np.take(h.ny, fi) * _F32(0.03) + lift * sd[1]
         srays[:, 2] = np.take(h.z, fi) + np.take(h.nz, fi) * _F32(0.03) + lift * sd[2]
         srays[:, 3:] = sd
-        occ = self.scene.test_occlusions(o3d.core.Tensor(srays)).numpy()
+        occ = self.scene.test_occlusions(o3d.core.Tensor(srays), nthreads=self.embree_threads).numpy()
         t0 = time.perf_counter()
         if car_scene is not None:
             near = np.flatnonzero(_near_cars(srays, car_poses, sd, self.fleet.HEIGHT))
             if len(near):
-                occ[near] |= car_scene.test_occlusions(o3d.core.Tensor(np.take(srays, near, axis=0))).numpy()
+                occ[near] |= car_scene.test_occlusions(o3d.core.Tensor(np.take(srays, near, axis=0)),
+                                                        nthreads=self.embree_threads).numpy()
         lit[fi] = ~occ
         return lit, facing, time.perf_counter() - t0
 
-    def _compose(self, dirs, t_hit, hi, col, tags, lighting):
+    def _compose(self, dirs, t_hit, hi, col, tags, lighting, inv_norm):
         """Images from shaded hits `col [3,R]` and the sky for the misses: (rgb `[P,3]` u8, semantic `[P]` u8)."""
         P = len(t_hit)
         rgb_lin = np.empty((3, P), _F32)
@@ -287,7 +341,7 @@ class Renderer:
             rgb_lin[c, hi] = col[c]
         mi = np.flatnonzero(t_hit == np.inf)
         if len(mi):
-            inv_m = np.take(self.rays.inv_norm, mi)
+            inv_m = np.take(inv_norm, mi)
             sky = shading.sky(*(np.take(d, mi) * inv_m for d in dirs), lighting)
             for c in range(3):
                 rgb_lin[c, mi] = sky[c]
@@ -295,6 +349,35 @@ class Renderer:
         semantic = np.full(P, sem.SKY, np.uint8)
         semantic[hi] = tags
         return rgb, semantic
+
+
+def _commit(scene: o3d.t.geometry.RaycastingScene) -> None:
+    """Build `scene`'s BVH now (Open3D does it lazily on the first query, which is not safe to trigger from two
+    threads at once) by casting one ray."""
+    scene.test_occlusions(o3d.core.Tensor(np.array([[0, 0, 0, 0, 0, 1]], _F32)))
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide thread pool for the camera groups (shared by all renderers; threads idle between ticks)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < workers:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="procedural-render")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None
+
+
+# A forked child (e.g. a DataLoader worker) inherits the pool object but not its threads: it must make its own.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _near_cars(srays: np.ndarray, car_poses: np.ndarray, sun_dir: np.ndarray, height: float, cell: float = 2.0) -> np.ndarray:
