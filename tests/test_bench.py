@@ -1,0 +1,79 @@
+"""`nfldm bench`: the runner on tiny sizes, the table (names the machine), ratios, failures, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from nfldm_training.bench import BENCH_SIZES, BenchReport, BenchRow, format_bench, machine_line, run_bench
+
+TINY = {
+    "capture": dict(town="Town01", width=32, height=32, frames=1, baseline_repeats=1),
+    "render": dict(size=32, n_samples=8, grid=(4, 16, 16), channels=4, batch=1, rounds=1),
+    "sampling": dict(bundle_or_preset="tiny", samplers=("ddim",), steps=(2,), batch=1),
+    "sensors": dict(size=32, ticks=1, batch_size=6, rounds=1,
+                    decoder=dict(channels=4, render_samples=8, decoder_widths=(16, 16, 16), blocks_per_stage=1, grid=(4, 16, 16))),
+    "refine": dict(size="tiny", steps=1, views=1),
+}
+
+
+def test_machine_line_names_cpu_cores_threads():
+    line = machine_line("cpu")
+    assert f"{torch.get_num_threads()} threads" in line and "cores" in line
+    assert "GPU" not in line
+
+
+def test_quick_sizes_cover_every_benchmark():
+    assert set(BENCH_SIZES["quick"]) == set(BENCH_SIZES["full"]) == set(TINY)
+
+
+def test_run_bench_tiny(tmp_path):
+    report = run_bench(quick=True, device="cpu", sizes=TINY, log=lambda s: None)
+    rows = {r.name: r for r in report.rows}
+    assert list(rows) == ["capture", "render", "sampling", "sensors", "refine"]
+    for name in ("capture", "render", "sampling", "sensors"):
+        assert not rows[name].error, rows[name].error
+        assert rows[name].value > 0 and math.isfinite(rows[name].value)
+    # same-run baselines and their ratios
+    r = rows["render"]
+    assert r.baseline > 0 and r.ratio == pytest.approx(r.value / r.baseline, rel=1e-6)
+    assert rows["sampling"].unit == "s/scene" and "ddim 2 steps/level" in rows["sampling"].setting
+    assert 0 < rows["capture"].ratio <= 1.5                  # pipeline rays/s cannot much exceed the raycaster alone
+    assert rows["sensors"].baseline is None and rows["sensors"].ratio is None
+    text = format_bench(report)
+    assert text.splitlines()[0].startswith("nfldm bench (quick, device cpu) on ") and "threads" in text.splitlines()[0]
+    for name in rows:
+        assert any(line.startswith(name) for line in text.splitlines())
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["rows"][1]["name"] == "render"
+
+
+def test_failures_become_rows_and_only_filters():
+    report = run_bench(quick=True, only=("render",), sizes={**TINY, "render": dict(size=-1)}, log=lambda s: None)
+    assert [r.name for r in report.rows] == ["render"]
+    assert report.rows[0].error and math.isnan(report.rows[0].value)
+    assert "n/a" in format_bench(report)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        run_bench(only=("nope",), log=lambda s: None)
+
+
+def test_format_table_columns():
+    rep = BenchReport(machine="CPU X, 2 cores, torch 2 with 2 threads", device="cpu", quick=False,
+                      rows=[BenchRow("render", "64px", 12.5, "images/s", baseline=2.5, baseline_name="naive", ratio=5.0),
+                            BenchRow("sensors", "rig", 3.0, "images/s")])
+    text = format_bench(rep)
+    assert "CPU X, 2 cores" in text.splitlines()[0] and "full" in text.splitlines()[0]
+    render = next(line for line in text.splitlines() if line.startswith("render"))
+    assert "12.5 images/s" in render and "2.5 naive" in render and "5.00x" in render
+
+
+@pytest.mark.skipif(not hasattr(torch, "cuda") or torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_gpu_is_a_clear_error():
+    from click.testing import CliRunner
+
+    from nfldm_training.cli_bench import bench
+
+    r = CliRunner().invoke(bench, ["--quick", "--device", "cuda"])
+    assert r.exit_code != 0 and "torch.cuda.is_available() is False" in r.output

@@ -1,0 +1,238 @@
+"""`nfldm eval`: metric math on known answers, FID/KID closed forms, and an end-to-end run on a tiny store."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nfldm_training.metrics_3d import (bev_stats, chamfer_matrix, depth_histogram, histogram_distances, mmd_cov_1nna,
+                                       ssim, subsample_points)
+
+
+# ------------------------------------------------------------------------------------------------ Chamfer
+def test_chamfer_matrix_known_values_and_symmetry():
+    a = torch.zeros(1, 4, 3)
+    b = torch.zeros(1, 5, 3)
+    b[..., 0] = 2.0                                       # every point 2 m away: CD = 2 + 2
+    c = torch.rand(3, 7, 3, generator=torch.Generator().manual_seed(0))
+    assert chamfer_matrix(a, b).item() == pytest.approx(4.0)
+    assert chamfer_matrix(c, c).diagonal().abs().max().item() < 1e-5       # a set to itself: 0
+    d = chamfer_matrix(c, c)
+    assert torch.allclose(d, d.T, atol=1e-6)
+    # one-point sets: CD = 2 × Euclidean distance; chunking does not change the values
+    p = torch.tensor([[[0.0, 0, 0]], [[3.0, 4, 0]]])
+    assert torch.allclose(chamfer_matrix(p, p, max_elements=1), torch.tensor([[0.0, 10.0], [10.0, 0.0]]))
+
+
+def test_chamfer_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 9, 3, generator=g), torch.randn(3, 6, 3, generator=g)
+    want = torch.empty(2, 3)
+    for i in range(2):
+        for j in range(3):
+            d = ((a[i][:, None] - b[j][None]) ** 2).sum(-1).sqrt()
+            want[i, j] = d.min(1).values.mean() + d.min(0).values.mean()
+    assert torch.allclose(chamfer_matrix(a, b), want, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ MMD/COV/1-NNA
+def _sets_metrics(gen, ref):
+    return mmd_cov_1nna(chamfer_matrix(gen, ref), chamfer_matrix(gen, gen), chamfer_matrix(ref, ref))
+
+
+def test_identical_sets():
+    ref = torch.rand(6, 32, 3, generator=torch.Generator().manual_seed(2))
+    m = _sets_metrics(ref.clone(), ref)
+    assert m.mmd == pytest.approx(0.0, abs=1e-6)
+    assert m.cov == 1.0
+    # Each sample's nearest neighbour is its twin in the other set: a copying generator scores 0 (memorisation).
+    assert m.nna == 0.0
+
+
+def test_degenerate_identical_scenes_give_half():
+    # All scenes the same: every distance is 0, the 1-NN classifier cannot decide -> ties count half -> 0.5.
+    one = torch.rand(1, 16, 3, generator=torch.Generator().manual_seed(3))
+    m = _sets_metrics(one.repeat(4, 1, 1), one.repeat(5, 1, 1))
+    assert (m.mmd, m.cov, m.nna) == (pytest.approx(0.0, abs=1e-6), pytest.approx(1 / 5), 0.5)
+
+
+def test_separated_sets_and_mode_collapse():
+    g = torch.Generator().manual_seed(4)
+    ref = torch.rand(5, 20, 3, generator=g)
+    far = ref + torch.tensor([100.0, 0, 0])                 # same shapes, 100 m away: perfectly separable
+    m = _sets_metrics(far, ref)
+    assert m.nna == 1.0
+    assert m.mmd == pytest.approx(200.0, rel=0.02)          # CD of a 100 m shift ≈ 2 × 100 m
+    # mode collapse: every generated scene is reference scene 0 -> COV = 1/5, MMD = mean CD of refs to ref 0
+    collapsed = ref[:1].repeat(4, 1, 1)
+    m2 = _sets_metrics(collapsed, ref)
+    assert m2.cov == pytest.approx(1 / 5)
+    assert m2.mmd == pytest.approx(float(chamfer_matrix(ref[:1], ref).mean()), rel=1e-5)
+
+
+def test_same_distribution_near_half():
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(60, 24, 3, generator=g) * 0.5 + torch.randn(60, 1, 3, generator=g)
+    b = torch.randn(60, 24, 3, generator=g) * 0.5 + torch.randn(60, 1, 3, generator=g)
+    assert abs(_sets_metrics(a, b).nna - 0.5) < 0.12
+
+
+def test_subsample_points():
+    g = torch.Generator().manual_seed(0)
+    pts = torch.arange(30.0).view(10, 3)
+    s = subsample_points(pts, 4, g)
+    assert s.shape == (4, 3) and len({tuple(r.tolist()) for r in s}) == 4          # without replacement
+    assert subsample_points(pts, 25, g).shape == (25, 3)                             # with replacement
+    with pytest.raises(ValueError, match="empty"):
+        subsample_points(pts[:0], 4, g)
+
+
+# ------------------------------------------------------------------------------------------------ SSIM
+def test_ssim_matches_skimage():
+    skm = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(2, 3, 32, 40, generator=g)
+    y = (x + 0.1 * torch.randn(2, 3, 32, 40, generator=g)).clamp(0, 1)
+    ours = ssim(y, x)
+    for i in range(2):
+        ref = skm.structural_similarity(y[i].permute(1, 2, 0).numpy().astype(np.float64),
+                                        x[i].permute(1, 2, 0).numpy().astype(np.float64), data_range=1.0,
+                                        channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+    assert ssim(x, x).sub(1).abs().max().item() < 1e-6
+
+
+# ------------------------------------------------------------------------------------------------ BEV / histograms
+def test_bev_stats_worked_example():
+    pts = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 2.0], [1.5, 0.5, 0.0], [2.5, 0.5, 0.1], [9.0, 9.0, 0.0]])
+    bounds = torch.tensor([[0.0, 0.0, -1.0], [3.0, 1.0, 3.0]])
+    s = bev_stats(pts, bounds, cell=1.0, structure_height=0.5, height_bins=4)
+    assert s.occupied_fraction == pytest.approx(1 / 3)
+    assert s.observed_fraction == pytest.approx(1.0)
+    np.testing.assert_allclose(s.height_hist, [0.0, 0.75, 0.0, 0.25])   # z in [-1,0),[0,1),[1,2),[2,3]; the 5th point is outside
+
+
+def test_histogram_distances_worked_example():
+    p, q = np.array([1.0, 0, 0, 0]), np.array([0, 0, 0, 5.0])
+    d = histogram_distances(p, q, bin_width=2.0)
+    assert (d.tv, d.w1) == (pytest.approx(1.0), pytest.approx(6.0))
+    same = histogram_distances(p, p * 3, 1.0)
+    assert (same.tv, same.w1) == (0.0, 0.0)
+
+
+def test_depth_histogram_far_plane_convention():
+    h = depth_histogram(torch.tensor([1.5, 2.5, math.inf, 100.0, 0.2]), near=1.0, far=4.0, bins=3)
+    np.testing.assert_array_equal(h, [2, 1, 2])                     # 0.2 -> first bin; inf and 100 -> far bin
+
+
+# ------------------------------------------------------------------------------------------------ FID / KID
+def test_frechet_distance_closed_form():
+    from nfldm_training.fid import frechet_distance
+
+    assert frechet_distance(np.zeros(1), np.eye(1), np.array([3.0]), 4 * np.eye(1)) == pytest.approx(10.0)
+    # diagonal covariances: ‖μ1−μ2‖² + Σ (σ1 − σ2)²  (σ = standard deviations)
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 1.0])
+    want = ((mu1 - mu2) ** 2).sum() + ((s1 - s2) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(s1 ** 2), mu2, np.diag(s2 ** 2)) == pytest.approx(want, rel=1e-8)
+    # a rotation of both covariances changes nothing
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    assert frechet_distance(q @ mu1, q @ np.diag(s1 ** 2) @ q.T, q @ mu2, q @ np.diag(s2 ** 2) @ q.T) == pytest.approx(want, rel=1e-6)
+
+
+def test_feature_fid_and_kid_on_gaussian_samples():
+    from nfldm_training.fid import feature_fid, kernel_inception_distance
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(4000, 4))
+    b = rng.normal(size=(4000, 4)) * 2.0 + 1.0
+    # population FID of N(0, I) vs N(1, 4I) in 4-D: 4·1 + 4·(1 − 2)² = 8
+    assert feature_fid(a, b) == pytest.approx(8.0, rel=0.05)
+    same = kernel_inception_distance(a, rng.normal(size=(4000, 4)), subsets=5, subset_size=500)
+    diff = kernel_inception_distance(a, b, subsets=5, subset_size=500)
+    assert abs(same[0]) < 0.05 < diff[0]
+    # unbiased estimator: exact value on a hand-made 2-point set, k(x, y) = (x·y/d + 1)^3 with d = 1
+    x, y = np.array([[0.0], [1.0]]), np.array([[2.0], [3.0]])
+    kxx, kyy = (0 + 1) ** 3, (6 + 1) ** 3
+    kxy = np.mean([(0 * 2 + 1) ** 3, (0 * 3 + 1) ** 3, (1 * 2 + 1) ** 3, (1 * 3 + 1) ** 3])
+    assert kernel_inception_distance(x, y, subsets=1)[0] == pytest.approx(kxx + kyy - 2 * kxy)
+
+
+def test_fid_inception_architecture_and_missing_weights(tmp_path):
+    pytest.importorskip("torchvision")
+    from nfldm_training.fid import FID_WEIGHTS_NAME, FIDInceptionV3
+
+    with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):
+        FIDInceptionV3.load(tmp_path / "nothing.pth")
+    net = FIDInceptionV3()
+    sd = net.net.state_dict()
+    # pytorch-fid's weights file: torchvision Inception3 keys with 1008 classes and no aux logits
+    assert sd["fc.weight"].shape == (1008, 2048) and not any(k.startswith("AuxLogits") for k in sd)
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="not the FID Inception weights"):
+        FIDInceptionV3.load(bad)
+    # random weights in the real architecture (the test cannot ship the real file): shapes of the features
+    torch.manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=0.05)
+    good = tmp_path / "random_arch.pth"
+    torch.save(net.net.state_dict(), good)
+    loaded = FIDInceptionV3.load(good)
+    f = loaded(torch.rand(1, 3, 64, 64))
+    assert f.shape == (1, 2048) and f.dtype == torch.float64 and torch.isfinite(f).all()
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from sim_bridge.cli import main
+
+    out = tmp_path_factory.mktemp("eval") / "t.zarr"
+    r = CliRunner().invoke(main, ["collect", "--backend", "procedural", "--town", "Town01", "--episodes", "3",
+                                  "--frames", "3", "--width", "64", "--height", "64", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return str(out)
+
+
+def test_evaluate_end_to_end(tiny_store, tmp_path):
+    from nfldm_training.evaluate import EvalConfig, evaluate, write_report
+    from nfldm_training.presets_ldm import random_generator
+
+    gen = random_generator("tiny", seed=0)
+    cfg = EvalConfig(num_scenes=3, window=2, val_fraction=0.34, points_per_scene=64, steps=2, max_recon_windows=2)
+    r = evaluate(gen, [tiny_store], cfg, log=lambda s: None)
+    assert r.stage1.num_windows == 2 and r.stage1.num_images == 2 * 2 * 6          # 2 windows × 2 frames × 6 cameras
+    for f in (r.stage1, r.stage1_lae):
+        assert math.isfinite(f.psnr) and -1 <= f.ssim <= 1 and f.abs_rel >= 0
+    g = r.generation
+    assert g.num_generated == 3 and g.num_reference == 2                           # one held-out episode: 2 windows
+    assert g.sets.mmd >= 0 and 0 < g.sets.cov <= 1 and 0 <= g.sets.nna <= 1
+    assert 0 <= g.depth_hist.tv <= 1 and 0 <= g.height_hist.tv <= 1
+    assert g.fid is None and g.kid_mean is None and "not computed" in g.image_metric_note
+    assert sum(g.captured_semantics.values()) == pytest.approx(1.0) and g.captured_semantics["road"] > 0
+    j, m = write_report(r, tmp_path / "ev")
+    data = json.loads(j.read_text())
+    assert data["generation"]["fid"] is None and data["stage1"]["num_windows"] == 2
+    text = m.read_text()
+    assert "MMD-CD" in text and "FID ↓ | —" in text and "not computed" in text
+
+
+def test_eval_cli_without_bundle_names_the_fix(tiny_store, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from nfldm_training.cli_eval import eval_command
+
+    monkeypatch.setenv("NFLDM_DEFAULT_MODEL", str(tmp_path / "missing"))
+    r = CliRunner().invoke(eval_command, ["--data", tiny_store, "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "NFLDM_DEFAULT_MODEL" in r.output
+    r = CliRunner().invoke(eval_command, ["--model", str(tmp_path), "--data", tiny_store, "--out", str(tmp_path / "o"),
+                                          "--inception-weights", str(tmp_path / "x.pth")])
+    assert r.exit_code != 0 and "x.pth does not exist" in r.output
