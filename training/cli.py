@@ -8,11 +8,12 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from nfldm_training.cli_common import (collect_overrides, lightning_options, override_options, parse_devices,
+                                       resolve_run_preset)
 from nfldm_training.presets import PRESETS
 
 
@@ -28,32 +29,6 @@ def _stores(data: tuple[str, ...], more: tuple[str, ...]) -> list[str]:
     return stores
 
 
-def _devices(value: str):
-    """``--devices``: "auto", a count ("2") or a list ("0,1")."""
-    if value == "auto":
-        return value
-    if "," in value:
-        return [int(v) for v in value.split(",") if v.strip()]
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: use auto, a device count (2) or a list of indices (0,1)", param_hint="--devices")
-
-
-def _parse_set(items: tuple[str, ...]) -> dict:
-    """``--set key=value`` pairs; values parsed as JSON when they can be (numbers, lists, null), else strings."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: use --set section.field=value, e.g. scene_ae_train.lr=5e-4", param_hint="--set")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 @click.group(name="train")
 def train():
     """Train the stages of NF-LDM on capture stores (PyTorch Lightning)."""
@@ -66,18 +41,9 @@ def train():
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="small", show_default=True,
               help="Model and training sizes (training/presets.py).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--max-steps", type=int, default=None, help="Override the preset's optimisation steps (total, across resumes).")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's scene windows per step (per device).")
-@click.option("--seed", type=int, default=None, help="Override the preset's seed.")
-@click.option("--workers", type=int, default=None, help="DataLoader worker processes (default: the preset's).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Override any preset setting, e.g. --set scene_ae_train.lr=5e-4 --set scene_ae.feature_channels=16.")
-@click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu, ...")
-@click.option("--devices", default="auto", show_default=True, help="Lightning devices: auto, a count, or indices 0,1.")
-@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy: auto, ddp, fsdp, ...")
-@click.option("--num-nodes", type=int, default=1, show_default=True, help="Machines (Lightning num_nodes).")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from OUT/checkpoints/last.ckpt when it exists (with the run's saved config).")
+@override_options("Override the preset's scene windows per step (per device).",
+                  set_help="Override any preset setting, e.g. --set scene_ae_train.lr=5e-4 --set scene_ae.feature_channels=16.")
+@lightning_options()
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.pass_context
 def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, workers, settings, accelerator, devices,
@@ -88,29 +54,16 @@ def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, w
     OUT/metrics.json (validation PSNR and depth AbsRel before and after training), OUT/checkpoints and
     OUT/val_images.
     """
-    from nfldm_training.presets import apply_overrides, get_preset, load_preset
+    from nfldm_training.presets import get_preset, load_preset
     from nfldm_training.scene_ae_module import train_scene_ae
 
     stores = _stores(data, more_stores)
-    overrides = _parse_set(settings)
-    for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed), ("num_workers", workers)):
-        if value is not None:
-            overrides[f"scene_ae_train.{key}"] = value
+    overrides = collect_overrides(settings, "scene_ae_train", max_steps=max_steps, batch_size=batch_size, seed=seed,
+                                  num_workers=workers)
     run = Path(out)
+    resolved = resolve_run_preset(ctx, run, preset, overrides, resume, load=load_preset, get=get_preset)
     try:
-        if resume and (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.json").is_file():
-            resolved = load_preset(run / "config.json")
-            explicit = ctx.get_parameter_source("preset") == click.core.ParameterSource.COMMANDLINE
-            if explicit and preset != resolved.name:
-                raise click.UsageError(f"{run} is a {resolved.name!r} run; resume it without --preset (or --preset "
-                                       f"{resolved.name}), or start over with --no-resume")
-            resolved = apply_overrides(resolved, overrides)
-        else:
-            resolved = get_preset(preset, overrides)
-    except (KeyError, ValueError, TypeError) as e:
-        raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
-    try:
-        result = train_scene_ae(stores, resolved, run, resume=resume, accelerator=accelerator, devices=_devices(devices),
+        result = train_scene_ae(stores, resolved, run, resume=resume, accelerator=accelerator, devices=parse_devices(devices),
                                 strategy=strategy, num_nodes=num_nodes, progress=progress, log=click.echo)
     except FileNotFoundError as e:
         raise click.ClickException(str(e))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from nfldm_training.cli_common import (collect_overrides, lightning_options, override_options, parse_devices,
+                                       resolve_run_preset)
 from nfldm_training.presets_latent import LATENT_PRESETS
 
 
@@ -25,18 +27,9 @@ from nfldm_training.presets_latent import LATENT_PRESETS
 @click.option("--preset", type=click.Choice(list(LATENT_PRESETS)), default="small", show_default=True,
               help="Model and training sizes (the preset table, training/presets.py).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--max-steps", type=int, default=None, help="Override the preset's optimisation steps (total, across resumes).")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's scenes per step (per device).")
-@click.option("--seed", type=int, default=None, help="Override the preset's seed.")
-@click.option("--workers", type=int, default=None, help="DataLoader worker processes (default: the preset's).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Override any preset setting, e.g. --set latent_ae_train.lr=5e-4 --set latent_ae.g_dim=64.")
-@click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu, ...")
-@click.option("--devices", default="auto", show_default=True, help="Lightning devices: auto, a count, or indices 0,1.")
-@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy: auto, ddp, fsdp, ...")
-@click.option("--num-nodes", type=int, default=1, show_default=True, help="Machines (Lightning num_nodes).")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from OUT/checkpoints/last.ckpt when it exists (with the run's saved config).")
+@override_options("Override the preset's scenes per step (per device).",
+                  set_help="Override any preset setting, e.g. --set latent_ae_train.lr=5e-4 --set latent_ae.g_dim=64.")
+@lightning_options()
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.pass_context
 def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_steps, batch_size, seed, workers, settings,
@@ -47,35 +40,20 @@ def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_s
     OUT/metrics.json (voxel errors, PSNR of renders, codebook usage before and after training), OUT/checkpoints
     and OUT/val_images.
     """
-    from nfldm_training.cli import _devices, _parse_set
     from nfldm_training.latent_ae_module import train_latent_ae as run_train
-    from nfldm_training.presets import apply_overrides
     from nfldm_training.presets_latent import get_latent_preset, load_latent_preset
 
     stores = [*data, *more_stores] or None
     for s in stores or []:
         if "://" not in s and not Path(s).exists():
             raise click.BadParameter(f"capture store {s} does not exist", param_hint="--data")
-    overrides = _parse_set(settings)
-    for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed), ("num_workers", workers)):
-        if value is not None:
-            overrides[f"latent_ae_train.{key}"] = value
+    overrides = collect_overrides(settings, "latent_ae_train", max_steps=max_steps, batch_size=batch_size, seed=seed,
+                                  num_workers=workers)
     run = Path(out)
-    try:
-        if resume and (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.json").is_file():
-            resolved = load_latent_preset(run / "config.json")
-            explicit = ctx.get_parameter_source("preset") == click.core.ParameterSource.COMMANDLINE
-            if explicit and preset != resolved.name:
-                raise click.UsageError(f"{run} is a {resolved.name!r} run; resume it without --preset (or --preset "
-                                       f"{resolved.name}), or start over with --no-resume")
-            resolved = apply_overrides(resolved, overrides)
-        else:
-            resolved = get_latent_preset(preset, overrides)
-    except (KeyError, ValueError, TypeError) as e:
-        raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
+    resolved = resolve_run_preset(ctx, run, preset, overrides, resume, load=load_latent_preset, get=get_latent_preset)
     try:
         result = run_train(voxels, scene_ae, resolved, run, stores, resume=resume, accelerator=accelerator,
-                           devices=_devices(devices), strategy=strategy, num_nodes=num_nodes, progress=progress,
+                           devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, progress=progress,
                            log=click.echo)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))

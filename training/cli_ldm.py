@@ -14,21 +14,10 @@ from pathlib import Path
 import click
 
 from nfldm_sdk.persistence import CONFIG_NAME, config_from_dict, config_to_dict, load_pretrained
+from nfldm_training.cli_common import lightning_options, override_options, parse_devices
 from nfldm_training.presets_ldm import LDM_PRESETS, get_ldm_preset
 
 __all__ = ["train_ldm", "export_bundle", "resolve_model_dir"]
-
-
-def _devices(value: str):
-    """``--devices``: "auto", a count ("2") or a list ("0,1")."""
-    if value == "auto":
-        return value
-    if "," in value:
-        return [int(v) for v in value.split(",") if v.strip()]
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: use auto, a device count (2) or a list of indices (0,1)", param_hint="--devices")
 
 
 @click.command("ldm")
@@ -38,15 +27,9 @@ def _devices(value: str):
 @click.option("--preset", type=click.Choice(list(LDM_PRESETS)), default="small", show_default=True,
               help="Denoiser sizes and training settings.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--max-steps", type=int, default=None, help="Override the preset's optimisation steps (total, across resumes).")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's scenes per step (per device).")
-@click.option("--seed", type=int, default=None, help="Override the preset's seed.")
-@click.option("--workers", type=int, default=None, help="DataLoader worker processes (default: the preset's).")
-@click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu, ...")
-@click.option("--devices", default="auto", show_default=True, help="Lightning devices: auto, a count, or indices 0,1.")
-@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy: auto, ddp, ...")
-@click.option("--num-nodes", type=int, default=1, show_default=True, help="Machines (Lightning num_nodes).")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/checkpoints/last.ckpt when it exists.")
+@override_options("Override the preset's scenes per step (per device).")
+@lightning_options(strategy_help="Lightning strategy: auto, ddp, ...",
+                   resume_help="Continue from OUT/checkpoints/last.ckpt when it exists.")
 def train_ldm(level, latents, preset, out, max_steps, batch_size, seed, workers, accelerator, devices, strategy, num_nodes, resume):
     """Train one denoiser of the hierarchical latent diffusion (v-prediction, EMA weights saved to OUT/model)."""
     import dataclasses
@@ -61,7 +44,7 @@ def train_ldm(level, latents, preset, out, max_steps, batch_size, seed, workers,
     if overrides:
         ldm = dataclasses.replace(ldm, **{f"train_{level}": dataclasses.replace(ldm.train_config(level), **overrides)})
     result = run(latents, level, ldm, out, preset_name=preset, resume=resume, accelerator=accelerator,
-                 devices=_devices(devices), strategy=strategy, num_nodes=num_nodes, log=click.echo)
+                 devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, log=click.echo)
     click.echo(f"ψ_{level}: {result.global_step} steps in {result.seconds:.0f} s; EMA model in {result.model_dir}")
 
 

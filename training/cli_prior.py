@@ -16,21 +16,10 @@ from pathlib import Path
 
 import click
 
+from nfldm_training.cli_common import lightning_options, override_options, parse_devices
 from nfldm_training.presets_prior import PRIOR_PRESETS, get_prior_preset, load_prior_preset
 
 __all__ = ["train_prior"]
-
-
-def _devices(value: str):
-    """``--devices``: "auto", a count ("2") or a list ("0,1")."""
-    if value == "auto":
-        return value
-    if "," in value:
-        return [int(v) for v in value.split(",") if v.strip()]
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: use auto, a device count (2) or a list of indices (0,1)", param_hint="--devices")
 
 
 @click.command("prior")
@@ -44,16 +33,8 @@ def _devices(value: str):
 @click.option("--preset", type=click.Choice(list(PRIOR_PRESETS)), default="small", show_default=True,
               help="Prior size and training settings (the preset table, training/presets.py).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--max-steps", type=int, default=None, help="Override the preset's optimisation steps (total, across resumes).")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's images per step (per device).")
-@click.option("--seed", type=int, default=None, help="Override the preset's seed.")
-@click.option("--workers", type=int, default=None, help="DataLoader worker processes (default: the preset's).")
-@click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu, ...")
-@click.option("--devices", default="auto", show_default=True, help="Lightning devices: auto, a count, or indices 0,1.")
-@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy: auto, ddp, ...")
-@click.option("--num-nodes", type=int, default=1, show_default=True, help="Machines (Lightning num_nodes).")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from OUT/checkpoints/last.ckpt when it exists (with the run's saved config).")
+@override_options("Override the preset's images per step (per device).")
+@lightning_options(strategy_help="Lightning strategy: auto, ddp, ...")
 @click.option("--add-to-bundle", is_flag=True, help="Copy the trained prior into --bundle as its prior/ part.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.pass_context
@@ -88,7 +69,7 @@ def train_prior(ctx, data, more_stores, bundle, artifacts, preset, out, max_step
         resolved = dataclasses.replace(resolved, train=dataclasses.replace(resolved.train, **overrides))
     try:
         result = run(stores, resolved, run_dir, bundle=bundle, artifacts=artifacts, preset_name=name, resume=resume,
-                     accelerator=accelerator, devices=_devices(devices), strategy=strategy, num_nodes=num_nodes,
+                     accelerator=accelerator, devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes,
                      progress=progress, log=click.echo)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e

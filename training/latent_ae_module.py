@@ -21,22 +21,19 @@ the whole validation set. A PNG grid (rows: r(V), r(V̂), their depths) per vali
     RUN/checkpoints/         Lightning checkpoints (``last.ckpt`` is what a resume continues)
     RUN/model/               the trained LatentAutoEncoder (save_pretrained; ``nfldm encode-latents`` adds latent_stats)
     RUN/metrics.json         validation figures of the untrained and the trained model
-    RUN/logs/metrics.csv     training curves (CSVLogger)
+    RUN/logs/version_N/      training curves (CSVLogger metrics.csv; one version per start, a resume keeps the old)
     RUN/val_images/*.png     validation grids
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from lightning.pytorch import LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch import LightningModule, seed_everything
 from torchmetrics import MeanMetric, Metric
 
 from nfldm_sdk.field import VoxelField
@@ -47,6 +44,8 @@ from nfldm_training.losses import image_loss
 from nfldm_training.metrics import psnr
 from nfldm_training.presets_latent import LatentAETrainConfig, LatentPreset, save_latent_preset
 from nfldm_training.scene_ae_module import save_val_grid
+from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
+                                    kept_untrained, make_trainer, write_metrics)
 from nfldm_training.voxel_store import VoxelStore, weights_sha256
 
 
@@ -212,11 +211,7 @@ class LatentAELightningModule(LightningModule):
             m.reset()
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        warm = max(0, int(self.cfg.warmup_steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_warmup([p for p in self.model.parameters() if p.requires_grad], self.cfg)
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -292,12 +287,9 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
     preset = dataclasses.replace(preset, latent_ae=resolved)
     tc = preset.latent_ae_train
 
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    resumed_from = str(last) if resume and last.is_file() else None
-    if resumed_from is None and ckpt_dir.exists():
-        for old in ckpt_dir.glob("*.ckpt"):  # a fresh run must not mix with another run's checkpoints
-            old.unlink()
+    resumed_from = find_resume_checkpoint(run_dir, resume)
+    if resumed_from is None:
+        clear_checkpoints(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_latent_preset(preset, run_dir / "config.json")
 
@@ -311,33 +303,22 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
     log(f"latent auto-encoder: {sum(p.numel() for p in module.model.parameters()):,} parameters; latents g {resolved.g_shape}, "
         f"c {resolved.c_shape}, f {resolved.f_shape}; {len(data.train_set)} train / {len(data.val_set)} val scenes")
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=max(1, int(tc.val_interval)), save_top_k=1, save_last=True)
-    trainer = Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, precision=tc.precision,
-        max_steps=int(tc.max_steps), max_epochs=-1, val_check_interval=int(tc.val_interval) if has_val else None,
-        check_val_every_n_epoch=None if has_val else 1, limit_val_batches=(tc.val_batches or 1.0) if has_val else 0,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, int(tc.log_every)),
-        gradient_clip_val=float(tc.grad_clip) or None, callbacks=[checkpoint],
-        logger=CSVLogger(run_dir, name="logs", version=""), default_root_dir=run_dir,
-        enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+    trainer = make_trainer(
+        run_dir, tc, accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+        has_val=has_val, progress=progress, val_batches=tc.val_batches, deterministic=False,
         # no_grad instead of inference_mode for evaluation: metric states reset inside `trainer.validate` would
         # otherwise become inference tensors that the validation inside `fit` cannot update in place.
         inference_mode=False, **(trainer_kwargs or {}))
 
-    metrics_path = run_dir / "metrics.json"
-    previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     untrained = None
     if has_val:
-        if resumed_from and previous.get("untrained"):
-            untrained = LatentValMetrics(**previous["untrained"])
+        kept = kept_untrained(run_dir, "untrained", resumed_from)
+        if kept is not None:
+            untrained = LatentValMetrics(**kept)
         else:
             untrained = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), 0)
             log(f"untrained: density error {untrained.density_error:.4f}, PSNR vs r(V) {untrained.psnr_render:.2f} dB")
-    if resumed_from:
-        log(f"resuming from {resumed_from}")
-    trainer.fit(module, datamodule=data, ckpt_path=resumed_from)
-    trainer.save_checkpoint(last)  # always leave the final state resumable, whatever the checkpoint cadence
+    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=data)
     final = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), trainer.global_step) if has_val else None
     if final:
         log(f"step {trainer.global_step}: density error {final.density_error:.4f}, feature error {final.feature_error:.4f}, "
@@ -351,7 +332,7 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
                    "global_step": int(trainer.global_step), "voxels": str(voxels), "scene_ae": str(scene_ae),
                    "stores": data.train_set.stores, "preset": preset.name,
                    "train_scenes": len(data.train_set), "val_scenes": len(data.val_set)}
-        metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+        write_metrics(run_dir, metrics)
     return LatentTrainResult(run_dir=run_dir, model_dir=model_dir, untrained=untrained, final=final,
                              global_step=int(trainer.global_step), resumed_from=resumed_from,
                              seconds=time.perf_counter() - start)

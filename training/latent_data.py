@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
 
 from nfldm_sdk.field import VoxelField
 from nfldm_training.data import SceneBatch, SceneWindow, SceneWindowDataset, collate_windows, seed_worker
-from nfldm_training.voxel_store import VoxelStore, weights_sha256
+from nfldm_training.voxel_store import VoxelStore, create_or_resume_scene_store, open_scene_store, weights_sha256
 
 
 @dataclass(eq=False)
@@ -291,19 +291,9 @@ class LatentStore:
     """
 
     def __init__(self, path: str | Path):
-        import zarr
-
         self.path = str(path)
-        try:
-            self.group = zarr.open_group(self.path, mode="r", zarr_format=3)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"no latent store at {path}: write one with `nfldm encode-latents --out {path}`") from e
+        self.group = open_scene_store(path, LATENT_STORE_FORMAT, LATENT_STORE_VERSION, "latent", "encode-latents")
         self.attrs = dict(self.group.attrs)
-        if self.attrs.get("format") != LATENT_STORE_FORMAT:
-            raise ValueError(f"{path} is not a latent store (format {self.attrs.get('format')!r}, expected {LATENT_STORE_FORMAT!r})")
-        if int(self.attrs.get("format_version", -1)) > LATENT_STORE_VERSION:
-            raise ValueError(f"{path} is latent-store format {self.attrs['format_version']}; this nfldm reads up to "
-                             f"{LATENT_STORE_VERSION}: upgrade nfldm")
 
     def __len__(self) -> int:
         return int(self.attrs.get("scenes_written", 0))
@@ -384,9 +374,6 @@ def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str
         model_dir: the folder `model` was loaded from (None: the statistics are only written to the store).
         overwrite: replace an existing store; otherwise one started with the same model and voxels is continued.
     """
-    import shutil
-
-    import zarr
     from tqdm.auto import tqdm
 
     from nfldm_sdk.persistence import class_path, config_to_dict, nfldm_version
@@ -408,22 +395,8 @@ def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str
              "conventions": _LATENT_CONVENTIONS, "scenes_planned": S}
     identity = ("model", "voxels", "scenes_planned")
     out = str(out)
-    exists = Path(out).exists()
-    if exists and overwrite:
-        shutil.rmtree(out)
-        exists = False
-    if exists:
-        group = zarr.open_group(out, mode="r+", zarr_format=3)
-        old = dict(group.attrs)
-        if old.get("format") != LATENT_STORE_FORMAT:
-            raise ValueError(f"{out} exists and is not a latent store: choose another --out or pass --overwrite")
-        differs = [k for k in identity if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(attrs[k]))]
-        if differs:
-            raise ValueError(f"{out} was started with a different {', '.join(differs)}: pass --overwrite to replace it "
-                             "or choose another --out")
-        done = int(old.get("scenes_written", 0))
-    else:
-        group = zarr.open_group(out, mode="w", zarr_format=3)
+
+    def create_arrays(group) -> None:
         group.create_array("g", shape=(S, *cfg.g_shape), chunks=(min(S, 4096), *cfg.g_shape), dtype=np.float32, fill_value=0)
         group.create_array("c", shape=(S, *cfg.c_shape), chunks=(1, *cfg.c_shape), dtype=np.float32, fill_value=0)
         group.create_array("f", shape=(S, *cfg.f_shape), chunks=(1, *cfg.f_shape), dtype=np.float32, fill_value=0)
@@ -431,8 +404,9 @@ def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str
         for j, (k, dt) in enumerate((("store_index", np.int32), ("episode", np.int32), ("anchor_frame", np.int64))):
             group.create_array(k, shape=(S,), chunks=(S,), dtype=dt, fill_value=-1)
             group[k][:] = ids[:, j].astype(dt)
-        group.attrs.update({**attrs, "scenes_written": 0})
-        done = 0
+
+    group = create_or_resume_scene_store(out, attrs, identity, "latent", overwrite, create_arrays)
+    done = int(group.attrs.get("scenes_written", 0))
 
     acc = LatentStatsAccumulator(cfg.coarse_channels, cfg.fine_channels)
     bar = tqdm(total=S, initial=0, desc="encode-latents", unit="scene", disable=not progress)

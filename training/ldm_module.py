@@ -21,7 +21,7 @@ The run directory::
     RUN/checkpoints/      Lightning checkpoints (``last.ckpt`` is what a resume continues)
     RUN/model/            the EMA denoiser (save_pretrained: config.json + model.safetensors)
     RUN/metrics.json      validation loss (EMA weights) before and after training, steps
-    RUN/logs/metrics.csv  training curves
+    RUN/logs/version_N/   training curves (metrics.csv; one version per start, a resume keeps the old)
 """
 from __future__ import annotations
 
@@ -34,9 +34,7 @@ from typing import Any, Callable
 
 import torch
 from diffusers import DDPMScheduler
-from lightning.pytorch import LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch import LightningModule, seed_everything
 from torch.optim.swa_utils import AveragedModel
 
 from nfldm_sdk.models.denoisers import DENOISER_CLASSES
@@ -44,6 +42,8 @@ from nfldm_sdk.persistence import config_to_dict, nfldm_version
 from nfldm_sdk.sampling import NoiseSchedule, training_scheduler
 from nfldm_training.latent_store_data import LEVEL_CONDITIONS, LatentLevelDataModule
 from nfldm_training.presets_ldm import LDMPreset, LDMTrainConfig, with_latent_shapes
+from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
+                                    kept_untrained, make_trainer, write_metrics)
 
 __all__ = ["v_prediction_loss", "ema_multi_avg_fn", "LDMLightningModule", "LDMTrainResult", "train_ldm", "LOSS_WEIGHTINGS"]
 
@@ -151,10 +151,7 @@ class LDMLightningModule(LightningModule):
         self.log("val/loss", loss, batch_size=x0.shape[0], on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        warm = max(0, int(self.cfg.warmup_steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_warmup(self.model.parameters(), self.cfg)
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -200,12 +197,10 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
     if level not in LEVEL_CONDITIONS:
         raise ValueError(f"unknown level {level!r}: choose g, c or f")
     run_dir = Path(run_dir)
-    ckpt_dir, tc = run_dir / "checkpoints", ldm.train_config(level)
-    last = ckpt_dir / "last.ckpt"
-    resumed_from = str(last) if resume and last.is_file() else None
-    if resumed_from is None and ckpt_dir.exists():
-        for old in ckpt_dir.glob("*.ckpt"):  # a fresh run must not mix with another run's checkpoints
-            old.unlink()
+    tc = ldm.train_config(level)
+    resumed_from = find_resume_checkpoint(run_dir, resume)
+    if resumed_from is None:
+        clear_checkpoints(run_dir)
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     data = LatentLevelDataModule(latents, level, tc.batch_size, tc.val_fraction, tc.num_workers, tc.seed)
@@ -225,30 +220,18 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
     has_val = len(data.val_set) > 0
     log(f"ψ_{level}: {sum(p.numel() for p in module.model.parameters()):,} parameters; latent {store.shape(level)}; "
         f"{len(data.train_set)} train / {len(data.val_set)} val scenes")
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=max(1, int(tc.val_interval)), save_top_k=1, save_last=True)
-    trainer = Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, precision=tc.precision,
-        max_steps=int(tc.max_steps), max_epochs=-1, val_check_interval=int(tc.val_interval) if has_val else None,
-        check_val_every_n_epoch=None if has_val else 1, limit_val_batches=1.0 if has_val else 0,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, int(tc.log_every)),
-        gradient_clip_val=float(tc.grad_clip) or None, callbacks=[checkpoint],
-        logger=CSVLogger(run_dir, name="logs", version=""), default_root_dir=run_dir,
-        enable_progress_bar=progress, enable_model_summary=False, **(trainer_kwargs or {}))
+    trainer = make_trainer(run_dir, tc, accelerator=accelerator, devices=devices, strategy=strategy,
+                           num_nodes=num_nodes, has_val=has_val, progress=progress, **(trainer_kwargs or {}))
 
-    metrics_path = run_dir / "metrics.json"
-    previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     untrained = None
     if has_val:
-        if resumed_from and previous.get("val_loss_untrained") is not None:
-            untrained = float(previous["val_loss_untrained"])
+        kept = kept_untrained(run_dir, "val_loss_untrained", resumed_from)
+        if kept is not None:
+            untrained = float(kept)
         else:
             untrained = float(trainer.validate(module, datamodule=data, verbose=False)[0]["val/loss"])
             log(f"untrained: val loss {untrained:.4f}")
-    if resumed_from:
-        log(f"resuming from {resumed_from}")
-    trainer.fit(module, datamodule=data, ckpt_path=resumed_from)
-    trainer.save_checkpoint(last)  # the final state is always resumable
+    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=data)
     final = float(trainer.validate(module, datamodule=data, verbose=False)[0]["val/loss"]) if has_val else None
     if final is not None:
         log(f"step {trainer.global_step}: val loss (EMA) {final:.4f}")
@@ -256,8 +239,8 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
     model_dir = run_dir / "model"
     if trainer.is_global_zero:
         module.ema_model.save_pretrained(model_dir)
-        metrics_path.write_text(json.dumps({"level": level, "val_loss_untrained": untrained, "val_loss": final,
-                                            "global_step": int(trainer.global_step)}, indent=2) + "\n")
+        write_metrics(run_dir, {"level": level, "val_loss_untrained": untrained, "val_loss": final,
+                                "global_step": int(trainer.global_step)})
     return LDMTrainResult(run_dir=run_dir, model_dir=model_dir, level=level, val_loss_untrained=untrained,
                           val_loss=final, global_step=int(trainer.global_step), resumed_from=resumed_from,
                           seconds=time.perf_counter() - start)

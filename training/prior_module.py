@@ -23,7 +23,7 @@ The run directory::
     RUN/checkpoints/          Lightning checkpoints (``last.ckpt`` is what a resume continues)
     RUN/model/                the EMA prior (config.json + model.safetensors; `PriorGuidance.from_pretrained`)
     RUN/metrics.json          validation loss before and after training, steps
-    RUN/logs/metrics.csv      training curves
+    RUN/logs/version_N/       training curves (metrics.csv; one version per start, a resume keeps the old)
 """
 from __future__ import annotations
 
@@ -35,9 +35,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch import LightningModule, seed_everything
 from torch.optim.swa_utils import AveragedModel
 
 from nfldm_sdk.guidance import PRIOR_CLASSES, PriorUNet
@@ -46,6 +44,8 @@ from nfldm_sdk.sampling import training_scheduler
 from nfldm_training.data import resize_images
 from nfldm_training.ldm_module import ema_multi_avg_fn, v_prediction_loss
 from nfldm_training.presets_prior import PriorPreset, save_prior_preset
+from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
+                                    kept_untrained, make_trainer, write_metrics)
 
 __all__ = ["CaptureImageDataset", "render_artifact_images", "read_image_folder", "PriorLightningModule",
            "PriorTrainResult", "train_prior", "RUN_INFO", "ARTIFACTS_NAME"]
@@ -203,10 +203,7 @@ class PriorLightningModule(LightningModule):
         self.log("val/loss", loss, batch_size=images.shape[0], on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        warm = max(0, int(self.cfg.warmup_steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_warmup(self.model.parameters(), self.cfg)
 
 
 # ============================================================================================ the run
@@ -277,12 +274,9 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.train
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    resumed_from = str(last) if resume and last.is_file() else None
-    if resumed_from is None and ckpt_dir.exists():
-        for old in ckpt_dir.glob("*.ckpt"):  # a fresh run must not mix with another run's checkpoints
-            old.unlink()
+    resumed_from = find_resume_checkpoint(run_dir, resume)
+    if resumed_from is None:
+        clear_checkpoints(run_dir)
     seed_everything(int(tc.seed), workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_prior_preset(preset, run_dir / "config.json", preset_name)
@@ -316,38 +310,26 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     module = PriorLightningModule(preset)
     log(f"prior: {sum(p.numel() for p in module.model.parameters()):,} parameters at {tuple(preset.prior.image_size)}; "
         f"{len(d_train)}+{len(a_train)} train / {len(d_val)}+{len(a_val)} val images (dataset+artifact)")
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=max(1, int(tc.val_interval)), save_top_k=1, save_last=True)
-    trainer = Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, precision=tc.precision,
-        max_steps=int(tc.max_steps), max_epochs=-1, val_check_interval=int(tc.val_interval) if has_val else None,
-        check_val_every_n_epoch=None if has_val else 1, limit_val_batches=1.0 if has_val else 0,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, int(tc.log_every)),
-        gradient_clip_val=float(tc.grad_clip) or None, callbacks=[checkpoint],
-        logger=CSVLogger(run_dir, name="logs", version=""), default_root_dir=run_dir,
-        enable_progress_bar=progress, enable_model_summary=False, **(trainer_kwargs or {}))
+    trainer = make_trainer(run_dir, tc, accelerator=accelerator, devices=devices, strategy=strategy,
+                           num_nodes=num_nodes, has_val=has_val, progress=progress, **(trainer_kwargs or {}))
 
-    metrics_path = run_dir / "metrics.json"
-    previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     untrained = None
     if has_val:
-        if resumed_from and previous.get("val_loss_untrained") is not None:
-            untrained = float(previous["val_loss_untrained"])
+        kept = kept_untrained(run_dir, "val_loss_untrained", resumed_from)
+        if kept is not None:
+            untrained = float(kept)
         else:
             untrained = float(trainer.validate(module, dataloaders=val_loader, verbose=False)[0]["val/loss"])
             log(f"untrained: val loss {untrained:.4f}")
-    if resumed_from:
-        log(f"resuming from {resumed_from}")
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=resumed_from)
-    trainer.save_checkpoint(last)  # the final state is always resumable
+    fit_resumable(trainer, module, run_dir, resumed_from, log, train_dataloaders=loader, val_dataloaders=val_loader)
     final = float(trainer.validate(module, dataloaders=val_loader, verbose=False)[0]["val/loss"]) if has_val else None
     if final is not None:
         log(f"step {trainer.global_step}: val loss (EMA) {final:.4f}")
     model_dir = run_dir / "model"
     if trainer.is_global_zero:
         module.ema_model.save_pretrained(model_dir)
-        metrics_path.write_text(json.dumps({"val_loss_untrained": untrained, "val_loss": final,
-                                            "global_step": int(trainer.global_step)}, indent=2) + "\n")
+        write_metrics(run_dir, {"val_loss_untrained": untrained, "val_loss": final,
+                                "global_step": int(trainer.global_step)})
     return PriorTrainResult(run_dir=run_dir, model_dir=model_dir, num_dataset_images=len(captured),
                             num_artifact_images=len(art), val_loss_untrained=untrained, val_loss=final,
                             global_step=int(trainer.global_step), resumed_from=resumed_from,

@@ -12,14 +12,13 @@ depths) written to ``<run>/val_images/`` at every validation.
     RUN/checkpoints/         Lightning checkpoints (training state; ``last.ckpt`` is what a resume continues)
     RUN/model/               the trained SceneAutoEncoder (save_pretrained: config.json + model.safetensors)
     RUN/metrics.json         validation PSNR / AbsRel of the untrained and of the trained model
-    RUN/logs/metrics.csv     training curves (CSVLogger)
+    RUN/logs/version_N/      training curves (CSVLogger metrics.csv; one version per start, a resume keeps the old)
     RUN/val_images/*.png     validation grids
 
 Multi-GPU / multi-node runs use Lightning's own strategies (``devices``, ``strategy``, ``num_nodes``).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,9 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch import LightningModule, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric, SumMetric
 
@@ -38,6 +35,8 @@ from nfldm_training.data import SceneBatch, SceneDataModule, split_views
 from nfldm_training.losses import box_depth_mask, depth_loss, image_loss
 from nfldm_training.metrics import depth_abs_rel, psnr
 from nfldm_training.presets import Preset, SceneAETrainConfig, save_preset
+from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
+                                    kept_untrained, make_trainer, write_metrics)
 
 
 @dataclass
@@ -122,10 +121,7 @@ class SceneAELightningModule(LightningModule):
             m.reset()
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        warm = max(0, int(self.cfg.warmup_steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_warmup(self.model.parameters(), self.cfg)
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -196,16 +192,13 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
     tc = preset.scene_ae_train
-    resumed_from = str(last) if resume and last.is_file() else None
+    resumed_from = find_resume_checkpoint(run_dir, resume)
     # Under DDP every rank runs this function; only global rank 0 (known from the launcher's environment before
     # the Trainer exists) touches the run directory.
     if rank_zero_only.rank == 0:
-        if resumed_from is None and ckpt_dir.exists():
-            for old in ckpt_dir.glob("*.ckpt"):  # a fresh run must not mix with another run's checkpoints
-                old.unlink()
+        if resumed_from is None:
+            clear_checkpoints(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_preset(preset, run_dir / "config.json")
 
@@ -219,32 +212,21 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     log(f"scene auto-encoder: {sum(p.numel() for p in module.parameters()):,} parameters; "
         f"{len(data.train_set)} train / {len(data.val_set)} val windows of {data.train_set.num_views} views")
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=max(1, int(tc.val_interval)), save_top_k=1, save_last=True)
-    trainer = Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, precision=tc.precision,
-        max_steps=int(tc.max_steps), max_epochs=-1, val_check_interval=int(tc.val_interval) if has_val else None,
-        check_val_every_n_epoch=None if has_val else 1, limit_val_batches=(tc.val_batches or 1.0) if has_val else 0,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, int(tc.log_every)),
-        gradient_clip_val=float(tc.grad_clip) or None, callbacks=[checkpoint],
-        logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,  # logs/version_N per call: a resume keeps old logs
-        enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+    trainer = make_trainer(
+        run_dir, tc, accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+        has_val=has_val, progress=progress, val_batches=tc.val_batches, deterministic=False,
         inference_mode=False,  # no_grad instead: metric states reset under inference_mode could not be updated later
         **(trainer_kwargs or {}))
 
-    metrics_path = run_dir / "metrics.json"
-    previous = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     untrained = None
     if has_val:
-        if resumed_from and previous.get("untrained"):
-            untrained = ValMetrics(**previous["untrained"])
+        kept = kept_untrained(run_dir, "untrained", resumed_from)
+        if kept is not None:
+            untrained = ValMetrics(**kept)
         else:
             untrained = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), 0)
             log(f"untrained: PSNR {untrained.psnr:.2f} dB, depth AbsRel {untrained.abs_rel:.3f}")
-    if resumed_from:
-        log(f"resuming from {resumed_from}")
-    trainer.fit(module, datamodule=data, ckpt_path=resumed_from)
-    trainer.save_checkpoint(last)  # always leave the final state resumable, whatever the checkpoint cadence
+    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=data)
     final = None
     if has_val:
         final = module.last_val
@@ -259,7 +241,7 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
         metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
                    "global_step": int(trainer.global_step), "stores": [str(s) for s in stores], "preset": preset.name,
                    "train_windows": len(data.train_set), "val_windows": len(data.val_set)}
-        metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+        write_metrics(run_dir, metrics)
     return TrainResult(run_dir=run_dir, model_dir=model_dir, untrained=untrained, final=final,
                        global_step=int(trainer.global_step), resumed_from=resumed_from,
                        seconds=time.perf_counter() - start)

@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -49,23 +49,71 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+# ------------------------------------------------------------------------------------------------ scene stores
+# The voxel store and the latent store (training/latent_data.py) share the same frame: a zarr v3 group of per-scene
+# arrays with root attrs ``format, format_version, scenes_planned, scenes_written``, written in order and resumable.
+def open_scene_store(path: str | Path, fmt: str, version: int, kind: str, command: str):
+    """Open a scene store for reading (a read-only ``zarr.Group``) after checking its format attrs.
+
+    Args:
+        path: the store.
+        fmt, version: the expected ``format`` attr and the newest ``format_version`` this nfldm reads.
+        kind: the store's name in messages ("voxel", "latent").
+        command: the nfldm command that writes it ("encode-voxels"), named in the error for a missing store.
+    """
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no {kind} store at {path}: write one with `nfldm {command} --out {path}`") from e
+    attrs = dict(group.attrs)
+    if attrs.get("format") != fmt:
+        raise ValueError(f"{path} is not a {kind} store (format {attrs.get('format')!r}, expected {fmt!r})")
+    if int(attrs.get("format_version", -1)) > version:
+        raise ValueError(f"{path} is {kind}-store format {attrs['format_version']}; this nfldm reads up to "
+                         f"{version}: upgrade nfldm")
+    return group
+
+
+def create_or_resume_scene_store(out: str, attrs: dict, identity: Sequence[str], kind: str, overwrite: bool,
+                                 create_arrays: Callable[[Any], None]):
+    """Open the scene store `out` for writing (a ``zarr.Group``, mode r+ or w): continue an existing one, or create it.
+
+    An existing store (unless `overwrite`, which deletes it first) must have ``attrs["format"]`` and the same
+    values of the `identity` attrs as `attrs` (compared as JSON), else this raises; writing continues after its
+    ``scenes_written`` scenes. A new store gets its arrays from ``create_arrays(group)``, then `attrs` with
+    ``scenes_written = 0``.
+    """
+    import zarr
+
+    exists = Path(out).exists()
+    if exists and overwrite:
+        shutil.rmtree(out)
+        exists = False
+    if exists:
+        group = zarr.open_group(out, mode="r+", zarr_format=3)
+        old = dict(group.attrs)
+        if old.get("format") != attrs["format"]:
+            raise ValueError(f"{out} exists and is not a {kind} store: choose another --out or pass --overwrite")
+        differs = [k for k in identity if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(attrs[k]))]
+        if differs:
+            raise ValueError(f"{out} was started with a different {', '.join(differs)}: pass --overwrite to replace it "
+                             "or choose another --out")
+        return group
+    group = zarr.open_group(out, mode="w", zarr_format=3)
+    create_arrays(group)
+    group.attrs.update({**attrs, "scenes_written": 0})
+    return group
+
+
 class VoxelStore:
     """Read access to a voxel store (see the module docstring). ``len(store)`` = scenes written."""
 
     def __init__(self, path: str | Path):
-        import zarr
-
         self.path = str(path)
-        try:
-            self.group = zarr.open_group(self.path, mode="r", zarr_format=3)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"no voxel store at {path}: write one with `nfldm encode-voxels --out {path}`") from e
+        self.group = open_scene_store(path, VOXEL_STORE_FORMAT, VOXEL_STORE_VERSION, "voxel", "encode-voxels")
         self.attrs = dict(self.group.attrs)
-        if self.attrs.get("format") != VOXEL_STORE_FORMAT:
-            raise ValueError(f"{path} is not a voxel store (format {self.attrs.get('format')!r}, expected {VOXEL_STORE_FORMAT!r})")
-        if int(self.attrs.get("format_version", -1)) > VOXEL_STORE_VERSION:
-            raise ValueError(f"{path} is voxel-store format {self.attrs['format_version']}; this nfldm reads up to "
-                             f"{VOXEL_STORE_VERSION}: upgrade nfldm")
 
     def __len__(self) -> int:
         return int(self.attrs.get("scenes_written", 0))
@@ -129,8 +177,6 @@ def encode_voxels(model, stores: Sequence[str], out: str | Path, *, window: int,
     in dataset order. An existing store at `out` is continued if it was started with the same model weights,
     stores, window, stride, cameras and dtype, else this raises (pass ``overwrite=True`` to replace it).
     """
-    import zarr
-
     from nfldm_training.data import SceneWindowDataset, collate_windows
 
     if dtype not in _DTYPES:
@@ -153,22 +199,8 @@ def encode_voxels(model, stores: Sequence[str], out: str | Path, *, window: int,
     }
     identity = ("model", "source_stores", "window", "stride", "cameras", "image_size", "dtype", "scenes_planned")
     out = str(out)
-    exists = Path(out).exists()
-    if exists and overwrite:
-        shutil.rmtree(out)
-        exists = False
-    if exists:
-        group = zarr.open_group(out, mode="r+", zarr_format=3)
-        old = dict(group.attrs)
-        if old.get("format") != VOXEL_STORE_FORMAT:
-            raise ValueError(f"{out} exists and is not a voxel store: choose another --out or pass --overwrite")
-        differs = [k for k in identity if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(attrs[k]))]
-        if differs:
-            raise ValueError(f"{out} was started with a different {', '.join(differs)}: pass --overwrite to replace it "
-                             "or choose another --out")
-        done = int(old.get("scenes_written", 0))
-    else:
-        group = zarr.open_group(out, mode="w", zarr_format=3)
+
+    def create_arrays(group) -> None:
         npd = _DTYPES[dtype]
         group.create_array("density", shape=(S, Z, Y, X), chunks=(1, Z, Y, X), dtype=npd, fill_value=0)
         group.create_array("features", shape=(S, C, Z, Y, X), chunks=(1, C, Z, Y, X), dtype=npd, fill_value=0)
@@ -177,8 +209,9 @@ def encode_voxels(model, stores: Sequence[str], out: str | Path, *, window: int,
         group.create_array("store_index", shape=(S,), chunks=ids_chunk, dtype=np.int32, fill_value=-1)
         group.create_array("episode", shape=(S,), chunks=ids_chunk, dtype=np.int32, fill_value=-1)
         group.create_array("anchor_frame", shape=(S,), chunks=ids_chunk, dtype=np.int64, fill_value=-1)
-        group.attrs.update({**attrs, "scenes_written": 0})
-        done = 0
+
+    group = create_or_resume_scene_store(out, attrs, identity, "voxel", overwrite, create_arrays)
+    done = int(group.attrs.get("scenes_written", 0))
     if done >= S:
         log(f"{out}: all {S} scenes already written")
         return EncodeResult(out, S, 0, time.perf_counter() - start_time)

@@ -1,0 +1,120 @@
+"""The Lightning run-directory plumbing shared by the training stages (scene-ae, latent-ae, ldm, prior).
+
+Every stage's run directory has the same training-state layout::
+
+    RUN/checkpoints/             Lightning checkpoints; ``last.ckpt`` is what a resume continues
+    RUN/logs/version_N/metrics.csv  training curves (CSVLogger), one version per start: a resume keeps the old ones
+    RUN/metrics.json             validation figures; the untrained model's are measured once and kept across resumes
+
+and the same protocol: find ``last.ckpt`` (resume) or clear stale checkpoints (fresh run); build the `Trainer`
+(`make_trainer`); validate the untrained model unless a resumed run kept its figures (`kept_untrained`);
+fit and always leave ``last.ckpt`` resumable (`fit_resumable`); write ``metrics.json`` (`write_metrics`).
+What differs between the stages (the module, the data, the figures, Trainer flags such as ``inference_mode``)
+stays in each stage's ``train_*`` function.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+METRICS_NAME = "metrics.json"
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """``RUN/checkpoints/last.ckpt``: the checkpoint a resume continues (it may not exist yet)."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+def find_resume_checkpoint(run_dir: str | Path, resume: bool = True) -> str | None:
+    """The checkpoint to continue from: ``RUN/checkpoints/last.ckpt`` when `resume` and it exists, else None."""
+    last = last_checkpoint(run_dir)
+    return str(last) if resume and last.is_file() else None
+
+
+def clear_checkpoints(run_dir: str | Path) -> None:
+    """Delete ``RUN/checkpoints/*.ckpt``: a fresh run must not mix with another run's checkpoints."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if ckpt_dir.exists():
+        for old in ckpt_dir.glob("*.ckpt"):
+            old.unlink()
+
+
+def adamw_with_warmup(params: Iterable[torch.nn.Parameter], train_cfg: Any) -> dict:
+    """AdamW (``train_cfg.lr``, ``train_cfg.weight_decay``) with a linear warm-up of the learning rate over
+    ``train_cfg.warmup_steps`` optimisation steps (factor ``min(1, (step + 1) / warmup_steps)``; 0: none), in the
+    form `LightningModule.configure_optimizers` returns (the scheduler steps per optimisation step)."""
+    opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    warm = max(0, int(train_cfg.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def make_trainer(run_dir: str | Path, train_cfg: Any, *, accelerator: str = "auto", devices: Any = "auto",
+                 strategy: Any = "auto", num_nodes: int = 1, has_val: bool, progress: bool = True,
+                 val_batches: float | None = None, extra_callbacks: Iterable[Callback] = (),
+                 **trainer_kwargs: Any) -> Trainer:
+    """A `Trainer` writing checkpoints and CSV logs into `run_dir`, with the stage's step-based schedule.
+
+    Args:
+        run_dir: the run directory.
+        train_cfg: the stage's training config; reads ``precision, max_steps, val_interval, log_every, grad_clip``.
+            Checkpoints (and validation, when `has_val`) every ``val_interval`` optimisation steps, keeping the
+            latest (``step{N}.ckpt``) and ``last.ckpt``.
+        accelerator, devices, strategy, num_nodes: Lightning's, unchanged.
+        has_val: whether there is a validation split; without one validation is switched off.
+        progress: show the progress bar.
+        val_batches: validation batches per validation (None or 0: all).
+        extra_callbacks: callbacks added after the checkpoint callback.
+        **trainer_kwargs: further `Trainer` arguments (a stage's own flags, e.g. ``inference_mode=False``).
+    """
+    run_dir = Path(run_dir)
+    tc = train_cfg
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
+                                 every_n_train_steps=max(1, int(tc.val_interval)), save_top_k=1, save_last=True)
+    return Trainer(
+        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, precision=tc.precision,
+        max_steps=int(tc.max_steps), max_epochs=-1, val_check_interval=int(tc.val_interval) if has_val else None,
+        check_val_every_n_epoch=None if has_val else 1, limit_val_batches=(val_batches or 1.0) if has_val else 0,
+        num_sanity_val_steps=0, log_every_n_steps=max(1, int(tc.log_every)),
+        gradient_clip_val=float(tc.grad_clip) or None, callbacks=[checkpoint, *extra_callbacks],
+        # logs/version_N per start: a fixed version would make CSVLogger delete the earlier metrics.csv on resume
+        logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
+        enable_progress_bar=progress, enable_model_summary=False, **trainer_kwargs)
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """``RUN/metrics.json`` as written by an earlier start of the run, or {} when there is none."""
+    path = Path(run_dir) / METRICS_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def kept_untrained(run_dir: str | Path, key: str, resumed_from: str | None) -> Any | None:
+    """The untrained model's figures (``metrics.json[key]``) kept from an earlier start when the run resumes;
+    None when they must be measured (fresh run, or none recorded)."""
+    if not resumed_from:
+        return None
+    return read_metrics(run_dir).get(key)
+
+
+def fit_resumable(trainer: Trainer, module: LightningModule, run_dir: str | Path, resumed_from: str | None,
+                  log: Callable[[str], None], **fit_kwargs: Any) -> None:
+    """``trainer.fit`` from `resumed_from` (None: from scratch), then save ``RUN/checkpoints/last.ckpt`` whatever
+    the checkpoint cadence, so the final state is always resumable. `fit_kwargs`: the data (datamodule or loaders)."""
+    if resumed_from:
+        log(f"resuming from {resumed_from}")
+    trainer.fit(module, ckpt_path=resumed_from, **fit_kwargs)
+    trainer.save_checkpoint(last_checkpoint(run_dir))
+
+
+def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
+    """Write `metrics` to ``RUN/metrics.json`` (indented JSON; NaN allowed) and return the path."""
+    path = Path(run_dir) / METRICS_NAME
+    path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    return path
