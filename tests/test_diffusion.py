@@ -454,6 +454,22 @@ def _write_latent_store(path, n=6, seed=0, stats=None):
     return str(path)
 
 
+def test_stage3_split_holds_out_the_episodes_stage1_holds_out():
+    import numpy as np
+
+    from nfldm_training.data import _val_episodes
+    from nfldm_training.latent_store_data import split_by_episode
+
+    # store 0: episodes 0..4 with 2 scenes each (rows 0-9); store 1: one episode with 4 scenes (rows 10-13)
+    ids = np.array([(0, e, f) for e in range(5) for f in (3, 5)] + [(1, 0, f) for f in (3, 4, 5, 6)])
+    train, val = split_by_episode(ids, 0.5)
+    # store 0: stage 1 holds out its last round(0.5·5) = 2 episodes (3, 4) -> rows 6-9; store 1 (one episode):
+    # every k-th scene, split_indices(4, 0.5) -> positions 0 and 2 -> rows 10 and 12
+    assert _val_episodes(5, 0.5, None) == {3, 4}
+    assert val == [6, 7, 8, 9, 10, 12] and sorted(train + val) == list(range(14))
+    assert split_by_episode(ids, 0.2)[1] == [8, 9]   # 1 episode of 5; 4 single-episode scenes: int(0.8) = 0 held out
+
+
 @pytest.fixture(scope="module")
 def ldm_runs(tmp_path_factory):
     from nfldm_training.ldm_module import train_ldm

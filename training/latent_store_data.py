@@ -9,7 +9,7 @@ over all scenes, written when the store is complete; an incomplete store is refu
   (sha256 of the store's description: root attrs, array shapes and dtypes, and the scene ids), which a model
   bundle records as its training-data hash.
 * `LatentLevelDataset` — normalised latents of the levels one denoiser reads (its own and its conditions).
-* `LatentLevelDataModule` — deterministic train/val split by scene and the loaders.
+* `LatentLevelDataModule` — the train/val split by episode (stage 1's rule, `split_by_episode`) and the loaders.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from nfldm_sdk.models.latent_ae import LatentStats
 from nfldm_sdk.sampling import LEVELS, normalize_level
 from nfldm_training.latent_data import LatentStore
 
-__all__ = ["LatentLevels", "LatentLevelDataset", "LatentLevelDataModule", "split_indices", "LEVEL_CONDITIONS"]
+__all__ = ["LatentLevels", "LatentLevelDataset", "LatentLevelDataModule", "split_indices", "split_by_episode", "LEVEL_CONDITIONS"]
 
 #: The levels each denoiser reads: its own first, then its conditions (method.md: p(g), p(c|g), p(f|g,c)).
 LEVEL_CONDITIONS: dict[str, tuple[str, ...]] = {"g": ("g",), "c": ("c", "g"), "f": ("f", "g", "c")}
@@ -41,6 +41,37 @@ def split_indices(num_scenes: int, val_fraction: float) -> tuple[list[int], list
     val = sorted({int(round((k + 0.5) * num_scenes / n_val - 0.5)) for k in range(n_val)}) if n_val else []
     vs = set(val)
     return [i for i in range(num_scenes) if i not in vs], val
+
+
+def split_by_episode(ids: np.ndarray, val_fraction: float) -> tuple[list[int], list[int]]:
+    """Train/val split of a latent store's scenes with stage 1's rule, so no stage trains on held-out episodes.
+
+    Args:
+        ids: ``[S, 3]`` rows ``(store_index, episode, anchor_frame)`` (`LatentStore.ids`).
+        val_fraction: fraction of each capture store's episodes held out (stage 1's ``val_fraction``).
+    Returns:
+        ``(train, val)`` scene indices. Per capture store with ≥ 2 episodes, the scenes of its last
+        ``round(val_fraction · episodes)`` episodes (at least one) are validation — exactly the episodes stage 1 and
+        the LAE hold out and `nfldm eval` uses as the reference. Scenes of single-episode stores are split every k-th
+        (`split_indices`), as no episode can be spared there.
+    """
+    from nfldm_training.data import _val_episodes
+
+    ids = np.asarray(ids)
+    val: list[int] = []
+    single: list[int] = []
+    for store in np.unique(ids[:, 0]):
+        rows = np.flatnonzero(ids[:, 0] == store)
+        episodes = sorted(int(e) for e in np.unique(ids[rows, 1]))
+        if len(episodes) < 2:
+            single.extend(int(r) for r in rows)
+            continue
+        held = {episodes[p] for p in _val_episodes(len(episodes), val_fraction, None)}
+        val.extend(int(r) for r in rows if int(ids[r, 1]) in held)
+    if single:
+        val.extend(single[i] for i in split_indices(len(single), val_fraction)[1])
+    held_rows = set(val)
+    return [i for i in range(len(ids)) if i not in held_rows], sorted(val)
 
 
 class LatentLevels:
@@ -141,7 +172,7 @@ class LatentLevelDataModule(LightningDataModule):
         self.batch_size, self.val_fraction, self.num_workers, self.seed = int(batch_size), float(val_fraction), int(num_workers), int(seed)
         self.store = LatentLevels(self.path)
         self.stats = stats or self.store.stats
-        self.train_idx, self.val_idx = split_indices(len(self.store), self.val_fraction)
+        self.train_idx, self.val_idx = split_by_episode(self.store.store.ids(), self.val_fraction)
         self.train_set: LatentLevelDataset | None = None
         self.val_set: LatentLevelDataset | None = None
 

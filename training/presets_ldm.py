@@ -54,8 +54,9 @@ class LDMTrainConfig:
     """γ of the Min-SNR weighting."""
     grad_clip: float = 1.0
     """Gradient-norm clipping (0 disables)."""
-    val_fraction: float = 0.1
-    """Fraction of the store's scenes held out for the validation loss (every k-th scene; none when < 1 scene)."""
+    val_fraction: float = 0.2
+    """Fraction of each capture store's episodes held out (stage 1's rule and default fraction, so the denoisers never
+    train on the episodes stage 1, the LAE and `nfldm eval` hold out); single-episode stores: every k-th scene."""
     val_interval: int = 200
     """Optimisation steps between validations."""
     num_workers: int = 0
