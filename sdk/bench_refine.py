@@ -63,6 +63,7 @@ def bench(size: str, steps: int, views: int, device: str, seed: int = 0) -> dict
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line of ``python -m nfldm_sdk.bench_refine``: run the refinement benchmark and print its table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=list(SIZES))
     p.add_argument("--steps", type=int, default=20)

@@ -117,6 +117,7 @@ def format_sampling_bench(r: SamplingBenchResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> SamplingBenchResult:
+    """Command line of ``python -m nfldm_training.bench_sampling``: run the sampling benchmark, print its table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--bundle", help="Model bundle folder.")

@@ -165,6 +165,8 @@ def box(c, yaw: float, w: float, d: float, z0: float, z1: float) -> tuple[np.nda
 
 
 def ngon(c, r: float, n: int, phase: float = 0.0) -> np.ndarray:
+    """Corners `[n, 2]` (metres, x/y) of a regular n-gon of circumradius `r` around centre `c` (x, y[, z]),
+    the first corner at angle `phase` (radians, counter-clockwise from +x)."""
     a = phase + 2 * math.pi * np.arange(n) / n
     return np.asarray(c, float)[:2] + r * np.stack([np.cos(a), np.sin(a)], 1)
 
