@@ -12,21 +12,17 @@ import nfldm_sdk
 from nfldm_sdk.generator import DEFAULT_MODEL_ENV, BundleError, SceneGenerator, default_model_path
 
 SHIPPED = Path(nfldm_sdk.__file__).resolve().parents[1] / "assets" / "models" / "default"
-needs_bundle = pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(),
-                                  reason=f"the default bundle is not in {SHIPPED} yet (build it with scripts/train_default.sh)")
 
 
 def test_default_path_and_env(monkeypatch, tmp_path):
     monkeypatch.delenv(DEFAULT_MODEL_ENV, raising=False)
-    if (SHIPPED / "manifest.json").is_file():
-        assert default_model_path() == SHIPPED
+    assert default_model_path() == SHIPPED  # the bundle ships in the repository
     monkeypatch.setenv(DEFAULT_MODEL_ENV, str(tmp_path))
     with pytest.raises(BundleError, match="scripts/train_default.sh") as e:
         SceneGenerator.from_pretrained()
     assert str(tmp_path) in str(e.value) and DEFAULT_MODEL_ENV in str(e.value)
 
 
-@needs_bundle
 def test_shipped_bundle_is_small_and_half_precision():
     total = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert total < 50 * 2**20, f"the default bundle is {total / 2**20:.1f} MiB: keep it tens of MB at most"
@@ -40,7 +36,6 @@ def test_shipped_bundle_is_small_and_half_precision():
     assert torch.float16 in dtypes
 
 
-@needs_bundle
 def test_from_pretrained_default_generates_and_renders(monkeypatch):
     from nfldm_sdk.rig import CameraRig
 
