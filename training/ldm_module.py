@@ -42,8 +42,8 @@ from nfldm_sdk.persistence import config_to_dict, nfldm_version
 from nfldm_sdk.sampling import NoiseSchedule, training_scheduler
 from nfldm_training.latent_store_data import LEVEL_CONDITIONS, LatentLevelDataModule
 from nfldm_training.presets_ldm import LDMPreset, LDMTrainConfig, with_latent_shapes
-from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
-                                    kept_untrained, make_trainer, write_metrics)
+from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint,
+                                    fit_with_val_loss, make_trainer, write_metrics)
 
 __all__ = ["v_prediction_loss", "ema_multi_avg_fn", "LDMLightningModule", "LDMTrainResult", "train_ldm", "LOSS_WEIGHTINGS"]
 
@@ -223,18 +223,8 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
     trainer = make_trainer(run_dir, tc, accelerator=accelerator, devices=devices, strategy=strategy,
                            num_nodes=num_nodes, has_val=has_val, progress=progress, **(trainer_kwargs or {}))
 
-    untrained = None
-    if has_val:
-        kept = kept_untrained(run_dir, "val_loss_untrained", resumed_from)
-        if kept is not None:
-            untrained = float(kept)
-        else:
-            untrained = float(trainer.validate(module, datamodule=data, verbose=False)[0]["val/loss"])
-            log(f"untrained: val loss {untrained:.4f}")
-    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=data)
-    final = float(trainer.validate(module, datamodule=data, verbose=False)[0]["val/loss"]) if has_val else None
-    if final is not None:
-        log(f"step {trainer.global_step}: val loss (EMA) {final:.4f}")
+    untrained, final = fit_with_val_loss(trainer, module, run_dir, resumed_from, log, has_val=has_val,
+                                         validate_kwargs={"datamodule": data}, fit_kwargs={"datamodule": data})
 
     model_dir = run_dir / "model"
     if trainer.is_global_zero:

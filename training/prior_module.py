@@ -44,8 +44,8 @@ from nfldm_sdk.sampling import training_scheduler
 from nfldm_training.data import resize_images
 from nfldm_training.ldm_module import ema_multi_avg_fn, v_prediction_loss
 from nfldm_training.presets_prior import PriorPreset, save_prior_preset
-from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
-                                    kept_untrained, make_trainer, write_metrics)
+from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint,
+                                    fit_with_val_loss, make_trainer, write_metrics)
 
 __all__ = ["CaptureImageDataset", "render_artifact_images", "read_image_folder", "PriorLightningModule",
            "PriorTrainResult", "train_prior", "RUN_INFO", "ARTIFACTS_NAME"]
@@ -313,18 +313,9 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     trainer = make_trainer(run_dir, tc, accelerator=accelerator, devices=devices, strategy=strategy,
                            num_nodes=num_nodes, has_val=has_val, progress=progress, **(trainer_kwargs or {}))
 
-    untrained = None
-    if has_val:
-        kept = kept_untrained(run_dir, "val_loss_untrained", resumed_from)
-        if kept is not None:
-            untrained = float(kept)
-        else:
-            untrained = float(trainer.validate(module, dataloaders=val_loader, verbose=False)[0]["val/loss"])
-            log(f"untrained: val loss {untrained:.4f}")
-    fit_resumable(trainer, module, run_dir, resumed_from, log, train_dataloaders=loader, val_dataloaders=val_loader)
-    final = float(trainer.validate(module, dataloaders=val_loader, verbose=False)[0]["val/loss"]) if has_val else None
-    if final is not None:
-        log(f"step {trainer.global_step}: val loss (EMA) {final:.4f}")
+    untrained, final = fit_with_val_loss(trainer, module, run_dir, resumed_from, log, has_val=has_val,
+                                         validate_kwargs={"dataloaders": val_loader},
+                                         fit_kwargs={"train_dataloaders": loader, "val_dataloaders": val_loader})
     model_dir = run_dir / "model"
     if trainer.is_global_zero:
         module.ema_model.save_pretrained(model_dir)

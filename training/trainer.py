@@ -113,6 +113,35 @@ def fit_resumable(trainer: Trainer, module: LightningModule, run_dir: str | Path
     trainer.save_checkpoint(last_checkpoint(run_dir))
 
 
+def fit_with_val_loss(trainer: Trainer, module: LightningModule, run_dir: str | Path, resumed_from: str | None,
+                      log: Callable[[str], None], *, has_val: bool, validate_kwargs: dict, fit_kwargs: dict,
+                      key: str = "val_loss_untrained") -> tuple[float | None, float | None]:
+    """For the stages scored by one validation loss (diffusion denoisers, the SDS prior): measure the untrained
+    model's ``val/loss`` (or keep the figure of an earlier start when resuming), `fit_resumable`, then measure the
+    final ``val/loss``.
+
+    Args:
+        validate_kwargs: the data of ``trainer.validate`` (``datamodule=`` or ``dataloaders=``).
+        fit_kwargs: the data of ``trainer.fit`` (``datamodule=`` or ``train_dataloaders=``/``val_dataloaders=``).
+        key: the ``metrics.json`` entry that holds the untrained loss.
+    Returns:
+        ``(untrained, final)`` validation losses; both None without validation data.
+    """
+    untrained = final = None
+    if has_val:
+        kept = kept_untrained(run_dir, key, resumed_from)
+        if kept is not None:
+            untrained = float(kept)
+        else:
+            untrained = float(trainer.validate(module, verbose=False, **validate_kwargs)[0]["val/loss"])
+            log(f"untrained: val loss {untrained:.4f}")
+    fit_resumable(trainer, module, run_dir, resumed_from, log, **fit_kwargs)
+    if has_val:
+        final = float(trainer.validate(module, verbose=False, **validate_kwargs)[0]["val/loss"])
+        log(f"step {trainer.global_step}: val loss (EMA) {final:.4f}")
+    return untrained, final
+
+
 def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
     """Write `metrics` to ``RUN/metrics.json`` (indented JSON; NaN allowed) and return the path."""
     path = Path(run_dir) / METRICS_NAME
