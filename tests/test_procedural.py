@@ -1,4 +1,5 @@
 """The procedural simulator: protocol, determinism, resume, geometry of depth and poses, shading, driving."""
+import dataclasses
 import json
 import math
 
@@ -12,9 +13,10 @@ from sim_bridge.backends.procedural import ProceduralBackend
 from sim_bridge.backends.procedural import materials as M
 from sim_bridge.backends.procedural.driving import RoadNet, Traffic
 from sim_bridge.backends.procedural.layout import build_layout
-from sim_bridge.backends.procedural.meshes import MeshBuilder, build_static_mesh
+from sim_bridge.backends.procedural.meshes import MeshBuilder, build_static_mesh, land_rect
 from sim_bridge.backends.procedural.placement import CAR_COLOURS, plan_town
-from sim_bridge.backends.procedural.render import Renderer
+from sim_bridge.backends.procedural.render import Renderer, outside_rect
+from sim_bridge.backends.procedural.simulator import ego_to_world_matrix
 from sim_bridge.backends.procedural.roads import build_roads
 from sim_bridge.backends.procedural.shading import lighting_from_weather
 from sim_bridge.rig import Rig
@@ -264,6 +266,50 @@ def test_right_handed_left_is_left():
         K, h = rig.cameras[0].K, rig.cameras[0].cam_to_ego[2, 3]
         v = 60
         np.testing.assert_allclose(out.depth[0, v, 2:8], h * K[1, 1] / (v + 0.5 - K[1, 2]), rtol=1e-5)
+
+
+def test_outside_rect_known_triangles():
+    mb = MeshBuilder()
+    tri = np.array([[0, 1, 2]])
+    for xs, ys in [((-5, -3, -4), (0, 0, 1)),     # x <= x0: outside
+                   ((-5, 1, 0), (0, 0, 1)),       # crosses x0: inside part
+                   ((2, 3, 2.5), (10, 12, 11)),   # y >= y1 (on the edge counts as outside)
+                   ((4, 6, 5), (-1, -1, 5))]:     # x from the edge outwards: outside
+        mb.add(np.array([[x, y, 0.0] for x, y in zip(xs, ys)]), tri, sem.TERRAIN, M.HILL, (0, 0, 0))
+    mesh = mb.build()
+    np.testing.assert_array_equal(outside_rect(mesh, (-3.0, -2.0, 4.0, 10.0)), [True, False, True, True])
+
+
+def test_outer_terrain_scene_is_exact():
+    """Keeping the terrain beyond the town in its own scene changes nothing: the same depth, labels, sun tests and
+    pixels as one scene holding everything, for cameras looking out over the hills at sunset (long shadows) from
+    inside the town and from outside it."""
+    rig = Rig.resolve("default", 48, 48)
+    b = ProceduralBackend("Town03", "ClearSunset", rig, seed=0)
+    b.start_episode(EpisodeSpec(0, 1))
+    rect = land_rect(b.plan)
+    split, whole = Renderer(b.mesh, rig, inner_rect=rect), Renderer(b.mesh, rig)
+    assert split.outer is not None and 0 < split.n_inner < b.mesh.n_triangles and whole.outer is None
+    sunset = lighting_from_weather(WEATHER_PRESETS["ClearSunset"])
+    # A sun 2° above the horizon makes the hills shadow the town's edge and each other (thousands of pixels on
+    # these poses), so the outer scene's part of the sun test matters.
+    low = [dataclasses.replace(sunset, sun_dir=np.array([math.cos(a), math.sin(a), 0.0], np.float32) * math.cos(0.035)
+                               + np.array([0, 0, math.sin(0.035)], np.float32)) for a in (0.0, math.pi / 2)]
+    x0, y0, x1, y1 = rect
+    poses = [(x0 + 12.0, (y0 + y1) / 2, math.pi), (x1 - 8.0, y0 + 30.0, -0.5), (x0 - 40.0, y0 + 60.0, 0.3),
+             (x1 + 150.0, (y0 + y1) / 2, 0.0)]
+    hills = shadowed = 0
+    for light in [sunset, *low]:
+        for x, y, yaw in poses:
+            c2w = ego_to_world_matrix(x, y, yaw) @ rig.cam_to_ego()
+            a, c = split.render(c2w, light), whole.render(c2w, light)
+            np.testing.assert_array_equal(a.depth, c.depth)
+            np.testing.assert_array_equal(a.semantic, c.semantic)
+            np.testing.assert_array_equal(a.sun_lit, c.sun_lit)
+            np.testing.assert_array_equal(a.rgb, c.rgb)
+            hills += int((a.semantic == sem.TERRAIN).sum())
+            shadowed += int((a.sun_facing & ~a.sun_lit).sum())
+    assert hills > 500 and shadowed > 5000  # the terrain beyond the town was in view; shadows were cast
 
 
 # ----------------------------------------------------------------------------------------------- shading

@@ -12,8 +12,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from sim_bridge.rig import Rig
-
 
 @dataclass
 class FrameData:

@@ -504,11 +504,19 @@ def _hash_noise(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     return out / 2.2
 
 
+def land_rect(plan: TownPlan) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of the flat land under the town, m: the town's bounds cut at the shore. Everything outside
+    it (hills, water) is terrain beyond the town, which the renderer keeps in a separate scene."""
+    x0, y0, x1, y1 = plan.bounds
+    water = plan.layout.style.water_north
+    return x0, y0, x1, (min(y1, water) if water is not None else y1)
+
+
 def _add_terrain(mb: MeshBuilder, plan: TownPlan) -> None:
     st = plan.layout.style
-    x0, y0, x1, y1 = plan.bounds
+    x0, y0, x1, land_y1 = land_rect(plan)
+    y1 = plan.bounds[3]
     water = st.water_north
-    land_y1 = min(y1, water) if water is not None else y1
     # Flat land under the town (one quad), hills around it on a grid with the land rectangle as a hole.
     V = np.array([[x0, y0, GROUND_Z], [x1, y0, GROUND_Z], [x1, land_y1, GROUND_Z], [x0, land_y1, GROUND_Z]])
     mb.add(V, np.array([[0, 1, 2], [0, 2, 3]]), sem.TERRAIN, M.GRASS, st.ground)

@@ -1,8 +1,16 @@
 """Ray casting of a rig against the town (Open3D `RaycastingScene`, Embree on the CPU) and per-pixel shading.
 
-Per tick: all cameras' primary rays go into ONE `cast_rays` call on the static scene; moving cars live in a small
+Per tick: all cameras' primary rays go into ONE `cast_rays` call on the static town; moving cars live in a small
 second scene rebuilt per tick, cast only for the pixels covered by the cars' projected bounding boxes, and merged
 by nearest hit; one `test_occlusions` call (per scene) checks the sun for lit hit points.
+
+The terrain beyond the town (hills, water: thousands of large triangles in a ring around a hole) is kept out of the
+town's scene: in one BVH its nodes overlap the whole town and cost every ray (~27% of the primary cast time on
+Town03). It lives in an *outer* scene made of the triangles that lie entirely outside the town's land rectangle
+(`inner_rect`). A camera inside the rectangle can only reach them after its ray leaves the rectangle, so the
+outer scene is cast only for rays whose town hit lies outside the rectangle or that missed the town (mostly sky),
+and a shadow ray is tested against it only if it could still be below the outer geometry's top where it leaves
+the rectangle. Both are exact: the nearest hit and the sun test are those of the whole town in one scene.
 
 The cameras are rendered in groups of two, by one worker thread per CPU core: Embree and the large numpy operations
 release the GIL, so one group's numpy shading (single-threaded) overlaps with another group's ray casts instead of
@@ -15,6 +23,7 @@ cam_to_world. The Euclidean distance is `t_hit · |K⁻¹(u,v,1)|`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +41,27 @@ from sim_bridge.rig import Rig
 _F32 = np.float32
 
 
-def make_scene(mesh: MeshData) -> o3d.t.geometry.RaycastingScene:
-    """A RaycastingScene holding `mesh` (one geometry; primitive ids = triangle indices of `mesh`)."""
+def make_scene(mesh: MeshData, triangles: slice = slice(None)) -> o3d.t.geometry.RaycastingScene:
+    """A RaycastingScene holding the `triangles` of `mesh` (one geometry; primitive ids count from the slice start)."""
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices)), o3d.core.Tensor(np.ascontiguousarray(mesh.triangles)))
+    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices)),
+                        o3d.core.Tensor(np.ascontiguousarray(mesh.triangles[triangles])))
     return scene
+
+
+def outside_rect(mesh: MeshData, rect: tuple[float, float, float, float]) -> np.ndarray:
+    """`[T]` bool: triangles of `mesh` lying entirely in a closed half-plane outside the open rectangle
+    `rect` = (x0, y0, x1, y1) (x ≤ x0, x ≥ x1, y ≤ y0 or y ≥ y1), so no point of them is inside it."""
+    x0, y0, x1, y1 = rect
+    p = mesh.vertices[mesh.triangles]                                       # [T,3,3]
+    px, py = p[..., 0], p[..., 1]
+    return (px.max(1) <= x0) | (px.min(1) >= x1) | (py.max(1) <= y0) | (py.min(1) >= y1)
+
+
+def reorder_triangles(mesh: MeshData, order: np.ndarray) -> MeshData:
+    """`mesh` with its triangles (and their per-triangle attributes) in `order` `[T]`; vertices are shared."""
+    return dataclasses.replace(mesh, triangles=mesh.triangles[order], tag=mesh.tag[order], material=mesh.material[order],
+                               albedo=mesh.albedo[order], params=mesh.params[order])
 
 
 class CameraRays:
@@ -156,11 +181,26 @@ class Renderer:
     Args:
         static: the town's `MeshData` (its RaycastingScene is built once, here).
         rig: the cameras.
+        inner_rect: (x0, y0, x1, y1) of the town's land, m, or None. Triangles entirely outside it go into a
+            separate outer scene (module docstring); `static` is then held with the town's triangles first
+            (`self.static`, same triangles and attributes, reordered) so one primitive id indexes both.
     """
 
-    def __init__(self, static: MeshData, rig: Rig):
+    def __init__(self, static: MeshData, rig: Rig, inner_rect: tuple[float, float, float, float] | None = None):
+        self.inner_rect = None
+        self.outer = None
+        self.n_inner = static.n_triangles
+        if inner_rect is not None:
+            out = outside_rect(static, inner_rect)
+            if out.any() and not out.all():
+                static = reorder_triangles(static, np.concatenate([np.flatnonzero(~out), np.flatnonzero(out)]))
+                self.n_inner = int((~out).sum())
+                self.inner_rect = tuple(float(v) for v in inner_rect)
+                self.outer = make_scene(static, slice(self.n_inner, None))
+                self.outer_top = float(static.vertices[static.triangles[self.n_inner:]][..., 2].max())
+                _commit(self.outer)
         self.static = static
-        self.scene = make_scene(static)
+        self.scene = make_scene(static, slice(0, self.n_inner))
         self.rays = CameraRays(rig)
         self.rig = rig
         self.fleet: CarFleet | None = None
@@ -184,7 +224,8 @@ class Renderer:
         self._albedo_t = np.ascontiguousarray(self.tables.albedo.T)
 
     def cast_primary(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The raw raycaster on the static scene: (t_hit `[R]`, primitive ids `[R]` uint32, normals `[R,3]`)."""
+        """The raw raycaster on the town's scene (without the outer terrain): (t_hit `[R]`, primitive ids `[R]`
+        uint32, normals `[R,3]`)."""
         r = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.embree_threads)
         return r["t_hit"].numpy(), r["primitive_ids"].numpy(), r["primitive_normals"].numpy()
 
@@ -203,7 +244,7 @@ class Renderer:
             car_scene = o3d.t.geometry.RaycastingScene()
             car_scene.add_triangles(o3d.core.Tensor(self.fleet.vertices(car_poses)), o3d.core.Tensor(self.fleet.mesh.triangles))
             _commit(car_scene)
-            cars = (car_scene, self.fleet.boxes(car_poses), car_poses)
+            cars = (car_scene, self.fleet.boxes(car_poses), CarShadowGrid(car_poses, lighting.sun_dir, self.fleet.HEIGHT))
         t_cars = time.perf_counter() - t0
         args = (cam_to_world, lighting, cars, headlight, lamps)
         if self.workers == 1:
@@ -226,14 +267,16 @@ class Renderer:
         t0 = time.perf_counter()
         rays, origins, dirs = self.rays.world(cam_to_world, cams)
         t_hit, pid, nrm = self.cast_primary(rays)
+        if self.outer is not None:
+            self._cast_outer(rays, origins, dirs, t_hit, pid, nrm)
         t1 = time.perf_counter()
-        car_scene, car_poses = self._cast_cars(rays, cam_to_world[cams.start:cams.stop], cams, cars, t_hit, pid, nrm)
+        car_scene, car_shadows = self._cast_cars(rays, cam_to_world[cams.start:cams.stop], cams, cars, t_hit, pid, nrm)
         t2 = time.perf_counter()
         hi = np.flatnonzero(t_hit < np.inf)
         h = self._hits(origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm)
         emis, spec = shading.surface_detail(h, self.tables.road_styles, self.tables.buildings, lighting)
         t3 = time.perf_counter()
-        lit, facing, t_car_shadow = self._shadows(h, lighting, car_scene, car_poses)
+        lit, facing, t_car_shadow = self._shadows(h, lighting, car_scene, car_shadows)
         t4 = time.perf_counter()
         col = shading.shade(h, lit, emis, spec, lighting, headlight, lamps)
         rgb, semantic = self._compose(dirs, t_hit, hi, col, h.tag, lighting, inv_norm)
@@ -247,13 +290,45 @@ class Renderer:
                             {"raycast": t1 - t0, "cars": (t2 - t1) + t_car_shadow, "shadow": (t4 - t3) - t_car_shadow,
                              "shade": (t3 - t2) + (t5 - t4)})
 
+    def _cast_outer(self, rays, origins, dirs, t_hit, pid, nrm) -> None:
+        """Cast the rays that may reach the outer terrain (their town hit lies outside the land rectangle, they
+        missed the town, or their camera stands outside it) against the outer scene; merge nearer hits into
+        (t_hit, pid, nrm) in place (outer primitive ids follow the town's)."""
+        x0, y0, x1, y1 = self.inner_rect
+        P = self.rays.H * self.rays.W
+        cand = []
+        for k, (ox, oy) in enumerate(origins[:, :2]):
+            seg = slice(k * P, (k + 1) * P)
+            if not (x0 < ox < x1 and y0 < oy < y1):
+                cand.append(np.arange(k * P, (k + 1) * P))
+                continue
+            t = t_hit[seg]
+            with np.errstate(invalid="ignore"):  # a miss (t = inf) along an axis-parallel ray gives NaN: a candidate
+                hx = dirs[0][seg] * t
+                hx += ox
+                hy = dirs[1][seg] * t
+                hy += oy
+                inside = (hx > x0) & (hx < x1) & (hy > y0) & (hy < y1)
+            cand.append(np.flatnonzero(~inside) + k * P)
+        sub = np.concatenate(cand)
+        if not len(sub):
+            return
+        r = self.outer.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
+        tc = r["t_hit"].numpy()
+        better = np.flatnonzero(tc < np.take(t_hit, sub))
+        k = sub[better]
+        t_hit[k] = tc[better]
+        pid[k] = r["primitive_ids"].numpy()[better] + np.uint32(self.n_inner)
+        nrm[k] = r["primitive_normals"].numpy()[better]
+
     def _cast_cars(self, rays, cam_to_world, cams, cars, t_hit, pid, nrm):
         """Cast the pixels of the cameras `cams` (poses `cam_to_world [n,4,4]`) the cars may cover against the
-        tick's cars-only scene (`cars` = (scene, boxes, poses) or None); merge nearer hits into (t_hit, pid, nrm)
-        in place (car triangle ids follow the static ones). Returns (the cars' scene, car poses) or (None, None)."""
+        tick's cars-only scene (`cars` = (scene, boxes, `CarShadowGrid`) or None); merge nearer hits into (t_hit,
+        pid, nrm) in place (car triangle ids follow the static ones). Returns (the cars' scene, their shadow grid)
+        or (None, None)."""
         if cars is None:
             return None, None
-        car_scene, boxes, car_poses = cars
+        car_scene, boxes, car_shadows = cars
         sub = np.flatnonzero(_car_pixel_mask(boxes, cam_to_world, self.rig, cams).reshape(-1))
         if len(sub):
             rc = car_scene.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
@@ -263,7 +338,7 @@ class Renderer:
             t_hit[k] = tc[better]
             pid[k] = rc["primitive_ids"].numpy()[better] + np.uint32(self.static.n_triangles)
             nrm[k] = rc["primitive_normals"].numpy()[better]
-        return car_scene, car_poses
+        return car_scene, car_shadows
 
     def _hits(self, origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm) -> shading.SurfaceHits:
         """Hit points, unit directions, viewer-facing normals and gathered attributes of the rays `hi`.
@@ -300,7 +375,7 @@ class Renderer:
             nx=nx, ny=ny, nz=nz, dist=th * np.take(norm, hi), prim=ph, material=np.take(tb.material, ph), tag=np.take(tb.tag, ph),
             albedo=albedo, params_t=self._params_t)
 
-    def _shadows(self, h: shading.SurfaceHits, lighting: shading.Lighting, car_scene, car_poses):
+    def _shadows(self, h: shading.SurfaceHits, lighting: shading.Lighting, car_scene, car_shadows: CarShadowGrid | None):
         """One occlusion query from sun-facing hit points towards the sun (cars: only points near a car).
 
         Returns (lit `[R]` float 0/1, facing `[R]` bool, seconds spent on the cars' part).
@@ -324,14 +399,38 @@ class Renderer:
         srays[:, 2] = np.take(h.z, fi) + np.take(h.nz, fi) * _F32(0.03) + lift * sd[2]
         srays[:, 3:] = sd
         occ = self.scene.test_occlusions(o3d.core.Tensor(srays), nthreads=self.embree_threads).numpy()
+        if self.outer is not None:
+            self._occlude_outer(srays, sd, occ)
         t0 = time.perf_counter()
         if car_scene is not None:
-            near = np.flatnonzero(_near_cars(srays, car_poses, sd, self.fleet.HEIGHT))
+            near = np.flatnonzero(car_shadows.near(srays))
             if len(near):
                 occ[near] |= car_scene.test_occlusions(o3d.core.Tensor(np.take(srays, near, axis=0)),
                                                         nthreads=self.embree_threads).numpy()
         lit[fi] = ~occ
         return lit, facing, time.perf_counter() - t0
+
+    def _occlude_outer(self, srays: np.ndarray, sd: np.ndarray, occ: np.ndarray) -> None:
+        """Shadow rays `srays [S,6]` (all towards the sun `sd`) not yet occluded: test against the outer scene those
+        that start outside the land rectangle or leave it below the outer geometry's top; `occ [S]` updated in place."""
+        free = np.flatnonzero(~occ)
+        if not len(free) or sd[2] <= 0:
+            if len(free):
+                occ[free] |= self.outer.test_occlusions(o3d.core.Tensor(np.take(srays, free, axis=0)),
+                                                        nthreads=self.embree_threads).numpy()
+            return
+        x0, y0, x1, y1 = self.inner_rect
+        ox, oy, oz = (np.take(srays[:, i], free) for i in range(3))
+        inside = (ox > x0) & (ox < x1) & (oy > y0) & (oy < y1)
+        # Ray parameter where the ray leaves the rectangle (the sun direction is the same for all rays).
+        s_exit = np.full(len(free), np.inf, _F32)
+        for o, d, lo, hi in ((ox, sd[0], x0, x1), (oy, sd[1], y0, y1)):
+            if d != 0:
+                np.minimum(s_exit, ((hi if d > 0 else lo) - o) * _F32(1.0 / d), out=s_exit)
+        need = free[~inside | (oz + s_exit * sd[2] <= self.outer_top)]
+        if len(need):
+            occ[need] |= self.outer.test_occlusions(o3d.core.Tensor(np.take(srays, need, axis=0)),
+                                                    nthreads=self.embree_threads).numpy()
 
     def _compose(self, dirs, t_hit, hi, col, tags, lighting, inv_norm):
         """Images from shaded hits `col [3,R]` and the sky for the misses: (rgb `[P,3]` u8, semantic `[P]` u8)."""
@@ -380,31 +479,47 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _near_cars(srays: np.ndarray, car_poses: np.ndarray, sun_dir: np.ndarray, height: float, cell: float = 2.0) -> np.ndarray:
-    """`[S]` bool: shadow rays whose origin may lie in the shadow of a car (a conservative 2D raster test)."""
-    reach = height / max(float(sun_dir[2]), 0.05) * float(np.hypot(sun_dir[0], sun_dir[1])) + 3.2
-    x0, y0 = car_poses[:, 0].min() - reach, car_poses[:, 1].min() - reach
-    nx = int((car_poses[:, 0].max() + reach - x0) / cell) + 2
-    ny = int((car_poses[:, 1].max() + reach - y0) / cell) + 2
-    if nx * ny > 4_000_000:  # cars spread over a huge area: test everything low enough
-        return srays[:, 2] < height
-    grid = np.zeros((nx, ny), bool)
-    r = int(np.ceil(reach / cell)) + 1
-    oi, oj = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
-    disc = (oi * oi + oj * oj) * cell * cell <= (reach + cell) ** 2
-    oi, oj = oi[disc], oj[disc]
-    ci = ((car_poses[:, 0] - x0) / cell).astype(int)
-    cj = ((car_poses[:, 1] - y0) / cell).astype(int)
-    gi = np.clip(ci[:, None] + oi[None], 0, nx - 1)
-    gj = np.clip(cj[:, None] + oj[None], 0, ny - 1)
-    grid[gi.ravel(), gj.ravel()] = True
-    i = ((srays[:, 0] - x0) / cell).astype(np.int64)
-    j = ((srays[:, 1] - y0) / cell).astype(np.int64)
-    inside = (i >= 0) & (i < nx) & (j >= 0) & (j < ny) & (srays[:, 2] < height)
-    out = np.zeros(len(srays), bool)
-    k = np.flatnonzero(inside)
-    out[k] = grid[i[k], j[k]]
-    return out
+class CarShadowGrid:
+    """A conservative 2D raster of where the cars' shadows may fall (built once per tick, shared by the camera
+    groups): `near(srays)` says which shadow rays need the cars' occlusion test.
+
+    Args:
+        car_poses: `[K,3]` (x, y, yaw) of the cars. sun_dir: `[3]` unit vector towards the sun.
+        height: the cars' height, m. cell: raster cell, m.
+    """
+
+    def __init__(self, car_poses: np.ndarray, sun_dir: np.ndarray, height: float, cell: float = 2.0):
+        self.height, self.cell = float(height), float(cell)
+        reach = height / max(float(sun_dir[2]), 0.05) * float(np.hypot(sun_dir[0], sun_dir[1])) + 3.2
+        self.x0, self.y0 = car_poses[:, 0].min() - reach, car_poses[:, 1].min() - reach
+        self.nx = int((car_poses[:, 0].max() + reach - self.x0) / cell) + 2
+        self.ny = int((car_poses[:, 1].max() + reach - self.y0) / cell) + 2
+        self.grid = None
+        if self.nx * self.ny > 4_000_000:  # cars spread over a huge area: `near` tests everything low enough
+            return
+        grid = np.zeros((self.nx, self.ny), bool)
+        r = int(np.ceil(reach / cell)) + 1
+        oi, oj = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+        disc = (oi * oi + oj * oj) * cell * cell <= (reach + cell) ** 2
+        oi, oj = oi[disc], oj[disc]
+        ci = ((car_poses[:, 0] - self.x0) / cell).astype(int)
+        cj = ((car_poses[:, 1] - self.y0) / cell).astype(int)
+        gi = np.clip(ci[:, None] + oi[None], 0, self.nx - 1)
+        gj = np.clip(cj[:, None] + oj[None], 0, self.ny - 1)
+        grid[gi.ravel(), gj.ravel()] = True
+        self.grid = grid
+
+    def near(self, srays: np.ndarray) -> np.ndarray:
+        """`[S]` bool: shadow rays `srays [S,6]` whose origin may lie in the shadow of a car."""
+        if self.grid is None:
+            return srays[:, 2] < self.height
+        i = ((srays[:, 0] - self.x0) / self.cell).astype(np.int64)
+        j = ((srays[:, 1] - self.y0) / self.cell).astype(np.int64)
+        inside = (i >= 0) & (i < self.nx) & (j >= 0) & (j < self.ny) & (srays[:, 2] < self.height)
+        out = np.zeros(len(srays), bool)
+        k = np.flatnonzero(inside)
+        out[k] = self.grid[i[k], j[k]]
+        return out
 
 
 def _concat_tables(a: MeshData, b: MeshData) -> MeshData:

@@ -486,7 +486,6 @@ class LampMap:
         self.ny = int(math.ceil((y1 - y0) / self.CELL)) + 2
         grid = np.zeros((self.nx, self.ny), np.float32)
         r = int(self.REACH / self.CELL)
-        off = (np.arange(-r, r + 1) * self.CELL).astype(np.float32)
         for lx, ly, lz in lamps:
             i0 = int((lx - self.x0) / self.CELL)
             j0 = int((ly - self.y0) / self.CELL)

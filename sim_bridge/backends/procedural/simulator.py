@@ -16,7 +16,7 @@ import open3d as o3d
 from sim_bridge.backends.base import EpisodeSpec, FrameData
 from sim_bridge.backends.procedural.driving import RoadNet, Traffic
 from sim_bridge.backends.procedural.layout import build_layout
-from sim_bridge.backends.procedural.meshes import CarFleet, MeshData, build_static_mesh
+from sim_bridge.backends.procedural.meshes import CarFleet, MeshData, build_static_mesh, land_rect
 from sim_bridge.backends.procedural.placement import CAR_COLOURS, plan_town
 from sim_bridge.backends.procedural.render import Renderer, RenderOutput
 from sim_bridge.backends.procedural.roads import build_roads
@@ -84,7 +84,7 @@ class ProceduralBackend:
         self.roads = build_roads(self.layout)
         self.plan = plan_town(self.layout, self.roads, self.seed)
         self.mesh: MeshData = build_static_mesh(self.plan, self.seed)
-        self.renderer = Renderer(self.mesh, self.rig)
+        self.renderer = Renderer(self.mesh, self.rig, inner_rect=land_rect(self.plan))
         self.net = RoadNet(self.layout, self.roads)
         self.lamps = None
         if self.lighting.night:
