@@ -9,6 +9,10 @@ try:  # keep the suite within the 2 cores of CI machines
     import torch
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    # Without a GPU the Triton render kernels (nfldm_sdk.render_triton) run in Triton's CPU interpreter. Triton
+    # reads the variable when a kernel is decorated, i.e. when that module is first imported: set it before.
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 except ImportError:  # pragma: no cover
     pass
 
