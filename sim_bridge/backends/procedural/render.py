@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import open3d as o3d
 
@@ -98,20 +99,51 @@ class CameraRays:
         """
         cams = range(self.N) if cams is None else cams
         N, P = len(cams), self.H * self.W
-        rays = np.empty((N, P, 6), _F32)
-        comps = [np.empty((N, P), _F32) for _ in range(3)]
-        R = cam_to_world[cams.start:cams.stop, :3, :3].astype(_F32)
-        o = cam_to_world[cams.start:cams.stop, :3, 3].astype(_F32)
-        for n, c in enumerate(cams):
-            rays[n, :, :3] = o[n]
+        rays = np.empty((N * P, 6), _F32)
+        comps = np.empty((3, N * P), _F32)
+        R = np.ascontiguousarray(cam_to_world[cams.start:cams.stop, :3, :3], dtype=_F32)
+        o = np.ascontiguousarray(cam_to_world[cams.start:cams.stop, :3, 3], dtype=_F32)
+        _world_rays(self._dx[cams.start:cams.stop], self._dy[cams.start:cams.stop], R, o, rays, comps)
+        return rays, o, [comps[0], comps[1], comps[2]]
+
+
+@numba.njit(nogil=True, cache=True)
+def _world_rays(dx, dy, R, o, rays, comps):  # pragma: no cover - compiled
+    """World rays of cameras with camera-frame directions (dx, dy, 1) `[N,P]`, rotations `R [N,3,3]` and origins
+    `o [N,3]` (float32): `rays [N*P,6]` (origin, direction) and the direction components `comps [3,N*P]`.
+    d_world = R (x, y, 1), in float32 as (x·R_i0 + y·R_i1) + R_i2 (no fused multiply-add: numba does not contract)."""
+    N, P = dx.shape
+    for n in range(N):
+        for p in range(P):
+            k = n * P + p
+            x, y = dx[n, p], dy[n, p]
             for i in range(3):
-                # d_world = R (x, y, 1): two multiply-adds per component (far faster than a batched matmul).
-                d = comps[i][n]
-                np.multiply(self._dx[c], R[n, i, 0], out=d)
-                d += self._dy[c] * R[n, i, 1]
-                d += R[n, i, 2]
-                rays[n, :, 3 + i] = d
-        return rays.reshape(N * P, 6), o, [c.reshape(-1) for c in comps]
+                d = x * R[n, i, 0] + y * R[n, i, 1] + R[n, i, 2]
+                comps[i, k] = d
+                rays[k, i] = o[n, i]
+                rays[k, 3 + i] = d
+
+
+@numba.njit(nogil=True, cache=True)
+def _outside_hits(t_hit, dx, dy, origins, P, x0, y0, x1, y1):  # pragma: no cover - compiled
+    """Indices `[K]` of the rays (camera k owns rays [k·P, (k+1)·P)) whose hit point (origin + t·d, float32) is not
+    strictly inside the rectangle (x0, y0, x1, y1): misses (t = inf, NaN for an axis-parallel ray) included; all
+    rays of a camera standing outside it."""
+    out = np.empty(len(t_hit), np.int64)
+    K = 0
+    for n in range(origins.shape[0]):
+        ox, oy = origins[n, 0], origins[n, 1]
+        cam_inside = x0 < ox < x1 and y0 < oy < y1
+        for k in range(n * P, (n + 1) * P):
+            if cam_inside:
+                t = t_hit[k]
+                hx = dx[k] * t + ox
+                hy = dy[k] * t + oy
+                if hx > x0 and hx < x1 and hy > y0 and hy < y1:
+                    continue
+            out[K] = k
+            K += 1
+    return out[:K]
 
 
 @dataclass
@@ -312,23 +344,7 @@ class Renderer:
         """Cast the rays that may reach the outer terrain (their town hit lies outside the land rectangle, they
         missed the town, or their camera stands outside it) against the outer scene; merge nearer hits into
         (t_hit, pid, nrm) in place (outer primitive ids follow the town's)."""
-        x0, y0, x1, y1 = self.inner_rect
-        P = self.rays.H * self.rays.W
-        cand = []
-        for k, (ox, oy) in enumerate(origins[:, :2]):
-            seg = slice(k * P, (k + 1) * P)
-            if not (x0 < ox < x1 and y0 < oy < y1):
-                cand.append(np.arange(k * P, (k + 1) * P))
-                continue
-            t = t_hit[seg]
-            with np.errstate(invalid="ignore"):  # a miss (t = inf) along an axis-parallel ray gives NaN: a candidate
-                hx = dirs[0][seg] * t
-                hx += ox
-                hy = dirs[1][seg] * t
-                hy += oy
-                inside = (hx > x0) & (hx < x1) & (hy > y0) & (hy < y1)
-            cand.append(np.flatnonzero(~inside) + k * P)
-        sub = np.concatenate(cand)
+        sub = _outside_hits(t_hit, dirs[0], dirs[1], origins, self.rays.H * self.rays.W, *self.inner_rect)
         if not len(sub):
             return
         r = self.outer.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
