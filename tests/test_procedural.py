@@ -268,6 +268,26 @@ def test_right_handed_left_is_left():
         np.testing.assert_allclose(out.depth[0, v, 2:8], h * K[1, 1] / (v + 0.5 - K[1, 2]), rtol=1e-5)
 
 
+def test_bytes_do_not_depend_on_grouping_or_threads():
+    """Every pixel is computed independently: one camera group or three, one numba thread or two, same bytes."""
+    import numba
+
+    outs = []
+    for groups, threads in [(None, numba.config.NUMBA_NUM_THREADS), (3, 1)]:
+        b = ProceduralBackend("Town03", "WetNoon", Rig.resolve("default", 48, 48), seed=0)
+        b.start_episode(EpisodeSpec(0, 4))
+        if groups:
+            b.renderer.groups = [range(a, a + 2) for a in range(0, 6, 2)]
+        numba.set_num_threads(threads)
+        try:
+            outs.append([b.step() for _ in range(2)])
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for fa, fb in zip(*outs):
+        for k in ("rgb", "depth", "semantic"):
+            np.testing.assert_array_equal(getattr(fa, k), getattr(fb, k))
+
+
 def test_outside_rect_known_triangles():
     mb = MeshBuilder()
     tri = np.array([[0, 1, 2]])

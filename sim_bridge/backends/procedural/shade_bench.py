@@ -79,7 +79,7 @@ def tick_hits(backend) -> list[TickHits]:
     this one call). Returns one `TickHits` per group of `Renderer.groups`."""
     rd = backend.renderer
     got: list = []
-    hits_fn, shadows_fn, workers = rd._hits, rd._shadows, rd.workers
+    hits_fn, shadows_fn = rd._hits, rd._shadows
 
     def hits(*args, **kw):
         h = hits_fn(*args, **kw)
@@ -94,12 +94,11 @@ def tick_hits(backend) -> list[TickHits]:
         got[-1][1] = out[0].copy()
         return out
 
-    rd._hits, rd._shadows, rd.workers = hits, shadows, 1
+    rd._hits, rd._shadows = hits, shadows
     try:
         frame = backend.step()
     finally:
         del rd._hits, rd._shadows
-        rd.workers = workers
     if len(got) != len(rd.groups):
         raise RuntimeError(f"captured {len(got)} camera groups, expected {len(rd.groups)}: Renderer._render_group no "
                            "longer calls _hits / _shadows once per group; update tick_hits")

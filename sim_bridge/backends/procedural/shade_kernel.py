@@ -33,6 +33,8 @@ implementation and libm's `expf` (a handful of pixels per 256×256 tick, off by 
 from __future__ import annotations
 
 
+import os
+
 import numba
 import numpy as np
 
@@ -63,6 +65,15 @@ _F32 = np.float32
 # error_model="numpy": a float division by zero gives inf/nan as in numpy instead of a Python exception (and no
 # zero test before every division).
 _JIT = {"nogil": True, "cache": True, "fastmath": False, "error_model": "numpy"}
+# The per-hit kernels split their hits over numba's threads (every hit is independent, so the bytes do not depend
+# on the thread count); Open3D holds the GIL while it casts, so this is where the second core helps.
+_PJIT = {**_JIT, "parallel": True}
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # OpenMP first: it tolerates kernels launched from several Python threads at once (numba's own "workqueue"
+    # layer, the last resort, does not); libgomp is a system package of the setup.
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+# Idle OpenMP threads sleep instead of spinning: between kernels the cores belong to Open3D's ray casts (TBB).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _MASK = _TEX_N - 1
 _U32 = 0xFFFFFFFF
 _LAMP_INV_CELL = 1.0 / LampMap.CELL
@@ -259,7 +270,7 @@ def _tone(x, expo, lut):
 # ------------------------------------------------------------------------------------------- kernel A
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_PJIT)
 def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, lut, road_styles, buildings,
                    tex, lv, spec, emis):
     """Kernel A: `shading.surface_detail` hit by hit (see `surface_detail` for the arguments)."""
@@ -267,7 +278,7 @@ def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, l
     puddles = lv[LV_PUDDLES] > 0
     puddle_th = f32(lv[LV_PUDDLE_TH])
     night = lv[LV_NIGHT] > 0
-    for i in range(x.shape[0]):
+    for i in numba.prange(x.shape[0]):
         m = material[i]
         p = prim[i]
         xi = x[i]
@@ -462,7 +473,7 @@ def _lamp_sample(grid, gx0, gy0, gnx, gny, x, y):
     return f32(top * (1 - b) + bot * b)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_PJIT)
 def _shade_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, spec, emis, lv, tex, tone,
                   use_head, head_pos, head_fwd, use_lamps, grid, gx0, gy0, gnx, gny, out, rows, semantic, write_sem):
     """Kernel B: `shading.shade` hit by hit, then `shading.to_srgb8`, written to `out[rows[i]]` (and the tag to
@@ -484,7 +495,7 @@ def _shade_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, s
     night = lv[LV_NIGHT] > 0
     R = x.shape[0]
     lin = np.empty(3 * R, np.float32)  # linear radiance, hit-major
-    for i in range(R):
+    for i in numba.prange(R):
         nxi = nx[i]
         nyi = ny[i]
         nzi = nz[i]
@@ -555,9 +566,9 @@ def _shade_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, s
     idx = np.empty(3 * R, np.int32)
     scale = f32(_TONE_SCALE)
     top = f32(_TONE_N - 1)
-    for j in range(3 * R):
+    for j in numba.prange(3 * R):
         idx[j] = np.int32(min(np.sqrt(max(lin[j] * expo, f32(0.0))) * scale, top))
-    for i in range(R):
+    for i in numba.prange(R):
         r = rows[i]
         out[r, 0] = tone[idx[3 * i]]
         out[r, 1] = tone[idx[3 * i + 1]]
@@ -569,13 +580,13 @@ def _shade_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, s
 # ------------------------------------------------------------------------------------------- kernel C
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_PJIT)
 def _sky_kernel(dx, dy, dz, inv_norm, rows, lv, tex, tone, out, semantic, write_sem):
     """Kernel C: the sky (with clouds) of the rays `rows` and its tone map, written to `out[rows[i]]` (and
     sem.SKY to `semantic[rows[i]]` when `write_sem`)."""
     sk = _sky_consts(lv)
     expo = f32(lv[LV_EXPOSURE])
-    for i in range(rows.shape[0]):
+    for i in numba.prange(rows.shape[0]):
         r = rows[i]
         s = inv_norm[r]
         c0, c1, c2 = _sky(dx[r] * s, dy[r] * s, dz[r] * s, sk, tex, True)
@@ -589,31 +600,27 @@ def _sky_kernel(dx, dy, dz, inv_norm, rows, lv, tex, tone, out, semantic, write_
 # ------------------------------------------------------------------------------------------- kernels D, E
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_PJIT)
 def _hits_kernel(origins, rdx, rdy, rdz, hi, t_hit, pid, nrm, pix_per_cam, norm, inv_norm, material_t, tag_t,
                  albedo_t, x, y, z, dx, dy, dz, nx, ny, nz, dist, prim, material, tag, albedo):
     """Kernel D: `Renderer._hits` (float32 throughout, as numpy). A few passes with a handful of arrays each:
     one pass writing all 14 outputs is slower (too many memory streams at once)."""
     R = hi.shape[0]
-    n = 0
-    end = pix_per_cam  # first pixel of camera n + 1 (`hi` is sorted: no integer division per hit)
-    for i in range(R):
+    for i in numba.prange(R):
         k = hi[i]
-        while k >= end:
-            n += 1
-            end += pix_per_cam
+        n = k // pix_per_cam
         th = t_hit[k]
         x[i] = rdx[k] * th + origins[n, 0]
         y[i] = rdy[k] * th + origins[n, 1]
         z[i] = rdz[k] * th + origins[n, 2]
         dist[i] = th * norm[k]
-    for i in range(R):
+    for i in numba.prange(R):
         k = hi[i]
         s = inv_norm[k]
         dx[i] = rdx[k] * s
         dy[i] = rdy[k] * s
         dz[i] = rdz[k] * s
-    for i in range(R):
+    for i in numba.prange(R):
         k = hi[i]
         a = nrm[k, 0]
         b = nrm[k, 1]
@@ -625,13 +632,13 @@ def _hits_kernel(origins, rdx, rdy, rdz, hi, t_hit, pid, nrm, pix_per_cam, norm,
         nx[i] = a
         ny[i] = b
         nz[i] = c
-    for i in range(R):
+    for i in numba.prange(R):
         p = np.int64(pid[hi[i]])
         prim[i] = p
         material[i] = material_t[p]
         tag[i] = tag_t[p]
-    for c in range(3):
-        for i in range(R):
+    for i in numba.prange(R):
+        for c in range(3):
             albedo[c, i] = albedo_t[c, prim[i]]
 
 
