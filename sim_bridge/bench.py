@@ -28,8 +28,7 @@ class CaptureBenchResult:
         pipeline_rays_per_s: primary rays per second of the whole capture (cameras × pixels × frames_per_s).
         raycast_s, cars_s, shadow_s, shade_s, other_s: time per tick (s) in ray generation + the primary cast,
             the moving cars (scene build, cast, shadows), static shadow rays, shading, and the rest (traffic, poses).
-            The renderer works on camera groups in parallel threads and these stage times are summed over the
-            groups, so they can add up to more than the tick's wall time (other_s is then 0).
+            Wall-clock times, summed over the renderer's camera groups (one group for usual rigs).
         build_s: time to build the town (layout, meshes, BVH), s.
         triangles: static triangles in the town.
         machine: CPU / core count / load / library versions.
@@ -141,7 +140,7 @@ def format_capture_bench(res: CaptureBenchResult) -> str:
         f"  camera frames/s : {res.camera_frames_per_s:8.1f}   ({res.frames_per_s:.2f} ticks/s, {tick * 1e3:.1f} ms/tick)",
         f"  pipeline rays/s : {res.pipeline_rays_per_s / 1e6:8.2f} M (primary rays through the whole capture)",
         f"  raycaster alone : {res.rays_per_s / 1e6:8.2f} M rays/s (same rays, same run — the baseline)",
-        f"  per tick (stage times summed over the parallel camera groups)\n"
+        f"  per tick (wall time of each stage)\n"
         f"                  : raycast {res.raycast_s * 1e3:.1f} ms, cars {res.cars_s * 1e3:.1f} ms, "
         f"shadows {res.shadow_s * 1e3:.1f} ms, "
         f"shading {res.shade_s * 1e3:.1f} ms, other {res.other_s * 1e3:.1f} ms",

@@ -157,7 +157,7 @@ class RenderOutput:
         sun_facing: `[N,H,W]` bool, the surface faces the sun (shadow rays were cast for these).
         timing: seconds spent in "raycast" (ray generation + the primary cast of the static scene), "cars" (the
             cars' scene: build, cast, shadow test), "shadow" (static shadow rays) and "shade" (everything else);
-            summed over the camera groups, which run in parallel, so the sum can exceed the tick's wall time.
+            wall-clock, summed over the camera groups.
     """
 
     rgb: np.ndarray

@@ -2,8 +2,10 @@
 
 `shading` stays the readable reference; this module reproduces its formulas hit by hit so that a tick costs a few
 passes over memory instead of ~400 numpy calls with their gathers and temporaries. All kernels are
-`@njit(nogil=True, cache=True)`: the renderer calls them from two worker threads at once, and the machine code is
-cached in `__pycache__` (gitignored), so only the first run on a machine compiles (~8 s; ~0.3 s to load after).
+`@njit(nogil=True, cache=True)`, and the per-hit ones `parallel=True` (their hits split over numba's threads; every
+hit is independent, so the bytes do not depend on the thread count). They may be called from several Python
+threads at once (OpenMP threading layer). The machine code is cached in `__pycache__` (gitignored), so only the
+first run on a machine compiles (10–15 s on 2 cores; well under a second to load after).
 
 In the order `Renderer._render_group` needs them (R hits, P pixels of the camera group):
 
