@@ -288,6 +288,30 @@ def test_bytes_do_not_depend_on_grouping_or_threads():
             np.testing.assert_array_equal(getattr(fa, k), getattr(fb, k))
 
 
+@pytest.mark.parametrize("altitude_deg", [60.0, 12.0])
+def test_car_shadow_raster_is_conservative(altitude_deg):
+    """Every shadow ray that a car occludes is among those the cars' raster selects (it may select more)."""
+    from sim_bridge.backends.procedural.meshes import CarFleet
+    from sim_bridge.backends.procedural.render import CarShadowGrid, _commit
+
+    rng = np.random.default_rng(0)
+    fleet = CarFleet([(200, 30, 30)] * 5, [0, 1, 2, 0, 1])
+    poses = np.column_stack([rng.uniform(-30, 30, 5), rng.uniform(-30, 30, 5), rng.uniform(-np.pi, np.pi, 5)])
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(fleet.vertices(poses)), o3d.core.Tensor(fleet.mesh.triangles))
+    _commit(scene)
+    a, az = math.radians(altitude_deg), 2.0
+    sun = np.array([math.cos(a) * math.cos(az), math.cos(a) * math.sin(az), math.sin(a)], np.float32)
+    n = 200_000
+    srays = np.column_stack([rng.uniform(-45, 45, n), rng.uniform(-45, 45, n), rng.uniform(0.0, 2.0, n),
+                             np.broadcast_to(sun, (n, 3))]).astype(np.float32)
+    occluded = scene.test_occlusions(o3d.core.Tensor(srays)).numpy()
+    near = CarShadowGrid(poses, sun, fleet.HEIGHT).near(srays)
+    assert occluded.sum() > 300                # the cars do cast shadows on these points
+    assert not (occluded & ~near).any()        # ... and the raster never misses one
+    assert near.mean() < 0.5                   # while leaving most rays out
+
+
 def test_outside_rect_known_triangles():
     mb = MeshBuilder()
     tri = np.array([[0, 1, 2]])

@@ -547,13 +547,20 @@ class CarShadowGrid:
         """`[S]` bool: shadow rays `srays [S,6]` whose origin may lie in the shadow of a car."""
         if self.grid is None:
             return srays[:, 2] < self.height
-        i = ((srays[:, 0] - self.x0) / self.cell).astype(np.int64)
-        j = ((srays[:, 1] - self.y0) / self.cell).astype(np.int64)
-        inside = (i >= 0) & (i < self.nx) & (j >= 0) & (j < self.ny) & (srays[:, 2] < self.height)
-        out = np.zeros(len(srays), bool)
-        k = np.flatnonzero(inside)
-        out[k] = self.grid[i[k], j[k]]
+        out = np.empty(len(srays), bool)
+        _near_grid(srays, self.grid, self.x0, self.y0, 1.0 / self.cell, self.height, out)
         return out
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _near_grid(srays, grid, x0, y0, inv_cell, height, out):  # pragma: no cover - compiled
+    """out[k] = the origin of shadow ray k lies below `height` in a marked cell of `grid [nx, ny]`."""
+    nx, ny = grid.shape
+    for k in numba.prange(srays.shape[0]):
+        fi = (srays[k, 0] - x0) * inv_cell
+        fj = (srays[k, 1] - y0) * inv_cell
+        ok = srays[k, 2] < height and fi >= 0 and fj >= 0 and fi < nx and fj < ny
+        out[k] = ok and grid[int(fi), int(fj)]
 
 
 def _concat_tables(a: MeshData, b: MeshData) -> MeshData:
