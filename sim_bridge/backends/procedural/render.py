@@ -266,7 +266,7 @@ class Renderer:
     def cast_primary(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw raycaster on the town's scene (without the outer terrain): (t_hit `[R]`, primitive ids `[R]`
         uint32, normals `[R,3]`)."""
-        r = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.embree_threads)
+        r = self.scene.cast_rays(_rays_tensor(rays), nthreads=self.embree_threads)
         return r["t_hit"].numpy(), r["primitive_ids"].numpy(), r["primitive_normals"].numpy()
 
     def render(self, cam_to_world: np.ndarray, lighting: shading.Lighting, car_poses: np.ndarray | None = None,
@@ -308,7 +308,7 @@ class Renderer:
         t1 = time.perf_counter()
         car_scene, car_shadows = self._cast_cars(rays, cam_to_world[cams.start:cams.stop], cams, cars, t_hit, pid, nrm)
         t2 = time.perf_counter()
-        hi = np.flatnonzero(t_hit < np.inf)
+        hi, mi = _hits_and_misses(t_hit)
         h = self._hits(origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm)
         compiled = self.shader == "compiled"
         if compiled:
@@ -322,14 +322,12 @@ class Renderer:
         if compiled:
             rgb, semantic = np.empty((N * P, 3), np.uint8), np.empty(N * P, np.uint8)
             sk.shade_srgb8(h, lit, spec, emis, lighting, headlight, lamps, rgb, hi, semantic, lv)
-            sk.sky_srgb8(dirs, inv_norm, np.flatnonzero(t_hit == np.inf), lighting, rgb, semantic, lv)
+            sk.sky_srgb8(dirs, inv_norm, mi, lighting, rgb, semantic, lv)
         else:
             col = shading.shade(h, lit, emis, spec, lighting, headlight, lamps)
             rgb, semantic = self._compose(dirs, t_hit, hi, col, h.tag, lighting, inv_norm)
-        sun_lit = np.zeros(N * H * W, bool)
-        sun_lit[hi] = lit > 0
-        sun_facing = np.zeros(N * H * W, bool)
-        sun_facing[hi] = facing
+        sun_lit, sun_facing = np.empty(N * H * W, bool), np.empty(N * H * W, bool)
+        _scatter_sun_flags(hi, mi, lit, facing, sun_lit, sun_facing)
         t5 = time.perf_counter()
         return RenderOutput(rgb.reshape(N, H, W, 3), t_hit.reshape(N, H, W), semantic.reshape(N, H, W),
                             sun_lit.reshape(N, H, W), sun_facing.reshape(N, H, W),
@@ -343,7 +341,7 @@ class Renderer:
         sub = _outside_hits(t_hit, dirs[0], dirs[1], origins, self.rays.H * self.rays.W, *self.inner_rect)
         if not len(sub):
             return
-        r = self.outer.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
+        r = self.outer.cast_rays(_rays_tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
         tc = r["t_hit"].numpy()
         better = np.flatnonzero(tc < np.take(t_hit, sub))
         k = sub[better]
@@ -361,7 +359,7 @@ class Renderer:
         car_scene, boxes, car_shadows = cars
         sub = np.flatnonzero(_car_pixel_mask(boxes, cam_to_world, self.rig, cams).reshape(-1))
         if len(sub):
-            rc = car_scene.cast_rays(o3d.core.Tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
+            rc = car_scene.cast_rays(_rays_tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
             tc = rc["t_hit"].numpy()
             better = np.flatnonzero(tc < np.take(t_hit, sub))
             k = sub[better]
@@ -434,14 +432,14 @@ class Renderer:
             srays[:, 3:] = sd
         if not len(fi):
             return lit, facing, 0.0
-        occ = self.scene.test_occlusions(o3d.core.Tensor(srays), nthreads=self.embree_threads).numpy()
+        occ = self.scene.test_occlusions(_rays_tensor(srays), nthreads=self.embree_threads).numpy()
         if self.outer is not None:
             self._occlude_outer(srays, sd, occ)
         t0 = time.perf_counter()
         if car_scene is not None:
             near = np.flatnonzero(car_shadows.near(srays))
             if len(near):
-                occ[near] |= car_scene.test_occlusions(o3d.core.Tensor(np.take(srays, near, axis=0)),
+                occ[near] |= car_scene.test_occlusions(_rays_tensor(np.take(srays, near, axis=0)),
                                                         nthreads=self.embree_threads).numpy()
         lit[fi] = ~occ
         return lit, facing, time.perf_counter() - t0
@@ -452,7 +450,7 @@ class Renderer:
         free = np.flatnonzero(~occ)
         if not len(free) or sd[2] <= 0:
             if len(free):
-                occ[free] |= self.outer.test_occlusions(o3d.core.Tensor(np.take(srays, free, axis=0)),
+                occ[free] |= self.outer.test_occlusions(_rays_tensor(np.take(srays, free, axis=0)),
                                                         nthreads=self.embree_threads).numpy()
             return
         x0, y0, x1, y1 = self.inner_rect
@@ -465,7 +463,7 @@ class Renderer:
                 np.minimum(s_exit, ((hi if d > 0 else lo) - o) * _F32(1.0 / d), out=s_exit)
         need = free[~inside | (oz + s_exit * sd[2] <= self.outer_top)]
         if len(need):
-            occ[need] |= self.outer.test_occlusions(o3d.core.Tensor(np.take(srays, need, axis=0)),
+            occ[need] |= self.outer.test_occlusions(_rays_tensor(np.take(srays, need, axis=0)),
                                                     nthreads=self.embree_threads).numpy()
 
     def _compose(self, dirs, t_hit, hi, col, tags, lighting, inv_norm):
@@ -484,6 +482,39 @@ class Renderer:
         semantic = np.full(P, sem.SKY, np.uint8)
         semantic[hi] = tags
         return rgb, semantic
+
+
+def _rays_tensor(rays: np.ndarray) -> o3d.core.Tensor:
+    """`rays [R,6]` float32 as an Open3D tensor sharing their memory (no 10-MB copy per query; the array outlives
+    the query, which is synchronous)."""
+    return o3d.core.Tensor.from_numpy(np.ascontiguousarray(rays))
+
+
+@numba.njit(nogil=True, cache=True)
+def _hits_and_misses(t_hit):  # pragma: no cover - compiled
+    """Sorted indices of the rays that hit something (`t < inf`) and of all the others (misses)."""
+    hi = np.empty(len(t_hit), np.int64)
+    mi = np.empty(len(t_hit), np.int64)
+    a = b = 0
+    for k in range(len(t_hit)):
+        if t_hit[k] < np.inf:
+            hi[a] = k
+            a += 1
+        else:  # inf (Open3D's miss); a NaN would count as a miss too
+            mi[b] = k
+            b += 1
+    return hi[:a], mi[:b]
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _scatter_sun_flags(hi, mi, lit, facing, sun_lit, sun_facing):  # pragma: no cover - compiled
+    """Per-pixel flags from per-hit ones: sun_lit[hi] = lit > 0, sun_facing[hi] = facing, False at the misses."""
+    for i in numba.prange(len(hi)):
+        sun_lit[hi[i]] = lit[i] > 0
+        sun_facing[hi[i]] = facing[i]
+    for i in numba.prange(len(mi)):
+        sun_lit[mi[i]] = False
+        sun_facing[mi[i]] = False
 
 
 def _commit(scene: o3d.t.geometry.RaycastingScene) -> None:
