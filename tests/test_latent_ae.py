@@ -287,6 +287,64 @@ def test_latent_stats_accumulator_matches_numpy_and_normalize_inverts():
     assert torch.allclose(back.c, z.c, atol=1e-4) and torch.allclose(back.g, z.g, atol=1e-5)
 
 
+# ------------------------------------------------------------------------------------------------ voxel loss
+def test_density_space_is_log_of_sigma_plus_eps_and_linear_at_zero():
+    from nfldm_training.latent_ae_module import density_space
+
+    sigma = torch.tensor([0.0, 1e-3, 2.0])
+    assert torch.equal(density_space(sigma, 0.0), sigma)
+    torch.testing.assert_close(density_space(sigma, 1e-3), torch.tensor([math.log(1e-3), math.log(2e-3), math.log(2.001)]))
+    with pytest.raises(ValueError, match="density_log_eps"):
+        density_space(sigma, -1.0)
+
+
+def test_voxel_errors_known_values_log_l2_density_and_l1_features():
+    """One surface voxel of σ = 2 /m missed (σ̂ = 0) among 4, features off by 0.5 in one of 8 entries."""
+    from nfldm_training.latent_ae_module import voxel_errors
+
+    bounds = torch.tensor([[[0.0, 0.0, 0.0], [4.0, 1.0, 1.0]]])
+    target = VoxelField(torch.tensor([0.0, 0.0, 0.0, 2.0]).reshape(1, 1, 1, 4), torch.zeros(1, 2, 1, 1, 4), bounds)
+    pred_features = torch.zeros(1, 2, 1, 1, 4)
+    pred_features[0, 1, 0, 0, 3] = 0.5
+    pred = VoxelField(torch.zeros(1, 1, 1, 4), pred_features, bounds)
+    err = voxel_errors(pred, target, "l1", density_log_eps=1e-3, density_kind="l2")
+    assert float(err.density) == pytest.approx(math.log(2.001 / 1e-3) ** 2 / 4, rel=1e-5)          # 14.45
+    assert float(err.features) == pytest.approx(0.5 / 8, rel=1e-6)
+    lin = voxel_errors(pred, target, "l1")                                    # the old loss: σ itself, L1
+    assert float(lin.density) == pytest.approx(2.0 / 4, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown voxel loss"):
+        voxel_errors(pred, target, "l1", density_kind="huber")
+
+
+def test_log_density_loss_gradient_does_not_vanish_through_softplus():
+    """Why the density is compared in log space: at a decoded σ̂ = softplus(−7) ≈ 9e−4 /m where the target has a
+    surface (2 /m), the gradient on the logit of the linear L1 loss is −sigmoid(−7) ≈ −9e−4 (the LAE cannot grow the
+    surface back), that of the log-L2 loss (ε = 1e−3) ≈ 2·log((σ̂+ε)/(2+ε))·sigmoid(−7)/(σ̂+ε) ≈ −6.6."""
+    from nfldm_training.latent_ae_module import voxel_errors
+
+    bounds = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
+    target = VoxelField(torch.full((1, 1, 1, 1), 2.0), torch.zeros(1, 1, 1, 1, 1), bounds)
+    grads = {}
+    for name, kw in (("linear", {"kind": "l1"}), ("log", {"kind": "l1", "density_log_eps": 1e-3, "density_kind": "l2"})):
+        raw = torch.full((1, 1, 1, 1), -7.0, requires_grad=True)
+        pred = VoxelField(torch.nn.functional.softplus(raw), torch.zeros(1, 1, 1, 1, 1), bounds)
+        voxel_errors(pred, target, **kw).density.backward()
+        grads[name] = float(raw.grad)
+    s, sig = math.log1p(math.exp(-7.0)), 1.0 / (1.0 + math.exp(7.0))
+    assert grads["linear"] == pytest.approx(-sig, rel=1e-4)
+    assert grads["log"] == pytest.approx(2.0 * math.log((s + 1e-3) / 2.001) * sig / (s + 1e-3), rel=1e-4)
+    assert grads["log"] < -6.0 and abs(grads["linear"]) < 1e-3
+
+
+def test_default_lae_training_uses_the_log_l2_density_loss():
+    from nfldm_training.presets import PRESETS
+    from nfldm_training.presets_latent import LatentAETrainConfig
+
+    assert (LatentAETrainConfig().density_log_eps, LatentAETrainConfig().density_loss) == (1e-3, "l2")
+    for name, preset in PRESETS.items():
+        assert (preset.latent_ae_train.density_log_eps, preset.latent_ae_train.density_loss) == (1e-3, "l2"), name
+
+
 # ------------------------------------------------------------------------------------------------ integration
 @pytest.fixture(scope="module")
 def stage2(tiny_capture, tmp_path_factory):

@@ -2,9 +2,24 @@
 
 `LatentAELightningModule` — one step on B encoded scenes with their windows' captured views::
 
-    loss = density_weight · ‖σ − σ̂‖ + feature_weight · ‖φ − φ̂‖          voxel reconstruction (L1 or L2, means)
+    loss = density_weight · ‖ℓ(σ) − ℓ(σ̂)‖ + feature_weight · ‖φ − φ̂‖    voxel reconstruction (L1 or L2, means)
          + image_weight · ‖i − r(V̂, κ)‖                                  through the FROZEN stage-1 decoder
          + kl_weight · KL(q(g|V) ‖ N(0, I)) + vq_loss_c + vq_loss_f      (kl_weight, β: the model config)
+
+    ℓ(σ) = log(σ + ε), ε = density_log_eps (1/m); ε = 0 compares σ itself. The density part is L2
+    (``density_loss``), the feature part ``voxel_loss`` (L1 by default).
+
+Why the density is compared as L2 in log space: stage-1 fields are almost empty (on the default model's data 69 %
+of the voxels have σ = 0, the 99th percentile is 0.23 /m, and about 13 voxels per scene are surfaces of 1–6 /m)
+and the LAE's density is ``softplus(raw)``, whose gradient ``sigmoid(raw) ≈ σ̂`` vanishes once the empty majority
+has pushed σ̂ towards 0. With a loss on σ itself (and through the image loss, which also reaches σ̂ through
+softplus) the decoder cannot grow surfaces back: the tiny model trained that way decoded σ̂ ≤ 0.14 /m, 0.7 % of
+the target density on σ > 1 /m voxels and a low, even density elsewhere — renders were fog. In log space the
+gradient on ``raw`` is ``∝ σ̂ / (σ̂ + ε)``, O(1) down to σ̂ ≈ ε, and the square weights a missed surface (off by
+``log(σ/ε)`` ≈ 7) far above the many near-empty voxels; an L1 in log space still recovers 0 % of the surfaces
+(it fits the conditional median, 0). Measured on the default model's held-out scenes after 600 steps: decoded
+σ on σ > 1 /m voxels 62 % of the target (L1 on σ: 0 %), mean σ 0.0122 vs the target's 0.0126 /m, renders' mean
+opacity 0.26 vs stage 1's 0.28.
 
 ``r`` is ``SceneAutoEncoder.decode`` with ``requires_grad=False`` on every weight and kept in eval mode; the
 gradient of the image loss reaches the LAE through the rendered field V̂ only. The image targets ``i`` are the
@@ -58,22 +73,42 @@ class VoxelErrors:
     features: torch.Tensor
 
 
-def voxel_errors(pred: VoxelField, target: VoxelField, kind: str = "l1") -> VoxelErrors:
+def density_space(density: torch.Tensor, log_eps: float = 0.0) -> torch.Tensor:
+    """The density as the voxel loss compares it: ``log(σ + log_eps)`` when ``log_eps > 0``, else σ (same shape).
+
+    Args:
+        density: σ ≥ 0 (1/m), any shape.
+        log_eps: ε (1/m) of the log, the density below which differences stop mattering; 0: σ unchanged.
+    """
+    if log_eps < 0:
+        raise ValueError(f"density_log_eps must be ≥ 0 (0 = compare σ itself), got {log_eps}")
+    return torch.log(density.clamp_min(0.0) + log_eps) if log_eps > 0 else density
+
+
+def _mean_error(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if kind == "l1":
+        return lambda a, b: (a - b).abs().mean()
+    if kind == "l2":
+        return lambda a, b: (a - b).square().mean()
+    raise ValueError(f"unknown voxel loss {kind!r}: use 'l1' or 'l2'")
+
+
+def voxel_errors(pred: VoxelField, target: VoxelField, kind: str = "l1", density_log_eps: float = 0.0,
+                 density_kind: str | None = None) -> VoxelErrors:
     """Density and feature reconstruction errors of batched fields of one grid.
 
     Args:
         pred, target: `VoxelField` s, density ``[B,Z,Y,X]`` (1/m), features ``[B,C,Z,Y,X]``.
-        kind: ``"l1"`` (mean absolute error) or ``"l2"`` (mean squared error).
+        kind: ``"l1"`` (mean absolute error) or ``"l2"`` (mean squared error) of the features (and of the density
+            when `density_kind` is None).
+        density_log_eps: compare densities as ``log(σ + ε)`` with this ε (1/m; `density_space`); 0: as σ.
+        density_kind: ``"l1"`` or ``"l2"`` for the density; None: `kind`.
     """
     if pred.density.shape != target.density.shape or pred.features.shape != target.features.shape:
         raise ValueError(f"fields differ in shape: {pred} vs {target}")
-    if kind == "l1":
-        err = lambda a, b: (a - b).abs().mean()  # noqa: E731
-    elif kind == "l2":
-        err = lambda a, b: (a - b).square().mean()  # noqa: E731
-    else:
-        raise ValueError(f"unknown voxel loss {kind!r}: use 'l1' or 'l2'")
-    return VoxelErrors(density=err(pred.density, target.density), features=err(pred.features, target.features))
+    err_d, err_f = _mean_error(density_kind or kind), _mean_error(kind)
+    return VoxelErrors(density=err_d(density_space(pred.density, density_log_eps), density_space(target.density, density_log_eps)),
+                       features=err_f(pred.features, target.features))
 
 
 class CodeHistogram(Metric):
@@ -167,7 +202,7 @@ class LatentAELightningModule(LightningModule):
     def training_step(self, batch: LatentBatch, batch_idx: int) -> torch.Tensor:
         cfg, mc = self.cfg, self.model.config
         out = self.model(batch.field, sample_g=cfg.sample_g)
-        err = voxel_errors(out.field, batch.field, cfg.voxel_loss)
+        err = voxel_errors(out.field, batch.field, cfg.voxel_loss, cfg.density_log_eps, cfg.density_loss)
         loss = (cfg.density_weight * err.density + cfg.feature_weight * err.features + mc.kl_weight * out.kl
                 + out.vq_loss_c + out.vq_loss_f)
         logs = {"train/density": err.density, "train/features": err.features, "train/kl": out.kl,

@@ -11,8 +11,9 @@ method.md, stage 2. A scene's `VoxelField` (density ``[Z,Y,X]`` + features ``[C,
 Every CNN is **2D**: the vertical axis Z is folded into channels. The encoder input is
 ``concat(log1p(density), features)`` ``[B, 1+C, Z, Y, X]`` -> ``[B, (1+C)·Z, Y, X]`` (channel-major: channel
 ``k·Z + z`` is quantity k at height z). ``log1p`` on the density input is our choice: σ spans orders of magnitude
-(empty space ≈ 0, surfaces ≫ 1 per metre) and the log keeps the input range O(1); the output and the loss stay in
-σ itself.
+(empty space ≈ 0, surfaces ≫ 1 per metre) and the log keeps the input range O(1); the output stays σ itself
+(softplus), and training compares ``log(σ + ε)`` (``nfldm_training.latent_ae_module``: a loss on σ leaves the
+softplus without gradient where surfaces should grow).
 
 * encoder g: 2D CNN (a 2× downsample per stage) + global average pooling -> ``(mean, logvar)`` ``[B, g_dim]``;
 * encoder c: 2D CNN downsampling X/Y by ``coarse_downsample_xy`` -> ``[B, 4·Zc, Yc, Xc]`` -> ``[B, 4, Zc, Yc, Xc]``;
