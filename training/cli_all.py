@@ -42,28 +42,17 @@ CPU_BUDGET: dict[str, dict] = {
 
 
 def stage_presets(name: str, budget: str):
-    """The stage-1, stage-2 and stage-3 presets of `name` with the `budget`'s overrides.
-
-    Reads the separate stage tables (``presets_latent``, ``presets_ldm``) until they are merged into
-    ``nfldm_training.presets``; a merged ``Preset`` with ``latent_ae`` and ``ldm`` sections is used as well.
-    """
+    """The stage-1, stage-2 and stage-3 presets of `name` with the `budget`'s overrides (views of the one preset
+    table, `nfldm_training.presets`, per stage)."""
     from nfldm_training.presets import apply_overrides, get_preset
+    from nfldm_training.presets_latent import get_latent_preset
+    from nfldm_training.presets_ldm import get_ldm_preset
 
     if budget not in ("cpu", "gpu"):
         raise click.BadParameter(f"{budget!r}: use cpu or gpu", param_hint="--budget")
     b = CPU_BUDGET if budget == "cpu" else {"scene_ae": {}, "latent_ae": {}, "ldm": {}}
-    p1 = get_preset(name, b["scene_ae"])
-    try:
-        from nfldm_training.presets_latent import get_latent_preset
-        p2 = get_latent_preset(name, b["latent_ae"])
-    except ImportError:  # merged preset table
-        p2 = apply_overrides(get_preset(name), b["latent_ae"])
-    try:
-        from nfldm_training.presets_ldm import get_ldm_preset
-        p3 = apply_overrides(get_ldm_preset(name), b["ldm"])
-    except ImportError:
-        p3 = apply_overrides(get_preset(name).ldm, b["ldm"])
-    return p1, p2, p3
+    return (get_preset(name, b["scene_ae"]), get_latent_preset(name, b["latent_ae"]),
+            apply_overrides(get_ldm_preset(name), b["ldm"]))
 
 
 @click.command("train-all")
