@@ -18,8 +18,9 @@ demo: setup
 	$(BIN)/sim_bridge info $(DEMO_STORE)
 	bash scripts/demo.sh out/demo
 
-## Set everything up and run the whole test suite (CPU).
+## Set everything up, lint (ruff, config in pyproject.toml) and run the whole test suite (CPU).
 test: setup
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 test-fast: setup

@@ -222,15 +222,15 @@ def check_consistency(scene_ae: SceneAutoEncoder, latent_ae: LatentAutoEncoder, 
     * each denoiser's latent shapes (g_dim, c ``(C, Zc, Yc, Xc)``, f ``(C, Y, X)``) are the LAE's;
     * the latent statistics have the LAE's channel counts.
     """
-    s, l = scene_ae.config, latent_ae.config
-    if (tuple(s.grid_shape), int(s.feature_channels)) != (tuple(l.grid_shape), int(l.feature_channels)):
-        raise BundleError(f"part 'latent_ae' was built for voxel grid {tuple(l.grid_shape)} with C={l.feature_channels}, but "
+    s, lc = scene_ae.config, latent_ae.config
+    if (tuple(s.grid_shape), int(s.feature_channels)) != (tuple(lc.grid_shape), int(lc.feature_channels)):
+        raise BundleError(f"part 'latent_ae' was built for voxel grid {tuple(lc.grid_shape)} with C={lc.feature_channels}, but "
                           f"part 'scene_ae' makes grid {tuple(s.grid_shape)} with C={s.feature_channels}: the LAE was trained "
                           f"on another stage-1 model's fields; {_fix('latent_ae')} using the LAE trained on this --scene-ae")
-    if not torch.allclose(torch.tensor(s.bounds, dtype=torch.float64), torch.tensor(l.bounds, dtype=torch.float64), atol=1e-4):
-        raise BundleError(f"part 'latent_ae' decodes into box {l.bounds} but part 'scene_ae' uses box {s.bounds}; "
+    if not torch.allclose(torch.tensor(s.bounds, dtype=torch.float64), torch.tensor(lc.bounds, dtype=torch.float64), atol=1e-4):
+        raise BundleError(f"part 'latent_ae' decodes into box {lc.bounds} but part 'scene_ae' uses box {s.bounds}; "
                           f"{_fix('latent_ae')} using the LAE trained on this --scene-ae")
-    expect = {"g": (l.g_dim,), "c": tuple(l.c_shape), "f": tuple(l.f_shape)}
+    expect = {"g": (lc.g_dim,), "c": tuple(lc.c_shape), "f": tuple(lc.f_shape)}
     for level in LEVELS:
         part = f"denoiser_{level}"
         d = denoisers.get(level)
@@ -240,13 +240,13 @@ def check_consistency(scene_ae: SceneAutoEncoder, latent_ae: LatentAutoEncoder, 
             raise BundleError(f"part {part!r} models {level} of shape {tuple(d.latent_shape)} but part 'latent_ae' makes "
                               f"{level} of shape {expect[level]}: the denoiser was trained on another LAE's latents; "
                               f"{_fix(part)} trained on latents of this --latent-ae")
-        if level != "g" and int(d.config.g_dim) != l.g_dim:
+        if level != "g" and int(d.config.g_dim) != lc.g_dim:
             raise BundleError(f"part {part!r} is conditioned on g of size {d.config.g_dim} but part 'latent_ae' makes "
-                              f"g of size {l.g_dim}; {_fix(part)} trained on latents of this --latent-ae")
-    if tuple(denoisers["f"].config.c_shape) != tuple(l.c_shape):
+                              f"g of size {lc.g_dim}; {_fix(part)} trained on latents of this --latent-ae")
+    if tuple(denoisers["f"].config.c_shape) != tuple(lc.c_shape):
         raise BundleError(f"part 'denoiser_f' is conditioned on c of shape {tuple(denoisers['f'].config.c_shape)} but part "
-                          f"'latent_ae' makes c of shape {tuple(l.c_shape)}; {_fix('denoiser_f')} trained on latents of this --latent-ae")
-    for level, n in (("c", l.coarse_channels), ("f", l.fine_channels)):
+                          f"'latent_ae' makes c of shape {tuple(lc.c_shape)}; {_fix('denoiser_f')} trained on latents of this --latent-ae")
+    for level, n in (("c", lc.coarse_channels), ("f", lc.fine_channels)):
         for kind in ("mean", "std"):
             k = len(getattr(latent_stats, f"{level}_{kind}"))
             if k not in (1, n):

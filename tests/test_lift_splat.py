@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.lift_splat import DepthBins, depth_bins, frustum_points, lift, lift_splat, splat, splat_batched
+from nfldm_sdk.lift_splat import depth_bins, frustum_points, lift, lift_splat, splat, splat_batched
 from nfldm_sdk.render import render_field
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
