@@ -2,7 +2,7 @@
 # Reproduce the shipped default model (assets/models/default) from scratch on a machine without a GPU:
 # capture 4 towns x 4 episodes with the built-in simulator, train every stage with the `tiny` preset and the CPU
 # budget (`nfldm train-all --budget cpu`, resumable: rerun after an interruption), export the bundle (float16),
-# and evaluate it on the held-out episodes. About 35 minutes on 2 CPU cores.
+# and evaluate it on the held-out episodes. About 30 minutes on 2 idle CPU cores (2-4x that on shared ones).
 #
 #   bash scripts/train_default.sh [WORK] [BUNDLE]     # defaults: runs/default, assets/models/default
 #

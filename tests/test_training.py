@@ -284,3 +284,28 @@ def test_cli_train_resume_and_encode_voxels(tiny_capture, tmp_path):
     assert two.source_stores == [tiny_capture, tiny_capture]
     assert two.ids()[:, 0].tolist() == [0, 0, 1, 1] and two.ids()[:, 1].tolist() == [0, 1, 0, 1]
     assert two.fields().density.dtype == torch.float32 and two.attrs["dtype"] == "float16"
+
+
+def test_resume_picks_the_newest_last_checkpoint(tmp_path):
+    """A run resumed beside an existing last.ckpt may (with older code) have written last-v1.ckpt: resume must
+    continue from the newest of them, and the checkpoint callback must overwrite last.ckpt from now on."""
+    import os
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from nfldm_training.trainer import find_resume_checkpoint, make_trainer
+
+    assert find_resume_checkpoint(tmp_path) is None
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    (ck / "last.ckpt").write_bytes(b"old")
+    (ck / "last-v1.ckpt").write_bytes(b"new")
+    os.utime(ck / "last.ckpt", ns=(1_000_000_000, 1_000_000_000))
+    assert find_resume_checkpoint(tmp_path) == str(ck / "last-v1.ckpt")
+    assert find_resume_checkpoint(tmp_path, resume=False) is None
+    cfg = SimpleNamespace(val_interval=10, max_steps=20, precision="32-true", log_every=5, grad_clip=0.0,
+                          val_batches=None)
+    trainer = make_trainer(tmp_path / "run", cfg, accelerator="cpu", devices=1, has_val=False, progress=False)
+    cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    assert cb._enable_version_counter is False

@@ -13,7 +13,7 @@ Stages (each one resumes or is skipped when its output is complete, so rerunning
 6. the bundle (``--bundle``, default ``OUT/bundle``) — ``nfldm export-bundle`` (``--half`` by default).
 
 ``--budget gpu`` trains with the preset's step counts; ``--budget cpu`` with the `CPU_BUDGET` step counts (for a
-machine without a GPU: a recognisable but blurry model in about 35 minutes on two cores — the budget the shipped
+machine without a GPU: a recognisable but blurry model in about 30 minutes on two idle cores — the budget the shipped
 default model was trained with, see assets/models/default/MODEL_CARD.md). Stage 4 (SDS refinement) needs no
 training. ``OUT/train_all.json`` records the stages' step counts and wall times.
 """
@@ -26,14 +26,17 @@ from pathlib import Path
 import click
 
 #: Step overrides of ``--budget cpu`` (everything else is the preset's). Chosen so that the tiny architecture trains
-#: in ~35 min on 2 shared CPU cores (stage 1 ~10, LAE ~14, denoisers ~8); `nfldm_training.evaluate` figures of the
-#: result are in the model card. The LAE gets 1500 steps: its held-out PSNR of r(V̂) vs r(V) was 22.17 dB at 500,
-#: 21.77 at 1000 and 22.74 at 1500 (the 300 of the first default model gave 21.18 dB with the old σ loss). ψ_f's
-#: held-out loss is lowest near 1600 steps (0.26, 0.27 at 4000): more denoiser steps would not help on 144 scenes.
+#: in ~30 min on 2 CPU cores otherwise idle (stage 1 ~18, LAE ~10, denoisers ~3; 2-4x that when the cores are
+#: shared); `nfldm_training.evaluate` figures of the result are in the model card. Stage 1 gets 4000 steps: its
+#: held-out PSNR was 20.81 dB at 600 (the previous default), 22.66 at 2000, 23.02 at 3000 and 23.39 at 4000, and its
+#: fields stopped being translucent (renders reaching opacity 0.5: 10 % of the rays at 600, 18 % at 4000), which
+#: halved the generated scenes' MMD-CD. The LAE gets 4000 steps on it: PSNR of r(V̂) vs images 18.83 dB at 1500,
+#: 19.40 at 2000, 19.84 at 4000 (the sharper stage-1 fields are harder to compress than the 600-step ones). ψ_f's
+#: held-out loss is lowest near 1600 steps on 144 scenes: more denoiser steps would not help.
 CPU_BUDGET: dict[str, dict] = {
-    "scene_ae": {"scene_ae_train.max_steps": 600, "scene_ae_train.stride": 2, "scene_ae_train.val_interval": 200,
+    "scene_ae": {"scene_ae_train.max_steps": 4000, "scene_ae_train.stride": 2, "scene_ae_train.val_interval": 200,
                  "scene_ae_train.val_batches": 4, "scene_ae_train.num_workers": 0, "scene_ae_train.precision": "32-true"},
-    "latent_ae": {"latent_ae_train.max_steps": 1500, "latent_ae_train.val_interval": 500, "latent_ae_train.val_batches": 4,
+    "latent_ae": {"latent_ae_train.max_steps": 4000, "latent_ae_train.val_interval": 500, "latent_ae_train.val_batches": 4,
                   "latent_ae_train.num_workers": 0, "latent_ae_train.precision": "32-true"},
     "ldm": {f"train_{k}.{f}": v for k in "gcf" for f, v in
             (("max_steps", {"g": 5000, "c": 4000, "f": 4000}[k]), ("val_interval", 400), ("num_workers", 0),

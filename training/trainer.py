@@ -33,9 +33,11 @@ def last_checkpoint(run_dir: str | Path) -> Path:
 
 
 def find_resume_checkpoint(run_dir: str | Path, resume: bool = True) -> str | None:
-    """The checkpoint to continue from: ``RUN/checkpoints/last.ckpt`` when `resume` and it exists, else None."""
+    """The checkpoint to continue from when `resume`: the newest of ``RUN/checkpoints/last.ckpt`` and the
+    ``last-v*.ckpt`` that older runs wrote when resuming beside an existing ``last.ckpt``; None if there is none."""
     last = last_checkpoint(run_dir)
-    return str(last) if resume and last.is_file() else None
+    found = [p for p in [last, *last.parent.glob("last-v*.ckpt")] if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if resume and found else None
 
 
 def clear_checkpoints(run_dir: str | Path) -> None:
@@ -77,7 +79,9 @@ def make_trainer(run_dir: str | Path, train_cfg: Any, *, accelerator: str = "aut
     run_dir = Path(run_dir)
     tc = train_cfg
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-                                 every_n_train_steps=max(1, int(tc.val_interval)), save_top_k=1, save_last=True)
+                                 every_n_train_steps=max(1, int(tc.val_interval)), save_top_k=1, save_last=True,
+                                 # a resumed run overwrites last.ckpt (not last-v1.ckpt, which resume would not see)
+                                 enable_version_counter=False)
     return Trainer(
         accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, precision=tc.precision,
         max_steps=int(tc.max_steps), max_epochs=-1, val_check_interval=int(tc.val_interval) if has_val else None,
