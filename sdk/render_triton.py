@@ -188,6 +188,33 @@ def _dot_channels(a, b):
 
 
 @triton.jit
+def _sample(i, active, rays, jit_ptr, occ_ptr, dens_ptr, u0x, u0y, u0z, dux, duy, duz, Y, X, YC, XC,
+            sx, sy, sz, xm1, ym1, zm1, xlo, ylo, zlo, n_samples,
+            BLOCK_R: tl.constexpr, CELL: tl.constexpr, SKIP: tl.constexpr, HAS_JITTER: tl.constexpr):
+    """Sample ``i`` of each active ray (shared by forward and backward, so both march the same samples): its
+    coordinate ``s``, voxel corners and fractions, row ``base``, whether it is ``live`` (active and, with
+    skipping, in an occupied cell), whether its cell is ``occupied`` (= active without skipping) and its ``sigma``."""
+    if HAS_JITTER:
+        s = i.to(tl.float32) + tl.load(jit_ptr + rays * n_samples + i, mask=active, other=0.5)
+    else:
+        s = i.to(tl.float32) + 0.5
+    ix, fx = _axis(u0x, dux, s, xm1, xlo)
+    iy, fy = _axis(u0y, duy, s, ym1, ylo)
+    iz, fz = _axis(u0z, duz, s, zm1, zlo)
+    base = (iz * Y + iy) * X + ix
+    occupied = active
+    if SKIP:
+        cell = ((iz // CELL) * YC + iy // CELL) * XC + ix // CELL
+        occupied = tl.load(occ_ptr + cell, mask=active, other=0) != 0
+    live = active & occupied
+    sigma = tl.zeros([BLOCK_R], tl.float32)
+    for k in tl.static_range(8):
+        off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
+        sigma += cw * tl.load(dens_ptr + off, mask=live, other=0.0)
+    return s, ix, iy, iz, fx, fy, fz, base, live, occupied, sigma
+
+
+@triton.jit
 def _forward_kernel(dens_ptr, feat_ptr, occ_ptr, o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, jit_ptr,
                     out_f_ptr, out_d_ptr, out_a_ptr,
                     R, C, Y, X, YC, XC, XCL, YCL, ZCL, sx, sy, sz, hx, hy, hz, xm1, ym1, zm1, xlo, ylo, zlo,
@@ -219,23 +246,9 @@ def _forward_kernel(dens_ptr, feat_ptr, occ_ptr, o_ptr, d_ptr, t0_ptr, dl_ptr, z
     aacc = tl.zeros([BLOCK_R], tl.float32)           # alpha = Σ w = 1 − T, summed: keeps faint rays' precision
     active = rmask & (dl > 0.0)                      # rays that miss the box have δ = 0: nothing to march
     while tl.max(active.to(tl.int32), axis=0) > 0:
-        if HAS_JITTER:
-            s = i.to(tl.float32) + tl.load(jit_ptr + rays * n_samples + i, mask=active, other=0.5)
-        else:
-            s = i.to(tl.float32) + 0.5
-        ix, fx = _axis(u0x, dux, s, xm1, xlo)
-        iy, fy = _axis(u0y, duy, s, ym1, ylo)
-        iz, fz = _axis(u0z, duz, s, zm1, zlo)
-        base = (iz * Y + iy) * X + ix
-        live = active
-        if SKIP:
-            cell = ((iz // CELL) * YC + iy // CELL) * XC + ix // CELL
-            occupied = tl.load(occ_ptr + cell, mask=active, other=0) != 0
-            live = active & occupied
-        sigma = tl.zeros([BLOCK_R], tl.float32)
-        for k in tl.static_range(8):
-            off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
-            sigma += cw * tl.load(dens_ptr + off, mask=live, other=0.0)
+        s, ix, iy, iz, fx, fy, fz, base, live, occupied, sigma = _sample(
+            i, active, rays, jit_ptr, occ_ptr, dens_ptr, u0x, u0y, u0z, dux, duy, duz, Y, X, YC, XC,
+            sx, sy, sz, xm1, ym1, zm1, xlo, ylo, zlo, n_samples, BLOCK_R, CELL, SKIP, HAS_JITTER)
         a, e = _alpha(sigma * dl)
         w = T * a
         fmask = (live & (w != 0.0))[None, :, None] & cmask
@@ -305,23 +318,9 @@ def _backward_kernel(dens_ptr, feat_ptr, occ_ptr, o_ptr, d_ptr, t0_ptr, dl_ptr, 
     prefix = tl.zeros([BLOCK_R], tl.float32)
     active = rmask & (dl > 0.0)
     while tl.max(active.to(tl.int32), axis=0) > 0:
-        if HAS_JITTER:
-            s = i.to(tl.float32) + tl.load(jit_ptr + rays * n_samples + i, mask=active, other=0.5)
-        else:
-            s = i.to(tl.float32) + 0.5
-        ix, fx = _axis(u0x, dux, s, xm1, xlo)
-        iy, fy = _axis(u0y, duy, s, ym1, ylo)
-        iz, fz = _axis(u0z, duz, s, zm1, zlo)
-        base = (iz * Y + iy) * X + ix
-        live = active
-        if SKIP:
-            cell = ((iz // CELL) * YC + iy // CELL) * XC + ix // CELL
-            occupied = tl.load(occ_ptr + cell, mask=active, other=0) != 0
-            live = active & occupied
-        sigma = tl.zeros([BLOCK_R], tl.float32)
-        for k in tl.static_range(8):
-            off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
-            sigma += cw * tl.load(dens_ptr + off, mask=live, other=0.0)
+        s, ix, iy, iz, fx, fy, fz, base, live, occupied, sigma = _sample(
+            i, active, rays, jit_ptr, occ_ptr, dens_ptr, u0x, u0y, u0z, dux, duy, duz, Y, X, YC, XC,
+            sx, sy, sz, xm1, ym1, zm1, xlo, ylo, zlo, n_samples, BLOCK_R, CELL, SKIP, HAS_JITTER)
         a, e = _alpha(sigma * dl)
         w = T * a
         T_next = T * e
