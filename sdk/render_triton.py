@@ -88,8 +88,14 @@ INTERPRETER_BLOCK_RAYS = 256
 
 
 @triton.jit
-def _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, rays, rmask, hx, hy, hz):
-    """Per-ray start ``U0`` and step ``dU`` (per unit of the sample coordinate s) in voxel-index space."""
+def _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, b, R, rays, rmask, hx, hy, hz):
+    """Per-ray start ``U0`` and step ``dU`` (per unit of the sample coordinate s) in voxel-index space, of the rays
+    ``rays`` of field ``b`` (the per-ray arrays are ``[B, R(, 3)]``; ``b`` is int64, so big batches index safely)."""
+    o_ptr += b * R * 3
+    d_ptr += b * R * 3
+    t0_ptr += b * R
+    dl_ptr += b * R
+    zpt_ptr += b * R
     t0 = tl.load(t0_ptr + rays, mask=rmask, other=0.0)
     dl = tl.load(dl_ptr + rays, mask=rmask, other=0.0)
     zpt = tl.load(zpt_ptr + rays, mask=rmask, other=0.0)
@@ -231,13 +237,8 @@ def _forward_kernel(dens_ptr, feat_ptr, occ_ptr, o_ptr, d_ptr, t0_ptr, dl_ptr, z
     dens_ptr += b * ZYX
     feat_ptr += b * ZYXC
     occ_ptr += b * OCC_N
-    o_ptr += b * R * 3
-    d_ptr += b * R * 3
-    t0_ptr += b * R
-    dl_ptr += b * R
-    zpt_ptr += b * R
     jit_ptr += b * R * n_samples
-    u0x, u0y, u0z, dux, duy, duz, t0, dl, zpt = _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, rays, rmask,
+    u0x, u0y, u0z, dux, duy, duz, t0, dl, zpt = _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, b, R, rays, rmask,
                                                            hx, hy, hz)
     i = tl.zeros([BLOCK_R], tl.int32)
     T = tl.full([BLOCK_R], 1.0, tl.float32)
@@ -291,13 +292,8 @@ def _backward_kernel(dens_ptr, feat_ptr, occ_ptr, o_ptr, d_ptr, t0_ptr, dl_ptr, 
     dd_ptr += b * ZYX
     df_ptr += b * ZYXC
     occ_ptr += b * OCC_N
-    o_ptr += b * R * 3
-    d_ptr += b * R * 3
-    t0_ptr += b * R
-    dl_ptr += b * R
-    zpt_ptr += b * R
     jit_ptr += b * R * n_samples
-    u0x, u0y, u0z, dux, duy, duz, t0, dl, zpt = _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, rays, rmask,
+    u0x, u0y, u0z, dux, duy, duz, t0, dl, zpt = _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, b, R, rays, rmask,
                                                            hx, hy, hz)
     out = b * R + rays
     fmask2 = rmask[None, :, None] & cmask
