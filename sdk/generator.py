@@ -54,6 +54,7 @@ from nfldm_sdk.models.latent_ae import LatentAutoEncoder, Latents, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import CONFIG_NAME, WEIGHTS_NAME, class_path, config_from_dict, config_to_dict, nfldm_version
 from nfldm_sdk.sampling import LEVELS, SAMPLERS, NoiseSchedule, SamplerDefaults, denormalize_level, sample_level
+from .errors import NfldmError
 
 __all__ = ["SceneGenerator", "NeuralScene", "SceneImages", "BundleManifest", "BundleError", "write_bundle",
            "read_manifest", "load_part", "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "MANIFEST_NAME", "PART_CLASSES",
@@ -75,7 +76,7 @@ _EXPORT_OPTION = {"scene_ae": "--scene-ae", "latent_ae": "--latent-ae", "denoise
                   "denoiser_c": "--ldm-c", "denoiser_f": "--ldm-f"}
 
 
-class BundleError(ValueError):
+class BundleError(NfldmError, ValueError):
     """A model bundle is incomplete or inconsistent; the message names the part and the fix."""
 
 

@@ -57,6 +57,7 @@ from torch import nn
 
 from nfldm_sdk.persistence import CONFIG_NAME, WEIGHTS_NAME, PretrainedMixin, class_path
 from nfldm_sdk.sampling import NoiseSchedule, training_scheduler
+from .errors import NfldmError
 
 __all__ = ["GuidanceModel", "GuidanceNotAvailable", "negative_guidance_eps", "cfg_eps", "guided_noise",
            "eps_from_prediction", "expand_condition", "ClipImageLDMGuidance", "CLIP_LDM_LAYOUT", "CLIP_LDM_REPO",
@@ -74,7 +75,7 @@ CLIP_LDM_LAYOUT = {"unet": "config.json", "vae": "config.json", "image_encoder":
                    "feature_extractor": "preprocessor_config.json", "scheduler": "scheduler_config.json"}
 
 
-class GuidanceNotAvailable(FileNotFoundError):
+class GuidanceNotAvailable(NfldmError, FileNotFoundError):
     """A guidance model's weights are not on this machine; the message names what to download and where."""
 
 

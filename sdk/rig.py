@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .errors import NfldmError
 from .cameras import Cameras
 from .trajectory import rigid_problem
 
@@ -39,7 +40,7 @@ __all__ = ["CameraSpec", "CameraRig", "RigError", "RIG_PRESETS", "intrinsics_fro
 _CV_TO_EGO_FORWARD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
-class RigError(ValueError):
+class RigError(NfldmError, ValueError):
     """A rig (file, preset name, store attribute) is unknown or malformed; the message names the fix."""
 
 

@@ -41,6 +41,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .errors import NfldmError
 from .cameras import Cameras
 from .field import VoxelField
 from .render import clip_rays_to_box
@@ -56,7 +57,7 @@ __all__ = ["Frame", "FrameBatch", "RenderableScene", "NoOverlapError", "SensorWa
 DEFAULT_BATCH_SIZE = 12
 
 
-class NoOverlapError(ValueError):
+class NoOverlapError(NfldmError, ValueError):
     """A camera's view frustum does not meet the scene box: it would render nothing."""
 
 
@@ -64,7 +65,7 @@ class SensorWarning(UserWarning):
     """Something the sensors adapted to (e.g. a smaller batch after running out of memory)."""
 
 
-class SimulationFinished(RuntimeError):
+class SimulationFinished(NfldmError, RuntimeError):
     """`SensorWorld.tick` was called after the trajectory's last pose."""
 
 

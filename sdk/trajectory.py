@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from .errors import NfldmError
 
 __all__ = ["Trajectory", "TrajectoryError", "rigid_problem", "check_rigid", "rigid_inverse", "matrix_to_quaternion",
            "quaternion_to_matrix", "slerp", "yaw_pose", "TRAJECTORY_FORMAT", "TRAJECTORY_FORMAT_VERSION"]
@@ -36,7 +37,7 @@ _CONVENTIONS = ("timestamps [T] seconds, strictly increasing; ego_to_world [T,4,
                 "y left, z up, world right-handed z up, metres")
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(NfldmError, ValueError):
     """A trajectory is malformed (non-monotonic time, non-rigid pose, time out of range); the message says which
     sample and the fix."""
 

@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .errors import NfldmError
 from .cameras import Cameras
 from .field import VoxelField
 from .rig import CameraRig
@@ -55,7 +56,7 @@ VIEWS = {
 }
 
 
-class ViewError(RuntimeError):
+class ViewError(NfldmError, RuntimeError):
     """No window or offscreen context could be opened; the message says what to do."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from sim_bridge import conventions as conv
 from sim_bridge.backends.base import EpisodeSpec, FrameData
+from sim_bridge.errors import SimBridgeError
 from sim_bridge.rig import Rig
 
 logger = logging.getLogger(__name__)
@@ -42,19 +43,19 @@ _SENSOR_BLUEPRINTS = {"rgb": "sensor.camera.rgb", "depth": "sensor.camera.depth"
 RESUME_LIFT_M = 0.5
 
 
-class CarlaConnectionError(RuntimeError):
+class CarlaConnectionError(SimBridgeError, RuntimeError):
     """No CARLA server answered (or it stopped answering)."""
 
 
-class CarlaEpisodeLostError(RuntimeError):
+class CarlaEpisodeLostError(SimBridgeError, RuntimeError):
     """The server lost the episode (restarted): reconnecting cannot continue it; resume instead."""
 
 
-class CarlaVersionError(RuntimeError):
+class CarlaVersionError(SimBridgeError, RuntimeError):
     """Client and server versions are incompatible."""
 
 
-class SensorTimeoutError(RuntimeError):
+class SensorTimeoutError(SimBridgeError, RuntimeError):
     """A sensor delivered no image for a ticked frame in time."""
 
 

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sim_bridge.errors import SimBridgeError
+
 #: Version of the capture-store layout written by this code. Bump on any incompatible change.
 FORMAT_VERSION = 1
 
@@ -69,7 +71,7 @@ RIGID_ATOL = 1e-4
 _EPISODE_RE = re.compile(r"^episode_(\d{4,})$")
 
 
-class StoreError(ValueError):
+class StoreError(SimBridgeError, ValueError):
     """A capture store fails validation. `problems` holds one human-readable line per problem."""
 
     def __init__(self, path: str, problems: list[str]):
