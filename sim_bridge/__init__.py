@@ -17,7 +17,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-from sim_bridge.rig import Rig, RigCamera, RIG_PRESETS  # noqa: E402
+from sim_bridge.rig import Rig, RigCamera, RigError, RIG_PRESETS  # noqa: E402
 
 
 def open_store(path, **kwargs):
@@ -27,4 +27,4 @@ def open_store(path, **kwargs):
     return _open(path, **kwargs)
 
 
-__all__ = ["Rig", "RigCamera", "RIG_PRESETS", "open_store", "__version__"]
+__all__ = ["Rig", "RigCamera", "RigError", "RIG_PRESETS", "open_store", "__version__"]

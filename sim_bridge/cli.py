@@ -1,4 +1,9 @@
-"""The `sim_bridge` command line: collect, info, validate, towns, weathers, rigs, bench."""
+"""The `sim_bridge` command line: collect, info, validate, towns, weathers, rigs, bench.
+
+`sim_bridge`'s own errors (`sim_bridge.errors.SimBridgeError` and everything derived from it: StoreError, RigError,
+the CARLA errors, ...) end every command as ``Error: <message>`` and exit status 1 (a command's own documented exit
+codes, e.g. `validate`'s, are kept); any other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import sys
@@ -6,10 +11,27 @@ import sys
 import click
 from click.core import ParameterSource
 
+from sim_bridge.errors import SimBridgeError
 from sim_bridge.rig import RIG_PRESETS
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def error_message(error: BaseException) -> str:
+    """`error` as the CLI shows it: its first line, then any further lines (a store's problem list) indented."""
+    first, *rest = (str(error) or type(error).__name__).splitlines()
+    return "\n".join([first, *(f"  {line}" for line in rest)])
+
+
+class _Group(click.Group):
+    """The `sim_bridge` group: a `SimBridgeError` from any command becomes one ``Error:`` message, exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SimBridgeError as e:
+            raise click.ClickException(error_message(e)) from e
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nfldm")
 def main():
     """sim_bridge — capture posed RGB, depth and semantics from CARLA or the built-in simulator into zarr stores."""
@@ -23,8 +45,11 @@ def main():
 @click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True, help="Episodes (spawn points / routes).")
 @click.option("--frames", type=click.IntRange(min=1), default=100, show_default=True, help="Frames per episode.")
 @click.option("--fps", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Simulation ticks per second.")
-@click.option("--width", type=click.IntRange(min=8), default=256, show_default=True, help="Image width (pixels).")
-@click.option("--height", type=click.IntRange(min=8), default=256, show_default=True, help="Image height (pixels).")
+@click.option("--width", type=click.IntRange(min=8), default=None,
+              help="Image width (pixels). Default: 256 for a preset, a rig file's own width.")
+@click.option("--height", type=click.IntRange(min=8), default=None,
+              help="Image height (pixels). Default: 256 for a preset, a rig file's own height; one of --width/--height "
+                   "alone keeps a rig file's aspect ratio, a size that changes it is an error.")
 @click.option("--rig", default="default", show_default=True, help=f"Rig preset ({', '.join(RIG_PRESETS)}) or a rig JSON file.")
 @click.option("--weather", default="ClearNoon", show_default=True, help="CARLA weather preset (see `sim_bridge weathers`).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed (episodes derive theirs from it).")
@@ -81,16 +106,31 @@ def info(store):
 @click.argument("store")
 @click.option("--shallow", is_flag=True, help="Skip decoding every chunk (metadata, shapes and poses only).")
 def validate(store, shallow):
-    """Check a capture store; prints one line per problem; exit code 0 if valid, 1 otherwise."""
-    from sim_bridge.store.validate import validate_store
+    """Check a capture store; prints one line per problem (and per note, prefixed "note:").
 
-    problems = validate_store(store, deep=not shallow)
-    for p in problems:
+    \b
+    Exit status:
+      0  valid and complete
+      1  problems found (each line names the episode/array and the fix)
+      2  usage error (bad arguments)
+      3  valid but incomplete (an interrupted collection): resume it with
+         `sim_bridge collect --out STORE --resume`
+    """
+    from sim_bridge.store.validate import EXIT_VALID, validate_report
+
+    report = validate_report(store, deep=not shallow)
+    for p in report.problems:
         click.echo(p)
-    if problems:
-        click.echo(f"{store}: {len(problems)} problem(s)", err=True)
-        sys.exit(1)
-    click.echo(f"{store}: valid")
+    for n in report.notes:
+        click.echo(f"note: {n}")
+    if report.incomplete:
+        click.echo(report.incomplete_line())
+    if report.problems:
+        click.echo(f"{store}: {len(report.problems)} problem(s)", err=True)
+    elif report.exit_code == EXIT_VALID:
+        click.echo(f"{store}: valid")
+    if report.exit_code != EXIT_VALID:
+        sys.exit(report.exit_code)
 
 
 @main.command()

@@ -30,7 +30,9 @@ class CollectConfig:
         episodes: number of episodes (each a fresh spawn point / route).
         frames: frames per episode.
         fps: simulation rate, ticks per second.
-        width, height: image size in pixels (all cameras).
+        width, height: image size in pixels (all cameras); None: 256 for a preset, a rig file's own size
+            (see `Rig.resolve`: a size that changes a rig file's aspect ratio is refused). `collect` records the
+            size it used.
         rig: rig preset name (default, ring6, nuscenes, front) or a rig JSON file.
         weather: CARLA weather preset name (ClearNoon, CloudyNoon, WetNoon, ClearSunset, …).
         seed: run seed; episode e uses `episode_seed(seed, e)`.
@@ -45,8 +47,8 @@ class CollectConfig:
     episodes: int = 1
     frames: int = 100
     fps: float = 10.0
-    width: int = 256
-    height: int = 256
+    width: int | None = None
+    height: int | None = None
     rig: str = "default"
     weather: str = "ClearNoon"
     seed: int = 0
@@ -165,8 +167,10 @@ def collect(cfg: CollectConfig, explicitly_set: set[str] | None = None, progress
             writer.update_collection({**stored, "episodes": cfg.episodes})
         rig = Rig.from_list(writer.root_attrs["rig"])
     else:
-        backend_name = choose_backend(cfg, log=log)
+        # the rig is checked completely (and its size settled) before anything is created
         rig = Rig.resolve(cfg.rig, cfg.width, cfg.height)
+        cfg = dataclasses.replace(cfg, width=rig.width, height=rig.height)
+        backend_name = choose_backend(cfg, log=log)
         writer = None
 
     start = time.perf_counter()

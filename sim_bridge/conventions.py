@@ -73,8 +73,10 @@ def _import_carla():
     try:
         import carla
     except ImportError as err:  # pragma: no cover - the dev environment has it
-        raise ImportError("the `carla` client package is not installed: pip install 'nfldm[carla]' "
-                          "(it must match the server version, e.g. carla==0.9.16)") from err
+        from sim_bridge.errors import MissingExtraError
+
+        raise MissingExtraError("the `carla` client package is not installed: pip install 'nfldm[carla]' "
+                                "(it must match the server version, e.g. carla==0.9.16)") from err
     return carla
 
 

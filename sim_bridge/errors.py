@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class SimBridgeError(Exception):
     """Base of `sim_bridge`'s own errors: the message names the problem and the fix."""
+
+
+class MissingExtraError(SimBridgeError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names the ``pip install`` to run."""

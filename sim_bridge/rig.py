@@ -3,6 +3,11 @@
 Ego (vehicle) frame: right-handed, x forward, y left, z up, metres, origin on the ground below the vehicle
 centre. Camera frame: OpenCV (x right, y down, z forward). `cam_to_ego [4,4]` maps camera coordinates to ego
 coordinates.
+
+A rig is checked completely where it is built (`RigCamera`, `Rig`, `Rig.load`): positive integer image sizes, a
+pinhole ``K`` with finite positive focal lengths and its principal point inside the image, a finite rigid
+``cam_to_ego``, unique names and one image size; a bad rig raises `RigError` naming the file and the camera, so a
+capture fails before its store is created.
 """
 from __future__ import annotations
 
@@ -13,9 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from sim_bridge.errors import SimBridgeError
+from sim_bridge.rigid import rigid_problems
+
 # Rotation taking OpenCV camera axes to ego axes for a camera looking along ego +x:
 # cam x (right) -> ego -y, cam y (down) -> ego -z, cam z (forward) -> ego +x. Columns are images of cam axes.
 _CV_TO_EGO_FORWARD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+class RigError(SimBridgeError, ValueError):
+    """A rig (a camera, a rig file, a requested size) is malformed; the message names the file, the camera and
+    the fix."""
 
 
 def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> np.ndarray:
@@ -24,7 +37,7 @@ def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> np.ndarray:
     The principal point is at (width/2, height/2): pixel centres are at integer + 0.5 (CARLA's convention too).
     """
     if not (0.0 < hfov_deg < 180.0):
-        raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
+        raise RigError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
     f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
@@ -63,6 +76,39 @@ class RigCamera:
     height: int
     cam_to_ego: np.ndarray
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise RigError(f"camera name {self.name!r}: a camera needs a non-empty string name")
+        cam = f"camera {self.name!r}"
+        for key in ("width", "height"):
+            v = getattr(self, key)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise RigError(f"{cam}: {key} {v!r} must be a positive integer number of pixels")
+            object.__setattr__(self, key, int(v))
+        try:
+            K = np.array(self.K, dtype=np.float64)
+            m = np.array(self.cam_to_ego, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise RigError(f"{cam}: K and cam_to_ego must be numeric matrices ({e})") from e
+        if K.shape != (3, 3) or m.shape != (4, 4):
+            raise RigError(f"{cam}: K must be 3x3 and cam_to_ego 4x4, got {K.shape} and {m.shape}")
+        if not np.isfinite(K).all() or K[1, 0] != 0 or K[2].tolist() != [0.0, 0.0, 1.0]:
+            raise RigError(f"{cam}: K must be a finite pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]], got "
+                           f"{K.tolist()}")
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise RigError(f"{cam}: K has focal lengths fx {K[0, 0]:g}, fy {K[1, 1]:g} pixels; both must be > 0 "
+                           "(intrinsics_from_fov(width, height, hfov_deg) builds a valid K)")
+        if not (0 <= K[0, 2] <= self.width and 0 <= K[1, 2] <= self.height):
+            raise RigError(f"{cam}: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside its "
+                           f"{self.width}x{self.height} image; it is usually the image centre "
+                           f"({self.width / 2:g}, {self.height / 2:g})")
+        why = rigid_problems(m)[()]
+        if why:
+            raise RigError(f"{cam}: cam_to_ego is not a rigid transform: {why}; it must be [[R, t], [0, 0, 0, 1]] "
+                           "with R a rotation (mount_to_cam_to_ego builds one)")
+        object.__setattr__(self, "K", K)
+        object.__setattr__(self, "cam_to_ego", m)
+
     def to_dict(self) -> dict:
         """JSON-ready dict (the form stored in capture-store attributes)."""
         return {
@@ -75,18 +121,26 @@ class RigCamera:
 
     @staticmethod
     def from_dict(d: dict) -> "RigCamera":
-        """Inverse of `to_dict`; validates shapes."""
+        """Inverse of `to_dict`; validates every field (see `RigCamera`). Raises `RigError`."""
+        if not isinstance(d, dict):
+            raise RigError(f"a rig camera must be an object {{name, K, width, height, cam_to_ego}}, got "
+                           f"{type(d).__name__}")
         missing = {"name", "K", "width", "height", "cam_to_ego"} - set(d)
         if missing:
-            raise ValueError(f"rig camera is missing {sorted(missing)}: each camera needs name, K, width, height, cam_to_ego")
-        K = np.asarray(d["K"], dtype=float)
-        m = np.asarray(d["cam_to_ego"], dtype=float)
-        if K.shape != (3, 3) or m.shape != (4, 4):
-            raise ValueError(f"camera {d['name']!r}: K must be 3x3 and cam_to_ego 4x4, got {K.shape} and {m.shape}")
-        return RigCamera(str(d["name"]), K, int(d["width"]), int(d["height"]), m)
+            raise RigError(f"rig camera {d.get('name', '?')!r} is missing {sorted(missing)}: each camera needs name, "
+                           "K, width, height, cam_to_ego")
+        size = {}
+        for key in ("width", "height"):
+            v = d[key]
+            # JSON may spell an integer as 192.0; anything else is not a pixel count
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            size[key] = v
+        return RigCamera(d["name"], d["K"], size["width"], size["height"], d["cam_to_ego"])
 
     def with_size(self, width: int, height: int) -> "RigCamera":
-        """The same camera at another resolution (intrinsics scaled, field of view kept)."""
+        """The same camera at another resolution (intrinsics scaled per axis: keep the aspect ratio, see
+        `Rig.resolve`, or the pixels stop being square)."""
         sx, sy = width / self.width, height / self.height
         K = np.array(self.K, dtype=float)
         K[0] *= sx
@@ -101,14 +155,17 @@ class Rig:
     cameras: tuple[RigCamera, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
+        if any(not isinstance(c, RigCamera) for c in self.cameras):
+            raise RigError("a Rig takes RigCamera objects (RigCamera.from_dict builds one from a dict)")
         names = [c.name for c in self.cameras]
         if not names:
-            raise ValueError("a rig needs at least one camera")
+            raise RigError("a rig needs at least one camera")
         if len(set(names)) != len(names):
-            raise ValueError(f"camera names must be unique, got {names}")
+            raise RigError(f"camera names must be unique, got {names}")
         sizes = {(c.width, c.height) for c in self.cameras}
         if len(sizes) != 1:
-            raise ValueError(f"all cameras of a rig must share one image size (store arrays are [T,N,H,W]), got {sorted(sizes)}")
+            raise RigError(f"all cameras of a rig must share one image size (store arrays are [T,N,H,W]), got "
+                           f"{sorted(sizes)}")
 
     @property
     def names(self) -> list[str]:
@@ -141,6 +198,9 @@ class Rig:
 
     @staticmethod
     def from_list(cams: list[dict]) -> "Rig":
+        """A rig from `to_list`'s camera dicts (a store's ``rig`` attribute). Raises `RigError` naming the camera."""
+        if not isinstance(cams, (list, tuple)):
+            raise RigError(f"a rig is a list of cameras, got {type(cams).__name__}")
         return Rig(tuple(RigCamera.from_dict(c) for c in cams))
 
     def save(self, path: str | Path) -> None:
@@ -149,26 +209,57 @@ class Rig:
 
     @staticmethod
     def load(path: str | Path) -> "Rig":
+        """The rig of a JSON file ``{"cameras": [{name, K, width, height, cam_to_ego}, ...]}`` (see `save`).
+
+        Raises:
+            FileNotFoundError: no file at `path`.
+            RigError: the file is not JSON, not that layout, or a camera is invalid (the message names the file
+                and the camera).
+        """
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"rig file {p} not found: pass a preset name ({', '.join(RIG_PRESETS)}) or a JSON file")
-        data = json.loads(p.read_text())
-        if "cameras" not in data:
-            raise ValueError(f"rig file {p} has no 'cameras' list")
-        return Rig.from_list(data["cameras"])
+        try:
+            data = json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RigError(f"rig file {p} is not valid JSON ({e}): fix it, or write a template with "
+                           "`sim_bridge rigs --export DIR`") from e
+        if not isinstance(data, dict) or not isinstance(data.get("cameras"), list):
+            raise RigError(f"rig file {p} has no 'cameras' list: a rig file is {{\"cameras\": [{{name, K, width, "
+                           "height, cam_to_ego}, ...]} (`sim_bridge rigs --export DIR` writes examples)")
+        try:
+            return Rig.from_list(data["cameras"])
+        except RigError as e:
+            raise RigError(f"rig file {p}: {e}") from e
 
     @staticmethod
     def resolve(spec: str, width: int | None = None, height: int | None = None) -> "Rig":
-        """A preset name or a JSON path, optionally resized to `width`×`height`."""
+        """A preset name or a rig JSON file, at `width`×`height` pixels.
+
+        Presets are built at the size asked (256 for an omitted one). A rig file keeps its own size unless
+        `width`/`height` are given; one of them alone keeps the aspect ratio (the other is rounded to whole
+        pixels), and both must keep it too (up to that rounding): resizing scales fx by the width ratio and fy by
+        the height ratio, so another aspect ratio would stretch the image.
+        Raises:
+            FileNotFoundError: `spec` names a JSON file that does not exist.
+            RigError: unknown preset, malformed file, or a size that changes the file's aspect ratio.
+        """
         if spec in RIG_PRESETS:
-            rig = RIG_PRESETS[spec](width or 256, height or 256)
-        elif spec.endswith(".json") or Path(spec).exists():
-            rig = Rig.load(spec)
-            if width or height:
-                rig = rig.with_size(width or rig.width, height or rig.height)
-        else:
-            raise ValueError(f"unknown rig {spec!r}: use a preset ({', '.join(RIG_PRESETS)}) or a JSON file path")
-        return rig
+            return RIG_PRESETS[spec](width or 256, height or 256)
+        if not (spec.endswith(".json") or Path(spec).exists()):
+            raise RigError(f"unknown rig {spec!r}: use a preset ({', '.join(RIG_PRESETS)}) or a JSON file path")
+        rig = Rig.load(spec)
+        if not (width or height):
+            return rig
+        w0, h0 = rig.width, rig.height
+        w = width or max(1, round(height * w0 / h0))
+        h = height or max(1, round(width * h0 / w0))
+        if h != round(w * h0 / w0) and w != round(h * w0 / h0):
+            raise RigError(f"rig file {spec} is {w0}x{h0} pixels; {w}x{h} would change its aspect ratio and stretch "
+                           f"the image (fx, fy scaled by {w / w0:.3g} and {h / h0:.3g}): give only --width or only "
+                           f"--height to keep it (e.g. --width {w} gives {w}x{max(1, round(w * h0 / w0))}), or edit "
+                           "the rig file")
+        return rig.with_size(w, h)
 
 
 def ring_rig(width: int = 256, height: int = 256) -> Rig:

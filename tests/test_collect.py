@@ -1,4 +1,5 @@
-"""`sim_bridge collect`: backend choice, resume after a killed process, clear errors."""
+"""`sim_bridge collect`: backend choice, resume after a killed process, clear errors, rig sizes."""
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from sim_bridge.cli import main as cli
 from sim_bridge.collect import CollectConfig, choose_backend
+from sim_bridge.rig import Rig
 
 BIN = Path(sys.executable).parent
 SMALL = ["--backend", "procedural", "--town", "Town01", "--rig", "front", "--width", "32", "--height", "24", "--fps", "5", "--seed", "3"]
@@ -92,3 +94,47 @@ def test_bad_input_names_the_fix(tmp_path, bad, message):
     result = CliRunner().invoke(cli, ["collect", "--out", str(tmp_path / "x.zarr"), *SMALL, *bad])
     assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "x.zarr").exists()
+
+
+@pytest.mark.parametrize("fault, message", [("scaled_mount", "cam_to_ego is not a rigid transform"),
+                                            ("zero_focal", "fx 0"), ("bad_json", "not valid JSON")])
+def test_bad_rig_file_fails_before_a_store_exists(tmp_path, fault, message):
+    rig = Rig.resolve("front", 32, 24).to_list()
+    if fault == "scaled_mount":
+        rig[0]["cam_to_ego"] = (np.array(rig[0]["cam_to_ego"]) * 1.2).tolist()
+    if fault == "zero_focal":
+        rig[0]["K"][0][0] = 0.0
+    path = tmp_path / "rig.json"
+    path.write_text(json.dumps({"cameras": rig})[: 20 if fault == "bad_json" else None])
+    out = tmp_path / "x.zarr"
+    result = CliRunner().invoke(cli, ["collect", "--out", str(out), "--quiet", *SMALL[:4], "--rig", str(path)])
+    assert result.exit_code == 1 and message in result.output and str(path) in result.output, result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1  # one line
+    if fault != "bad_json":
+        assert "'front'" in result.output
+    assert not out.exists()
+
+
+def test_rig_file_keeps_its_own_size_and_resume_agrees(tmp_path):
+    path = tmp_path / "wide.json"
+    Rig.resolve("front", 48, 27).save(path)
+    base = ["--backend", "procedural", "--town", "Town01", "--fps", "5", "--frames", "1", "--quiet", "--rig", str(path)]
+    own, half, stretched = tmp_path / "own.zarr", tmp_path / "half.zarr", tmp_path / "stretched.zarr"
+    assert CliRunner().invoke(cli, ["collect", "--out", str(own), *base]).exit_code == 0
+    from sim_bridge import open_store
+
+    store = open_store(str(own))
+    assert (store.rig.width, store.rig.height) == (48, 27) and store.episode(0).rgb.shape == (1, 1, 27, 48, 3)
+    np.testing.assert_array_equal(store.rig.K(), Rig.load(path).K())
+    assert store.attrs["collection"]["width"] == 48 and store.attrs["collection"]["height"] == 27
+
+    assert CliRunner().invoke(cli, ["collect", "--out", str(half), *base, "--width", "32"]).exit_code == 0
+    assert (open_store(str(half)).rig.width, open_store(str(half)).rig.height) == (32, 18)
+    bad = CliRunner().invoke(cli, ["collect", "--out", str(stretched), *base, "--width", "64", "--height", "64"])
+    assert bad.exit_code == 1 and "would change its aspect ratio" in bad.output and not stretched.exists()
+
+    # resume compares the size asked with the size recorded
+    more = CliRunner().invoke(cli, ["collect", "--out", str(half), "--resume", "--episodes", "2", "--width", "32", "--quiet"])
+    assert more.exit_code == 0, more.output
+    other = CliRunner().invoke(cli, ["collect", "--out", str(half), "--resume", "--height", "20"])
+    assert other.exit_code != 0 and "--height 20" in other.output and "store has 18" in other.output

@@ -267,6 +267,111 @@ def test_interrupted_episode_creation_is_reported_then_recreated_on_resume(tmp_p
     assert open_store(path).episode(1).num_frames == 2
 
 
+def test_resumed_writer_stores_chunks_equal_to_the_fill_value(tmp_path):
+    # zarr skips chunks equal to the fill value (0) unless told otherwise, on every open: a reopened episode
+    # must still store frame 0's timestamp 0.0 and frame id 0, or the deep check takes them for lost chunks
+    path = str(tmp_path / "s.zarr")
+    rig = tiny_rig()
+    w = StoreWriter.create(path, root_attrs(rig))
+    w.episode(0, 3, SEED)
+    w.close()
+    w = StoreWriter.open_for_resume(path)
+    ep = w.episode(0, 3, SEED)
+    ep.append(FrameData(**{**make_frame(0, rig).__dict__, "frame": 0}))
+    w.close()
+    for key in ("timestamp", "frame"):
+        assert (tmp_path / f"s.zarr/episodes/episode_0000/{key}/c/0").is_file(), key
+    assert zarr.open_group(path)["episodes/episode_0000"].attrs["every_chunk_stored"] is True
+    assert validate_store(path) == []
+
+
+def _as_legacy(path: Path, episode: str = "episode_0000"):
+    """Make an episode look written by the older writer (no every_chunk_stored attribute)."""
+    _edit_json(path / f"episodes/{episode}/zarr.json", every_chunk_stored=None)
+
+
+@pytest.mark.parametrize("legacy, chunk, outcome", [
+    (True, "timestamp/c/0", "note"),           # timestamp 0.0 at frame 0 is data: an old writer skipped it
+    (True, "frame/c/0", "note"),
+    (True, "rgb/c/1/0/0/0/0", "note"),         # a black image is data anywhere
+    (True, "timestamp/c/2", "problem"),        # timestamps increase: 0.0 at frame 2 is a lost chunk
+    (True, "depth/c/1/0/0/0", "problem"),      # depth is > 0 or inf: never a whole chunk of 0
+    (True, "ego_to_world/c/1/0/0", "problem"),
+    (False, "timestamp/c/0", "problem"),       # this writer stores every chunk: absent means lost
+    (False, "rgb/c/1/0/0/0/0", "problem"),
+])
+def test_absent_chunk_is_lost_unless_an_older_writer_may_have_skipped_fill_valued_data(tmp_path, legacy, chunk,
+                                                                                      outcome):
+    from sim_bridge.store.validate import validate_report
+
+    path = tmp_path / "s.zarr"
+    write_store(path, planned=3, committed=3)
+    if legacy:
+        _as_legacy(path)
+    (path / "episodes/episode_0000" / chunk).unlink()
+    report = validate_report(str(path))
+    array = chunk.split("/")[0]
+    if outcome == "note":
+        assert report.problems == [] and len(report.notes) == 1, (report.problems, report.notes)
+        assert f"episode_0000/{array}" in report.notes[0] and "older sim_bridge" in report.notes[0]
+        open_store(str(path), verify_chunks=True)
+    else:
+        missing = [p for p in report.problems if f"episode_0000/{array}: chunk(s) of committed frames missing" in p]
+        assert len(missing) == 1, report.problems
+        with pytest.raises(StoreError):
+            open_store(str(path), verify_chunks=True)
+
+
+def test_resuming_an_episode_with_nothing_committed_makes_it_strict(tmp_path):
+    path = tmp_path / "s.zarr"
+    rig = write_store(path, planned=3, committed=0)
+    _as_legacy(path)
+    w = StoreWriter.open_for_resume(str(path))
+    ep = w.episode(0, 3, SEED)
+    ep.append(make_frame(0, rig))
+    w.close()
+    assert zarr.open_group(str(path))["episodes/episode_0000"].attrs["every_chunk_stored"] is True
+    # committed frames of a legacy episode are not made strict by a resume: they may hold skipped chunks
+    path2 = tmp_path / "t.zarr"
+    write_store(path2, planned=3, committed=1)
+    _as_legacy(path2)
+    w = StoreWriter.open_for_resume(str(path2))
+    w.episode(0, 3, SEED).append(make_frame(1, rig))
+    w.close()
+    assert "every_chunk_stored" not in zarr.open_group(str(path2))["episodes/episode_0000"].attrs
+
+
+def test_validate_cli_exit_status_says_valid_incomplete_or_broken(tmp_path):
+    from click.testing import CliRunner
+
+    from sim_bridge.cli import main as cli
+
+    complete, partial, broken = tmp_path / "c.zarr", tmp_path / "p.zarr", tmp_path / "b.zarr"
+    write_store(complete, planned=3, committed=3, episodes=2)
+    write_store(partial, planned=4, committed=3, episodes=2)
+    write_store(broken, planned=4, committed=3, episodes=2)
+    _fault_nan_pose(broken)
+    ok = CliRunner().invoke(cli, ["validate", str(complete)])
+    assert ok.exit_code == 0 and ok.output == f"{complete}: valid\n"
+    inc = CliRunner().invoke(cli, ["validate", str(partial)])
+    assert inc.exit_code == 3, inc.output
+    assert inc.output == (f"{partial}: incomplete: 6 of 8 frames; resume with "
+                          f"`sim_bridge collect --out {partial} --resume`\n")
+    bad = CliRunner().invoke(cli, ["validate", str(broken)])
+    assert bad.exit_code == 1 and "non-finite" in bad.output and "incomplete: 6 of 8 frames" in bad.output
+    assert "3  valid but incomplete" in CliRunner().invoke(cli, ["validate", "--help"]).output
+
+
+def test_incomplete_counts_recorded_episodes_not_yet_created(tmp_path):
+    from sim_bridge.store.validate import validate_report
+
+    path = tmp_path / "s.zarr"
+    write_store(path, planned=4, committed=4)  # root_attrs records collection episodes=1, frames=4
+    _edit_json(path / "zarr.json", collection={"episodes": 3, "frames": 4, "width": W, "height": H, "rig": "tiny"})
+    report = validate_report(str(path))
+    assert (report.problems, report.frames_committed, report.frames_planned, report.exit_code) == ([], 4, 12, 3)
+
+
 # ------------------------------------------------------------------------------------------------- writer errors
 
 
@@ -378,6 +483,12 @@ def _fault_delete_chunk(p: Path):
     (p / "episodes/episode_0000/semantic/c/2/0/0/0").unlink()
 
 
+def _fault_zero_focal_length_rig(p: Path):
+    rig = json.loads((p / "zarr.json").read_text())["attributes"]["rig"]
+    rig[1]["K"][0][0] = 0.0  # an older collect accepted such a rig and failed at frame 0
+    _edit_json(p / "zarr.json", rig=rig)
+
+
 def _fault_format_version(p: Path):
     _edit_json(p / "zarr.json", format_version=2)
 
@@ -416,6 +527,7 @@ FAULTS = [
     (_fault_bad_last_row, False, ["episode_0000/ego_to_world", "last row", "frame 0"]),
     (_fault_reflection, False, ["episode_0000/ego_to_world", "determinant", "frame 1"]),
     (_fault_delete_array, False, ["episode_0000/depth", "array missing", "collect --resume"]),
+    (_fault_zero_focal_length_rig, False, ["root attribute 'rig' is invalid", "camera 'left'", "fx 0"]),
     (_fault_format_version, False, ["store format 1 expected, found 2: re-collect with this version of sim_bridge "
                                     "or use a matching nfldm"]),
     (_fault_committed_beyond_planned, False, ["episode_0000", "committed_frames 9 > planned_frames 4"]),

@@ -4,8 +4,8 @@
 """
 from sim_bridge.store.reader import CaptureStore, Episode, FrameArray, open_store
 from sim_bridge.store.schema import FORMAT_VERSION, StoreError
-from sim_bridge.store.validate import validate_store
+from sim_bridge.store.validate import ValidationReport, validate_report, validate_store
 from sim_bridge.store.writer import EpisodeWriter, StoreWriter
 
 __all__ = ["FORMAT_VERSION", "StoreError", "StoreWriter", "EpisodeWriter", "open_store", "CaptureStore", "Episode",
-           "FrameArray", "validate_store"]
+           "FrameArray", "validate_store", "validate_report", "ValidationReport"]

@@ -5,7 +5,7 @@ Layout (zarr v3, one store per collection run)::
     <store>/                     root group; attrs: format_version, backend, town, weather, seed, rig, fps,
                                  conventions, software, created, collection (+ any extra keys the collector adds)
       episodes/
-        episode_0000/            attrs: index, seed, planned_frames, committed_frames, complete
+        episode_0000/            attrs: index, seed, planned_frames, committed_frames, complete, every_chunk_stored
           rgb           [T,N,H,W,3] uint8    chunk (1,1,H,W,3)   RGB
           depth         [T,N,H,W]   float32  chunk (1,1,H,W)     planar z-depth, metres, inf = no hit
           semantic      [T,N,H,W]   uint8    chunk (1,1,H,W)     CARLA 0.9.14+ semantic tags
@@ -16,6 +16,8 @@ Layout (zarr v3, one store per collection run)::
 
 T is the planned number of frames; only the first `committed_frames` frames hold data. Every chunk holds one
 frame (one image for the image arrays), so appending a frame never rewrites a chunk of a committed frame.
+``every_chunk_stored`` (true; absent in episodes written by an older writer) says that every chunk of every
+committed frame is on disk, also one equal to the fill value 0.
 
 Codecs: image arrays use ``blosc(zstd, clevel 3)`` — byte shuffle for float32 depth, none for uint8 — and every
 array ends its codec chain with ``crc32c``, so a truncated or bit-flipped chunk fails to decode instead of
@@ -46,6 +48,10 @@ COLLECTOR_ROOT_ATTRS = ("backend", "town", "weather", "seed", "rig", "fps")
 #: Attributes of every episode group.
 EPISODE_ATTRS = ("index", "seed", "planned_frames", "committed_frames", "complete")
 
+#: Episode attribute (true) of an episode whose committed frames have every chunk stored, also those equal to
+#: the fill value. Older writers skipped such chunks after a resume and did not write it.
+EVERY_CHUNK_STORED = "every_chunk_stored"
+
 #: Name of the group holding the episodes.
 EPISODES_GROUP = "episodes"
 
@@ -64,9 +70,6 @@ CONVENTIONS = {
     "store": "zarr v3; arrays [T,N,...] with T planned frames and N rig cameras in rig order; only the first "
              "committed_frames frames of an episode are valid",
 }
-
-#: Tolerance of the rigid-transform check (CARLA hands over float32-precision rotations).
-RIGID_ATOL = 1e-4
 
 _EPISODE_RE = re.compile(r"^episode_(\d{4,})$")
 
@@ -91,6 +94,10 @@ class ArrayLayout:
         frame_shape: `(N, H, W) -> shape of one frame` (the array is `[T, *frame_shape]`).
         chunk_shape: `(N, H, W) -> chunk shape` (first axis always 1: one frame per chunk).
         image: True for the per-camera image arrays (read lazily by the reader).
+        zero_is_data: which frames can legitimately hold the fill value 0 in a whole chunk: "any" (a black
+            image, an all-unlabelled semantic image), "first" (frame 0 only: timestamps start at 0 s and frame ids
+            are non-negative, both strictly increasing) or "never" (planar depth is > 0 or inf; a zero matrix is
+            not a pose).
     """
 
     name: str
@@ -98,6 +105,11 @@ class ArrayLayout:
     frame_shape: Callable[[int, int, int], tuple[int, ...]]
     chunk_shape: Callable[[int, int, int], tuple[int, ...]]
     image: bool
+    zero_is_data: str = "never"
+
+    def zero_can_be_data(self, t: int) -> bool:
+        """True when a chunk of frame `t` holding only the fill value 0 can be real data."""
+        return self.zero_is_data == "any" or (self.zero_is_data == "first" and t == 0)
 
     def shape(self, t: int, n: int, h: int, w: int) -> tuple[int, ...]:
         """Full array shape for `t` planned frames, `n` cameras of `h`×`w` pixels."""
@@ -109,13 +121,13 @@ class ArrayLayout:
 
 #: The arrays of an episode, in the order they are written for each frame.
 ARRAYS: tuple[ArrayLayout, ...] = (
-    ArrayLayout("rgb", np.dtype(np.uint8), lambda n, h, w: (n, h, w, 3), lambda n, h, w: (1, 1, h, w, 3), True),
+    ArrayLayout("rgb", np.dtype(np.uint8), lambda n, h, w: (n, h, w, 3), lambda n, h, w: (1, 1, h, w, 3), True, "any"),
     ArrayLayout("depth", np.dtype(np.float32), lambda n, h, w: (n, h, w), lambda n, h, w: (1, 1, h, w), True),
-    ArrayLayout("semantic", np.dtype(np.uint8), lambda n, h, w: (n, h, w), lambda n, h, w: (1, 1, h, w), True),
+    ArrayLayout("semantic", np.dtype(np.uint8), lambda n, h, w: (n, h, w), lambda n, h, w: (1, 1, h, w), True, "any"),
     ArrayLayout("cam_to_world", np.dtype(np.float64), lambda n, h, w: (n, 4, 4), lambda n, h, w: (1, n, 4, 4), False),
     ArrayLayout("ego_to_world", np.dtype(np.float64), lambda n, h, w: (4, 4), lambda n, h, w: (1, 4, 4), False),
-    ArrayLayout("timestamp", np.dtype(np.float64), lambda n, h, w: (), lambda n, h, w: (1,), False),
-    ArrayLayout("frame", np.dtype(np.int64), lambda n, h, w: (), lambda n, h, w: (1,), False),
+    ArrayLayout("timestamp", np.dtype(np.float64), lambda n, h, w: (), lambda n, h, w: (1,), False, "first"),
+    ArrayLayout("frame", np.dtype(np.int64), lambda n, h, w: (), lambda n, h, w: (1,), False, "first"),
 )
 ARRAY_BY_NAME = {a.name: a for a in ARRAYS}
 
@@ -141,34 +153,6 @@ def parse_episode_name(name: str) -> int | None:
     """Episode index of a group name, or None if `name` is not an episode group name."""
     m = _EPISODE_RE.match(name)
     return int(m.group(1)) if m else None
-
-
-def rigid_problems(mats: np.ndarray, atol: float = RIGID_ATOL) -> np.ndarray:
-    """Per-matrix reason why `[...,4,4]` matrices are not finite rigid transforms.
-
-    Returns an object array of shape `mats.shape[:-2]` with "" for a good matrix, else a short reason
-    of the form "what (detail)": non-finite values; last row not [0 0 0 1]; rotation not orthonormal; det != +1.
-    """
-    mats = np.asarray(mats, dtype=np.float64)
-    out = np.full(mats.shape[:-2], "", dtype=object)
-    if mats.size == 0:
-        return out
-    finite = np.isfinite(mats).all(axis=(-2, -1))
-    safe = np.where(finite[..., None, None], mats, np.eye(4))
-    R = safe[..., :3, :3]
-    ortho_err = np.abs(np.swapaxes(R, -1, -2) @ R - np.eye(3)).max(axis=(-2, -1))
-    det = np.linalg.det(R)
-    row_err = np.abs(safe[..., 3, :] - np.array([0.0, 0.0, 0.0, 1.0])).max(axis=-1)
-    for idx in np.ndindex(out.shape):
-        if not finite[idx]:
-            out[idx] = "non-finite values (NaN or inf)"
-        elif row_err[idx] > atol:
-            out[idx] = f"last row is not [0, 0, 0, 1] (found {np.round(safe[idx][3], 4).tolist()})"
-        elif ortho_err[idx] > atol:
-            out[idx] = f"rotation is not orthonormal (max |R^T R - I| = {ortho_err[idx]:.3g})"
-        elif abs(det[idx] - 1.0) > atol:
-            out[idx] = f"rotation determinant is not +1 (det {det[idx]:.4g})"
-    return out
 
 
 def to_json(value: Any, where: str = "attribute") -> Any:

@@ -7,6 +7,23 @@ rotation, det +1, last row 0 0 0 1) and finite timestamps for the committed fram
 
 Deep checks (`deep=True`): every chunk of every committed frame exists and decodes (the crc32c codec at the end
 of every chunk makes a truncated or corrupt chunk fail instead of returning wrong data).
+
+Absent chunks. zarr reads an absent chunk as the array's fill value (0), and a writer without zarr's
+``write_empty_chunks`` skips storing a chunk equal to it, so an absent chunk is either lost or fill-valued data.
+The rule:
+
+* An episode with ``every_chunk_stored: true`` (every episode this version writes: all its arrays, created or
+  reopened for a resume, store every chunk) is strict: an absent chunk of a committed frame is lost, a problem.
+* An episode without it was written by an older writer that skipped fill-valued chunks after a resume. There an
+  absent chunk is accepted, as a note, where a whole chunk of 0 is a legitimate value of that array at that frame
+  (`ArrayLayout.zero_is_data`: any frame of ``rgb``/``semantic`` — a black or all-unlabelled image — and frame 0
+  of ``timestamp``/``frame``, which start at 0 and increase); everywhere else (``depth``, the poses, later
+  timestamps and frame ids) it is lost, a problem. A lost black image in such an episode cannot be told from a
+  skipped one; re-collect the episode if that matters.
+
+Completeness is not a problem: `StoreInspection.frames_committed` of `frames_planned` (the planned frames of every
+episode, plus the recorded ``collection.frames`` for each recorded episode not yet created) says how far a
+collection got; `sim_bridge validate` reports an incomplete store with its own exit status (`EXIT_INCOMPLETE`).
 """
 from __future__ import annotations
 
@@ -17,10 +34,17 @@ from typing import Any
 import numpy as np
 
 from sim_bridge.rig import Rig
-from sim_bridge.store.schema import (ARRAYS, COLLECTOR_ROOT_ATTRS, EPISODE_ATTRS, EPISODES_GROUP, FORMAT_VERSION,
-                                     REQUIRED_ROOT_ATTRS, StoreError, open_group, parse_episode_name, rigid_problems)
+from sim_bridge.rigid import rigid_problems
+from sim_bridge.store.schema import (ARRAY_BY_NAME, ARRAYS, COLLECTOR_ROOT_ATTRS, EPISODE_ATTRS, EPISODES_GROUP,
+                                     EVERY_CHUNK_STORED, FORMAT_VERSION, REQUIRED_ROOT_ATTRS, StoreError, episode_name,
+                                     open_group, parse_episode_name)
 
-__all__ = ["validate_store", "StoreError", "inspect_group", "StoreInspection", "EpisodeInspection"]
+__all__ = ["validate_store", "validate_report", "ValidationReport", "StoreError", "inspect_group", "StoreInspection",
+           "EpisodeInspection", "EXIT_VALID", "EXIT_PROBLEMS", "EXIT_INCOMPLETE"]
+
+#: `sim_bridge validate` exit statuses (2 is click's usage error): valid and complete; problems found; valid but
+#: incomplete (a collection was interrupted: resume it).
+EXIT_VALID, EXIT_PROBLEMS, EXIT_INCOMPLETE = 0, 1, 3
 
 #: Frames decoded per read in the deep check (one zarr call decodes their chunks concurrently).
 _DEEP_BATCH = 16
@@ -52,9 +76,11 @@ class EpisodeInspection:
         attrs: its attributes.
         arrays: the zarr arrays found with the expected shape and dtype, by name.
         committed: committed frames (0 when unknown).
+        planned: planned frames (0 when unknown).
         small: committed part of ``cam_to_world [T,N,4,4]``, ``ego_to_world [T,4,4]``, ``timestamp [T]``,
             ``frame [T]`` as numpy arrays (those that could be read).
         problems: one line per problem.
+        notes: one line per fact worth knowing that is not a problem (absent chunks accepted as fill values).
     """
 
     name: str
@@ -62,8 +88,10 @@ class EpisodeInspection:
     attrs: dict
     arrays: dict = field(default_factory=dict)
     committed: int = 0
+    planned: int = 0
     small: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     @property
     def recoverable(self) -> bool:
@@ -84,7 +112,30 @@ class StoreInspection:
 
     @property
     def problems(self) -> list[str]:
+        """Every problem, root first, then by episode."""
         return self.root_problems + [p for e in self.episodes.values() for p in e.problems]
+
+    @property
+    def notes(self) -> list[str]:
+        """Every note (not a problem), by episode."""
+        return [n for e in self.episodes.values() for n in e.notes]
+
+    @property
+    def frames_committed(self) -> int:
+        """Committed frames over all episodes."""
+        return sum(e.committed for e in self.episodes.values())
+
+    @property
+    def frames_planned(self) -> int:
+        """Planned frames over all episodes, plus the recorded ``collection.frames`` for each episode of the
+        recorded ``collection.episodes`` that does not exist yet (a collection stopped before creating it)."""
+        planned = sum(e.planned for e in self.episodes.values())
+        collection = self.attrs.get("collection")
+        if isinstance(collection, dict) and self.rig is not None:
+            n, frames = collection.get("episodes"), collection.get("frames")
+            if isinstance(n, int) and isinstance(frames, int) and not isinstance(n, bool):
+                planned += frames * sum(1 for i in range(n) if episode_name(i) not in self.episodes)
+        return planned
 
 
 def _check_root_attrs(attrs: dict) -> tuple[list[str], Rig | None, bool]:
@@ -132,6 +183,7 @@ def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspectio
                            f"have the wrong type (integers, and a bool for complete): {_recollect(name)}")
         return ep
     planned, committed = attrs["planned_frames"], attrs["committed_frames"]
+    ep.planned = max(planned, 0)
     if attrs["index"] != parse_episode_name(name):
         ep.problems.append(f"{name}: attribute index is {attrs['index']}, the group name says {parse_episode_name(name)}: "
                            f"set index to {parse_episode_name(name)}")
@@ -191,9 +243,12 @@ def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspectio
             ep.problems.append(f"{name}/timestamp: non-finite at frame(s) {_listing([str(t) for t in bad_t])}: "
                                f"{_keep_prefix(name, int(bad_t[0]))}")
     if deep:
+        strict = attrs.get(EVERY_CHUNK_STORED) is True
         for layout in ARRAYS:
             if layout.name in ep.arrays:
-                ep.problems += _deep_check(name, layout.name, ep.arrays[layout.name], committed)
+                problems, notes = _deep_check(name, layout.name, ep.arrays[layout.name], committed, strict)
+                ep.problems += problems
+                ep.notes += notes
     return ep
 
 
@@ -230,25 +285,34 @@ def _existing_keys(arr) -> set[str] | None:
     return sync(_list())
 
 
-def _deep_check(name: str, key: str, arr, committed: int) -> list[str]:
-    """Missing and undecodable chunks of the first `committed` frames of `arr`."""
+def _deep_check(name: str, key: str, arr, committed: int, strict: bool) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the first `committed` frames of `arr`: absent chunks (lost, or with `strict` False
+    possibly fill-valued data, see the module docstring) and undecodable ones."""
     if committed == 0:
-        return []
+        return [], []
     where = f"{name}/{key}"
-    problems = []
+    problems, notes = [], []
     grid = _chunk_grid(arr)
     keys = _existing_keys(arr)
     if keys is not None:
-        missing = []
+        missing, skipped = [], []
+        layout = ARRAY_BY_NAME[key]
         for t in range(committed):
             for rest in itertools.product(*(range(g) for g in grid[1:])):
                 k = f"{arr.store_path.path}/{arr.metadata.encode_chunk_key((t, *rest))}"
                 if k not in keys:
-                    missing.append((t, rest))
+                    (skipped if not strict and layout.zero_can_be_data(t) else missing).append((t, rest))
+
+        def at(found):
+            return _listing([f"frame {t}" + (f" camera {r[0]}" if grid[1:] and grid[1] > 1 else "") for t, r in found])
+
         if missing:
-            places = [f"frame {t}" + (f" camera {r[0]}" if grid[1:] and grid[1] > 1 else "") for t, r in missing]
-            problems.append(f"{where}: chunk(s) of committed frames missing at {_listing(places)}: "
+            problems.append(f"{where}: chunk(s) of committed frames missing at {at(missing)}: "
                             f"{_keep_prefix(name, missing[0][0])}")
+        if skipped:
+            notes.append(f"{where}: chunk(s) absent at {at(skipped)}, read as the fill value 0, which is valid "
+                         f"data there; this episode was written by an older sim_bridge that did not store chunks "
+                         f"equal to the fill value after a resume (no '{EVERY_CHUNK_STORED}' attribute): nothing to do")
     broken: list[tuple[int, int | None, str]] = []
     for t0 in range(0, committed, _DEEP_BATCH):
         t1 = min(committed, t0 + _DEEP_BATCH)
@@ -278,7 +342,7 @@ def _deep_check(name: str, key: str, arr, committed: int) -> list[str]:
         places = [f"frame {t}" + (f" camera {c}" if c is not None else "") for t, c, _ in broken]
         problems.append(f"{where}: chunk(s) cannot be decoded (truncated or corrupt; {broken[0][2][:120]}) at "
                         f"{_listing(places)}: {_keep_prefix(name, broken[0][0])}")
-    return problems
+    return problems, notes
 
 
 def inspect_group(group, path: str, deep: bool = False) -> StoreInspection:
@@ -320,12 +384,53 @@ def validate_store(path: str, storage_options: dict | None = None, deep: bool = 
 
     Returns [] for a valid store. `deep=True` also reads and decodes every chunk of every committed frame.
     """
+    return validate_report(path, storage_options, deep).problems
+
+
+@dataclass
+class ValidationReport:
+    """What `sim_bridge validate` reports about a store.
+
+    Attributes:
+        path: the store as given.
+        problems: one line per problem ([] for a valid store).
+        notes: one line per note (never affects validity).
+        frames_committed, frames_planned: committed and planned frames over all episodes (0, 0 when the store
+            could not be inspected).
+    """
+
+    path: str
+    problems: list
+    notes: list
+    frames_committed: int
+    frames_planned: int
+
+    @property
+    def incomplete(self) -> bool:
+        """True when fewer frames are committed than planned (an interrupted collection)."""
+        return self.frames_committed < self.frames_planned
+
+    @property
+    def exit_code(self) -> int:
+        """`EXIT_PROBLEMS` if any problem, else `EXIT_INCOMPLETE` if incomplete, else `EXIT_VALID`."""
+        return EXIT_PROBLEMS if self.problems else EXIT_INCOMPLETE if self.incomplete else EXIT_VALID
+
+    def incomplete_line(self) -> str:
+        """The line saying how far the collection got and how to continue it."""
+        return (f"{self.path}: incomplete: {self.frames_committed} of {self.frames_planned} frames; resume with "
+                f"`sim_bridge collect --out {self.path} --resume`")
+
+
+def validate_report(path: str, storage_options: dict | None = None, deep: bool = True) -> ValidationReport:
+    """Problems, notes and completeness of the capture store at `path` (see `validate_store`)."""
     try:
         group = open_group(path, "r", storage_options)
     except Exception as e:  # noqa: BLE001 - not found, not zarr v3, unreadable: all reported as one line
-        return [f"{path}: no zarr v3 group can be opened there ({type(e).__name__}: {e}): check the path or URL; "
-                f"capture stores are written by `sim_bridge collect --out {path}`"]
-    return inspect_group(group, str(path), deep=deep).problems
+        return ValidationReport(str(path), [f"{path}: no zarr v3 group can be opened there ({type(e).__name__}: {e}): "
+                                            "check the path or URL; capture stores are written by "
+                                            f"`sim_bridge collect --out {path}`"], [], 0, 0)
+    ins = inspect_group(group, str(path), deep=deep)
+    return ValidationReport(str(path), ins.problems, ins.notes, ins.frames_committed, ins.frames_planned)
 
 
 def raise_if_problems(ins: StoreInspection, only_committed: bool = False) -> None:

@@ -6,6 +6,11 @@ frame written concurrently in one zarr call) and only then rewrites the episode 
 readers never look past ``committed_frames`` and a resumed writer overwrites them. Local stores write every
 file atomically (temporary file + rename); object stores write whole objects.
 
+Every array the writer opens, created or reopened for a resume, stores every chunk it writes, also one equal to
+the fill value 0 (zarr's ``write_empty_chunks`` is a runtime setting, not part of the array's metadata, so it is
+passed on every open). The episode attribute ``every_chunk_stored`` records that for all committed frames, which
+lets the validator call any absent chunk lost (see `sim_bridge.store.validate`).
+
 Layout, codecs and the conventions recorded in the store: `sim_bridge.store.schema`.
 """
 from __future__ import annotations
@@ -17,8 +22,9 @@ import numpy as np
 
 from sim_bridge.backends.base import FrameData
 from sim_bridge.rig import Rig
-from sim_bridge.store.schema import (ARRAYS, COLLECTOR_ROOT_ATTRS, CONVENTIONS, EPISODES_GROUP, FORMAT_VERSION,
-                                     compressors_for, episode_name, filesystem, open_group, rigid_problems,
+from sim_bridge.rigid import rigid_problems
+from sim_bridge.store.schema import (ARRAYS, COLLECTOR_ROOT_ATTRS, CONVENTIONS, EPISODES_GROUP, EVERY_CHUNK_STORED,
+                                     FORMAT_VERSION, compressors_for, episode_name, filesystem, open_group,
                                      software_versions, to_json)
 from sim_bridge.store.validate import inspect_group, raise_if_problems
 
@@ -33,6 +39,10 @@ _DIMENSION_NAMES = {
     "timestamp": ("t",),
     "frame": ("t",),
 }
+
+#: zarr runtime config of every array opened for writing: chunks equal to the fill value are stored too, so an
+#: absent chunk of a committed frame means a lost one.
+_WRITE_CONFIG = {"write_empty_chunks": True}
 
 
 class StoreWriter:
@@ -141,6 +151,9 @@ class StoreWriter:
             arrays = self._existing_arrays(group, int(num_frames))
             committed = int(attrs.get("committed_frames", 0))
             if arrays is not None and "committed_frames" in attrs:
+                if committed == 0 and not attrs.get(EVERY_CHUNK_STORED):
+                    # nothing committed yet: every committed frame will be written through `arrays`
+                    group.update_attributes({EVERY_CHUNK_STORED: True})
                 return EpisodeWriter(group, arrays, name, int(index), int(seed), int(num_frames), committed,
                                      bool(attrs.get("complete", False)))
             if committed > 0:  # pragma: no cover - open_for_resume already refused such a store
@@ -159,7 +172,7 @@ class StoreWriter:
                 return None
             if tuple(arr.shape) != layout.shape(num_frames, n, h, w) or np.dtype(arr.dtype) != layout.dtype:
                 return None
-            arrays[layout.name] = arr
+            arrays[layout.name] = arr.with_config(_WRITE_CONFIG)
         return arrays
 
     def _create_episode(self, name: str, index: int, num_frames: int, seed: int) -> "EpisodeWriter":
@@ -171,10 +184,9 @@ class StoreWriter:
             arrays[layout.name] = group.create_array(
                 layout.name, shape=layout.shape(num_frames, n, h, w), dtype=layout.dtype, chunks=layout.chunks(n, h, w),
                 compressors=compressors_for(layout), fill_value=0, dimension_names=_DIMENSION_NAMES[layout.name],
-                # every committed chunk exists on disk, even an all-zero one, so the deep check can find lost chunks
-                config={"write_empty_chunks": True})
+                config=_WRITE_CONFIG)
         group.update_attributes({"index": index, "seed": seed, "planned_frames": num_frames, "committed_frames": 0,
-                            "complete": False})
+                                 "complete": False, EVERY_CHUNK_STORED: True})
         return EpisodeWriter(group, arrays, name, index, seed, num_frames, 0, False)
 
     def close(self) -> None:
