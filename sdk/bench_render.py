@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from .cameras import Cameras
 from .field import VoxelField
 from .render import (
+    HIT_ALPHA,
     RenderOutput,
     _finish,
     _grid_sample,
@@ -174,7 +175,7 @@ def render_naive_loop(field: VoxelField, cameras: Cameras, n_samples: int = 128,
         feats += w[:, None] * s[:, 1:]
         depth_num += w * t * b.z_per_t
         T = T * (1.0 - a)
-    return _finish(b, feats, depth_num, 1.0 - T, 1e-4, math.inf)
+    return _finish(b, feats, depth_num, 1.0 - T, HIT_ALPHA, math.inf)
 
 
 def _interleaved_times(fns: dict, device: torch.device, rounds: int, warmup: tuple[str, ...]) -> tuple[dict, dict]:

@@ -9,6 +9,12 @@ Conventions (project-wide, see docs/architecture):
 * ``cam_to_world [4,4]`` is a rigid transform mapping camera coordinates to world coordinates (its inverse is
   taken as the rigid inverse ``[R^T, -R^T t]``; scaled or sheared matrices are not supported).
 * Depth is planar z-depth (the camera-frame z coordinate), never ray length unless a name says so.
+
+`Cameras` are validated once, when built from user values (``Cameras(...)``, `Cameras.from_fov`,
+`Cameras.stack`): finite ``K`` and ``cam_to_world``, ``K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]`` with
+``fx, fy > 0``, a rigid ``cam_to_world`` (rotation orthonormal within `RIGID_TOL`, det +1, bottom row
+``0 0 0 1``) and a positive size; anything else raises `CameraError` naming the camera and the fix. Cameras
+derived from valid ones (indexing, `reshape`, `to`, `resized`) are not checked again.
 """
 from __future__ import annotations
 
@@ -17,7 +23,20 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Cameras", "Rays", "intrinsics_from_fov"]
+from .errors import NfldmError
+
+__all__ = ["CameraError", "Cameras", "RIGID_TOL", "Rays", "check_camera_matrices", "intrinsics_from_fov"]
+
+#: Rigidity tolerance of ``cam_to_world``: the largest allowed entry of ``|RᵀR − I|`` (and of the bottom row's
+#: distance from ``0 0 0 1``). float32 poses composed of a few rigid transforms are rigid to ~1e-6, rotations typed
+#: with 3-4 decimals to ~1e-4, and a pose built from a trajectory and a rig each rigid to 1e-4 (their own checks)
+#: to ~2e-4; a 1 % scale or shear gives 0.02 and is refused.
+RIGID_TOL = 1e-3
+
+
+class CameraError(NfldmError, ValueError):
+    """Cameras that cannot be rendered: non-finite or non-rigid ``cam_to_world``, intrinsics that are not a pinhole
+    ``K`` with positive focal lengths, a non-positive image size, or mismatched shapes."""
 
 
 def intrinsics_from_fov(hfov_deg: float, width: int, height: int, *, dtype: torch.dtype = torch.float32,
@@ -25,9 +44,75 @@ def intrinsics_from_fov(hfov_deg: float, width: int, height: int, *, dtype: torc
     """Pinhole ``K [3,3]`` (pixels) for horizontal field of view ``hfov_deg`` degrees, square pixels, principal
     point at the image centre ``(width/2, height/2)``: ``f = (width/2) / tan(hfov/2)``."""
     if not (0.0 < hfov_deg < 180.0):
-        raise ValueError(f"hfov_deg must be in (0, 180) degrees, got {hfov_deg}")
+        raise CameraError(f"hfov_deg must be in (0, 180) degrees, got {hfov_deg}")
     f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
     return torch.tensor([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
+
+
+def _check_size(width, height) -> None:
+    if int(width) <= 0 or int(height) <= 0:
+        raise CameraError(f"image size must be positive, got {width}x{height}: give width and height in pixels (>= 1)")
+
+
+def _first(bad: torch.Tensor) -> str:
+    """``"camera 3"`` / ``"camera (0, 2)"`` for the first True entry of a ``[...]`` mask, plus how many are bad."""
+    idx = [int(i) for i in torch.nonzero(bad)[0].tolist()]
+    where = "the camera" if not idx else f"camera {idx[0]}" if len(idx) == 1 else f"camera {tuple(idx)}"
+    n = int(bad.sum())
+    return where + (f" (and {n - 1} more of batch shape {list(bad.shape)})" if n > 1 else "")
+
+
+@torch.no_grad()
+def check_camera_matrices(K: torch.Tensor, cam_to_world: torch.Tensor, tol: float = RIGID_TOL) -> None:
+    """Raise `CameraError` unless every camera of ``K [..., 3, 3]`` (pixels) and ``cam_to_world [..., 4, 4]``
+    (same batch shape ``[...]``) is usable: finite, ``K`` a pinhole matrix ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``
+    with ``fx, fy > 0``, ``cam_to_world`` rigid (``|RᵀR − I| ≤ tol`` entrywise, ``det R > 0``, bottom row
+    ``0 0 0 1`` within `tol`). Vectorised: a few reductions over the batch, one host sync."""
+    if K.numel() == 0:
+        return                                                                        # an empty batch
+    work = torch.float32 if K.device.type == "mps" else torch.float64    # MPS has no float64
+    K, m = K.detach().to(work), cam_to_world.detach().to(work)
+    K_finite = torch.isfinite(K).flatten(-2).all(-1)                                  # [...]
+    m_finite = torch.isfinite(m).flatten(-2).all(-1)
+    fx, fy = K[..., 0, 0], K[..., 1, 1]
+    lower = torch.stack([K[..., 1, 0], K[..., 2, 0], K[..., 2, 1], K[..., 2, 2] - 1.0], -1).abs().amax(-1)
+    R = m[..., :3, :3]
+    eye = torch.eye(3, dtype=work, device=m.device)
+    ortho = (R.transpose(-1, -2) @ R - eye).abs().flatten(-2).amax(-1)               # [...]
+    bottom = (m[..., 3, :] - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=work, device=m.device)).abs().amax(-1)
+    det = torch.linalg.det(R)
+    checks = torch.stack([~K_finite, ~m_finite, K_finite & ~((fx > 0) & (fy > 0)), K_finite & (lower > 1e-6),
+                          m_finite & (bottom > tol), m_finite & (ortho > tol), m_finite & (ortho <= tol) & (det <= 0)])
+    failed = checks.reshape(checks.shape[0], -1).any(-1).tolist()
+    if not any(failed):
+        return
+    kind = failed.index(True)
+    bad = checks[kind]
+    i = tuple(int(v) for v in torch.nonzero(bad)[0].tolist())
+    where = _first(bad)
+    if kind == 0:
+        raise CameraError(f"K of {where} holds NaN or inf: {K[i].tolist()}; give finite intrinsics in pixels "
+                          "(e.g. intrinsics_from_fov(hfov_deg, width, height))")
+    if kind == 1:
+        raise CameraError(f"cam_to_world of {where} holds NaN or inf: {m[i].tolist()}; give finite poses (a NaN "
+                          "often comes from normalising a zero vector, e.g. a look-at target equal to the eye)")
+    if kind == 2:
+        raise CameraError(f"K of {where} has focal lengths fx={fx[i].item():g}, fy={fy[i].item():g} px: both must be "
+                          "> 0 (K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]; e.g. intrinsics_from_fov(hfov_deg, width, "
+                          "height))")
+    if kind == 3:
+        raise CameraError(f"K of {where} is not a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]]: its lower "
+                          f"rows are {K[i][1:].tolist()}; set K[1,0] = K[2,0] = K[2,1] = 0 and K[2,2] = 1")
+    if kind == 4:
+        raise CameraError(f"cam_to_world of {where} has bottom row {m[i][3].tolist()}, not [0, 0, 0, 1]: give a "
+                          "rigid 4x4 transform [R t; 0 0 0 1] (camera -> world)")
+    if kind == 5:
+        raise CameraError(f"cam_to_world of {where} is not rigid: its rotation part R has max |RᵀR − I| = "
+                          f"{ortho[i].item():.3g} (tolerance {tol:g}); R must be a rotation (OpenCV camera axes "
+                          "x right, y down, z forward as columns): remove any scale or shear, or re-orthonormalise R "
+                          "(e.g. U Vᵀ of its SVD)")
+    raise CameraError(f"cam_to_world of {where} is a reflection (det R = {det[i].item():.3g}, must be +1): the camera "
+                      "axes must be right-handed (x right, y down, z forward = x × y); flip the sign of one axis")
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors have no single truth value
@@ -74,24 +159,35 @@ class Cameras:
     def __post_init__(self):
         K, m = torch.as_tensor(self.K), torch.as_tensor(self.cam_to_world)
         if K.shape[-2:] != (3, 3) or m.shape[-2:] != (4, 4):
-            raise ValueError(f"Cameras needs K [...,3,3] and cam_to_world [...,4,4], got {tuple(K.shape)} and {tuple(m.shape)}")
-        if int(self.width) <= 0 or int(self.height) <= 0:
-            raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
+            raise CameraError(f"Cameras needs K [...,3,3] and cam_to_world [...,4,4], got {tuple(K.shape)} and {tuple(m.shape)}")
+        _check_size(self.width, self.height)
         if not K.is_floating_point():
             K = K.float()
         if m.dtype != K.dtype:
             m = m.to(K.dtype)
         if m.device != K.device:
-            raise ValueError(f"K is on {K.device} but cam_to_world on {m.device}: move both with .to(device)")
+            raise CameraError(f"K is on {K.device} but cam_to_world on {m.device}: move both with .to(device)")
         try:
             shape = torch.broadcast_shapes(K.shape[:-2], m.shape[:-2])
         except RuntimeError as e:
-            raise ValueError(f"batch shapes of K {tuple(K.shape[:-2])} and cam_to_world {tuple(m.shape[:-2])} "
-                             "do not broadcast") from e
-        object.__setattr__(self, "K", K.expand(*shape, 3, 3))
-        object.__setattr__(self, "cam_to_world", m.expand(*shape, 4, 4))
+            raise CameraError(f"batch shapes of K {tuple(K.shape[:-2])} and cam_to_world {tuple(m.shape[:-2])} "
+                              "do not broadcast") from e
+        K, m = K.expand(*shape, 3, 3), m.expand(*shape, 4, 4)
+        check_camera_matrices(K, m)
+        object.__setattr__(self, "K", K)
+        object.__setattr__(self, "cam_to_world", m)
         object.__setattr__(self, "width", int(self.width))
         object.__setattr__(self, "height", int(self.height))
+
+    @classmethod
+    def _derived(cls, K: torch.Tensor, cam_to_world: torch.Tensor, width: int, height: int) -> "Cameras":
+        """Cameras computed from valid ones (same batch shape, dtype and device for both matrices): only the size
+        is checked, so indexing and reshaping stay cheap (no device sync on a GPU)."""
+        _check_size(width, height)
+        obj = object.__new__(cls)
+        for name, value in (("K", K), ("cam_to_world", cam_to_world), ("width", int(width)), ("height", int(height))):
+            object.__setattr__(obj, name, value)
+        return obj
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -113,10 +209,10 @@ class Cameras:
     def stack(cls, cameras: list["Cameras"] | tuple["Cameras", ...], dim: int = 0) -> "Cameras":
         """Stack cameras of equal image size and batch shape along a new batch dimension ``dim``."""
         if not cameras:
-            raise ValueError("Cameras.stack needs at least one Cameras object")
+            raise CameraError("Cameras.stack needs at least one Cameras object")
         sizes = {(c.width, c.height) for c in cameras}
         if len(sizes) != 1:
-            raise ValueError(f"cannot stack cameras of different image sizes {sorted(sizes)}: resize them first with .resized()")
+            raise CameraError(f"cannot stack cameras of different image sizes {sorted(sizes)}: resize them first with .resized()")
         return cls(torch.stack([c.K for c in cameras], dim), torch.stack([c.cam_to_world for c in cameras], dim),
                    cameras[0].width, cameras[0].height)
 
@@ -146,13 +242,14 @@ class Cameras:
         K, m = self.K[idx], self.cam_to_world[idx]
         if K.shape[-2:] != (3, 3):
             raise IndexError(f"index {idx!r} reaches into the matrix dimensions; index only the batch shape {tuple(self.batch_shape)}")
-        return Cameras(K, m, self.width, self.height)
+        return Cameras._derived(K, m, self.width, self.height)
 
     def reshape(self, *shape: int) -> "Cameras":
         """Same cameras with batch shape ``shape`` (same number of cameras)."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
             shape = tuple(shape[0])
-        return Cameras(self.K.reshape(*shape, 3, 3), self.cam_to_world.reshape(*shape, 4, 4), self.width, self.height)
+        return Cameras._derived(self.K.reshape(*shape, 3, 3), self.cam_to_world.reshape(*shape, 4, 4), self.width,
+                                self.height)
 
     def flatten(self) -> "Cameras":
         """Same cameras with batch shape ``[N]`` (``N`` = product of the batch shape; a single camera gives N=1)."""
@@ -160,15 +257,15 @@ class Cameras:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Cameras":
         """Move/cast both matrices."""
-        return Cameras(self.K.to(device=device, dtype=dtype), self.cam_to_world.to(device=device, dtype=dtype),
-                       self.width, self.height)
+        return Cameras._derived(self.K.to(device=device, dtype=dtype), self.cam_to_world.to(device=device, dtype=dtype),
+                                self.width, self.height)
 
     def resized(self, width: int, height: int) -> "Cameras":
         """The same cameras rendered at ``width`` × ``height``: ``K`` rows scaled by the size ratios, so the field
         of view and the pixel-centre-at-+0.5 convention are kept (a centred camera stays centred)."""
         sx, sy = width / self.width, height / self.height
         scale = torch.tensor([sx, sy, 1.0], dtype=self.dtype, device=self.device)
-        return Cameras(self.K * scale[:, None], self.cam_to_world, width, height)
+        return Cameras._derived(self.K * scale[:, None], self.cam_to_world, width, height)
 
     # ------------------------------------------------------------------ geometry
     @property

@@ -4,16 +4,21 @@ frame folders and MP4 videos.
     export_mesh(scene, "scene.ply")                 # marching-cubes mesh with appearance colours (Open3D PLY)
     export_points(scene, "points.ply")              # coloured points from rendered RGB-D
     export_voxels(scene, "scene.zarr")              # zarr v3: density, features, bounds + attrs
-    write_frames(render_trajectory(scene, traj, rig), "out/")        # PNG + depth NPY + frames.json
+    write_frames(render_trajectory(scene, traj, rig), "out/")        # PNG + depth/alpha NPY + frames.json
     write_frames(render_trajectory(scene, traj, rig), "drive.mp4")   # cameras tiled per frame
 
 Frame folder layout (``write_frames(frames, DIR)``)::
 
     DIR/<camera>/<frame:06d>.png          RGB uint8
     DIR/<camera>/<frame:06d>_depth.npy    float32 [H, W] planar z-depth, metres, inf = no hit
+    DIR/<camera>/<frame:06d>_alpha.npy    float32 [H, W] opacity in [0, 1]; depth is inf where alpha < HIT_ALPHA
     DIR/<camera>/<frame:06d>_range.npy    float32 ray length (only when rendered with_range)
     DIR/frames.json                       one list: per camera image {frame, timestamp, camera, width, height, K,
-                                          cam_to_world, seed, bundle_hash, rgb, depth[, range]} (paths relative to DIR)
+                                          cam_to_world, seed, bundle_hash, hit_alpha, rgb, depth, alpha[, range]}
+                                          (paths relative to DIR)
+
+``hit_alpha`` is `nfldm_sdk.render.HIT_ALPHA`, the opacity a ray needs for a finite depth; alpha is saved beside
+depth so a consumer can apply a stricter mask (``alpha >= 0.9``) or weight pixels by opacity.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import numpy as np
 
 from .field import _CONVENTIONS as FIELD_CONVENTIONS
 from .field import VoxelField
+from .render import HIT_ALPHA
 from .sensors import Frame, FrameBatch
 
 __all__ = ["export_mesh", "export_points", "export_voxels", "write_frames", "tile_frames", "WrittenFrames",
@@ -189,9 +195,12 @@ def write_frames(frames: Iterable[list[Frame]] | FrameBatch, out: str | Path, fp
             stem = f"{f.frame:06d}"
             iio.imwrite(cam_dir / f"{stem}.png", f.rgb)
             np.save(cam_dir / f"{stem}_depth.npy", f.depth.astype(np.float32))
+            np.save(cam_dir / f"{stem}_alpha.npy", f.alpha.astype(np.float32))
             entry = f.metadata()
+            entry["hit_alpha"] = HIT_ALPHA
             entry["rgb"] = f"{f.camera}/{stem}.png"
             entry["depth"] = f"{f.camera}/{stem}_depth.npy"
+            entry["alpha"] = f"{f.camera}/{stem}_alpha.npy"
             if f.range is not None:
                 np.save(cam_dir / f"{stem}_range.npy", f.range.astype(np.float32))
                 entry["range"] = f"{f.camera}/{stem}_range.npy"
@@ -208,8 +217,10 @@ def _write_video(it, out: Path, fps, with_depth, columns, quality) -> WrittenFra
         import imageio.v2 as iio2
         import imageio_ffmpeg  # noqa: F401 - the backend imageio needs for mp4
     except ImportError as e:
-        raise ImportError(f"writing {out.suffix} needs imageio-ffmpeg: pip install 'nfldm[video]' (or imageio-ffmpeg), "
-                          "or write a frame folder instead") from e
+        from .errors import MissingExtraError
+
+        raise MissingExtraError(f"writing {out.suffix} needs imageio-ffmpeg: pip install 'nfldm[video]' (or imageio-ffmpeg), "
+                                "or write a frame folder instead") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     first = next(it, None)
     if first is None:

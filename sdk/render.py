@@ -14,11 +14,16 @@ The model, shared by every implementation:
    clipped). So a box-filling slab of σ seen through thickness L has transmittance exactly exp(−σL).
 4. Compositing: ``α_i = 1 − exp(−σ_i δ)``, ``T_i = Π_{j<i} (1 − α_j) = exp(−Σ_{j<i} σ_j δ)``, ``w_i = T_i α_i``;
    ``features = Σ w_i f_i`` (no background colour), ``alpha = 1 − T_final = Σ w_i``.
-5. Depth is planar z-depth, the *normalised* expected depth ``Σ w_i z_i / alpha`` (so a faint surface still sits
-   at its distance rather than being pulled towards 0); pixels with ``alpha < min_hit_alpha`` (the ray met
-   essentially nothing) get ``no_hit_depth`` — ``inf`` by default, the project's no-hit convention (valid mask
-   ``isfinite``). Training code comparing against ground-truth depth should mask with both depths'
-   ``isfinite`` or pass a finite ``no_hit_depth`` (e.g. the far plane). Gradients never see the ``inf``.
+5. Depth is planar z-depth, the *normalised* expected depth ``Σ w_i z_i / alpha`` (so a surface sits at its
+   distance rather than being pulled towards 0 by the light that passes it). A ray *hits* when its opacity
+   reaches ``min_hit_alpha``, by default `HIT_ALPHA` = 0.5: at least half of its light is absorbed inside the box,
+   so the ray's termination distribution has its median there and the depth names a surface. Rays with
+   ``alpha < min_hit_alpha`` (sky, faint fog) get ``no_hit_depth`` — ``inf`` by default, the project's no-hit
+   convention (valid mask ``isfinite``). Every user-facing output uses `HIT_ALPHA` (this function, the sensors,
+   `NeuralScene.render`, frame exports, point clouds); training passes its own smaller threshold (see
+   `nfldm_sdk.models.scene_ae.TRAINING_MIN_HIT_ALPHA`). Training code comparing against ground-truth depth
+   should mask with both depths' ``isfinite`` or pass a finite ``no_hit_depth`` (e.g. the far plane). Gradients
+   never see the ``inf``.
 
 Implementations (PyTorch ones run on any device; ``"triton"`` is the fused GPU kernel):
 
@@ -61,9 +66,15 @@ import torch.nn.functional as F
 from .cameras import Cameras
 from .field import VoxelField
 
-__all__ = ["IMPLEMENTATIONS", "RenderOutput", "clip_rays_to_box", "render_field", "render_field_reference"]
+__all__ = ["HIT_ALPHA", "IMPLEMENTATIONS", "RenderOutput", "clip_rays_to_box", "render_field", "render_field_reference"]
 
 IMPLEMENTATIONS = ("auto", "reference", "dense", "sparse", "triton")
+
+#: The hit threshold: a ray whose opacity ``alpha = 1 − T_final`` stays below it met nothing (depth ``inf``).
+#: 0.5 = half the ray's light absorbed, i.e. its median termination point lies inside the box. Used as the default
+#: by every renderer (`render_field` and all its implementations, the sensors, `NeuralScene.render`, exports,
+#: point clouds), so ``isfinite(depth) == (alpha >= HIT_ALPHA)`` at the render's resolution.
+HIT_ALPHA = 0.5
 
 # Working-set budget of one chunk when `chunk_rays` is None (bytes). ~256 MiB keeps a CPU render of a 256² image
 # with 128 samples × 33 channels (1.1 GB of samples if done at once) at a few hundred MB peak.
@@ -77,7 +88,7 @@ class RenderOutput:
     Attributes:
         features: ``[..., C, H, W]`` composited features ``Σ w_i f_i`` (no background added).
         depth: ``[..., H, W]`` planar z-depth in metres, ``Σ w_i z_i / alpha``; ``no_hit_depth`` (default ``inf``)
-            where ``alpha < min_hit_alpha``.
+            where ``alpha < min_hit_alpha`` (default `HIT_ALPHA`).
         alpha: ``[..., H, W]`` opacity ``1 − T_final`` in [0, 1].
     """
 
@@ -200,7 +211,7 @@ def _grid_sample(grid: torch.Tensor, pts_n: torch.Tensor) -> torch.Tensor:
 
 def render_field_reference(field: VoxelField, cameras: Cameras, n_samples: int = 128, near: float = 0.0,
                            far: float | None = None, *, stratified: bool = False,
-                           generator: torch.Generator | None = None, min_hit_alpha: float = 1e-4,
+                           generator: torch.Generator | None = None, min_hit_alpha: float = HIT_ALPHA,
                            no_hit_depth: float = math.inf) -> RenderOutput:
     """Plain-PyTorch oracle of `render_field` (see the module docstring for the model and the shapes).
 
@@ -363,7 +374,7 @@ def _triton_preferred(field: VoxelField, cameras: Cameras) -> bool:
 def render_field(field: VoxelField, cameras: Cameras, n_samples: int = 128, near: float = 0.0,
                  far: float | None = None, implementation: str = "auto", chunk_rays: int | None = None, *,
                  stratified: bool = False, generator: torch.Generator | None = None, skip_weight: float = 0.0,
-                 min_hit_alpha: float = 1e-4, no_hit_depth: float = math.inf,
+                 min_hit_alpha: float = HIT_ALPHA, no_hit_depth: float = math.inf,
                  grid_dtype: torch.dtype | None = None) -> RenderOutput:
     """Volume-render ``field`` from ``cameras`` (model, conventions and implementations: module docstring).
 
@@ -378,7 +389,8 @@ def render_field(field: VoxelField, cameras: Cameras, n_samples: int = 128, near
             of working set.
         stratified, generator: jitter samples inside their spacing (training); seeded by ``generator``.
         skip_weight: the sparse path samples features only where ``w_i > skip_weight``; 0 keeps it exact.
-        min_hit_alpha, no_hit_depth: pixels with ``alpha < min_hit_alpha`` get depth ``no_hit_depth``.
+        min_hit_alpha, no_hit_depth: pixels with ``alpha < min_hit_alpha`` (default `HIT_ALPHA` = 0.5: less than half
+            the ray's light absorbed) get depth ``no_hit_depth`` (default ``inf``).
         grid_dtype: the triton path's storage dtype of the feature grid (default float16; float32 for the
             closest match to the reference); other paths ignore it.
     Returns:

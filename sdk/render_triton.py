@@ -64,7 +64,7 @@ import triton.language as tl
 
 from .cameras import Cameras
 from .field import VoxelField
-from .render import RenderOutput, _Batch, _finish, _prepare
+from .render import HIT_ALPHA, RenderOutput, _Batch, _finish, _prepare
 
 __all__ = ["EARLY_STOP", "INTERPRETED", "OCCUPANCY_CELL", "check_device", "clear_cache", "compile_report",
            "occupancy_grid", "render_batch_triton", "render_field_triton"]
@@ -610,7 +610,7 @@ def render_batch_triton(b: _Batch, n_samples: int, *, grid_dtype: torch.dtype = 
 
 def render_field_triton(field: VoxelField, cameras: Cameras, n_samples: int = 128, near: float = 0.0,
                         far: float | None = None, *, stratified: bool = False,
-                        generator: torch.Generator | None = None, min_hit_alpha: float = 1e-4,
+                        generator: torch.Generator | None = None, min_hit_alpha: float = HIT_ALPHA,
                         no_hit_depth: float = math.inf, grid_dtype: torch.dtype | None = None,
                         skip_empty: bool = True, early_stop: float = EARLY_STOP, cell: int = OCCUPANCY_CELL,
                         block_rays: int | None = None) -> RenderOutput:

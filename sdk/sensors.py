@@ -20,7 +20,20 @@ empty frames, depth ``inf``).
 
 Outputs follow the project's conventions: RGB uint8; depth planar z in metres, float32, ``inf`` where nothing was
 hit (valid = ``isfinite``); ``range`` (ray length from the camera centre, metres) only on request; alpha the
-accumulated opacity in [0, 1]. Poses: ``cam_to_world`` (OpenCV camera -> scene frame).
+accumulated opacity in [0, 1]. "Hit" means the pixel's opacity reached `nfldm_sdk.render.HIT_ALPHA` (0.5), so
+sky and faint fog read ``inf``, never a distance: ``isfinite(depth) == (alpha >= HIT_ALPHA)`` holds exactly at the
+output size (alpha is upsampled bilinearly from the decoder's render resolution ``H/f × W/f``, and the hit test is
+made on it; `SceneAutoEncoder.decode`). Poses: ``cam_to_world`` (OpenCV camera ->
+scene frame).
+
+Image sizes: any multiple of the decoder's downsample factor renders, but the 2D decoder was trained at one size
+(its bundle's ``scene_ae/config.json`` ``image_size``, e.g. 64×64 for the default model): keep each side within
+2× of it (`nfldm_sdk.render_size`); beyond that a `RenderSizeWarning` is shown once per decoder.
+
+Batch invariance (how many views go into one decoder call — ``batch_size``, ticks of a `SensorWorld`, cameras
+per tick): ``depth``, ``alpha`` and ``range`` are identical whatever the batching (each ray is composited on its
+own); ``rgb`` may differ by one level (of 255) at a few pixels, because the decoder's convolutions reduce in a
+batch-size-dependent order. Poses, intrinsics and timestamps are exact.
 
 Example::
 
@@ -44,14 +57,15 @@ import torch
 from .errors import NfldmError
 from .cameras import Cameras
 from .field import VoxelField
-from .render import clip_rays_to_box
+from .render import HIT_ALPHA, clip_rays_to_box
+from .render_size import RenderSizeWarning, warn_if_unsupported_size
 from .rig import CameraRig, CameraSpec
 from .trajectory import Trajectory, check_rigid
 
 __all__ = ["Frame", "FrameBatch", "RenderableScene", "NoOverlapError", "SensorWarning", "SimulationFinished",
            "resolve_scene", "frustum_overlap", "check_overlap", "render_views", "render_trajectory",
            "render_trajectory_batched", "SensorWorld", "scene_world", "spawn_camera", "EgoVehicle", "CameraSensor",
-           "CameraImage", "WorldSnapshot", "DEFAULT_BATCH_SIZE"]
+           "CameraImage", "WorldSnapshot", "DEFAULT_BATCH_SIZE", "RenderSizeWarning"]
 
 #: Views per decoder call by default: a 6-camera rig × 2 ticks.
 DEFAULT_BATCH_SIZE = 12
@@ -76,8 +90,8 @@ class RenderableScene:
 
     Attributes:
         field: unbatched `VoxelField` in the scene frame.
-        decoder: a `SceneAutoEncoder` (anything with ``decode(field [B], cameras [B,R]) -> SceneRender`` and
-            ``config.near/far/downsample``).
+        decoder: a `SceneAutoEncoder` (anything with ``decode(field [B], cameras [B,R], *, min_hit_alpha) ->
+            SceneRender`` and ``config.near/far/downsample``, optionally ``config.image_size``).
         seed: the scene's generation seed (None when unknown).
         bundle_hash: the model bundle's hash ("" when unknown).
     """
@@ -342,7 +356,7 @@ class _Renderer:
     @torch.no_grad()
     def _decode(self, cams: Cameras, with_range: bool) -> _Views:
         n = cams.batch_shape[0]
-        out = self.decoder.decode(self.field, cams.reshape(1, n))                         # rgb [1, n, 3, H, W]
+        out = self.decoder.decode(self.field, cams.reshape(1, n), min_hit_alpha=HIT_ALPHA)  # rgb [1, n, 3, H, W]
         # Same quantisation as NeuralScene.render: round(255 · clamp(rgb, 0, 1)).
         rgb = (out.rgb[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)  # [n, H, W, 3]
         depth = out.depth[0].float()                                                     # [n, H, W]
@@ -353,6 +367,7 @@ class _Renderer:
         """Decode flattened cameras ``[V]`` in chunks; yields ``(start, views)`` in order."""
         cams = cams.flatten().to(device=self.device, dtype=torch.float32)
         self.check_size(cams.width, cams.height)
+        warn_if_unsupported_size(self.scene.decoder, cams.width, cams.height, stacklevel=4)
         start, V = 0, cams.batch_shape[0]
         while start < V:
             n = min(self.batch_size, V - start)
@@ -420,15 +435,18 @@ def render_trajectory(scene, trajectory: Trajectory, rig: CameraRig, *, batch_si
     Args:
         scene: a `NeuralScene` (or `VoxelField` with `decoder`); the trajectory is in its scene frame.
         trajectory: ``T`` ego poses (ego x forward, y left, z up) — resample it first for another rate.
-        rig: ``N`` cameras (image size divisible by the decoder's downsample factor).
-        batch_size: views (cameras × ticks, time-major) per decoder call; halved on out-of-memory.
+        rig: ``N`` cameras (image size divisible by the decoder's downsample factor; supported: each side within 2×
+            of the decoder's training size, else a one-time `RenderSizeWarning` — module docstring).
+        batch_size: views (cameras × ticks, time-major) per decoder call; halved on out-of-memory. Depth, alpha and
+            range do not depend on it; rgb may move by one level (module docstring, "Batch invariance").
         with_range: also return ray length (`Frame.range`).
         device: render device (default: the decoder's).
         check_overlap: fail before rendering if a camera cannot see the scene box (`NoOverlapError`).
         progress: show a tqdm bar over ticks.
         decoder: override the scene's decoder.
     Yields:
-        per tick ``t = 0..T-1``, ``[Frame] * N`` in rig order (host numpy arrays and metadata).
+        per tick ``t = 0..T-1``, ``[Frame] * N`` in rig order (host numpy arrays and metadata; depth ``inf`` where
+        alpha stayed below `nfldm_sdk.render.HIT_ALPHA`).
     """
     src = resolve_scene(scene, decoder)
     r = _Renderer(src, batch_size, device)
@@ -637,8 +655,9 @@ class SensorWorld:
         rate_hz: resample the trajectory to this rate first (the "fixed delta seconds" of the world); default: tick
             through the trajectory's own samples.
         rig: where camera names given to `spawn_camera` are looked up (default: the ``capture`` preset at the
-            decoder's training image size).
-        batch_size, device, check_overlap, with_range: as in `render_trajectory`.
+            decoder's training image size, the size it renders best; each side within 2× of it is supported).
+        batch_size, device, check_overlap, with_range: as in `render_trajectory`. A tick renders its listening
+            cameras in one batch: depth/alpha equal `render_trajectory`'s exactly, rgb within one level.
 
     Example::
 

@@ -37,6 +37,7 @@ import torch
 from .errors import NfldmError
 from .cameras import Cameras
 from .field import VoxelField
+from .render import HIT_ALPHA
 from .rig import CameraRig
 
 __all__ = ["field_to_mesh", "default_level", "mesh_color_cameras", "scene_to_point_cloud", "capture_to_point_cloud",
@@ -136,12 +137,16 @@ def _height_colors(v: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def _appearance_colors(verts: np.ndarray, normals: np.ndarray, field: VoxelField, scene, decoder, size: int,
+def _appearance_colors(verts: np.ndarray, normals: np.ndarray, field: VoxelField, scene, decoder, size: int | None,
                        batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
     """Colours ``[P, 3]`` in [0, 1] and a seen mask ``[P]`` from renders of `mesh_color_cameras` (module docstring)."""
+    from .render_size import MAX_SIZE_RATIO, training_image_size
     from .sensors import render_views, resolve_scene
 
     src = resolve_scene(scene if not isinstance(scene, VoxelField) else field, decoder)
+    if size is None:                    # the largest square the decoder renders without departing from its training
+        trained = training_image_size(src.decoder)
+        size = 128 if trained is None else int(MAX_SIZE_RATIO * min(trained))
     f = int(src.decoder.config.downsample)
     size = max(f, size - size % f)
     cams = mesh_color_cameras(field.bounds.detach().cpu(), size)                    # [V]
@@ -171,7 +176,7 @@ def _appearance_colors(verts: np.ndarray, normals: np.ndarray, field: VoxelField
 
 
 def field_to_mesh(scene_or_field, level: float | None = None, *, decoder=None, colors: str = "auto",
-                  color_size: int = 128, batch_size: int = 12, device: torch.device | str | None = None):
+                  color_size: int | None = None, batch_size: int = 12, device: torch.device | str | None = None):
     """Iso-surface of the density grid as an Open3D ``TriangleMesh`` in scene metres.
 
     Marching cubes (``skimage.measure.marching_cubes``) runs on the voxel-centre samples of ``density`` padded by
@@ -185,7 +190,8 @@ def field_to_mesh(scene_or_field, level: float | None = None, *, decoder=None, c
         decoder: a stage-1 decoder (default: the scene's) for appearance colours.
         colors: ``"auto"`` (appearance when a decoder is available, else height), ``"appearance"``, ``"height"``
             or ``"none"`` (see the module docstring for how appearance colours are found).
-        color_size: image size of the colouring views; batch_size, device: their rendering.
+        color_size: image size of the colouring views (default: twice the decoder's training size, 128 for a
+            64×64 model — the largest it supports, `nfldm_sdk.render_size`); batch_size, device: their rendering.
     Returns:
         ``open3d.geometry.TriangleMesh`` with vertex normals (pointing out of dense regions) and vertex colours.
     Raises:
@@ -289,7 +295,7 @@ def depth_edges(depth: np.ndarray, max_jump: float) -> np.ndarray:
     return edge & np.isfinite(d)
 
 
-def scene_to_point_cloud(scene, cameras: Cameras | None = None, *, decoder=None, min_alpha: float = 0.5,
+def scene_to_point_cloud(scene, cameras: Cameras | None = None, *, decoder=None, min_alpha: float = HIT_ALPHA,
                          max_depth_jump: float | None = 0.1, stride: int = 1, voxel_size: float | None = None,
                          batch_size: int = 12, device: torch.device | str | None = None):
     """Coloured points of a scene from rendered RGB-D, back-projected into the scene frame: every pixel with finite
@@ -300,7 +306,9 @@ def scene_to_point_cloud(scene, cameras: Cameras | None = None, *, decoder=None,
     Args:
         scene: a `NeuralScene` (or `VoxelField` with `decoder`).
         cameras: any batch shape (default: `mesh_color_cameras` at the decoder's training image size).
-        min_alpha: opacity threshold; max_depth_jump: relative depth step that marks an edge pixel.
+        min_alpha: opacity threshold (default `nfldm_sdk.render.HIT_ALPHA`, the threshold below which rendered
+            depth is already ``inf``; a larger value keeps only more opaque pixels); max_depth_jump: relative depth
+            step that marks an edge pixel.
         stride: keep every `stride`-th pixel; voxel_size: optional voxel down-sampling (metres).
     Returns:
         ``open3d.geometry.PointCloud`` with colours.

@@ -139,3 +139,73 @@ def test_invalid_inputs_name_the_problem():
         Cameras(torch.eye(3).expand(2, 3, 3), torch.eye(4).expand(3, 4, 4), 4, 4)
     with pytest.raises(ValueError, match="image size"):
         Cameras(torch.eye(3), torch.eye(4), 0, 4)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def test_invalid_cameras_are_a_clear_error_naming_the_camera_and_the_fix():
+    from nfldm_sdk.cameras import CameraError
+    from nfldm_sdk.errors import NfldmError
+
+    good = random_cameras(4, dtype=torch.float32)
+    K, m = good.K.clone(), good.cam_to_world.clone()
+
+    def bad(K=K, m=m, width=7, height=5):
+        with pytest.raises(CameraError) as e:
+            Cameras(K, m, width, height)
+        assert isinstance(e.value, NfldmError) and isinstance(e.value, ValueError)
+        return str(e.value)
+
+    m_nan = m.clone()
+    m_nan[2, 0, 3] = float("nan")
+    assert "cam_to_world of camera 2 holds NaN" in bad(m=m_nan)
+    K_zero = K.clone()
+    K_zero[1, 0, 0] = 0.0
+    msg = bad(K=K_zero)
+    assert "camera 1" in msg and "fx=0" in msg and "> 0" in msg
+    K_inf = K.clone()
+    K_inf[3, 1, 2] = float("inf")
+    assert "K of camera 3 holds NaN or inf" in bad(K=K_inf)
+    scaled = m.clone()
+    scaled[0, :3, :3] *= 1.01                                        # 1 % scale: |RᵀR − I| = 0.0201
+    msg = bad(m=scaled)
+    assert "camera 0 is not rigid" in msg and "0.0201" in msg and "scale or shear" in msg
+    mirrored = m.clone()
+    mirrored[1, :3, 0] *= -1.0                                       # x axis flipped: a reflection
+    assert "camera 1 is a reflection" in bad(m=mirrored)
+    row = m.clone()
+    row[3, 3, 0] = 0.5
+    assert "camera 3 has bottom row" in bad(m=row)
+    skew = K.clone()
+    skew[0, 2, 0] = 0.1
+    assert "not a pinhole matrix" in bad(K=skew)
+    batched = m[None].repeat(2, 1, 1, 1)
+    batched[1, 2, 0, 0] = float("nan")
+    batched[1, 3, 0, 0] = float("nan")
+    assert "camera (1, 2) (and 1 more of batch shape [2, 4])" in bad(K=K[None], m=batched)
+    assert "image size must be positive" in bad(width=0)
+    with pytest.raises(CameraError, match="image size must be positive"):
+        good.resized(0, 5)
+    # from_fov validates too
+    with pytest.raises(CameraError, match="holds NaN"):
+        Cameras.from_fov(90.0, 8, 8, torch.full((4, 4), float("nan")))
+    # the tolerance suits float32: rotations composed in float32, or typed with 4 decimals, are accepted
+    c, s_ = 0.7071, 0.7071
+    typed = torch.tensor([[c, -s_, 0.0, 1.0], [s_, c, 0.0, 2.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    Cameras.from_fov(60.0, 8, 8, typed)
+    Cameras.from_fov(60.0, 8, 8, (good.cam_to_world[0] @ good.cam_to_world[1] @ good.cam_to_world[2]).float())
+
+
+def test_nan_pose_and_zero_focal_length_never_reach_the_renderer():
+    """A NaN pose used to render an image (mean value 140) through `render_field`, and to raise a misleading "the
+    trajectory probably leaves the scene" in `render_views`; a zero focal length raised torch's `_LinAlgError`
+    from ``inv(K)``. Both now stop at `Cameras(...)`, before any rendering."""
+    from nfldm_sdk.cameras import CameraError
+
+    m = look_at((0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
+    m[0, 3] = float("nan")
+    with pytest.raises(CameraError, match="holds NaN"):
+        Cameras.from_fov(60.0, 8, 8, m)
+    K = intrinsics_from_fov(60.0, 8, 8)
+    K[0, 0] = 0.0
+    with pytest.raises(CameraError, match="fx=0"):
+        Cameras(K, torch.eye(4), 8, 8)

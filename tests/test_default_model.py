@@ -55,8 +55,9 @@ def test_from_pretrained_default_generates_and_renders(monkeypatch):
     assert img1.rgb.shape == (len(rig), H, W, 3) and img1.rgb.dtype == torch.uint8
     assert torch.equal(img1.rgb, img2.rgb)
     assert img1.rgb.float().std() > 10.0                     # not a blank image (≈ 38 for the shipped model)
-    # Not an empty scene (≈ 0), not a failed decode (NaN): mean opacity ≈ 0.36 along the rig's rays.
-    assert 0.1 < img1.alpha.mean().item() <= 1.0 and torch.isfinite(img1.depth).float().mean() > 0.5
+    # Not an empty scene (≈ 0), not a failed decode (NaN): mean opacity ≈ 0.36 along the rig's rays; depth is
+    # finite only where a ray reaches HIT_ALPHA = 0.5 (27 % of the pixels for this seed; the translucent rest is inf).
+    assert 0.1 < img1.alpha.mean().item() <= 1.0 and 0.12 < torch.isfinite(img1.depth).float().mean() < 0.6
     # Not fog (MODEL_CARD.md): the scene has surfaces (σ up to ≈ 3.1 /m; the first default model's LAE, trained with an
     # L1 loss on σ, decoded ≤ 0.16 /m) and 25 % of the rays reach opacity 0.5 — not translucent either: the second
     # default model, with a 600-step stage 1, reached 6.6 % for this seed (the first 1.7 %, 0–0.4 % typically).

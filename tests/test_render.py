@@ -9,7 +9,7 @@ from nfldm_sdk.bench_render import driving_like_field, format_render_bench, rend
 from nfldm_sdk.cameras import Cameras
 from nfldm_sdk.field import VoxelField
 import nfldm_sdk.render as render_module
-from nfldm_sdk.render import RenderOutput, clip_rays_to_box, render_field, render_field_reference
+from nfldm_sdk.render import HIT_ALPHA, RenderOutput, clip_rays_to_box, render_field, render_field_reference
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -125,11 +125,67 @@ def test_opaque_wall_planar_depth(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_depth_is_expected_depth_over_alpha(impl):
     # depth = Σ w_i z_i / alpha, normalised by alpha: a faint slab (σ = 0.01/m, alpha ≈ 0.006) is placed at its own
-    # distance, not pulled towards 0. For σ → 0 the weights follow the σ profile, whose mean is the slab centre
-    # x = 3.1 m (layers 8..13 span [2.8, 3.4]; the trilinear ramps are symmetric); the axis pixel has cos θ = 1.
+    # distance, not pulled towards 0, when the caller asks for depth down to that opacity (training does). For σ → 0
+    # the weights follow the σ profile, whose mean is the slab centre x = 3.1 m (layers 8..13 span [2.8, 3.4]; the
+    # trilinear ramps are symmetric); the axis pixel has cos θ = 1. By default (HIT_ALPHA) it is no hit: inf.
     cams = Cameras.from_fov(20.0, 3, 3, looking_along_x())
-    faint = render_field(slab_field(slice(8, 14), 0.01), cams, n_samples=400, implementation=impl)
+    field = slab_field(slice(8, 14), 0.01)
+    faint = render_field(field, cams, n_samples=400, implementation=impl, min_hit_alpha=1e-4)
     assert faint.depth[1, 1].item() == pytest.approx(3.1, abs=2e-3)
+    assert faint.alpha[1, 1].item() == pytest.approx(1.0 - math.exp(-0.01 * 0.6), rel=1e-3)
+    assert torch.isinf(render_field(field, cams, n_samples=400, implementation=impl).depth).all()
+
+
+def half_box_field(sigma_left: float, sigma_right: float, dtype=F64) -> VoxelField:
+    """Box x ∈ [2, 6] (0.1 m voxels), y ∈ [−2, 2] (0.5 m), z ∈ [−2, 2]: seen from the origin along +x, the world
+    y > 0 half is the image's left half (OpenCV x = world −y). Left half: σ = `sigma_left` everywhere; right half:
+    an opaque slab of σ = `sigma_right` in x ∈ [4, 5], empty elsewhere."""
+    bounds = torch.tensor([[2.0, -2.0, -2.0], [6.0, 2.0, 2.0]], dtype=dtype)
+    f = VoxelField.empty((4, 8, 40), 2, bounds, dtype=dtype)
+    f.density[:, 4:, :] = sigma_left                                  # y ∈ [0, 2]
+    f.density[:, :4, 20:30] = sigma_right                             # y ∈ [−2, 0], x ∈ [4, 5]
+    f.features[:] = 1.0
+    return f
+
+
+# Columns of the 8-wide test camera whose rays stay ≥ 0.25 m (half a y voxel) from y = 0 at x ≥ 4: clear of the
+# trilinear blend between the halves. (40° hFOV: f = 4 / tan 20° = 10.99 px; column centre u = 2.5 is at
+# |u − 4| / f · 4 m = 0.55 m.)
+LEFT, RIGHT = slice(0, 3), slice(5, 8)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_depth_is_inf_exactly_where_alpha_stays_below_the_hit_threshold(impl):
+    cams = Cameras.from_fov(40.0, 8, 6, looking_along_x())
+    n = 400
+    # Half-empty box: rays through the empty half get alpha 0 and depth inf; rays meeting the slab its planar
+    # depth 4 m (surface within half an x voxel of trilinear ramp before it, one sample spacing after).
+    out = render_field(half_box_field(0.0, 2000.0), cams, n_samples=n, implementation=impl)
+    assert torch.all(out.alpha[:, LEFT] == 0) and torch.isinf(out.depth[:, LEFT]).all()
+    assert torch.all(out.alpha[:, RIGHT] > 0.999)
+    assert torch.all(out.depth[:, RIGHT] >= 3.95) and torch.all(out.depth[:, RIGHT] <= 4.0 + 4.0 / n)
+    # Faint fog in the left half: σ = 0.05 /m over the ~4 m of box gives alpha = 1 − e^{−0.2/z_per_t} ≈ 0.18-0.2,
+    # well above the old 1e-4 but below HIT_ALPHA: still no hit (the sky must not read as a wall 5-15 m away).
+    fog = render_field(half_box_field(0.05, 2000.0), cams, n_samples=n, implementation=impl)
+    expect = 1.0 - torch.exp(-0.05 * 4.0 / cams.rays().z_per_t)
+    torch.testing.assert_close(fog.alpha[:, LEFT], expect[:, LEFT], atol=1e-3, rtol=0)
+    assert fog.alpha[:, LEFT].max() < HIT_ALPHA and torch.isinf(fog.depth[:, LEFT]).all()
+    # Denser fog (σ = 0.5 /m: alpha ≈ 0.86 > HIT_ALPHA) is a hit, at its normalised expected depth: for a uniform
+    # medium from x = 2 to 6 that is 2 + E[s | s < 4] with s ~ Exp(σ/z_per_t)-distributed planar distance; on axis
+    # (z_per_t ≈ 1) 2 + 1/0.5 − 4 e^{−2}/(1 − e^{−2}) = 3.374 m.
+    thick = render_field(half_box_field(0.5, 2000.0), cams, n_samples=n, implementation=impl)
+    assert torch.all(thick.alpha[:, LEFT] > HIT_ALPHA) and torch.isfinite(thick.depth[:, LEFT]).all()
+    zpt = cams.rays().z_per_t[:, LEFT]
+    lam = 0.5 / zpt                                                   # per metre of planar depth
+    mean = 2.0 + 1.0 / lam - 4.0 * torch.exp(-4.0 * lam) / (1.0 - torch.exp(-4.0 * lam))
+    torch.testing.assert_close(thick.depth[:, LEFT], mean, atol=5e-3, rtol=0)
+    # The contract, over a field whose alphas span the threshold: finite depth <=> alpha >= HIT_ALPHA.
+    ramp = random_field(seed=3)
+    ramp.density.mul_(0.3)
+    out = render_field(ramp, cameras_around(4, width=12, height=10), n_samples=24, implementation=impl)
+    hit = out.alpha >= HIT_ALPHA
+    assert hit.any() and (~hit).any()
+    assert torch.equal(torch.isfinite(out.depth), hit)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -153,11 +209,11 @@ def test_empty_field_and_missed_box(impl):
 
 def test_near_far_clip_in_planar_depth():
     # Density fills x ∈ [2, 4]; with near = 2.5, far = 3.0 (planar) every pixel integrates exactly 0.5 m of planar
-    # depth, i.e. 0.5 / z_per_t of ray: alpha = 1 − e^{−σ 0.5 / z_per_t}.
-    field = slab_field(slice(None), 1.0)
+    # depth, i.e. 0.5 / z_per_t of ray: alpha = 1 − e^{−σ 0.5 / z_per_t} (σ = 2: 0.63 on axis, above HIT_ALPHA).
+    field = slab_field(slice(None), 2.0)
     cams = Cameras.from_fov(50.0, 5, 5, looking_along_x())
     out = render_field(field, cams, n_samples=16, near=2.5, far=3.0)
-    torch.testing.assert_close(out.alpha, 1.0 - torch.exp(-0.5 / cams.rays().z_per_t), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out.alpha, 1.0 - torch.exp(-1.0 / cams.rays().z_per_t), atol=1e-12, rtol=0)
     assert torch.all(out.depth > 2.5) and torch.all(out.depth < 3.0)
     with pytest.raises(ValueError, match="far"):
         render_field(field, cams, near=3.0, far=2.0)

@@ -202,3 +202,22 @@ def test_config_validation_and_json_round_trip():
     m = make()
     b = m.encoder.head[-1].bias[: m.config.depth_bins]
     assert torch.allclose(torch.nn.functional.softplus(b), torch.full_like(b, 1 / (40.0 - 1.0)))
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1e-4])
+def test_decoded_depth_is_inf_exactly_where_the_output_alpha_stays_below_the_threshold(threshold):
+    """At the output resolution (the render upsampled by `downsample`), depth is finite iff alpha reaches the hit
+    threshold, and a hit pixel's depth lies between the depths of the low-resolution hits it mixes."""
+    model = make()
+    Z, Y, X = model.config.grid_shape
+    density = torch.zeros(1, Z, Y, X)
+    density[..., : X // 2] = 3.0               # a dense block on one side of the ring, nothing on the other:
+    density[..., X // 2:, : Y // 3] = 0.02     # plus a faint patch whose opacity straddles the threshold
+    field = VoxelField(density, torch.rand(1, model.config.feature_channels, Z, Y, X),
+                       torch.tensor(model.config.bounds).expand(1, 2, 3))
+    with torch.no_grad():
+        out = model.decode(field, ring_cameras(1), min_hit_alpha=threshold)
+    finite = torch.isfinite(out.depth)
+    assert torch.equal(finite, out.alpha >= threshold)
+    assert finite.any() and (~finite).any()
+    assert (out.depth[finite] >= model.config.near - 1e-4).all() and (out.depth[finite] <= model.config.far + 1e-4).all()

@@ -22,6 +22,8 @@ from nfldm_sdk.rig import CameraRig, CameraSpec, mount_to_cam_to_ego
 from nfldm_sdk.sensors import (CameraImage, Frame, FrameBatch, NoOverlapError, SensorWarning, SensorWorld,
                                SimulationFinished, frustum_overlap, render_trajectory, render_trajectory_batched,
                                render_views)
+from nfldm_sdk.render import HIT_ALPHA, render_field
+from nfldm_sdk.render_size import RenderSizeWarning
 from nfldm_sdk.trajectory import Trajectory, yaw_pose
 
 BOUNDS = ((-8.0, -8.0, -1.0), (24.0, 8.0, 5.0))
@@ -158,13 +160,15 @@ def test_frame_metadata_range_and_agreement_with_neural_scene_render(scene, rig)
 
 
 def test_batched_equals_per_frame_and_world(scene, rig):
-    """Chunking cameras × time differently (5 views per call spans ticks; 18 at once; per-tick world renders)
-    gives the same images (float rounding of batched kernels aside)."""
+    """The documented batch-invariance contract (sensors module docstring): chunking cameras × time differently
+    (1 view per call; 5, spanning ticks; 18 at once; per-tick world renders) gives identical depth, alpha and
+    range, and rgb within one level (the decoder's convolutions reduce in a batch-size-dependent order)."""
     traj = Trajectory.lane_change(1.0, 3.0, speed_mps=10.0, rate_hz=10.0)
-    per_tick = list(render_trajectory(scene, traj, rig, batch_size=5))
-    batch = render_trajectory_batched(scene, traj, rig, batch_size=18)
+    per_tick = list(render_trajectory(scene, traj, rig, batch_size=5, with_range=True))
+    batch = render_trajectory_batched(scene, traj, rig, batch_size=18, with_range=True)
+    single = render_trajectory_batched(scene, traj, rig, batch_size=1, with_range=True)
     assert isinstance(batch, FrameBatch) and tuple(batch.rgb.shape) == (len(traj), 6, SIZE, SIZE, 3)
-    world = SensorWorld(scene, traj, rig=rig, batch_size=4)
+    world = SensorWorld(scene, traj, rig=rig, batch_size=4, with_range=True)
     got: dict[tuple[int, str], CameraImage] = {}
     for name in rig.names:
         world.spawn_camera(name, attach_to=world.ego).listen(lambda im: got.__setitem__((im.frame, im.camera), im))
@@ -172,13 +176,59 @@ def test_batched_equals_per_frame_and_world(scene, rig):
         world.tick()
     for t in range(len(traj)):
         for n, name in enumerate(rig.names):
-            a, b, c = per_tick[t][n], batch.frame(t, n), got[(t, name)].data
-            for other in (b, c):
+            a, b, c, d = per_tick[t][n], batch.frame(t, n), got[(t, name)].data, single.frame(t, n)
+            for other in (b, c, d):
                 assert np.abs(a.rgb.astype(int) - other.rgb.astype(int)).max() <= 1
-                assert np.array_equal(a.valid, other.valid)
-                np.testing.assert_allclose(a.depth[a.valid], other.depth[a.valid], rtol=1e-4)
+                assert np.array_equal(a.depth, other.depth) and np.array_equal(a.alpha, other.alpha)
+                assert np.array_equal(a.range, other.range)
                 np.testing.assert_allclose(a.cam_to_world, other.cam_to_world, atol=1e-12)
                 assert (a.frame, a.camera, a.timestamp) == (other.frame, other.camera, other.timestamp)
+
+
+# ============================================================================================ the hit threshold
+def test_sensors_scene_render_and_point_clouds_share_the_hit_threshold(rig):
+    """Uniform fog over the whole box, seen from inside: σ = 0.015 /m gives every ray (3.4-37 m of box) an alpha of
+    0.05-0.43 — far above the old 1e-4, below HIT_ALPHA — so every output says no hit; σ = 0.5 /m (alpha ≥ 0.82)
+    makes every pixel a hit. The sensors, `NeuralScene.render` and the point cloud agree with `render_field`'s
+    default at the decoder's render resolution."""
+    from nfldm_sdk.viz import scene_to_point_cloud
+
+    dec = tiny_decoder()
+    cams = rig.cameras(Trajectory.straight(1.0, 10.0, 10.0).ego_to_world[0])            # [6] at the origin
+    for sigma, hit in ((0.015, False), (0.5, True)):
+        field = tiny_field()
+        field.density[:] = sigma
+        scene = NeuralScene(field=field, seed=0, bundle_hash="fog", decoder=dec)
+        views = render_views(scene, cams)
+        low = render_field(field, cams.resized(SIZE // 2, SIZE // 2), n_samples=dec.config.render_samples,
+                           near=dec.config.near, far=dec.config.far)
+        assert bool((low.alpha >= HIT_ALPHA).all()) is hit and bool((low.alpha < HIT_ALPHA).all()) is not hit
+        assert float(low.alpha.min()) > 0.04                                  # every ray meets fog
+        assert bool(torch.isfinite(views.depth).all()) is hit and bool(torch.isinf(views.depth).all()) is not hit
+        assert bool(torch.isfinite(scene.render(cams).depth).all()) is hit
+        cloud = scene_to_point_cloud(scene, cams, max_depth_jump=None)
+        assert len(cloud.points) == (6 * SIZE * SIZE if hit else 0)
+
+
+def test_render_size_warning_once_per_decoder_outside_twice_the_training_size():
+    dec = tiny_decoder()                                                      # trained size 32×32
+    scene = tiny_scene(dec)
+    traj = Trajectory.straight(1.0, 10.0, 10.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(render_trajectory(scene, traj, CameraRig.preset("front", 32, 32)))
+        scene.render(CameraRig.preset("front", 64, 16).cameras(traj.ego_to_world[0]))    # 2× and ½: supported
+        assert not [w for w in caught if issubclass(w.category, RenderSizeWarning)]
+        list(render_trajectory(scene, traj, CameraRig.preset("front", 128, 128)))        # 4×: warned ...
+        scene.render(CameraRig.preset("front", 128, 128).cameras(traj.ego_to_world[0]))   # ... once per decoder
+        SensorWorld(scene, traj, rig=CameraRig.preset("front", 128, 128))
+    got = [str(w.message) for w in caught if issubclass(w.category, RenderSizeWarning)]
+    assert len(got) == 1, got
+    assert "128x128" in got[0] and "trained on 32x32" in got[0] and "widths 16-64 and heights 16-64" in got[0]
+    # a 16:9 camera at the training height departs 3× in width: a new decoder (e.g. another bundle) warns again
+    other = tiny_scene(tiny_decoder(seed=3))
+    with pytest.warns(RenderSizeWarning, match="96x32"):
+        other.render(CameraRig.preset("front", 96, 32).cameras(traj.ego_to_world[0]))
 
 
 # ============================================================================================ the CARLA-like world
@@ -307,14 +357,14 @@ class OOMDecoder(SceneAutoEncoder):
     error = "cuda"
     calls: list[int]
 
-    def decode(self, field, cameras):
+    def decode(self, field, cameras, **kwargs):
         n = cameras.batch_shape[1]
         self.calls.append(n)
         if n > self.limit:
             if self.error == "cuda":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             raise RuntimeError("[enforce fail] DefaultCPUAllocator: out of memory: you tried to allocate 1 GB")
-        return super().decode(field, cameras)
+        return super().decode(field, cameras, **kwargs)
 
 
 @pytest.mark.parametrize("error", ["cuda", "runtime"])

@@ -17,6 +17,7 @@ import zarr
 from click.testing import CliRunner
 
 from nfldm_sdk.export import export_mesh, export_points, export_voxels, tile_frames, write_frames
+from nfldm_sdk.render import HIT_ALPHA
 from nfldm_sdk.generator import NeuralScene, read_manifest, write_bundle
 from nfldm_sdk.rig import CameraRig
 from nfldm_sdk.sensors import render_trajectory, render_trajectory_batched
@@ -193,6 +194,13 @@ def test_write_frames_folder_and_mp4(scene, tmp_path):
     np.testing.assert_array_equal(iio.imread(tmp_path / "frames" / meta[7]["rgb"]), f.rgb)
     np.testing.assert_array_equal(np.load(tmp_path / "frames" / meta[7]["depth"]), f.depth)
     np.testing.assert_array_equal(np.load(tmp_path / "frames" / meta[7]["range"]), f.range)
+    # alpha beside depth, and the threshold that relates them: depth is inf exactly where alpha < hit_alpha (at the
+    # decoder's render resolution; this scene's sky and its solid surfaces are far from it)
+    alpha = np.load(tmp_path / "frames" / meta[7]["alpha"])
+    assert meta[7]["alpha"] == "front_left/000001_alpha.npy" and alpha.dtype == np.float32
+    np.testing.assert_array_equal(alpha, f.alpha)
+    assert meta[7]["hit_alpha"] == HIT_ALPHA == 0.5
+    assert (np.isinf(f.depth) == (alpha < HIT_ALPHA)).mean() > 0.95 and np.isinf(f.depth).any()
     np.testing.assert_allclose(meta[7]["cam_to_world"], f.cam_to_world)
     # video: lazily from the per-tick iterator; cameras tiled 3 × 2
     vid = write_frames(render_trajectory(scene, traj, rig), tmp_path / "drive.mp4")
@@ -243,6 +251,7 @@ def test_cli_render_folder_and_video(saved):
                                     "--device", "cpu"])
     assert r.exit_code == 0, r.output
     meta = json.loads((root / "out" / "frames.json").read_text())
+    assert (root / "out" / meta[0]["alpha"]).is_file() and meta[0]["alpha"].endswith("_alpha.npy")
     assert len(meta) == 3 * 6 and meta[0]["bundle_hash"] == read_manifest(bundle).bundle_hash and meta[0]["seed"] == 3
     assert iio.imread(root / "out" / "front" / "000002.png").shape == (32, 32, 3)   # the decoder's image size
     assert CameraRig.load(root / "out" / "rig.json") == CameraRig.preset("capture", 32, 32)

@@ -36,6 +36,13 @@ from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
 from nfldm_sdk.persistence import PretrainedMixin
 from nfldm_sdk.render import render_field
 
+#: The hit threshold `SceneAutoEncoder.decode` uses by default, i.e. in training and evaluation: a rendered depth
+#: wherever a ray meets any density, so the depth loss also reaches surfaces that are still faint early in
+#: training (with the user-facing `nfldm_sdk.render.HIT_ALPHA` = 0.5 a ray below half opacity would have depth
+#: ``inf`` and get no depth gradient), and the model card's depth figures keep their meaning. The SDK's renders
+#: (`NeuralScene.render`, the sensors) pass ``min_hit_alpha=HIT_ALPHA``.
+TRAINING_MIN_HIT_ALPHA = 1e-4
+
 
 @dataclass
 class SceneAEConfig:
@@ -232,7 +239,8 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
                           cfg.grid_shape, ray_length_deltas=True)
 
     # ---------------------------------------------------------------------------------------------- decode
-    def decode(self, field: VoxelField, cameras: Cameras) -> SceneRender:
+    def decode(self, field: VoxelField, cameras: Cameras, *, min_hit_alpha: float = TRAINING_MIN_HIT_ALPHA
+               ) -> SceneRender:
         """Render B voxel fields at R cameras each: ``î = r(V, κ)``.
 
         Args:
@@ -241,13 +249,17 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
             cameras: `Cameras` of batch shape ``[B, R]`` at the output resolution ``H×W`` (divisible by
                 ``config.downsample``; any size works, the decoder is fully convolutional); ``cam_to_world``
                 is camera -> scene frame.
+            min_hit_alpha: rays with a rendered opacity below it get depth ``inf``; the default
+                `TRAINING_MIN_HIT_ALPHA` is the training one (why: its comment), pass
+                `nfldm_sdk.render.HIT_ALPHA` for the SDK's user-facing convention.
         Returns:
             `SceneRender` (rgb ``[B, R, 3, H, W]``, depth/alpha ``[B, R, H, W]``, features ``[B, R, C, H/f, W/f]``).
+            Alpha is upsampled bilinearly and depth is ``inf`` exactly where it stays below `min_hit_alpha`.
         """
         if not field.is_batched:
             if len(cameras.batch_shape) != 1:
                 raise ValueError(f"an unbatched field takes cameras [R], got batch shape {list(cameras.batch_shape)}")
-            out = self.decode(VoxelField.stack([field]), cameras.reshape(1, -1))
+            out = self.decode(VoxelField.stack([field]), cameras.reshape(1, -1), min_hit_alpha=min_hit_alpha)
             return SceneRender(rgb=out.rgb[0], depth=out.depth[0], alpha=out.alpha[0], features=out.features[0])
         cfg = self.config
         f = cfg.downsample
@@ -258,19 +270,23 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
             raise ValueError(f"cameras must have batch shape [B, R], got {list(cameras.batch_shape)}")
         B, R = cameras.batch_shape
         h, w = H // f, W // f
-        out = render_field(field, cameras.resized(w, h), n_samples=cfg.render_samples, near=cfg.near, far=cfg.far)
+        out = render_field(field, cameras.resized(w, h), n_samples=cfg.render_samples, near=cfg.near, far=cfg.far,
+                           min_hit_alpha=min_hit_alpha)
         feats = out.features                                                          # [B, R, C, h, w]
         rgb = self.decoder(feats.flatten(0, 1))                                       # [B*R, 3, H, W]
-        # Bilinear upsampling cannot mix inf (no hit) with finite depths: interpolate with no-hit pixels at the
-        # far plane, then put inf back where the nearest low-resolution pixel had no hit.
+        # Upsample alpha bilinearly and decide "hit" on the upsampled alpha, so the output keeps the render's rule
+        # exactly: depth is finite iff alpha >= min_hit_alpha. Depth is the bilinear mix of the neighbouring hit
+        # pixels only (normalised by their weight: inf cannot be mixed, and a far-plane stand-in would bleed into
+        # silhouettes). A pixel whose upsampled alpha reaches the threshold has a hit neighbour with positive weight
+        # (alpha_up is a convex mix of the neighbours' alphas), so the normalisation never divides by zero there.
         hit = torch.isfinite(out.depth)                                               # [B, R, h, w]
-        depth = torch.where(hit, out.depth, torch.full_like(out.depth, cfg.far))
-        up = F.interpolate(torch.stack([depth, out.alpha], 2).flatten(0, 1),          # [B*R, 2, h, w] -> [B*R, 2, H, W]
-                           size=(H, W), mode="bilinear", align_corners=False).unflatten(0, (B, R))
-        hit_up = F.interpolate(hit.flatten(0, 1)[:, None].float(), size=(H, W), mode="nearest-exact")
-        hit_up = hit_up[:, 0].unflatten(0, (B, R)) > 0.5                              # [B, R, H, W]
-        depth_up = torch.where(hit_up, up[:, :, 0], torch.full_like(up[:, :, 0], math.inf))
-        return SceneRender(rgb=rgb.unflatten(0, (B, R)), depth=depth_up, alpha=up[:, :, 1], features=feats)
+        depth = torch.where(hit, out.depth, torch.zeros_like(out.depth))
+        up = F.interpolate(torch.stack([depth, hit.to(depth.dtype), out.alpha], 2).flatten(0, 1),
+                           size=(H, W), mode="bilinear", align_corners=False).unflatten(0, (B, R))  # [B, R, 3, H, W]
+        depth_sum, hit_weight, alpha_up = up.unbind(2)                                # [B, R, H, W] each
+        hit_up = (alpha_up >= min_hit_alpha) & (hit_weight > 0)
+        depth_up = torch.where(hit_up, depth_sum / hit_weight.clamp_min(1e-12), torch.full_like(depth_sum, math.inf))
+        return SceneRender(rgb=rgb.unflatten(0, (B, R)), depth=depth_up, alpha=alpha_up, features=feats)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, target_cameras: Cameras | None = None) -> SceneAEOutput:
         """`encode` the images, then `decode` at `target_cameras` (the input cameras when None)."""
