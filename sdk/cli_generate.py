@@ -2,22 +2,25 @@
 
     nfldm generate --model assets/models/small --num 8 --seed 0 --out out/scenes [--steps 25 --sampler dpmsolver++]
 
-Writes ``OUT/scene_<seed>/`` per scene: ``field.safetensors`` + ``scene.json`` (`NeuralScene.save`) and
-``preview.png`` — four views from the scene origin at 1.6 m height looking front (+x), left (+y), back and right,
+Writes ``OUT/scene_<seed>/`` per scene, each as soon as its batch is sampled (`SceneGenerator.generate_iter`: memory
+stays bounded whatever ``--num``): ``field.safetensors`` + ``scene.json`` (`NeuralScene.save`) and ``preview.png`` — four views from the scene origin at 1.6 m height looking front (+x), left (+y), back and right,
 RGB on the top row and inverse depth (near = bright, no hit = black) below.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
-import torch
 
-from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.generator import NeuralScene, SceneGenerator
-from nfldm_sdk.sampling import SAMPLERS
+from nfldm_sdk.cli_names import DEVICE_DEFAULT_HELP, SAMPLER_NAMES, default_device
+
+if TYPE_CHECKING:  # torch, numpy and the SDK modules are imported inside the functions: `--help` start-up time
+    import numpy as np
+
+    from nfldm_sdk.cameras import Cameras
+    from nfldm_sdk.generator import NeuralScene
 
 __all__ = ["generate", "preview_cameras", "preview_image", "save_preview"]
 
@@ -30,6 +33,10 @@ def preview_cameras(width: int, height: int, *, eye_height: float = 1.6, hfov_de
 
     OpenCV axes: z (forward) = ``(cos yaw, sin yaw, 0)``, y (down) = ``(0, 0, -1)``, x (right) = y × z.
     """
+    import torch
+
+    from nfldm_sdk.cameras import Cameras
+
     mats = []
     for _, yaw_deg in PREVIEW_YAWS:
         yaw = math.radians(yaw_deg)
@@ -46,6 +53,9 @@ def preview_image(scene: NeuralScene, width: int | None = None, height: int | No
     """``[2H, 4W, 3]`` uint8: the four preview views' RGB on top, inverse depth (1 m bright … far/none black) below.
 
     The view size defaults to the decoder's training image size."""
+    import numpy as np
+    import torch
+
     if scene.decoder is None:
         raise ValueError("the scene has no decoder to render the preview with")
     h0, w0 = scene.decoder.config.image_size
@@ -71,23 +81,27 @@ def save_preview(scene: NeuralScene, path: str | Path) -> Path:
 @click.command("generate")
 @click.option("--model", "model", required=True, type=click.Path(exists=True, file_okay=False),
               help="Model bundle folder (`nfldm export-bundle`).")
-@click.option("--num", "num", type=int, default=1, show_default=True, help="Scenes to generate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first scene; scene i uses seed + i.")
+@click.option("--num", "num", type=click.IntRange(min=1), default=1, show_default=True, help="Scenes to generate.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the first scene; scene i uses seed + i.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the scenes.")
-@click.option("--steps", type=int, default=None, help="Denoising steps per level (default: the bundle's).")
-@click.option("--sampler", type=click.Choice(list(SAMPLERS)), default=None, help="Sampler (default: the bundle's).")
-@click.option("--batch-size", type=int, default=None, help="Scenes sampled together (does not change the scenes).")
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True, help="torch device.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Denoising steps per level (default: the bundle's).")
+@click.option("--sampler", type=click.Choice(list(SAMPLER_NAMES)), default=None, help="Sampler (default: the bundle's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Scenes sampled together (default min(--num, 8); does not change the scenes).")
+@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write preview.png of each scene.")
 def generate(model, num, seed, out, steps, sampler, batch_size, device, preview):
     """Generate scenes with a model bundle; writes OUT/scene_<seed>/ (field, scene.json, preview.png) per scene."""
-    if num < 1 or seed < 0:
-        raise click.BadParameter("need --num >= 1 and --seed >= 0")
+    from nfldm_sdk.generator import SceneGenerator
+
     gen = SceneGenerator.from_pretrained(model, device=device)
-    scenes = gen.generate(num, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size, progress=True)
     out = Path(out)
-    for scene in scenes:
+    count, how = 0, ""
+    for scene in gen.generate_iter(num, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size, progress=True):
         folder = scene.save(out / f"scene_{scene.seed:06d}")
         if preview:
             save_preview(scene, folder / "preview.png")
-    click.echo(f"{len(scenes)} scene(s) in {out} (bundle {gen.bundle_hash[:12]}…, {scenes[0].sampler}, {scenes[0].steps} steps)")
+        count, how = count + 1, f"{scene.sampler}, {scene.steps} steps"
+        del scene                            # written: drop it, so that only the batch being sampled is held
+    click.echo(f"{count} scene(s) in {out} (bundle {gen.bundle_hash[:12]}…, {how})")

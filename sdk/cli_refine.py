@@ -7,24 +7,30 @@
 
 Guidance (`nfldm_sdk.guidance`):
 
-* ``prior`` — our offline prior: ``--guidance-path RUN`` (a run of ``nfldm train prior``) or, without it, the
-  bundle's ``prior/`` part.
+* ``prior`` — our offline prior: ``--guidance-path RUN`` (the run folder of ``nfldm train prior``, or its
+  ``RUN/model``) or, without it, the bundle's ``prior/`` part.
 * ``clip-ldm`` — the paper's CLIP-image-conditioned LDM from a local sd-image-variations folder (``--guidance-path``,
   default ``models/sd-image-variations``; never downloaded). y = mean CLIP embedding of ``--dataset-images``
   (png/jpg), y′ = that of renders of the raw scene from the SDS camera distribution; or both from
   ``--conditions FILE`` (written by ``--save-conditions``).
 
-Writes ``SCENE_OUT/`` = the refined scene (``field.safetensors`` + ``scene.json``, `NeuralScene.save`),
-``refine.json`` (settings, guidance, skipped non-finite steps, seconds, per-step history) and ``preview.png``.
+Writes ``SCENE_OUT/`` = the refined scene (``field.safetensors`` + ``scene.json``, `NeuralScene.save`, whose
+``refinements`` list ends with this refinement: steps, guidance, α, negative, lr, views, seed), ``refine.json``
+(settings, guidance, skipped non-finite steps, seconds, per-step history) and ``preview.png``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
+
+from nfldm_sdk.cli_names import DEVICE_DEFAULT_HELP, default_device
+
+if TYPE_CHECKING:  # torch is imported inside the functions: `--help` start-up time
+    import torch
 
 __all__ = ["refine", "load_guidance", "read_images", "DEFAULT_CLIP_LDM_PATH", "ARTIFACT_VIEWS"]
 
@@ -38,6 +44,7 @@ def read_images(folder: str | Path) -> list[torch.Tensor]:
     """The png/jpg images of `folder` (sorted by name) as float ``[3, H, W]`` tensors in [0, 1]."""
     import imageio.v3 as iio
     import numpy as np
+    import torch
 
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
@@ -69,7 +76,8 @@ def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device
 @click.option("--guidance", type=click.Choice(["prior", "clip-ldm"]), default="prior", show_default=True,
               help="2D diffusion model of the SDS gradient.")
 @click.option("--guidance-path", type=click.Path(), default=None,
-              help="prior: a `nfldm train prior` run (default: the bundle's prior/ part); clip-ldm: the local "
+              help="prior: a `nfldm train prior` run folder or its model/ (default: the bundle's prior/ part); "
+                   "clip-ldm: the local "
                    f"sd-image-variations folder (default {DEFAULT_CLIP_LDM_PATH}).")
 @click.option("--steps", type=int, default=500, show_default=True, help="Optimisation steps.")
 @click.option("--alpha", type=float, default=3.0, show_default=True, help="Guidance scale α (1 = no negative guidance).")
@@ -85,17 +93,19 @@ def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device
 @click.option("--save-conditions", type=click.Path(dir_okay=False), default=None,
               help="clip-ldm: write the y and y′ used to this .safetensors file.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the refined scene.")
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True, help="torch device.")
+@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write preview.png of the refined scene.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, views, seed, dataset_images, conditions,
            save_conditions, out, device, preview, progress):
     """Refine a generated scene by score distillation with negative guidance; writes the refined scene to OUT."""
+    import torch
+
     from nfldm_sdk.cli_generate import save_preview
     from nfldm_sdk.generator import BundleError, NeuralScene
     from nfldm_sdk.guidance import GuidanceNotAvailable, load_conditions
     from nfldm_sdk.guidance import save_conditions as write_conditions
-    from nfldm_sdk.sds import RefineConfig, refine_scene, sample_sds_cameras
+    from nfldm_sdk.sds import RefineConfig, refine_scene, refinement_record, sample_sds_cameras
 
     if steps < 0 or views < 1 or seed < 0:
         raise click.BadParameter("need --steps >= 0, --views >= 1 and --seed >= 0")
@@ -125,7 +135,8 @@ def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, vi
     cfg = RefineConfig(steps=steps, lr=lr, views_per_step=views, alpha=alpha, negative=negative)
     result = refine_scene(raw, decoder, model_g, cfg, seed=seed, progress=progress)
     refined = NeuralScene(field=result.field, seed=raw.seed, bundle_hash=raw.bundle_hash, decoder=decoder,
-                          sampler=raw.sampler, steps=raw.steps)
+                          sampler=raw.sampler, steps=raw.steps,
+                          refinements=(*raw.refinements, refinement_record(result, model_g, seed)))
     folder = refined.save(out)
     info = {"source_scene": str(scene), "bundle": str(model), "guidance": guidance,
             "guidance_path": str(guidance_path) if guidance_path else None, "seed": seed,

@@ -9,7 +9,9 @@ SCENE is a scene folder written by `NeuralScene.save` (``nfldm generate``); ``--
 generated it. ``--trajectory`` takes a built-in shape (``straight``, ``arc``, ``lane_change``, ``stationary``;
 sized by ``--length --speed --rate --radius --angle --offset``) or a JSON file (`Trajectory.save`); ``--rig`` a
 preset (``capture``, ``nuscenes``, ``front``), a rig JSON file or a capture store (its rig). Trajectories are in the
-scene frame: the ego starts at the scene origin unless the file says otherwise.
+scene frame: the ego starts at the scene origin unless the file says otherwise. ``nfldm render`` refuses an existing
+``--out`` (other than an empty folder) before rendering unless ``--overwrite`` is given, and then replaces only a
+frame folder or a video it wrote, once the new output is complete (`nfldm_sdk.output_path`).
 
 Viewing a capture store (``nfldm view data/town03.zarr``) lives in ``nfldm_training.cli_view``, which dispatches to
 `view_scene` here for scene folders.
@@ -18,41 +20,40 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
-from .rig import RIG_PRESETS, CameraRig, RigError
-from .trajectory import Trajectory, TrajectoryError
+from .cli import error_message
+from .cli_names import DEVICE_DEFAULT_HELP, RIG_PRESET_NAMES, default_device
+from .errors import NfldmError
+
+if TYPE_CHECKING:  # torch-importing modules are imported inside the functions: `--help` start-up time
+    from .rig import CameraRig
+    from .trajectory import Trajectory
 
 __all__ = ["render", "export", "view", "view_scene", "trajectory_options", "build_trajectory", "load_scene",
-           "friendly_errors", "DEFAULT_DEVICE", "TRAJECTORY_SHAPES", "VIEW_NAMES"]
+           "friendly_errors", "default_device", "DEVICE_DEFAULT_HELP", "TRAJECTORY_SHAPES", "VIEW_NAMES"]
 
 #: Built-in trajectory shapes of ``--trajectory``.
 TRAJECTORY_SHAPES = ("straight", "arc", "lane_change", "stationary")
 #: ``--view`` choices (`nfldm_sdk.viz.VIEWS`; listed here so `--help` does not import Open3D).
 VIEW_NAMES = ("above_behind", "top", "side", "front")
-DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _user_errors():
-    """Exceptions whose messages already say what is wrong and how to fix it: shown without a traceback."""
-    from .generator import BundleError
-    from .sensors import NoOverlapError
-    from .viz import ViewError
-
-    return (RigError, TrajectoryError, NoOverlapError, BundleError, ViewError, FileNotFoundError, FileExistsError)
+#: Exceptions whose messages already say what is wrong and how to fix it: shown without a traceback. The
+#: project's own errors (`NfldmError`) are turned into one line by the `nfldm` group too; they are listed here so
+#: that the commands say the same when invoked on their own (tests, other click groups).
+USER_ERRORS = (NfldmError, FileNotFoundError, FileExistsError)
 
 
 def friendly_errors(fn):
-    """Turn the SDK's named errors into click errors (message, no traceback)."""
+    """Turn `USER_ERRORS` into click errors (``Error: <message>``, exit status 1, no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except _user_errors() as e:
-            raise click.ClickException(str(e)) from e
+        except USER_ERRORS as e:
+            raise click.ClickException(error_message(e)) from e
 
     return wrapper
 
@@ -88,6 +89,8 @@ def trajectory_options(default: str | None = "straight"):
 def build_trajectory(trajectory: str, length: float = 20.0, speed: float = 10.0, rate: float = 10.0,
                      radius: float = 20.0, angle: float = 90.0, offset: float = 3.5, duration: float = 2.0) -> Trajectory:
     """The `Trajectory` of the ``--trajectory`` options (a file is resampled to ``rate`` Hz)."""
+    from .trajectory import Trajectory, TrajectoryError
+
     if trajectory == "straight":
         return Trajectory.straight(length, speed, rate)
     if trajectory == "arc":
@@ -115,7 +118,9 @@ def load_scene(scene: str, model: str | None, device: str):
 
 def _rig(rig: str, width: int | None, height: int | None, scene) -> CameraRig:
     """``--rig``: presets default to the decoder's training image size."""
-    if rig in RIG_PRESETS and not (width or height) and scene.decoder is not None:
+    from .rig import CameraRig
+
+    if rig in RIG_PRESET_NAMES and not (width or height) and scene.decoder is not None:
         h, w = scene.decoder.config.image_size
         return CameraRig.preset(rig, w, h)
     return CameraRig.resolve(rig, width, height)
@@ -127,36 +132,43 @@ def _rig(rig: str, width: int | None, height: int | None, scene) -> CameraRig:
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False),
               help="The model bundle that generated SCENE (its stage-1 decoder renders).")
 @click.option("--rig", default="capture", show_default=True,
-              help=f"Rig preset ({', '.join(RIG_PRESETS)}), rig JSON file or capture store.")
+              help=f"Rig preset ({', '.join(RIG_PRESET_NAMES)}), rig JSON file or capture store.")
 @trajectory_options("straight")
-@click.option("--out", required=True, type=click.Path(), help="Output folder (PNG + depth NPY + frames.json) or video "
+@click.option("--out", required=True, type=click.Path(), help="Output folder (PNG + depth/alpha NPY + frames.json) or video "
               "file (.mp4: cameras tiled per frame).")
-@click.option("--batch-size", type=int, default=12, show_default=True, help="Views per decoder call (halved on OOM).")
-@click.option("--width", type=int, default=None, help="Image width (default: the rig's; presets: the decoder's).")
-@click.option("--height", type=int, default=None, help="Image height.")
-@click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="torch device.")
-@click.option("--fps", type=float, default=None, help="Video frame rate (default: --rate).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out (a frame folder or a video written by render).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Views per decoder call (halved on OOM).")
+@click.option("--width", type=click.IntRange(min=1), default=None,
+              help="Image width, pixels (default: the rig's; presets: the decoder's).")
+@click.option("--height", type=click.IntRange(min=1), default=None, help="Image height, pixels.")
+@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Video frame rate (default: --rate).")
 @click.option("--with-range", is_flag=True, help="Also write ray-length NPYs (folders only).")
 @click.option("--with-depth", is_flag=True, help="Videos: add an inverse-depth row.")
 @click.option("--check-overlap/--no-check-overlap", default=True, show_default=True,
               help="Fail before rendering if a camera cannot see the scene box.")
 @friendly_errors
-def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, offset, duration, out, batch_size, width,
-           height, device, fps, with_range, with_depth, check_overlap):
+def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, offset, duration, out, overwrite,
+           batch_size, width, height, device, fps, with_range, with_depth, check_overlap):
     """Render SCENE's RGB + depth from a camera rig driven along a trajectory."""
-    from .export import write_frames
+    from .export import VIDEO_SUFFIXES, write_frames
+    from .output_path import check_output, staged_output
     from .sensors import render_trajectory
 
+    check_output(out, overwrite, marker="frames.json", file_suffixes=VIDEO_SUFFIXES)   # before anything is written
     s = load_scene(scene, model, device)
     cam_rig = _rig(rig, width, height, s)
     traj = build_trajectory(trajectory, length, speed, rate, radius, angle, offset, duration)
     frames = render_trajectory(s, traj, cam_rig, batch_size=batch_size, with_range=with_range, device=device,
                                check_overlap=check_overlap, progress=True)
-    written = write_frames(frames, out, fps=fps or rate, with_depth=with_depth)
-    if written.path.is_dir():
-        cam_rig.save(written.path / "rig.json")
-        traj.save(written.path / "trajectory.json")
-    click.echo(f"{written.ticks} tick(s) × {len(cam_rig)} camera(s) ({cam_rig.width}x{cam_rig.height}) -> {written.path}")
+    with staged_output(out) as tmp:    # the output appears, or replaces the old one, only once it is complete
+        written = write_frames(frames, tmp, fps=fps or rate, with_depth=with_depth)
+        if written.path.is_dir():
+            cam_rig.save(written.path / "rig.json")
+            traj.save(written.path / "trajectory.json")
+    click.echo(f"{written.ticks} tick(s) × {len(cam_rig)} camera(s) ({cam_rig.width}x{cam_rig.height}) -> {out}")
 
 
 # ============================================================================================ export
@@ -168,7 +180,7 @@ def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, of
 @click.option("--points", type=click.Path(dir_okay=False), default=None, help="Write a coloured point cloud (.ply).")
 @click.option("--voxels", type=click.Path(), default=None, help="Write the voxel field as a zarr v3 store.")
 @click.option("--level", type=float, default=None, help="Mesh iso-level σ (1/m); default ln2 / voxel size.")
-@click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="torch device.")
+@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --voxels store.")
 @friendly_errors
 def export(scene, model, mesh, points, voxels, level, device, overwrite):
@@ -197,6 +209,7 @@ def view_scene(scene: str, model: str | None, *, screenshot: str | None = None, 
                device: str = "cpu", frustum_every: int = 5):
     """Open (or screenshot) a scene: its mesh or point cloud, the scene box, and optionally an ego trajectory with
     the rig's camera frustums every `frustum_every` ticks. Returns the screenshot path or None."""
+    from .rig import CameraRig
     from .viz import show_scene
 
     s = load_scene(scene, model, device)
@@ -221,7 +234,7 @@ def view_scene(scene: str, model: str | None, *, screenshot: str | None = None, 
 @click.option("--view", "view_name", type=click.Choice(list(VIEW_NAMES)), default="above_behind", show_default=True,
               help="Viewpoint: above_behind looks from behind the ego start and above.")
 @click.option("--size", nargs=2, type=int, default=(1280, 720), show_default=True, help="Window/screenshot WIDTH HEIGHT.")
-@click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="torch device.")
+@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @friendly_errors
 def view(scene, model, screenshot, rig, trajectory, length, speed, rate, radius, angle, offset, duration,
          geometry, level, view_name, size, device):

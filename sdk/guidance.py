@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nfldm_sdk.persistence import CONFIG_NAME, WEIGHTS_NAME, PretrainedMixin, class_path
+from nfldm_sdk.persistence import CONFIG_NAME, WEIGHTS_NAME, PretrainedMixin, class_path, resolve_model_dir
 from nfldm_sdk.sampling import NoiseSchedule, training_scheduler
 from .errors import NfldmError
 
@@ -253,6 +253,9 @@ class ClipImageLDMGuidance(nn.Module):
 
     Weights are only ever read from the local folder (``local_files_only=True``; ``HF_HUB_OFFLINE`` is honoured).
     """
+
+    guidance_name = "clip-ldm"
+    """The ``nfldm refine --guidance`` name of this model (recorded in a refined scene's ``scene.json``)."""
 
     def __init__(self, unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, feature_extractor,
                  alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"):
@@ -468,6 +471,9 @@ class PriorGuidance(nn.Module):
     """`GuidanceModel` of a trained `PriorUNet`: pixel space (``x_0 = 2·image − 1`` at the prior's image size),
     conditions are the class indices (y = dataset, y′ = artifact, ∅ = null); v-predictions are converted to ε."""
 
+    guidance_name = "prior"
+    """The ``nfldm refine --guidance`` name of this model (recorded in a refined scene's ``scene.json``)."""
+
     def __init__(self, prior: PriorUNet):
         super().__init__()
         self.prior = prior.eval()
@@ -482,13 +488,19 @@ class PriorGuidance(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "PriorGuidance":
-        """Load a prior saved by ``nfldm train prior`` (``RUN/model`` or the folder itself)."""
-        folder = Path(folder)
-        if not (folder / CONFIG_NAME).is_file() and (folder / "model" / CONFIG_NAME).is_file():
-            folder = folder / "model"
-        if not (folder / CONFIG_NAME).is_file():
-            raise GuidanceNotAvailable(f"no prior in {folder} (expected {CONFIG_NAME} + {WEIGHTS_NAME}): train one with "
-                                       "`nfldm train prior --data STORE --bundle BUNDLE --out RUN` and pass RUN")
+        """Load a prior saved by ``nfldm train prior``: the run directory ``RUN`` or its ``RUN/model`` folder
+        (`nfldm_sdk.persistence.resolve_model_dir`).
+
+        Raises:
+            `GuidanceNotAvailable`: neither holds a saved network.
+            ``ValueError`` (a `nfldm_sdk.persistence.ModelFileError` where a file is unreadable) naming the folder
+            when it holds another network or a config that does not fit.
+        """
+        try:
+            folder = resolve_model_dir(folder)
+        except FileNotFoundError as e:
+            raise GuidanceNotAvailable(f"no prior in {folder}: {e}. Train one with `nfldm train prior --data STORE "
+                                       "--bundle BUNDLE --out RUN` and pass RUN") from e
         return cls(PriorUNet.from_pretrained(folder, device=device)).to(device)
 
     @classmethod
@@ -528,27 +540,13 @@ def bundle_has_prior(bundle: str | Path) -> bool:
 
 
 def _load_prior_part(bundle: str | Path, verify: bool = True) -> PriorUNet:
-    # generator.load_part only knows the five generation parts (PART_CLASSES); this mirrors its checks for the
-    # optional prior part with generator's own manifest and hash functions.
-    from nfldm_sdk.generator import BundleError, part_hash, read_manifest
+    from nfldm_sdk.bundle import load_part, read_manifest
 
-    bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    entry = manifest.parts.get(PRIOR_PART)
     fix = "add one with `nfldm train prior ... --bundle BUNDLE --add-to-bundle` (or add_prior_to_bundle(BUNDLE, RUN/model))"
-    if entry is None:
+    if PRIOR_PART not in manifest.parts:
         raise GuidanceNotAvailable(f"bundle {bundle} has no {PRIOR_PART!r} part; {fix}, or pass --guidance-path RUN")
-    folder = bundle / entry.get("path", PRIOR_PART)
-    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-        raise BundleError(f"bundle {bundle}: part {PRIOR_PART!r} is missing ({folder} needs {CONFIG_NAME} and "
-                          f"{WEIGHTS_NAME}); {fix}")
-    if entry.get("class") != class_path(PriorUNet):
-        raise BundleError(f"bundle {bundle}: part {PRIOR_PART!r} holds a {entry.get('class')}, expected "
-                          f"{class_path(PriorUNet)}; {fix}")
-    if verify and entry.get("sha256") and part_hash(folder) != entry["sha256"]:
-        raise BundleError(f"bundle {bundle}: part {PRIOR_PART!r} changed since it was added (sha256 differs from the "
-                          f"manifest); {fix}")
-    return PriorUNet.from_pretrained(folder)
+    return load_part(bundle, PRIOR_PART, manifest, verify=verify, cls=PriorUNet, fix=fix)  # type: ignore[return-value]
 
 
 def add_prior_to_bundle(bundle: str | Path, prior_dir: str | Path) -> Path:
@@ -561,10 +559,9 @@ def add_prior_to_bundle(bundle: str | Path, prior_dir: str | Path) -> Path:
     """
     from nfldm_sdk.generator import MANIFEST_NAME, part_hash, read_manifest
 
-    bundle, src = Path(bundle), Path(prior_dir)
+    bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    if not (src / CONFIG_NAME).is_file() and (src / "model" / CONFIG_NAME).is_file():
-        src = src / "model"
+    src = resolve_model_dir(prior_dir)
     PriorUNet.load_config(src)                      # raises when it is not a saved PriorUNet
     if not (src / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{src} has no {WEIGHTS_NAME}: save the prior with save_pretrained")

@@ -41,6 +41,8 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from .errors import NfldmError
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -70,6 +72,61 @@ def import_class(path: str) -> type:
     for part in name.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+class ModelFileError(NfldmError, ValueError):
+    """A saved network's ``config.json`` or ``model.safetensors`` cannot be read (not JSON, truncated, foreign keys);
+    the message names the file and the fix.
+
+    Attributes:
+        problem: the message without the fix (callers with a better fix, e.g. a bundle's, give their own).
+    """
+
+    def __init__(self, problem: str, fix: str = "restore it or save the model again with save_pretrained"):
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+
+
+def read_config(path: str | Path) -> dict:
+    """The JSON object in a network's ``config.json`` at `path`.
+
+    Raises:
+        FileNotFoundError: there is no file at `path`.
+        `ModelFileError`: the file is not valid JSON or not a JSON object (the message names the file and the
+            position of the error).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): the file was "
+                             "edited or truncated") from e
+    except UnicodeDecodeError as e:
+        raise ModelFileError(f"{path} is not a text file ({e.reason})") from e
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The folder of a saved network given a training run directory (``RUN/model``) or the model folder itself.
+
+    A model folder is one whose ``config.json`` carries the ``_class`` entry `PretrainedMixin.save_pretrained`
+    writes; a run directory's own ``config.json`` (the resolved preset) has none, so ``RUN`` and ``RUN/model``
+    both resolve to ``RUN/model``.
+
+    Raises:
+        FileNotFoundError: neither `path` nor ``path/model`` holds a saved network.
+        `ModelFileError`: a ``config.json`` on the way is not valid JSON.
+    """
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        config = candidate / CONFIG_NAME
+        if config.is_file() and "_class" in read_config(config):
+            return candidate
+    raise FileNotFoundError(f"{path} holds no saved model: expected {path / 'model' / CONFIG_NAME} (a training run "
+                            f"directory) or {path / CONFIG_NAME} with a '_class' entry (a model folder written by "
+                            "save_pretrained); pass the --out folder of the training run")
 
 
 # ------------------------------------------------------------------------------------------------ config <-> JSON
@@ -164,21 +221,26 @@ class PretrainedMixin:
             raise FileNotFoundError(
                 f"{path} not found: {directory} is not a saved {cls.__name__} folder "
                 f"(expected {CONFIG_NAME} + {WEIGHTS_NAME}, written by save_pretrained)")
-        data = json.loads(path.read_text())
+        data = read_config(path)
         stored = data.get("_class")
         if stored is not None and stored != class_path(cls):
             raise ValueError(
                 f"{directory} holds a {stored}, not a {class_path(cls)}: load it with {stored.rpartition('.')[2]}.from_pretrained")
-        return config_from_dict(cls.config_class, data)
+        try:
+            return config_from_dict(cls.config_class, data)
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{path}: {e}", "restore the file or save the model again with save_pretrained") from e
 
     @classmethod
     def from_pretrained(cls: type[T], directory: str | Path, device: str | torch.device | None = None) -> T:
         """Rebuild the network from ``directory/config.json`` and load ``model.safetensors`` into it.
 
         Every key and shape is checked before loading; any difference raises a ``ValueError`` that names the
-        folder and lists the missing, unexpected and mismatched tensors. The model is returned in eval mode
-        on `device` (CPU when None).
+        folder and lists the missing, unexpected and mismatched tensors; an unreadable ``config.json`` or
+        ``model.safetensors`` (not JSON, truncated) raises `ModelFileError` naming the file. The model is returned
+        in eval mode on `device` (CPU when None).
         """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -187,7 +249,10 @@ class PretrainedMixin:
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found: the folder has a config but no weights; save it again with save_pretrained")
         model = cls(config)  # type: ignore[call-arg]
-        state = load_file(str(weights), device="cpu")
+        try:
+            state = load_file(str(weights), device="cpu")
+        except SafetensorError as e:
+            raise ModelFileError(f"{weights} is not a readable safetensors file ({e}): it is truncated or corrupted") from e
         expected = model.state_dict()  # type: ignore[attr-defined]
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -213,7 +278,7 @@ def load_pretrained(directory: str | Path, device: str | torch.device | None = N
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a folder written by save_pretrained")
-    stored = json.loads(path.read_text()).get("_class")
+    stored = read_config(path).get("_class")
     if not stored:
         raise ValueError(f"{path} has no '_class' entry: load it with the network class's from_pretrained")
     cls = import_class(stored)

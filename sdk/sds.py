@@ -52,7 +52,7 @@ from nfldm_sdk.guidance import GuidanceModel, guided_noise
 
 __all__ = ["RefineConfig", "RefineHistory", "RefineResult", "FieldDecoder", "refine_scene", "sample_sds_cameras",
            "horizontal_cam_to_world", "sds_weight", "sds_gradient", "RefinedScene", "refine_neural_scene",
-           "WEIGHTINGS", "NEGATIVES"]
+           "WEIGHTINGS", "NEGATIVES", "refinement_record"]
 
 WEIGHTINGS = ("sigma2", "one")
 NEGATIVES = ("artifact", "null")
@@ -344,9 +344,26 @@ def refine_neural_scene(scene, guidance: GuidanceModel, config: RefineConfig | N
 
     if not isinstance(scene, NeuralScene):
         raise TypeError(f"refine_neural_scene takes a NeuralScene, got {type(scene).__name__}")
-    result = refine_scene(scene, None, guidance, config, seed=int(scene.seed if seed is None else seed), progress=progress)
+    seed = int(scene.seed if seed is None else seed)
+    result = refine_scene(scene, None, guidance, config, seed=seed, progress=progress)
     refined = NeuralScene(field=result.field, seed=scene.seed, bundle_hash=scene.bundle_hash, decoder=scene.decoder,
-                          sampler=scene.sampler, steps=scene.steps)
+                          sampler=scene.sampler, steps=scene.steps,
+                          refinements=(*scene.refinements, refinement_record(result, guidance, seed)))
     return RefinedScene(scene=refined, result=result)
+
+
+def refinement_record(result: RefineResult, guidance: GuidanceModel, seed: int) -> dict:
+    """What a refined `NeuralScene` records of one refinement (its ``refinements``, saved in ``scene.json``).
+
+    Returns:
+        ``{"steps", "guidance", "alpha", "negative", "lr", "density_lr", "views_per_step", "seed",
+        "nonfinite_steps"}``: the `RefineConfig` settings, the guidance model's ``guidance_name`` (``"prior"``,
+        ``"clip-ldm"``; the class name for other models), the SDS seed and the skipped non-finite steps.
+    """
+    cfg = result.config
+    return {"steps": int(cfg.steps), "guidance": str(getattr(guidance, "guidance_name", type(guidance).__name__)),
+            "alpha": float(cfg.alpha), "negative": cfg.negative, "lr": float(cfg.lr),
+            "density_lr": None if cfg.density_lr is None else float(cfg.density_lr),
+            "views_per_step": int(cfg.views_per_step), "seed": int(seed), "nonfinite_steps": int(result.nonfinite_steps)}
 
 

@@ -275,6 +275,20 @@ def test_prior_round_trip_and_guidance_interface(tmp_path):
         PriorGuidance.from_pretrained(tmp_path / "nothing")
 
 
+def test_prior_loads_from_a_training_run_folder_with_its_own_config(tmp_path):
+    """`nfldm train prior --out RUN` writes the resolved preset as RUN/config.json beside RUN/model: RUN loads, as
+    RUN/model does (one resolver, `nfldm_sdk.persistence.resolve_model_dir`), and so does add_prior_to_bundle."""
+    from nfldm_training.presets_prior import get_prior_preset, save_prior_preset
+
+    prior = _tiny_prior(seed=2)
+    prior.prior.save_pretrained(tmp_path / "model")
+    save_prior_preset(get_prior_preset("tiny"), tmp_path / "config.json", name="tiny")
+    assert "_class" not in json.loads((tmp_path / "config.json").read_text())
+    for path in (tmp_path, tmp_path / "model"):
+        again = PriorGuidance.from_pretrained(path)
+        assert all(torch.equal(p, q) for p, q in zip(again.prior.state_dict().values(), prior.prior.state_dict().values()))
+
+
 # ============================================================================================ CLIP-image LDM
 def _tiny_clip_ldm(folder):
     """A randomly initialised model in the sd-image-variations layout: tiny UNet2DConditionModel (cross-attention dim =
@@ -406,6 +420,22 @@ def test_generate_refined_is_seeded_per_scene(tiny_bundle):
         gen.generate(1, refine=True)
 
 
+def test_refined_scenes_record_their_refinement(tiny_bundle, tmp_path):
+    from nfldm_sdk.generator import NeuralScene, SceneGenerator
+
+    gen = SceneGenerator.from_pretrained(tiny_bundle)
+    cfg = RefineConfig(steps=2, alpha=2.5, views_per_step=1, render_size=(16, 16))
+    raw = gen.generate(1, seed=7, steps=2)[0]
+    refined = gen.generate(1, seed=7, steps=2, refine=True, guidance=_tiny_prior(), refine_config=cfg)[0]
+    assert raw.refinements == ()
+    assert refined.refinements == ({"steps": 2, "guidance": "prior", "alpha": 2.5, "negative": "artifact", "lr": 0.01,
+                                    "density_lr": None, "views_per_step": 1, "seed": 7, "nonfinite_steps": 0},)
+    assert json.loads((raw.save(tmp_path / "raw") / "scene.json").read_text())["refinements"] == []
+    meta = json.loads((refined.save(tmp_path / "refined") / "scene.json").read_text())
+    assert meta["refinements"] == [dict(refined.refinements[0])] and meta["steps"] == 2     # sampling steps kept
+    assert NeuralScene.load(tmp_path / "refined").refinements == refined.refinements
+
+
 def test_cli_train_prior_then_refine(tiny_bundle, tmp_path):
     import shutil
 
@@ -449,6 +479,18 @@ def test_cli_train_prior_then_refine(tiny_bundle, tmp_path):
     meta = json.loads((out / "refine.json").read_text())
     assert meta["nonfinite_steps"] == 0 and meta["config"]["alpha"] == 2.0 and len(meta["history"]["loss"]) == 2
     assert (out / "preview.png").is_file()
+    scene_json = json.loads((out / "scene.json").read_text())                          # says that it was refined
+    assert [{k: r[k] for k in ("steps", "guidance", "alpha", "negative", "seed")} for r in scene_json["refinements"]] == [
+        {"steps": 2, "guidance": "prior", "alpha": 2.0, "negative": "artifact", "seed": 1}]
+    # --guidance-path: the `nfldm train prior` run folder (with its own config.json) works as its model/ does
+    fields = []
+    for path in (run, run / "model"):
+        res = runner.invoke(refine, [str(tmp_path / "scene"), "--model", str(bundle), "--guidance", "prior",
+                                     "--guidance-path", str(path), "--steps", "1", "--seed", "1", "--no-preview",
+                                     "--out", str(tmp_path / f"refined_{path.name}"), "--device", "cpu", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        fields.append(NeuralScene.load(tmp_path / f"refined_{path.name}").field)
+    assert torch.equal(fields[0].features, fields[1].features) and torch.equal(fields[0].density, fields[1].density)
     res = runner.invoke(refine, [str(tmp_path / "scene"), "--model", str(bundle), "--guidance", "clip-ldm",
                                  "--guidance-path", str(tmp_path / "none"), "--out", str(tmp_path / "x"), "--device", "cpu"])
     assert res.exit_code != 0 and "huggingface-cli download" in res.output

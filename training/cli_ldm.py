@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from nfldm_sdk.persistence import CONFIG_NAME, config_from_dict, config_to_dict, load_pretrained
 from nfldm_training.cli_common import lightning_options, override_options, parse_devices
-from nfldm_training.presets_ldm import LDM_PRESETS, get_ldm_preset
+# The preset table and nfldm_sdk.persistence import torch: they are imported inside the commands (start-up time).
+from nfldm_training.preset_names import PRESET_NAMES
 
 __all__ = ["train_ldm", "export_bundle", "resolve_model_dir"]
 
@@ -24,7 +24,7 @@ __all__ = ["train_ldm", "export_bundle", "resolve_model_dir"]
 @click.option("--level", type=click.Choice(["g", "c", "f"]), required=True,
               help="Which denoiser: g (global), c (coarse, conditioned on g), f (fine, conditioned on g and c).")
 @click.option("--latents", required=True, type=click.Path(), help="Latent store written by `nfldm encode-latents`.")
-@click.option("--preset", type=click.Choice(list(LDM_PRESETS)), default="small", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True,
               help="Denoiser sizes and training settings.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @override_options("Override the preset's scenes per step (per device).")
@@ -35,6 +35,7 @@ def train_ldm(level, latents, preset, out, max_steps, batch_size, seed, workers,
     import dataclasses
 
     from nfldm_training.ldm_module import train_ldm as run
+    from nfldm_training.presets_ldm import get_ldm_preset
 
     if "://" not in latents and not Path(latents).exists():
         raise click.BadParameter(f"{latents} does not exist: write it with `nfldm encode-latents`", param_hint="--latents")
@@ -49,14 +50,14 @@ def train_ldm(level, latents, preset, out, max_steps, batch_size, seed, workers,
 
 
 def resolve_model_dir(path: str | Path, what: str) -> Path:
-    """The folder holding ``config.json`` + ``model.safetensors`` for a run directory (``RUN/model``) or that folder."""
-    p = Path(path)
-    for cand in (p, p / "model"):
-        cfg = cand / CONFIG_NAME
-        if cfg.is_file() and "_class" in json.loads(cfg.read_text()):
-            return cand
-    raise click.BadParameter(f"{p} holds no saved model (expected {p}/model/{CONFIG_NAME} or {p}/{CONFIG_NAME}): "
-                             f"pass the run directory of `nfldm train {what}`", param_hint=f"--{what}")
+    """`nfldm_sdk.persistence.resolve_model_dir` (a run directory's ``RUN/model`` or that folder) as a click error
+    naming the option ``--<what>``."""
+    from nfldm_sdk.persistence import resolve_model_dir as resolve
+
+    try:
+        return resolve(path)
+    except FileNotFoundError as e:
+        raise click.BadParameter(f"{e} (`nfldm train {what}`)", param_hint=f"--{what}") from e
 
 
 def _run_info(path: str | Path, level: str) -> dict:
@@ -86,6 +87,7 @@ def _run_info(path: str | Path, level: str) -> dict:
 def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite):
     """Assemble a model bundle (what `SceneGenerator.from_pretrained` loads) from the runs of the three stages."""
     from nfldm_sdk.generator import BundleError, write_bundle
+    from nfldm_sdk.persistence import config_from_dict, config_to_dict, load_pretrained
     from nfldm_sdk.models.latent_ae import LatentStats
     from nfldm_sdk.sampling import NoiseSchedule, SamplerDefaults
 

@@ -54,6 +54,7 @@ from torchmetrics import MeanMetric, Metric
 from nfldm_sdk.field import VoxelField
 from nfldm_sdk.models.latent_ae import LatentAEConfig, LatentAutoEncoder
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
+from nfldm_sdk.persistence import resolve_model_dir  # the one run-folder resolver (cli_latent imports it from here)
 from nfldm_training.latent_data import LatentBatch, LatentDataModule
 from nfldm_training.losses import image_loss
 from nfldm_training.metrics import psnr
@@ -62,6 +63,7 @@ from nfldm_training.scene_ae_module import save_val_grid
 from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
                                     kept_untrained, make_trainer, write_metrics)
 from nfldm_training.voxel_store import VoxelStore, weights_sha256
+from nfldm_training.errors import TrainingError
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -168,9 +170,9 @@ class LatentAELightningModule(LightningModule):
         super().__init__()
         sc = scene_ae.config
         if (tuple(sc.grid_shape), int(sc.feature_channels)) != (tuple(model_config.grid_shape), int(model_config.feature_channels)):
-            raise ValueError(f"LAE grid {model_config.grid_shape} / C={model_config.feature_channels} differs from the scene "
-                             f"auto-encoder's {sc.grid_shape} / C={sc.feature_channels}: build the config with "
-                             "LatentAEConfig.for_scene_ae")
+            raise TrainingError(f"LAE grid {model_config.grid_shape} / C={model_config.feature_channels} differs from the scene "
+                                f"auto-encoder's {sc.grid_shape} / C={sc.feature_channels}: build the config with "
+                                "LatentAEConfig.for_scene_ae")
         self.model = LatentAutoEncoder(model_config)
         self.scene_ae = scene_ae.requires_grad_(False).eval()
         self.cfg = train_config
@@ -250,17 +252,6 @@ class LatentAELightningModule(LightningModule):
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run directory's ``model/`` folder, or `path` itself when it holds ``config.json`` (a model folder)."""
-    path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        return path
-    raise FileNotFoundError(f"{path} is neither a run directory with model/ nor a model folder (config.json + "
-                            "model.safetensors): pass the --out of the training run")
-
-
 @dataclass
 class LatentTrainResult:
     """Outcome of `train_latent_ae`.
@@ -312,8 +303,8 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
     vs = VoxelStore(voxels)
     recorded = vs.attrs.get("model", {}).get("weights_sha256")
     if recorded is not None and recorded != weights_sha256(scene_model):
-        raise ValueError(f"{voxels} was encoded by another stage-1 model than {scene_ae} (weights differ): pass the "
-                         "--scene-ae that encode-voxels used, or re-encode the voxels with this one")
+        raise TrainingError(f"{voxels} was encoded by another stage-1 model than {scene_ae} (weights differ): pass the "
+                            "--scene-ae that encode-voxels used, or re-encode the voxels with this one")
     resolved = LatentAEConfig.for_scene_ae(scene_model.config, **{f.name: getattr(preset.latent_ae, f.name)
                                                                   for f in dataclasses.fields(LatentAEConfig)})
     if (resolved.grid_shape, resolved.feature_channels) != (preset.latent_ae.grid_shape, preset.latent_ae.feature_channels):
