@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class NfldmError(Exception):
     """Base of the project's own errors: the message names the problem and the fix, in one line where it can."""
+
+
+class MissingExtraError(NfldmError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names the ``pip install`` to run."""

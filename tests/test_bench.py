@@ -16,6 +16,7 @@ TINY = {
     "sensors": dict(size=32, ticks=1, batch_size=6, rounds=1,
                     decoder=dict(channels=4, render_samples=8, decoder_widths=(16, 16, 16), blocks_per_stage=1, grid=(4, 16, 16))),
     "refine": dict(size="tiny", steps=1, views=1),
+    "startup": dict(repeats=1),
 }
 
 
@@ -32,8 +33,8 @@ def test_quick_sizes_cover_every_benchmark():
 def test_run_bench_tiny(tmp_path):
     report = run_bench(quick=True, device="cpu", sizes=TINY, log=lambda s: None)
     rows = {r.name: r for r in report.rows}
-    assert list(rows) == ["capture", "render", "sampling", "sensors", "refine"]
-    for name in ("capture", "render", "sampling", "sensors"):
+    assert list(rows) == ["capture", "render", "sampling", "sensors", "refine", "startup"]
+    for name in ("capture", "render", "sampling", "sensors", "startup"):
         assert not rows[name].error, rows[name].error
         assert rows[name].value > 0 and math.isfinite(rows[name].value)
     # same-run baselines and their ratios
@@ -42,6 +43,9 @@ def test_run_bench_tiny(tmp_path):
     assert rows["sampling"].unit == "s/scene" and "ddim 2 steps/level" in rows["sampling"].setting
     assert 0 < rows["capture"].ratio <= 1.5                  # pipeline rays/s cannot much exceed the raycaster alone
     assert rows["sensors"].baseline is None and rows["sensors"].ratio is None
+    s = rows["startup"]                                      # the slowest nfldm start-up, sim_bridge as baseline
+    assert s.unit == "s" and s.baseline > 0 and s.ratio == pytest.approx(s.baseline / s.value, rel=1e-6)
+    assert "nfldm --help" in s.setting and "nfldm generate --no-such-option" in s.setting
     text = format_bench(report)
     assert text.splitlines()[0].startswith("nfldm bench (quick, device cpu) on ") and "threads" in text.splitlines()[0]
     for name in rows:

@@ -11,6 +11,9 @@ Runs, in order (each with its own warm-up; sizes from `BENCH_SIZES`):
 * **sensors** — `nfldm_sdk.bench_sensors.run_sensor_bench`: camera images/s of the capture rig along a trajectory
   (decoder included, to host memory); no baseline.
 * **refine** — `nfldm_sdk.bench_refine.bench` (SDS refinement seconds per step), when that module is present.
+* **startup** — `nfldm_training.bench_startup.run_startup_bench`: seconds until ``nfldm --help``, ``nfldm generate
+  --help`` and an argument error return (fresh processes; the figure is the slowest); baseline: ``sim_bridge --help``
+  in the same run (ratio = baseline ÷ figure).
 
 ``--quick`` uses the tiny sizes (about a minute on two CPU cores); the default uses the ``small`` sizes.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from nfldm_training.errors import TrainingError
 
 __all__ = ["BenchRow", "BenchReport", "BENCH_SIZES", "machine_line", "run_bench", "format_bench"]
 
@@ -99,6 +103,7 @@ BENCH_SIZES: dict[str, dict] = {
                         decoder=dict(channels=8, render_samples=32, decoder_widths=(32, 32, 16), blocks_per_stage=1,
                                      grid=(8, 32, 32))),
         "refine": dict(size="tiny", steps=2, views=1),
+        "startup": dict(repeats=3),
     },
     "full": {
         "capture": dict(town="Town03", width=256, height=256, frames=10, baseline_repeats=3),
@@ -106,6 +111,7 @@ BENCH_SIZES: dict[str, dict] = {
         "sampling": dict(bundle_or_preset="small", samplers=("ddim", "dpmsolver++"), steps=(25,), batch=1),
         "sensors": dict(size=128, ticks=2, batch_size=12, rounds=2, decoder={}),
         "refine": dict(size="small", steps=5, views=2),
+        "startup": dict(repeats=5),
     },
 }
 
@@ -158,8 +164,19 @@ def _refine(cfg: dict, device: str) -> BenchRow:
                     float(r["per_step"]), "s/step")
 
 
+def _startup(cfg: dict, device: str) -> BenchRow:
+    from nfldm_training.bench_startup import run_startup_bench
+
+    r = run_startup_bench(**cfg)
+    each = ", ".join(f"{label} {s:.2f}" for label, s in r.seconds.items())
+    return BenchRow("startup", f"slowest of: {each} (s; median of {r.repeats} processes)", r.slowest, "s",
+                    baseline=r.baseline_seconds, baseline_name="sim_bridge --help (s)",
+                    ratio=r.baseline_seconds / r.slowest)
+
+
 _BENCHES: dict[str, Callable[[dict, str], BenchRow]] = {
-    "capture": _capture, "render": _render, "sampling": _sampling, "sensors": _sensors, "refine": _refine}
+    "capture": _capture, "render": _render, "sampling": _sampling, "sensors": _sensors, "refine": _refine,
+    "startup": _startup}
 
 
 def run_bench(quick: bool = True, device: str = "cpu", only: tuple[str, ...] | None = None,
@@ -170,12 +187,12 @@ def run_bench(quick: bool = True, device: str = "cpu", only: tuple[str, ...] | N
     entry for the mode (tests use smaller ones).
     """
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked but torch.cuda.is_available() is False: use --device cpu")
+        raise TrainingError("--device cuda asked but torch.cuda.is_available() is False: use --device cpu")
     table = sizes or BENCH_SIZES["quick" if quick else "full"]
     names = [n for n in _BENCHES if only is None or n in only]
     unknown = set(only or ()) - set(_BENCHES)
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {sorted(unknown)}: choose from {', '.join(_BENCHES)}")
+        raise TrainingError(f"unknown benchmark(s) {sorted(unknown)}: choose from {', '.join(_BENCHES)}")
     report = BenchReport(machine=machine_line(device), device=str(device), quick=quick)
     start = time.perf_counter()
     for name in names:
@@ -216,7 +233,7 @@ def format_bench(r: BenchReport) -> str:
            line(head), line(["-" * w for w in widths])]
     out += [line(row) for row in rows]
     out.append(f"total {r.seconds:.1f} s. Ratios: capture = pipeline ÷ raycaster rays/s (share of time in primary "
-               "casts); render = fast ÷ naive.")
+               "casts); render = fast ÷ naive; startup = sim_bridge ÷ nfldm seconds.")
     return "\n".join(out)
 
 

@@ -14,7 +14,7 @@ import click
 
 from nfldm_training.cli_common import (collect_overrides, lightning_options, override_options, parse_devices,
                                        resolve_run_preset)
-from nfldm_training.presets import PRESETS
+from nfldm_training.preset_names import PRESET_NAMES  # not presets.PRESETS: it imports torch (start-up time)
 
 
 def _stores(data: tuple[str, ...], more: tuple[str, ...]) -> list[str]:
@@ -38,7 +38,7 @@ def train():
 @click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
               help="Capture store(s) (zarr path or fsspec URL); repeat the option or list stores after it.")
 @click.argument("more_stores", nargs=-1, metavar="[STORE...]")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="small", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True,
               help="Model and training sizes (training/presets.py).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @override_options("Override the preset's scene windows per step (per device).",

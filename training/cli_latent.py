@@ -12,7 +12,7 @@ import click
 
 from nfldm_training.cli_common import (collect_overrides, lightning_options, override_options, parse_devices,
                                        resolve_run_preset)
-from nfldm_training.presets_latent import LATENT_PRESETS
+from nfldm_training.preset_names import PRESET_NAMES  # not LATENT_PRESETS: it imports torch (start-up time)
 
 
 @click.command("latent-ae")
@@ -24,7 +24,7 @@ from nfldm_training.presets_latent import LATENT_PRESETS
               help="Capture store(s) the voxels were encoded from, in the same order (default: the paths recorded in "
                    "the voxel store); repeat the option or list stores after it.")
 @click.argument("more_stores", nargs=-1, metavar="[STORE...]")
-@click.option("--preset", type=click.Choice(list(LATENT_PRESETS)), default="small", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True,
               help="Model and training sizes (the preset table, training/presets.py).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @override_options("Override the preset's scenes per step (per device).",

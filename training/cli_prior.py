@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from nfldm_training.cli_common import lightning_options, override_options, parse_devices
-from nfldm_training.presets_prior import PRIOR_PRESETS, get_prior_preset, load_prior_preset
+from nfldm_training.preset_names import PRESET_NAMES  # not PRIOR_PRESETS: it imports torch (start-up time)
 
 __all__ = ["train_prior"]
 
@@ -30,7 +30,7 @@ __all__ = ["train_prior"]
               help="Model bundle whose generated scenes are rendered as the artifact class.")
 @click.option("--artifacts", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of artifact images (png/jpg), added to the bundle's renders.")
-@click.option("--preset", type=click.Choice(list(PRIOR_PRESETS)), default="small", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True,
               help="Prior size and training settings (the preset table, training/presets.py).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @override_options("Override the preset's images per step (per device).")
@@ -41,6 +41,7 @@ __all__ = ["train_prior"]
 def train_prior(ctx, data, more_stores, bundle, artifacts, preset, out, max_steps, batch_size, seed, workers, accelerator,
                 devices, strategy, num_nodes, resume, add_to_bundle, progress):
     """Train the offline SDS prior: a class-conditional pixel U-Net (dataset / artifact / null) for `nfldm refine`."""
+    from nfldm_training.presets_prior import get_prior_preset, load_prior_preset
     from nfldm_training.prior_module import train_prior as run
 
     stores = [*data, *more_stores]

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
-import torch
 
-from nfldm_sdk.cli_render import DEFAULT_DEVICE, VIEW_NAMES, friendly_errors, trajectory_options, view_scene
+from nfldm_sdk.cli_render import (DEVICE_DEFAULT_HELP, VIEW_NAMES, default_device, friendly_errors, trajectory_options,
+                                  view_scene)
 
 __all__ = ["view", "view_capture", "is_capture_store"]
 
@@ -53,6 +52,8 @@ def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None 
                  width: int = 1280, height: int = 720, view: str = "above_behind", frustum_every: int = 4):
     """Fuse an episode's RGB-D into coloured points and show them with the ego path and camera frustums (every
     `frustum_every` selected frames). Returns the screenshot path or None."""
+    import numpy as np
+    import torch
     from sim_bridge import open_store
 
     from nfldm_sdk.cameras import Cameras
@@ -95,7 +96,7 @@ def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None 
 @click.option("--view", "view_name", type=click.Choice(list(VIEW_NAMES)), default="above_behind", show_default=True,
               help="Viewpoint: above_behind looks from behind the ego start and above.")
 @click.option("--size", nargs=2, type=int, default=(1280, 720), show_default=True, help="Window/screenshot WIDTH HEIGHT.")
-@click.option("--device", default=DEFAULT_DEVICE, show_default=True, help="Scenes: torch device.")
+@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="Scenes: torch device.")
 @friendly_errors
 def view(target, model, screenshot, rig, trajectory, length, speed, rate, radius, angle, offset, duration, geometry,
          level, episode, frames, stride, max_depth, voxel_size, view_name, size, device):

@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover
     LightningDataModule = object  # type: ignore[misc,assignment]
 
 from nfldm_sdk.cameras import Cameras
+from nfldm_training.errors import TrainingError
 
 
 # ------------------------------------------------------------------------------------------------ typed items
@@ -233,11 +234,11 @@ class SceneWindowDataset(torch.utils.data.Dataset):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
         if window < 1 or stride < 1:
-            raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+            raise TrainingError(f"window and stride must be >= 1, got window={window}, stride={stride}")
         if isinstance(stores, (str, os.PathLike)):
             stores = [stores]
         if not stores:
-            raise ValueError("no capture stores given: pass at least one store path")
+            raise TrainingError("no capture stores given: pass at least one store path")
         self.stores = [str(s) for s in stores]
         self.window, self.stride, self.split = int(window), int(stride), split
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -256,7 +257,7 @@ class SceneWindowDataset(torch.utils.data.Dataset):
             names = list(cameras) if cameras is not None else rig.names
             unknown = [n for n in names if n not in rig.names]
             if unknown:
-                raise ValueError(f"store {path} has no camera(s) {unknown}; its rig has {rig.names}")
+                raise TrainingError(f"store {path} has no camera(s) {unknown}; its rig has {rig.names}")
             idx = [rig.names.index(n) for n in names]
             self.camera_indices.append(idx)
             self.intrinsics.append(scale_intrinsics(rig.K()[idx], (rig.height, rig.width), self.image_size))
@@ -275,8 +276,8 @@ class SceneWindowDataset(torch.utils.data.Dataset):
         else:
             rigs = {tuple(self._opened[i].rig.names) for i in range(len(self.stores))}
             if len(rigs) > 1:
-                raise ValueError(f"the stores have different rigs {sorted(rigs)}: pass the cameras to use (names common "
-                                 "to every store), so every window has the same views")
+                raise TrainingError(f"the stores have different rigs {sorted(rigs)}: pass the cameras to use (names common "
+                                    "to every store), so every window has the same views")
             self.camera_names = self._opened[0].rig.names
 
     def _time_split(self, path: str, T: int, starts: list[int], val_fraction: float) -> list[int]:
@@ -382,8 +383,8 @@ class SceneDataModule(LightningDataModule):
             self.train_set = self._dataset("train")
             self.val_set = self._dataset("val")
             if len(self.train_set) == 0:
-                raise ValueError(f"no training windows of {self.cfg.window} frames in {self.store_paths}: "
-                                 "collect longer episodes or use a smaller window")
+                raise TrainingError(f"no training windows of {self.cfg.window} frames in {self.store_paths}: "
+                                    "collect longer episodes or use a smaller window")
 
     @property
     def has_val(self) -> bool:

@@ -44,6 +44,7 @@ from nfldm_sdk.cameras import Cameras
 from nfldm_training.bench import machine_line
 from nfldm_training.metrics_3d import (BEVStats, HistDistances, SetMetrics, bev_stats, chamfer_matrix, depth_histogram,
                                        histogram_distances, mmd_cov_1nna, ssim, subsample_points)
+from nfldm_training.errors import TrainingError
 
 __all__ = ["EvalConfig", "ReconFigures", "GenerationFigures", "EvalReport", "evaluate", "write_report",
            "backproject", "SEMANTIC_GROUPS"]
@@ -257,8 +258,8 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
         ref_rig.append(cams)
         ref_rgb.append(w.images[views])
     if len(ref_sets) < 2:
-        raise ValueError(f"only {len(ref_sets)} held-out window(s) show surfaces inside the box: evaluate on stores with "
-                         "more held-out episodes (collect more episodes)")
+        raise TrainingError(f"only {len(ref_sets)} held-out window(s) show surfaces inside the box: evaluate on stores with "
+                            "more held-out episodes (collect more episodes)")
     log(f"generating {cfg.num_scenes} scenes (seed {cfg.seed}) ...")
     scenes = gen.generate(cfg.num_scenes, seed=cfg.seed, steps=cfg.steps, sampler=cfg.sampler, batch_size=cfg.batch_size)
     gen_sets, gen_bev, gen_rgb = [], [], []
@@ -326,8 +327,8 @@ def evaluate(model, stores: Sequence[str], config: EvalConfig | None = None, *, 
     data = SceneWindowDataset(list(stores), cfg.window, cameras=cfg.cameras, image_size=mc.image_size, split="val",
                               val_fraction=cfg.val_fraction)
     if len(data) == 0:
-        raise ValueError(f"no held-out windows in {list(stores)}: stores need 2+ episodes (or enough frames for a time "
-                         f"split) for window {cfg.window}")
+        raise TrainingError(f"no held-out windows in {list(stores)}: stores need 2+ episodes (or enough frames for a time "
+                            f"split) for window {cfg.window}")
     notes = []
     recon_idx = _spread(len(data), cfg.max_recon_windows)
     log(f"reconstruction on {len(recon_idx)} of {len(data)} held-out windows ...")

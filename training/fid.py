@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from nfldm_training.errors import TrainingError, TrainingInputNotFound
 
 #: The file name of the standard weights (pytorch-fid's release asset).
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -94,13 +95,13 @@ class FIDInceptionV3(nn.Module):
         """The network with the weights file at `path` (every key and shape checked; torch.load weights_only)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found. {FID_WEIGHTS_HELP}")
+            raise TrainingInputNotFound(f"{path} not found. {FID_WEIGHTS_HELP}")
         state = torch.load(path, map_location="cpu", weights_only=True)
         model = cls()
         missing, unexpected = model.net.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path} is not the FID Inception weights file ({len(missing)} missing keys, e.g. "
-                             f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}). {FID_WEIGHTS_HELP}")
+            raise TrainingError(f"{path} is not the FID Inception weights file ({len(missing)} missing keys, e.g. "
+                                f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}). {FID_WEIGHTS_HELP}")
         return model.eval().to(device)
 
     @torch.no_grad()
@@ -151,7 +152,7 @@ def kernel_inception_distance(feats1: np.ndarray, feats2: np.ndarray, subsets: i
     d = feats1.shape[1]
     m = min(subset_size, len(feats1), len(feats2))
     if m < 2:
-        raise ValueError(f"KID needs at least 2 features per set, got {len(feats1)} and {len(feats2)}")
+        raise TrainingError(f"KID needs at least 2 features per set, got {len(feats1)} and {len(feats2)}")
     vals = []
     for _ in range(subsets):
         x = feats1[rng.choice(len(feats1), m, replace=False)]

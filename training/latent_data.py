@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover
 from nfldm_sdk.field import VoxelField
 from nfldm_training.data import SceneBatch, SceneWindow, SceneWindowDataset, collate_windows, seed_worker
 from nfldm_training.voxel_store import VoxelStore, create_or_resume_scene_store, open_scene_store, weights_sha256
+from nfldm_training.errors import TrainingError, TrainingInputNotFound
 
 
 @dataclass(eq=False)
@@ -113,8 +114,8 @@ class LatentSceneDataset(torch.utils.data.Dataset):
             stores = recorded
         stores = [str(s) for s in stores]
         if len(stores) != len(recorded):
-            raise ValueError(f"{voxels} was encoded from {len(recorded)} capture store(s) {recorded} but {len(stores)} "
-                             f"were given {stores}: pass the same stores in the same order")
+            raise TrainingError(f"{voxels} was encoded from {len(recorded)} capture store(s) {recorded} but {len(stores)} "
+                                f"were given {stores}: pass the same stores in the same order")
         moved = [(r, s) for r, s in zip(recorded, stores) if not _same_path(r, s)]
         if moved:
             warnings.warn(f"capture stores differ from those {voxels} was encoded from ({moved}); using the given ones "
@@ -144,8 +145,8 @@ class LatentSceneDataset(torch.utils.data.Dataset):
                 self.pairs.append((s, w))
         if split == "all" and len(self.pairs) != self.num_scenes:
             missing = self.num_scenes - len(self.pairs)
-            raise ValueError(f"{missing} scene(s) of {voxels} have no window in {stores} (window {self.window}, stride "
-                             f"{self.stride}): the capture stores are not the ones it was encoded from")
+            raise TrainingError(f"{missing} scene(s) of {voxels} have no window in {stores} (window {self.window}, stride "
+                                f"{self.stride}): the capture stores are not the ones it was encoded from")
         self._store: VoxelStore | None = vs
         self._pid = os.getpid()
 
@@ -195,7 +196,7 @@ class LatentDataModule(LightningDataModule):
             self.train_set = LatentSceneDataset(self.voxels, self.stores, "train", self.cfg.val_fraction)
             self.val_set = LatentSceneDataset(self.voxels, self.stores, "val", self.cfg.val_fraction)
             if len(self.train_set) == 0:
-                raise ValueError(f"no training scenes in {self.voxels}: encode more windows (more episodes or frames)")
+                raise TrainingError(f"no training scenes in {self.voxels}: encode more windows (more episodes or frames)")
 
     def _loader(self, dataset: LatentSceneDataset, shuffle: bool, offset: int) -> torch.utils.data.DataLoader:
         g = torch.Generator().manual_seed(int(self.cfg.seed) + offset)
@@ -267,7 +268,7 @@ class LatentStatsAccumulator:
         from nfldm_sdk.models.latent_ae import LatentStats
 
         if self.num_scenes == 0:
-            raise ValueError("no latents were added: cannot compute statistics of an empty data set")
+            raise TrainingError("no latents were added: cannot compute statistics of an empty data set")
         out = {}
         for key, (n, mean, m2) in self._state.items():
             out[key] = (mean.tolist(), np.sqrt(m2 / n).tolist())
@@ -306,7 +307,7 @@ class LatentStore:
 
         raw = self.attrs.get("latent_stats")
         if raw is None:
-            raise ValueError(f"{self.path} has no latent_stats: it is incomplete, rerun `nfldm encode-latents` to finish it")
+            raise TrainingError(f"{self.path} has no latent_stats: it is incomplete, rerun `nfldm encode-latents` to finish it")
         return config_from_dict(LatentStats, raw)
 
     def latents(self, start: int = 0, stop: int | None = None):
@@ -348,7 +349,7 @@ def write_latent_stats(model_dir: str | Path, stats) -> Path:
 
     path = Path(model_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {model_dir} is not a saved LatentAutoEncoder folder")
+        raise TrainingInputNotFound(f"{path} not found: {model_dir} is not a saved LatentAutoEncoder folder")
     data = json.loads(path.read_text())
     data["latent_stats"] = asdict(stats)
     tmp = path.with_name(path.name + ".tmp")
@@ -382,10 +383,10 @@ def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str
     vs = VoxelStore(voxels)
     S = len(vs)
     if S == 0:
-        raise ValueError(f"{voxels} holds no scenes: run `nfldm encode-voxels` first")
+        raise TrainingError(f"{voxels} holds no scenes: run `nfldm encode-voxels` first")
     if int(vs.attrs.get("scenes_planned", S)) != S:
-        raise ValueError(f"{voxels} is incomplete ({S}/{vs.attrs.get('scenes_planned')} scenes): finish it by rerunning "
-                         "`nfldm encode-voxels` with the same arguments")
+        raise TrainingError(f"{voxels} is incomplete ({S}/{vs.attrs.get('scenes_planned')} scenes): finish it by rerunning "
+                            "`nfldm encode-voxels` with the same arguments")
     cfg = model.config
     model_attrs = {"class": class_path(type(model)), "config": config_to_dict(dataclasses.replace(cfg, latent_stats=None)),
                    "weights_sha256": weights_sha256(model)}

@@ -26,6 +26,7 @@ from lightning.pytorch import LightningDataModule
 from nfldm_sdk.models.latent_ae import LatentStats
 from nfldm_sdk.sampling import LEVELS, normalize_level
 from nfldm_training.latent_data import LatentStore
+from nfldm_training.errors import TrainingError
 
 __all__ = ["LatentLevels", "LatentLevelDataset", "LatentLevelDataModule", "split_indices", "split_by_episode", "LEVEL_CONDITIONS"]
 
@@ -83,10 +84,10 @@ class LatentLevels:
         group = self.store.group
         missing = [k for k in LEVELS if k not in group]
         if missing:
-            raise ValueError(f"latent store {self.path} lacks array(s) {missing}: re-run `nfldm encode-latents`")
+            raise TrainingError(f"latent store {self.path} lacks array(s) {missing}: re-run `nfldm encode-latents`")
         self.num_scenes = len(self.store)
         if self.num_scenes < 1:
-            raise ValueError(f"latent store {self.path} holds no scenes: run `nfldm encode-latents` to completion")
+            raise TrainingError(f"latent store {self.path} holds no scenes: run `nfldm encode-latents` to completion")
         self.stats: LatentStats = self.store.stats  # raises for an incomplete store
         self.g_dim = int(group["g"].shape[1])
         self.c_shape: tuple[int, int, int, int] = tuple(int(v) for v in group["c"].shape[1:])  # type: ignore[assignment]

@@ -36,6 +36,7 @@ from nfldm_sdk.sampling import NoiseSchedule, SamplerDefaults
 from nfldm_training.presets_latent import LatentAETrainConfig
 from nfldm_training.presets_ldm import LDMPreset, LDMTrainConfig
 from nfldm_training.presets_prior import PriorPreset, PriorTrainConfig
+from nfldm_training.errors import TrainingInputNotFound
 
 #: The default voxel box, ((xmin, ymin, zmin), (xmax, ymax, zmax)) metres in the scene frame (see module docstring).
 DRIVING_BOX = ((-16.0, -32.0, -2.0), (48.0, 32.0, 6.0))
@@ -302,5 +303,5 @@ def load_preset(path: str | Path) -> Preset:
     """Read a preset written by `save_preset` (sections written by a newer nfldm with unknown keys are an error)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected the resolved preset JSON written beside the checkpoints")
+        raise TrainingInputNotFound(f"{path} not found: expected the resolved preset JSON written beside the checkpoints")
     return config_from_dict(Preset, json.loads(path.read_text()))

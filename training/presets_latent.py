@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from nfldm_sdk.models.latent_ae import LatentAEConfig
 from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
+from nfldm_training.errors import TrainingInputNotFound
 
 
 @dataclass
@@ -127,7 +128,7 @@ def load_latent_preset(path: str | Path) -> LatentPreset:
     """Read a preset written by `save_latent_preset`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected the resolved preset JSON of a latent-ae run")
+        raise TrainingInputNotFound(f"{path} not found: expected the resolved preset JSON of a latent-ae run")
     return config_from_dict(LatentPreset, json.loads(path.read_text()))
 
 

@@ -46,6 +46,7 @@ from nfldm_training.ldm_module import ema_multi_avg_fn, v_prediction_loss
 from nfldm_training.presets_prior import PriorPreset, save_prior_preset
 from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint,
                                     fit_with_val_loss, make_trainer, write_metrics)
+from nfldm_training.errors import TrainingError, TrainingInputNotFound
 
 __all__ = ["CaptureImageDataset", "render_artifact_images", "read_image_folder", "PriorLightningModule",
            "PriorTrainResult", "train_prior", "RUN_INFO", "ARTIFACTS_NAME"]
@@ -106,7 +107,7 @@ def read_image_folder(folder: str | Path, image_size: tuple[int, int]) -> torch.
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
+        raise TrainingInputNotFound(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
     out = []
     for p in files:
         img = np.asarray(iio.imread(p))
@@ -255,7 +256,7 @@ def _artifact_images(run_dir: Path, preset: PriorPreset, bundle: str | Path | No
     if artifacts:
         parts.append(read_image_folder(artifacts, size))
     if not parts:
-        raise ValueError("no artifact images: pass --bundle BUNDLE (renders of generated scenes) and/or --artifacts DIR")
+        raise TrainingError("no artifact images: pass --bundle BUNDLE (renders of generated scenes) and/or --artifacts DIR")
     images = torch.cat(parts).contiguous()
     save_file({"images": images}, str(path), metadata={"source": json.dumps(source)})
     return images
@@ -285,7 +286,7 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     art = _artifact_images(run_dir, preset, bundle, artifacts, render_device, log, progress)
     captured = CaptureImageDataset(stores, preset.prior.image_size, tc.frame_stride)
     if len(captured) == 0:
-        raise ValueError(f"the capture stores {list(stores)} hold no committed frames")
+        raise TrainingError(f"the capture stores {list(stores)} hold no committed frames")
     d_train, d_val = _split(len(captured), tc.val_fraction)
     a_train, a_val = _split(len(art), tc.val_fraction)
     c_data, c_art = PRIOR_CLASSES["dataset"], PRIOR_CLASSES["artifact"]

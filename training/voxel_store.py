@@ -31,6 +31,7 @@ import torch
 
 from nfldm_sdk.field import VoxelField
 from nfldm_sdk.persistence import class_path, config_to_dict, nfldm_version
+from nfldm_training.errors import TrainingError, TrainingInputNotFound
 
 VOXEL_STORE_FORMAT = "nfldm.voxel_store"
 VOXEL_STORE_VERSION = 1
@@ -66,13 +67,13 @@ def open_scene_store(path: str | Path, fmt: str, version: int, kind: str, comman
     try:
         group = zarr.open_group(str(path), mode="r", zarr_format=3)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"no {kind} store at {path}: write one with `nfldm {command} --out {path}`") from e
+        raise TrainingInputNotFound(f"no {kind} store at {path}: write one with `nfldm {command} --out {path}`") from e
     attrs = dict(group.attrs)
     if attrs.get("format") != fmt:
-        raise ValueError(f"{path} is not a {kind} store (format {attrs.get('format')!r}, expected {fmt!r})")
+        raise TrainingError(f"{path} is not a {kind} store (format {attrs.get('format')!r}, expected {fmt!r})")
     if int(attrs.get("format_version", -1)) > version:
-        raise ValueError(f"{path} is {kind}-store format {attrs['format_version']}; this nfldm reads up to "
-                         f"{version}: upgrade nfldm")
+        raise TrainingError(f"{path} is {kind}-store format {attrs['format_version']}; this nfldm reads up to "
+                            f"{version}: upgrade nfldm")
     return group
 
 
@@ -95,11 +96,11 @@ def create_or_resume_scene_store(out: str, attrs: dict, identity: Sequence[str],
         group = zarr.open_group(out, mode="r+", zarr_format=3)
         old = dict(group.attrs)
         if old.get("format") != attrs["format"]:
-            raise ValueError(f"{out} exists and is not a {kind} store: choose another --out or pass --overwrite")
+            raise TrainingError(f"{out} exists and is not a {kind} store: choose another --out or pass --overwrite")
         differs = [k for k in identity if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(attrs[k]))]
         if differs:
-            raise ValueError(f"{out} was started with a different {', '.join(differs)}: pass --overwrite to replace it "
-                             "or choose another --out")
+            raise TrainingError(f"{out} was started with a different {', '.join(differs)}: pass --overwrite to replace it "
+                                "or choose another --out")
         return group
     group = zarr.open_group(out, mode="w", zarr_format=3)
     create_arrays(group)
@@ -180,13 +181,13 @@ def encode_voxels(model, stores: Sequence[str], out: str | Path, *, window: int,
     from nfldm_training.data import SceneWindowDataset, collate_windows
 
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        raise TrainingError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     start_time = time.perf_counter()
     cfg = model.config
     data = SceneWindowDataset(list(stores), window, cameras, cfg.image_size, split="all", stride=stride)
     S = len(data)
     if S == 0:
-        raise ValueError(f"no windows of {window} frames in {list(stores)}: use a smaller --window")
+        raise TrainingError(f"no windows of {window} frames in {list(stores)}: use a smaller --window")
     Z, Y, X = cfg.grid_shape
     C = cfg.feature_channels
     attrs = {
