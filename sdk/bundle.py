@@ -170,11 +170,11 @@ def read_manifest(bundle: str | Path) -> BundleManifest:
         raise BundleError(f"{bundle} is not a model bundle: it has no {MANIFEST_NAME}. Build one with "
                           "`nfldm export-bundle --scene-ae RUN --latent-ae RUN --ldm-g RUN --ldm-c RUN --ldm-f RUN --out BUNDLE`")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path} is not valid JSON ({e}): the manifest was edited or truncated; re-export the bundle "
-                          "with `nfldm export-bundle`") from e
-    fmt = data.get("format") if isinstance(data, dict) else None
+        data = read_config(path)
+    except ModelFileError as e:
+        raise BundleError(f"{e}: the manifest was edited or truncated; re-export the bundle with "
+                          "`nfldm export-bundle`") from e
+    fmt = data.get("format")
     if fmt != BUNDLE_FORMAT:
         raise BundleError(f"{path}: format {fmt!r} is not {BUNDLE_FORMAT!r}; not a model bundle manifest")
     version = data.get("format_version")

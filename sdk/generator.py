@@ -46,7 +46,8 @@ from nfldm_sdk.models.latent_ae import LatentAutoEncoder, Latents, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.render import HIT_ALPHA
 from nfldm_sdk.render_size import warn_if_unsupported_size
-from nfldm_sdk.persistence import CONFIG_NAME, WEIGHTS_NAME, config_from_dict, nfldm_version
+from nfldm_sdk.persistence import (CONFIG_NAME, WEIGHTS_NAME, ModelFileError, config_from_dict, nfldm_version,
+                                   read_config)
 from nfldm_sdk.sampling import LEVELS, SAMPLERS, NoiseSchedule, SamplerDefaults, denormalize_level, sample_level
 
 from .generate_args import GenerateArgumentError, check_generate_args, check_int
@@ -174,13 +175,9 @@ class NeuralScene:
             raise SceneNotFoundError(f"{meta_path} not found: {path} is not a scene folder written by NeuralScene.save "
                                      "(make one with `nfldm generate`)")
         try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SceneFormatError(f"{meta_path} is not valid JSON ({e}): restore it, or generate the scene again with "
-                                   "`nfldm generate`") from e
-        if not isinstance(meta, dict):
-            raise SceneFormatError(f"{meta_path} holds a JSON {type(meta).__name__}, not an object: restore it, or "
-                                   "generate the scene again with `nfldm generate`")
+            meta = read_config(meta_path)
+        except ModelFileError as e:
+            raise SceneFormatError(f"{e}: restore it, or generate the scene again with `nfldm generate`") from e
         if meta.get("format") != SCENE_FORMAT or meta.get("format_version") != SCENE_FORMAT_VERSION:
             raise SceneFormatError(f"{meta_path}: format {meta.get('format')!r} version {meta.get('format_version')}, expected "
                              f"{SCENE_FORMAT!r} version {SCENE_FORMAT_VERSION}: save the scene again with this nfldm")

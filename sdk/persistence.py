@@ -88,7 +88,7 @@ class ModelFileError(NfldmError, ValueError):
 
 
 def read_config(path: str | Path) -> dict:
-    """The JSON object in a network's ``config.json`` at `path`.
+    """The JSON object in the JSON file at `path`: a network's ``config.json``, a bundle manifest, a ``scene.json``.
 
     Raises:
         FileNotFoundError: there is no file at `path`.

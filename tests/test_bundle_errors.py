@@ -14,30 +14,18 @@ from nfldm_sdk.generator import BundleError, SceneGenerator
 from nfldm_sdk.guidance import PriorConfig, PriorGuidance, PriorUNet, add_prior_to_bundle
 from nfldm_sdk.persistence import ModelFileError, read_config, resolve_model_dir
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
 TINY_PRIOR = PriorConfig(image_size=(16, 16), block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                          up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, attention_head_dim=8,
                          norm_num_groups=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def bundle_with_prior(tmp_path_factory):
+def bundle_with_prior(tmp_path_factory, tiny_generator, write_tiny_bundle):
     """A tiny bundle of random weights with a `prior/` part."""
-    from nfldm_sdk.generator import write_bundle
-    from nfldm_training.presets_ldm import random_generator
-
-    gen = random_generator("tiny", seed=0)
     root = tmp_path_factory.mktemp("bundle")
-    path = write_bundle(root / "tiny", scene_ae=gen.scene_ae, latent_ae=gen.latent_ae, denoisers=gen.denoisers,
-                        latent_stats=gen.latent_stats, noise_schedule=gen.noise_schedule,
-                        sampler_defaults=gen.sampler_defaults, preset="tiny", training_data_hash="0" * 64)
+    path = write_tiny_bundle(root / "tiny", tiny_generator)
     torch.manual_seed(0)
     PriorUNet(TINY_PRIOR).save_pretrained(root / "prior_run" / "model")
     add_prior_to_bundle(path, root / "prior_run")
@@ -112,7 +100,7 @@ def test_malformed_manifest_names_the_manifest(bundle_with_prior, tmp_path):
     with pytest.raises(BundleError, match=rf"{re.escape(str(b / 'manifest.json'))} is not valid JSON.*nfldm export-bundle"):
         SceneGenerator.from_pretrained(b)
     (b / "manifest.json").write_text("[1, 2]")
-    with pytest.raises(BundleError, match=r"format None is not 'nfldm.model_bundle'"):
+    with pytest.raises(BundleError, match=r"manifest.json holds a JSON list, not an object.*nfldm export-bundle"):
         SceneGenerator.from_pretrained(b)
 
 

@@ -16,20 +16,12 @@ from nfldm_sdk.sampling import (SAMPLERS, NoiseSchedule, denormalize_level, make
                                 sample_level, training_scheduler)
 from nfldm_training.ldm_module import ema_multi_avg_fn, v_prediction_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
 G_CFG = GDenoiserConfig(g_dim=4, width=16, num_blocks=2, time_channels=8)
 C_CFG = CDenoiserConfig(latent_shape=(4, 2, 8, 8), g_dim=4, widths=(8, 16), norm_groups=4, embed_dim=16, time_channels=8)
 F_CFG = FDenoiserConfig(latent_shape=(4, 16, 16), c_shape=(4, 2, 8, 8), g_dim=4, widths=(8, 16), norm_groups=4,
                         embed_dim=16, time_channels=8, mid_attention=True, attention_head_dim=8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is as fast, and far faster when other jobs share the cores
-    (OpenMP threads spin-waiting for a busy core made a 1 s training loop take 2 minutes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _gens(seeds):
@@ -263,26 +255,14 @@ def test_latent_level_dataset_normalises_and_splits(tmp_path):
 
 
 # ============================================================================================ bundles and generation
-@pytest.fixture(scope="module")
-def tiny_generator():
-    from nfldm_training.presets_ldm import random_generator
-
-    return random_generator("tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory, tiny_generator):
-    from nfldm_sdk.generator import write_bundle
-
-    gen = tiny_generator
+def tiny_bundle(tmp_path_factory, tiny_generator, write_tiny_bundle):
     # non-trivial stats, so that de-normalisation is exercised
     stats = LatentStats(g_mean=0.1, g_std=0.5, c_mean=(0.0, 0.1, 0.2, 0.3), c_std=(1.0, 2.0, 0.5, 1.0),
                         f_mean=(0.0,) * 4, f_std=(0.7,) * 4)
-    gen.latent_stats = stats
-    path = tmp_path_factory.mktemp("bundle") / "tiny"
-    return write_bundle(path, scene_ae=gen.scene_ae, latent_ae=gen.latent_ae, denoisers=gen.denoisers,
-                        latent_stats=stats, noise_schedule=gen.noise_schedule, sampler_defaults=gen.sampler_defaults,
-                        preset="tiny", training_data_hash="0" * 64)
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", tiny_generator, latent_stats=stats)
 
 
 def _broken_copy(bundle, tmp_path):

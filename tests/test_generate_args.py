@@ -15,31 +15,12 @@ from nfldm_sdk.field import VoxelField
 from nfldm_sdk.generate_args import GenerateArgumentError
 from nfldm_sdk.generator import NeuralScene
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast and does not fight the other jobs on the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
-def tiny_generator():
-    from nfldm_training.presets_ldm import random_generator
-
-    return random_generator("tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory, tiny_generator):
-    from nfldm_sdk.generator import write_bundle
-
-    gen = tiny_generator
-    return write_bundle(tmp_path_factory.mktemp("bundle") / "tiny", scene_ae=gen.scene_ae, latent_ae=gen.latent_ae,
-                        denoisers=gen.denoisers, latent_stats=gen.latent_stats, noise_schedule=gen.noise_schedule,
-                        sampler_defaults=gen.sampler_defaults, preset="tiny", training_data_hash="0" * 64)
+def tiny_bundle(tmp_path_factory, tiny_generator, write_tiny_bundle):
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", tiny_generator)
 
 
 # ============================================================================================ generate arguments

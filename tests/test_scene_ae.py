@@ -11,16 +11,7 @@ from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAEOutput, SceneAutoEnc
 from nfldm_sdk.persistence import config_from_dict, config_to_dict, load_pretrained
 from sim_bridge.rig import ring_rig
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small convolutions gain little from two, and on a shared 2-core runner two
-    spinning OpenMP threads made training steps ~6x slower (measured: 40 steps 18 s vs 116 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def tiny_config(**kw) -> SceneAEConfig:

@@ -18,21 +18,14 @@ from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
 from nfldm_sdk.render import render_field
 from nfldm_sdk.sds import RefineConfig, horizontal_cam_to_world, refine_scene, sample_sds_cameras
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
 BOX = torch.tensor([[-6.0, -6.0, -1.0], [6.0, 6.0, 3.0]])
 TINY_PRIOR = PriorConfig(image_size=(16, 16), block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                          up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8, norm_num_groups=4)
 TINY_AE = SceneAEConfig(image_size=(16, 16), downsample=4, depth_bins=4, near=0.2, far=12.0, feature_channels=4,
                         grid_shape=(4, 16, 16), bounds=tuple(map(tuple, BOX.tolist())), render_samples=16,
                         encoder_widths=(8, 8, 8), decoder_widths=(8, 8, 8))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast and does not fight the other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _alphas_cumprod(T: int = 1000) -> torch.Tensor:

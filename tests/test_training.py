@@ -13,16 +13,7 @@ from nfldm_training.losses import box_depth_mask, depth_loss, image_loss
 from nfldm_training.metrics import depth_abs_rel, psnr
 from nfldm_training.presets import PRESETS, get_preset, load_preset, save_preset
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small convolutions gain little from two, and on a shared 2-core runner two
-    spinning OpenMP threads made training steps ~6x slower (measured: 40 steps 18 s vs 116 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 # ------------------------------------------------------------------------------------------------ losses, metrics
