@@ -512,6 +512,7 @@ def test_train_ldm_cli_trains_and_resumes(tmp_path):
     from click.testing import CliRunner
 
     from nfldm_training.cli_ldm import train_ldm
+    from nfldm_training.presets_ldm import load_ldm_preset
 
     store = _write_latent_store(tmp_path / "l.zarr", n=4)
     run = tmp_path / "run_g"
@@ -520,8 +521,12 @@ def test_train_ldm_cli_trains_and_resumes(tmp_path):
     res = CliRunner().invoke(train_ldm, base + ["--max-steps", "2"])
     assert res.exit_code == 0, res.output
     first = GDenoiser.from_pretrained(run / "model").state_dict()
-    res = CliRunner().invoke(train_ldm, base + ["--max-steps", "4"])                    # continues from last.ckpt
+    # continues from last.ckpt with the run's saved config: its preset (tiny, not the default small) and batch size
+    res = CliRunner().invoke(train_ldm, ["--level", "g", "--latents", store, "--out", str(run), "--accelerator", "cpu",
+                                         "--devices", "1", "--max-steps", "4"])
     assert res.exit_code == 0 and "resuming from" in res.output and "4 steps" in res.output, res.output
+    level, name, saved = load_ldm_preset(run / "config.json")
+    assert (level, name, saved.train_g.batch_size, saved.train_g.max_steps) == ("g", "tiny", 2, 4)
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
     assert not torch.equal(GDenoiser.from_pretrained(run / "model").state_dict()["out.2.weight"], first["out.2.weight"])
     res = CliRunner().invoke(train_ldm, ["--level", "g", "--latents", str(tmp_path / "none.zarr"), "--out", str(run)])
@@ -540,4 +545,4 @@ def test_ldm_presets_fit_the_latent_presets(name):
     assert ldm.schedule.num_train_timesteps == 1000 and ldm.schedule.prediction_type == "v_prediction"
     assert ldm.sampler.steps == 50
     if name == "paper":
-        assert (lae.g_dim, lae.c_shape, lae.f_shape) == (128, (4, 16, 32, 32), (4, 128, 128))  # method.md's sizes
+        assert (lae.g_dim, lae.c_shape, lae.f_shape) == (128, (4, 16, 32, 32), (4, 128, 128))  # docs/method.md's sizes

@@ -93,18 +93,17 @@ def encode_voxels(model_path, data, more_stores, out, batch_size, dtype, window,
     import torch
 
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
+    from nfldm_sdk.persistence import resolve_model_dir
     from nfldm_training.presets import load_preset
     from nfldm_training.voxel_store import encode_voxels as run_encode
 
     stores = _stores(data, more_stores)
     path = Path(model_path)
-    if (path / "model" / "config.json").is_file():  # a run directory
-        model_dir, run_config = path / "model", path / "config.json"
-    else:  # a model folder, perhaps inside a run directory
-        model_dir, run_config = path, path.parent / "config.json"
-    if not (model_dir / "config.json").is_file():
-        raise click.ClickException(f"{path} is neither a run directory of `nfldm train scene-ae` (with model/) nor a model "
-                                   "folder (config.json + model.safetensors)")
+    try:
+        model_dir = resolve_model_dir(path)
+    except FileNotFoundError as e:
+        raise click.BadParameter(f"{e} (`nfldm train scene-ae`)", param_hint="--model") from e
+    run_config = model_dir.parent / "config.json"  # the run's resolved preset, when the model sits in a run directory
     train_cfg = None
     if run_config.is_file():
         try:

@@ -1,7 +1,7 @@
 """Click pieces shared by the `nfldm train ...` commands: the preset-override and Lightning options, and their parsers.
 
-The stage commands (training/cli.py, cli_latent.py, cli_ldm.py, cli_prior.py) stack these decorators where they
-used to repeat the options; option names, defaults and help text are those of the commands. This module imports
+The stage commands (training/cli.py, cli_latent.py, cli_ldm.py, cli_prior.py) stack these decorators, so each
+shared option (name, default, help text) is declared once. This module imports
 only click, so any command module can use it at import time without an import cycle through training/cli.py.
 """
 from __future__ import annotations
@@ -101,23 +101,43 @@ def collect_overrides(settings: tuple[str, ...], section: str, **values: Any) ->
     return overrides
 
 
+def resumed_run_config(ctx: click.Context, run: Path, preset: str, resume: bool,
+                       load: Callable[[Path], tuple[str, Any]]) -> tuple[str, Any] | None:
+    """The saved config of a run that resumes: ``load(RUN/config.json) -> (preset name, config)``, when `resume`
+    and the run has a ``last.ckpt`` (or a ``last-v*.ckpt`` of older runs) and a ``config.json``; None for a fresh
+    run (the caller then resolves ``--preset``).
+
+    Every stage resumes with its saved config: ``--preset`` may only repeat the run's preset, and the shortcut and
+    ``--set`` overrides are applied on top of the saved config by the caller.
+
+    Raises:
+        click.UsageError: ``--preset`` names another preset than the resumed run's.
+    """
+    ckpts = run / "checkpoints"
+    has_last = ckpts.is_dir() and any(p.is_file() for p in [ckpts / "last.ckpt", *ckpts.glob("last-v*.ckpt")])
+    if not (resume and has_last and (run / "config.json").is_file()):
+        return None
+    name, config = load(run / "config.json")
+    explicit = ctx.get_parameter_source("preset") == click.core.ParameterSource.COMMANDLINE
+    if explicit and preset != name:
+        raise click.UsageError(f"{run} is a {name!r} run; resume it without --preset (or --preset {name}), or start "
+                               "over with --no-resume")
+    return name, config
+
+
 def resolve_run_preset(ctx: click.Context, run: Path, preset: str, overrides: dict, resume: bool, *,
                        load: Callable[[Path], Any], get: Callable[[str, dict], Any]) -> Any:
     """The preset of a run: the run's saved ``config.json`` (via `load`, with `overrides` applied) when it resumes
-    from ``RUN/checkpoints/last.ckpt``, else ``get(preset, overrides)``.
+    (`resumed_run_config`), else ``get(preset, overrides)``.
 
     Raises `click.UsageError` when ``--preset`` names another preset than the resumed run's, or an override is bad.
     """
     from nfldm_training.presets import apply_overrides
 
     try:
-        if resume and (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.json").is_file():
-            resolved = load(run / "config.json")
-            explicit = ctx.get_parameter_source("preset") == click.core.ParameterSource.COMMANDLINE
-            if explicit and preset != resolved.name:
-                raise click.UsageError(f"{run} is a {resolved.name!r} run; resume it without --preset (or --preset "
-                                       f"{resolved.name}), or start over with --no-resume")
-            return apply_overrides(resolved, overrides)
+        saved = resumed_run_config(ctx, run, preset, resume, lambda path: ((p := load(path)).name, p))
+        if saved is not None:
+            return apply_overrides(saved[1], overrides)
         return get(preset, overrides)
     except (KeyError, ValueError, TypeError) as e:
         raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) and e.args else e))

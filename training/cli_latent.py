@@ -1,5 +1,5 @@
-"""Stage-2 commands: `nfldm train latent-ae` and `nfldm encode-latents` (click; the lead wires them in with
-``train.add_command(train_latent_ae)`` and an ``nfldm.commands`` entry point ``encode-latents``)::
+"""Stage-2 commands: `nfldm train latent-ae` and `nfldm encode-latents` (click; ``train latent-ae`` is a
+command of the ``train`` group in `nfldm_training.cli`, ``encode-latents`` an ``nfldm.commands`` entry point)::
 
     nfldm train latent-ae --voxels runs/ae/voxels.zarr --scene-ae runs/ae --data data/town03.zarr --preset small --out runs/lae
     nfldm encode-latents --model runs/lae --voxels runs/ae/voxels.zarr --out runs/lae/latents.zarr
@@ -79,7 +79,7 @@ def encode_latents(model_path, voxels, out, batch_size, device, overwrite, progr
     import torch
 
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder
-    from nfldm_training.latent_ae_module import resolve_model_dir
+    from nfldm_sdk.persistence import resolve_model_dir
     from nfldm_training.latent_data import encode_latents as run_encode
 
     try:

@@ -1,4 +1,5 @@
-"""`nfldm train ldm` and `nfldm export-bundle` (click commands; the lead wires them into the `nfldm` CLI).
+"""`nfldm train ldm` and `nfldm export-bundle` (click commands: ``train ldm`` in the ``train`` group of
+`nfldm_training.cli`, ``export-bundle`` an ``nfldm.commands`` entry point).
 
     nfldm train ldm --level g --latents runs/latents.zarr --preset small --out runs/ldm_g    # the three levels are
     nfldm train ldm --level c --latents runs/latents.zarr --preset small --out runs/ldm_c    # independent processes:
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from nfldm_training.cli_common import lightning_options, override_options, parse_devices
+from nfldm_training.cli_common import lightning_options, override_options, parse_devices, resumed_run_config
 # The preset table and nfldm_sdk.persistence import torch: they are imported inside the commands (start-up time).
 from nfldm_training.preset_names import PRESET_NAMES
 
@@ -28,24 +29,40 @@ __all__ = ["train_ldm", "export_bundle", "resolve_model_dir"]
               help="Denoiser sizes and training settings.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @override_options("Override the preset's scenes per step (per device).")
-@lightning_options(strategy_help="Lightning strategy: auto, ddp, ...",
-                   resume_help="Continue from OUT/checkpoints/last.ckpt when it exists.")
-def train_ldm(level, latents, preset, out, max_steps, batch_size, seed, workers, accelerator, devices, strategy, num_nodes, resume):
+@lightning_options(strategy_help="Lightning strategy: auto, ddp, ...")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.pass_context
+def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, workers, accelerator, devices, strategy,
+              num_nodes, resume, progress):
     """Train one denoiser of the hierarchical latent diffusion (v-prediction, EMA weights saved to OUT/model)."""
     import dataclasses
 
     from nfldm_training.ldm_module import train_ldm as run
-    from nfldm_training.presets_ldm import get_ldm_preset
+    from nfldm_training.presets_ldm import get_ldm_preset, load_ldm_preset
 
     if "://" not in latents and not Path(latents).exists():
         raise click.BadParameter(f"{latents} does not exist: write it with `nfldm encode-latents`", param_hint="--latents")
-    ldm = get_ldm_preset(preset)
+
+    def load(path: Path):
+        saved_level, name, saved_ldm = load_ldm_preset(path)
+        return name, (saved_level, saved_ldm)
+
+    # a resumed run continues with its saved config; the shortcut options below still override it
+    saved = resumed_run_config(ctx, Path(out), preset, resume, load)
+    if saved is None:
+        ldm = get_ldm_preset(preset)
+    else:
+        preset, (saved_level, ldm) = saved
+        if saved_level != level:
+            raise click.UsageError(f"{out} trains level {saved_level!r}; resume it with --level {saved_level}, or "
+                                   "start over with --no-resume")
     overrides = {k: v for k, v in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed),
                                    ("num_workers", workers)) if v is not None}
     if overrides:
         ldm = dataclasses.replace(ldm, **{f"train_{level}": dataclasses.replace(ldm.train_config(level), **overrides)})
     result = run(latents, level, ldm, out, preset_name=preset, resume=resume, accelerator=accelerator,
-                 devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, log=click.echo)
+                 devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, progress=progress,
+                 log=click.echo)
     click.echo(f"ψ_{level}: {result.global_step} steps in {result.seconds:.0f} s; EMA model in {result.model_dir}")
 
 
@@ -64,8 +81,8 @@ def _run_info(path: str | Path, level: str) -> dict:
     from nfldm_training.ldm_module import RUN_INFO
 
     p = Path(path)
-    info_path = next((c / RUN_INFO for c in (p, p.parent) if (c / RUN_INFO).is_file()), None)
-    if info_path is None:
+    info_path = resolve_model_dir(p, f"ldm-{level}").parent / RUN_INFO  # RUN/ldm_run.json beside RUN/model
+    if not info_path.is_file():
         raise click.BadParameter(f"{p} has no {RUN_INFO}: pass the run directory of `nfldm train ldm --level {level}`",
                                  param_hint=f"--ldm-{level}")
     info = json.loads(info_path.read_text())

@@ -1,5 +1,4 @@
-"""`nfldm train prior` (a click command; the lead wires it into the ``train`` group with
-``train.add_command(train_prior)``)::
+"""`nfldm train prior` (a click command of the ``train`` group, which `nfldm_training.cli` assembles)::
 
     nfldm train prior --data data/town03.zarr --bundle assets/models/small --preset small --out runs/prior \\
         [--artifacts DIR] [--max-steps N] [--devices 0,1] [--add-to-bundle]
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from nfldm_training.cli_common import lightning_options, override_options, parse_devices
+from nfldm_training.cli_common import lightning_options, override_options, parse_devices, resumed_run_config
 from nfldm_training.preset_names import PRESET_NAMES  # not PRIOR_PRESETS: it imports torch (start-up time)
 
 __all__ = ["train_prior"]
@@ -57,13 +56,7 @@ def train_prior(ctx, data, more_stores, bundle, artifacts, preset, out, max_step
     if add_to_bundle and bundle is None:
         raise click.UsageError("--add-to-bundle needs --bundle")
     run_dir = Path(out)
-    name, resolved = preset, get_prior_preset(preset)
-    if resume and (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.json").is_file():
-        name, resolved = load_prior_preset(run_dir / "config.json")
-        explicit = ctx.get_parameter_source("preset") == click.core.ParameterSource.COMMANDLINE
-        if explicit and preset != name:
-            raise click.UsageError(f"{run_dir} is a {name!r} run; resume it without --preset (or --preset {name}), "
-                                   "or start over with --no-resume")
+    name, resolved = resumed_run_config(ctx, run_dir, preset, resume, load_prior_preset) or (preset, get_prior_preset(preset))
     overrides = {k: v for k, v in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed),
                                    ("num_workers", workers)) if v is not None}
     if overrides:

@@ -54,14 +54,14 @@ from torchmetrics import MeanMetric, Metric
 from nfldm_sdk.field import VoxelField
 from nfldm_sdk.models.latent_ae import LatentAEConfig, LatentAutoEncoder
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-from nfldm_sdk.persistence import resolve_model_dir  # the one run-folder resolver (cli_latent imports it from here)
+from nfldm_sdk.persistence import resolve_model_dir
 from nfldm_training.latent_data import LatentBatch, LatentDataModule
 from nfldm_training.losses import image_loss
 from nfldm_training.metrics import psnr
 from nfldm_training.presets_latent import LatentAETrainConfig, LatentPreset, save_latent_preset
 from nfldm_training.scene_ae_module import save_val_grid
-from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
-                                    kept_untrained, make_trainer, write_metrics)
+from nfldm_training.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
+                                    on_run_writer, start_run)
 from nfldm_training.voxel_store import VoxelStore, weights_sha256
 from nfldm_training.errors import TrainingError
 
@@ -235,9 +235,9 @@ class LatentAELightningModule(LightningModule):
         self.val_psnr_render.update(psnr(r_hat.rgb, r_ref.rgb).flatten())
         self.val_psnr_images.update(psnr(r_hat.rgb, batch.views.images).flatten())
         self.val_psnr_stage1.update(psnr(r_ref.rgb, batch.views.images).flatten())
-        if batch_idx == 0 and self.image_dir is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        if batch_idx == 0 and self.image_dir is not None and not self.trainer.sanity_checking:
             path = self.image_dir / f"val_step{int(self.global_step):06d}.png"
-            save_val_grid(path, r_ref.rgb[0], r_hat.rgb[0], r_ref.depth[0], r_hat.depth[0], self.scene_ae.config.far)
+            on_run_writer(save_val_grid, path, r_ref.rgb[0], r_hat.rgb[0], r_ref.depth[0], r_hat.depth[0], self.scene_ae.config.far)
 
     def on_validation_epoch_end(self) -> None:
         metrics = {"val/density_error": self.val_density, "val/feature_error": self.val_features,
@@ -313,11 +313,7 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
     preset = dataclasses.replace(preset, latent_ae=resolved)
     tc = preset.latent_ae_train
 
-    resumed_from = find_resume_checkpoint(run_dir, resume)
-    if resumed_from is None:
-        clear_checkpoints(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_latent_preset(preset, run_dir / "config.json")
+    resumed_from = start_run(run_dir, resume, lambda path: save_latent_preset(preset, path))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     module = LatentAELightningModule(resolved, tc, scene_model, image_dir=run_dir / "val_images")
@@ -351,14 +347,11 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
             f"PSNR vs r(V) {final.psnr_render:.2f} dB, vs images {final.psnr_images:.2f} dB (stage 1: {final.psnr_stage1:.2f} dB), "
             f"codebook usage c {final.usage_c:.2f} f {final.usage_f:.2f}")
 
-    model_dir = run_dir / "model"
-    if trainer.is_global_zero:
-        module.model.save_pretrained(model_dir)
-        metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
-                   "global_step": int(trainer.global_step), "voxels": str(voxels), "scene_ae": str(scene_ae),
-                   "stores": data.train_set.stores, "preset": preset.name,
-                   "train_scenes": len(data.train_set), "val_scenes": len(data.val_set)}
-        write_metrics(run_dir, metrics)
+    metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
+               "global_step": int(trainer.global_step), "voxels": str(voxels), "scene_ae": str(scene_ae),
+               "stores": data.train_set.stores, "preset": preset.name,
+               "train_scenes": len(data.train_set), "val_scenes": len(data.val_set)}
+    model_dir = finish_run(run_dir, module.model, metrics)
     return LatentTrainResult(run_dir=run_dir, model_dir=model_dir, untrained=untrained, final=final,
                              global_step=int(trainer.global_step), resumed_from=resumed_from,
                              seconds=time.perf_counter() - start)

@@ -1,6 +1,6 @@
 """Lightning training of one level of the hierarchical latent diffusion, and the run `nfldm train ldm` performs.
 
-One step (method.md stage 3, v-prediction): ``x_0`` = the normalised latent of the level, ``ε ~ N(0, I)``,
+One step (docs/method.md, stage 3, v-prediction): ``x_0`` = the normalised latent of the level, ``ε ~ N(0, I)``,
 ``t ~ U{0, …, T-1}``, ``x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε`` (``scheduler.add_noise``), target
 ``v = √ᾱ_t ε − √(1-ᾱ_t) x_0`` (``scheduler.get_velocity``), loss ``w_t · ‖ψ(x_t, t, cond) − v‖²`` averaged over
 elements and samples. ``w_t = 1`` by default (``loss_weighting="none"``: plain v-MSE, which is the x_0-loss
@@ -41,9 +41,9 @@ from nfldm_sdk.models.denoisers import DENOISER_CLASSES
 from nfldm_sdk.persistence import config_to_dict, nfldm_version
 from nfldm_sdk.sampling import NoiseSchedule, training_scheduler
 from nfldm_training.latent_store_data import LEVEL_CONDITIONS, LatentLevelDataModule
-from nfldm_training.presets_ldm import LDMPreset, LDMTrainConfig, with_latent_shapes
-from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint,
-                                    fit_with_val_loss, make_trainer, write_metrics)
+from nfldm_training.presets_ldm import LDMPreset, LDMTrainConfig, save_ldm_preset, with_latent_shapes
+from nfldm_training.trainer import (adamw_with_warmup, finish_run, fit_with_val_loss, make_trainer, on_run_writer,
+                                    start_run)
 
 __all__ = ["v_prediction_loss", "ema_multi_avg_fn", "LDMLightningModule", "LDMTrainResult", "train_ldm", "LOSS_WEIGHTINGS"]
 
@@ -198,22 +198,16 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
         raise ValueError(f"unknown level {level!r}: choose g, c or f")
     run_dir = Path(run_dir)
     tc = ldm.train_config(level)
-    resumed_from = find_resume_checkpoint(run_dir, resume)
-    if resumed_from is None:
-        clear_checkpoints(run_dir)
-
     seed_everything(int(tc.seed), workers=True, verbose=False)
     data = LatentLevelDataModule(latents, level, tc.batch_size, tc.val_fraction, tc.num_workers, tc.seed)
     store = data.store
     ldm = with_latent_shapes(ldm, store.g_dim, store.c_shape, store.f_shape)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"level": level, "preset": preset_name, **config_to_dict(ldm),
-                                                     "_nfldm_version": nfldm_version()}, indent=2) + "\n")
+    resumed_from = start_run(run_dir, resume, lambda path: save_ldm_preset(ldm, path, level, preset_name))
     info = {"level": level, "preset": preset_name, "latents": str(latents), "num_scenes": len(store),
             "training_data_hash": store.training_data_hash(), "latent_stats": config_to_dict(data.stats),
             "noise_schedule": ldm.schedule.to_dict(), "sampler_defaults": dataclasses.asdict(ldm.sampler),
             "nfldm_version": nfldm_version()}
-    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    on_run_writer((run_dir / RUN_INFO).write_text, json.dumps(info, indent=2) + "\n")
 
     module = LDMLightningModule(level, ldm.denoiser_config(level), tc, ldm.schedule)
     data.setup()
@@ -226,11 +220,8 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
     untrained, final = fit_with_val_loss(trainer, module, run_dir, resumed_from, log, has_val=has_val,
                                          validate_kwargs={"datamodule": data}, fit_kwargs={"datamodule": data})
 
-    model_dir = run_dir / "model"
-    if trainer.is_global_zero:
-        module.ema_model.save_pretrained(model_dir)
-        write_metrics(run_dir, {"level": level, "val_loss_untrained": untrained, "val_loss": final,
-                                "global_step": int(trainer.global_step)})
+    model_dir = finish_run(run_dir, module.ema_model, {"level": level, "val_loss_untrained": untrained,
+                                                       "val_loss": final, "global_step": int(trainer.global_step)})
     return LDMTrainResult(run_dir=run_dir, model_dir=model_dir, level=level, val_loss_untrained=untrained,
                           val_loss=final, global_step=int(trainer.global_step), resumed_from=resumed_from,
                           seconds=time.perf_counter() - start)

@@ -18,9 +18,12 @@ Sizes (ours; the paper gives none for stage 3):
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nfldm_sdk.models.denoisers import CDenoiserConfig, FDenoiserConfig, GDenoiserConfig
+from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
 from nfldm_sdk.sampling import NoiseSchedule, SamplerDefaults
 
 __all__ = ["LDMTrainConfig", "SamplerDefaults", "LDMPreset", "LDM_PRESETS", "with_latent_shapes", "get_ldm_preset",
@@ -112,6 +115,23 @@ def with_latent_shapes(ldm: LDMPreset, g_dim: int, c_shape: tuple[int, int, int,
         denoiser_g=dataclasses.replace(ldm.denoiser_g, g_dim=int(g_dim)),
         denoiser_c=dataclasses.replace(ldm.denoiser_c, g_dim=int(g_dim), latent_shape=c_shape),
         denoiser_f=dataclasses.replace(ldm.denoiser_f, g_dim=int(g_dim), latent_shape=f_shape, c_shape=c_shape))
+
+
+def save_ldm_preset(ldm: LDMPreset, path: str | Path, level: str, name: str = "custom") -> Path:
+    """Write the resolved preset of a stage-3 run as JSON (``{"level", "preset": name, <LDMPreset fields>,
+    "_nfldm_version"}``, the run's ``config.json``) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"level": level, "preset": name, **config_to_dict(ldm), "_nfldm_version": nfldm_version()},
+                               indent=2) + "\n")
+    return path
+
+
+def load_ldm_preset(path: str | Path) -> tuple[str, str, LDMPreset]:
+    """Read a config written by `save_ldm_preset`: ``(level, preset name, preset)``."""
+    data = json.loads(Path(path).read_text())
+    level, name = str(data.pop("level")), str(data.pop("preset", "custom"))
+    return level, name, config_from_dict(LDMPreset, data)
 
 
 def get_ldm_preset(name: str) -> LDMPreset:

@@ -28,6 +28,7 @@ The run directory::
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ from nfldm_sdk.sampling import training_scheduler
 from nfldm_training.data import resize_images
 from nfldm_training.ldm_module import ema_multi_avg_fn, v_prediction_loss
 from nfldm_training.presets_prior import PriorPreset, save_prior_preset
-from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint,
-                                    fit_with_val_loss, make_trainer, write_metrics)
+from nfldm_training.trainer import (adamw_with_warmup, finish_run, fit_with_val_loss, make_trainer, on_run_writer,
+                                    start_run)
 from nfldm_training.errors import TrainingError, TrainingInputNotFound
 
 __all__ = ["CaptureImageDataset", "render_artifact_images", "read_image_folder", "PriorLightningModule",
@@ -235,7 +236,7 @@ class PriorTrainResult:
 def _artifact_images(run_dir: Path, preset: PriorPreset, bundle: str | Path | None, artifacts: str | Path | None,
                      device: str, log: Callable[[str], None], progress: bool) -> torch.Tensor:
     """Load ``RUN/artifacts.safetensors`` when a previous call of this run wrote it, else render/read and write it."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     path = run_dir / ARTIFACTS_NAME
     source = {"bundle": str(bundle) if bundle else None, "artifacts": str(artifacts) if artifacts else None}
@@ -258,8 +259,18 @@ def _artifact_images(run_dir: Path, preset: PriorPreset, bundle: str | Path | No
     if not parts:
         raise TrainingError("no artifact images: pass --bundle BUNDLE (renders of generated scenes) and/or --artifacts DIR")
     images = torch.cat(parts).contiguous()
-    save_file({"images": images}, str(path), metadata={"source": json.dumps(source)})
+    # Every rank renders the same images (same seeds); one writes them, whole or not at all (written beside, then
+    # renamed), so that a rank of an externally launched run never reads a half-written file.
+    on_run_writer(_save_images, images, path, source)
     return images
+
+
+def _save_images(images: torch.Tensor, path: Path, source: dict) -> None:
+    from safetensors.torch import save_file
+
+    partial = path.with_name(path.name + ".partial")
+    save_file({"images": images}, str(partial), metadata={"source": json.dumps(source)})
+    os.replace(partial, path)
 
 
 def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path, *, bundle: str | Path | None = None,
@@ -275,12 +286,8 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.train
-    resumed_from = find_resume_checkpoint(run_dir, resume)
-    if resumed_from is None:
-        clear_checkpoints(run_dir)
+    resumed_from = start_run(run_dir, resume, lambda path: save_prior_preset(preset, path, preset_name))
     seed_everything(int(tc.seed), workers=True, verbose=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_prior_preset(preset, run_dir / "config.json", preset_name)
 
     render_device = render_device or ("cuda" if torch.cuda.is_available() else "cpu")
     art = _artifact_images(run_dir, preset, bundle, artifacts, render_device, log, progress)
@@ -292,7 +299,7 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     c_data, c_art = PRIOR_CLASSES["dataset"], PRIOR_CLASSES["artifact"]
     train_set = _LabelledImages([(captured, c_data, d_train), (art, c_art, a_train)])
     val_set = _LabelledImages([(captured, c_data, d_val), (art, c_art, a_val)])
-    (run_dir / RUN_INFO).write_text(json.dumps({
+    on_run_writer((run_dir / RUN_INFO).write_text, json.dumps({
         "preset": preset_name, "stores": [str(s) for s in stores], "bundle": str(bundle) if bundle else None,
         "artifacts": str(artifacts) if artifacts else None, "dataset_images": len(captured), "artifact_images": len(art),
         "classes": PRIOR_CLASSES, "nfldm_version": nfldm_version()}, indent=2) + "\n")
@@ -317,11 +324,8 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     untrained, final = fit_with_val_loss(trainer, module, run_dir, resumed_from, log, has_val=has_val,
                                          validate_kwargs={"dataloaders": val_loader},
                                          fit_kwargs={"train_dataloaders": loader, "val_dataloaders": val_loader})
-    model_dir = run_dir / "model"
-    if trainer.is_global_zero:
-        module.ema_model.save_pretrained(model_dir)
-        write_metrics(run_dir, {"val_loss_untrained": untrained, "val_loss": final,
-                                "global_step": int(trainer.global_step)})
+    model_dir = finish_run(run_dir, module.ema_model, {"val_loss_untrained": untrained, "val_loss": final,
+                                                       "global_step": int(trainer.global_step)})
     return PriorTrainResult(run_dir=run_dir, model_dir=model_dir, num_dataset_images=len(captured),
                             num_artifact_images=len(art), val_loss_untrained=untrained, val_loss=final,
                             global_step=int(trainer.global_step), resumed_from=resumed_from,

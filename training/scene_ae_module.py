@@ -27,7 +27,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule, seed_everything
-from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric, SumMetric
 
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
@@ -35,8 +34,8 @@ from nfldm_training.data import SceneBatch, SceneDataModule, split_views
 from nfldm_training.losses import box_depth_mask, depth_loss, image_loss
 from nfldm_training.metrics import depth_abs_rel, psnr
 from nfldm_training.presets import Preset, SceneAETrainConfig, save_preset
-from nfldm_training.trainer import (adamw_with_warmup, clear_checkpoints, find_resume_checkpoint, fit_resumable,
-                                    kept_untrained, make_trainer, write_metrics)
+from nfldm_training.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
+                                    on_run_writer, start_run)
 
 
 @dataclass
@@ -105,9 +104,9 @@ class SceneAELightningModule(LightningModule):
         s, n = depth_abs_rel(out.render.depth, batch.depth, usable, mc.near, mc.far)
         self.val_abs_rel_sum.update(s.sum())
         self.val_abs_rel_count.update(n.sum().to(s.dtype))
-        if batch_idx == 0 and self.image_dir is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        if batch_idx == 0 and self.image_dir is not None and not self.trainer.sanity_checking:
             path = self.image_dir / f"val_step{int(self.global_step):06d}.png"
-            save_val_grid(path, batch.images[0], out.render.rgb[0], batch.depth[0], out.render.depth[0], mc.far)
+            on_run_writer(save_val_grid, path, batch.images[0], out.render.rgb[0], batch.depth[0], out.render.depth[0], mc.far)
 
     def on_validation_epoch_end(self) -> None:
         count = self.val_abs_rel_count.compute()
@@ -193,14 +192,7 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.scene_ae_train
-    resumed_from = find_resume_checkpoint(run_dir, resume)
-    # Under DDP every rank runs this function; only global rank 0 (known from the launcher's environment before
-    # the Trainer exists) touches the run directory.
-    if rank_zero_only.rank == 0:
-        if resumed_from is None:
-            clear_checkpoints(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_preset(preset, run_dir / "config.json")
+    resumed_from = start_run(run_dir, resume, lambda path: save_preset(preset, path))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     module = SceneAELightningModule(preset.scene_ae, tc, image_dir=run_dir / "val_images")
@@ -235,13 +227,10 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     if final:
         log(f"step {trainer.global_step}: PSNR {final.psnr:.2f} dB, depth AbsRel {final.abs_rel:.3f}")
 
-    model_dir = run_dir / "model"
-    if trainer.is_global_zero:
-        module.model.save_pretrained(model_dir)
-        metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
-                   "global_step": int(trainer.global_step), "stores": [str(s) for s in stores], "preset": preset.name,
-                   "train_windows": len(data.train_set), "val_windows": len(data.val_set)}
-        write_metrics(run_dir, metrics)
+    metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
+               "global_step": int(trainer.global_step), "stores": [str(s) for s in stores], "preset": preset.name,
+               "train_windows": len(data.train_set), "val_windows": len(data.val_set)}
+    model_dir = finish_run(run_dir, module.model, metrics)
     return TrainResult(run_dir=run_dir, model_dir=model_dir, untrained=untrained, final=final,
                        global_step=int(trainer.global_step), resumed_from=resumed_from,
                        seconds=time.perf_counter() - start)

@@ -6,15 +6,24 @@ Every stage's run directory has the same training-state layout::
     RUN/logs/version_N/metrics.csv  training curves (CSVLogger), one version per start: a resume keeps the old ones
     RUN/metrics.json             validation figures; the untrained model's are measured once and kept across resumes
 
-and the same protocol: find ``last.ckpt`` (resume) or clear stale checkpoints (fresh run); build the `Trainer`
-(`make_trainer`); validate the untrained model unless a resumed run kept its figures (`kept_untrained`);
-fit and always leave ``last.ckpt`` resumable (`fit_resumable`); write ``metrics.json`` (`write_metrics`).
-What differs between the stages (the module, the data, the figures, Trainer flags such as ``inference_mode``)
-stays in each stage's ``train_*`` function.
+    RUN/config.json              the resolved preset of the stage (written at the start; a resume reads it back)
+    RUN/model/                   the trained network (save_pretrained; `nfldm_sdk.persistence.resolve_model_dir`
+                                 turns ``RUN`` or ``RUN/model`` into this folder)
+
+and the same protocol: `start_run` finds ``last.ckpt`` (resume) or clears stale checkpoints (fresh run) and
+writes ``config.json``; build the `Trainer` (`make_trainer`); validate the untrained model unless a resumed run
+kept its figures (`kept_untrained`); fit and always leave ``last.ckpt`` resumable (`fit_resumable`);
+`finish_run` saves ``model/`` and ``metrics.json``. What differs between the stages (the module, the data, the
+figures, Trainer flags such as ``inference_mode``) stays in each stage's ``train_*`` function.
+
+Under DDP every rank runs the stage's ``train_*`` function. Only one process writes the run directory: every
+write goes through `on_run_writer` (global rank 0), so that ranks neither delete each other's checkpoints nor
+write the same file at once.
 """
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,8 +32,67 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 METRICS_NAME = "metrics.json"
+CONFIG_NAME = "config.json"
+MODEL_DIR = "model"
+
+
+def is_run_writer() -> bool:
+    """Whether this process writes the run directory: global rank 0.
+
+    Before the `Trainer` exists the rank is known only from the launcher's environment: Lightning reads
+    ``RANK``/``LOCAL_RANK``/``SLURM_PROCID`` into ``rank_zero_only.rank`` at import (and the Trainer sets it to
+    the global rank); ``NODE_RANK`` tells the first process of the other machines of a multi-node run, which
+    start with local rank 0, apart from the global rank 0.
+    """
+    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
+
+
+def on_run_writer(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any | None:
+    """``write(*args, **kwargs)`` on the process that writes the run directory (`is_run_writer`); None, without
+    calling it, on every other rank. Every write into a run directory goes through here."""
+    return write(*args, **kwargs) if is_run_writer() else None
+
+
+def model_dir(run_dir: str | Path) -> Path:
+    """``RUN/model``: where a stage saves its trained network."""
+    return Path(run_dir) / MODEL_DIR
+
+
+def start_run(run_dir: str | Path, resume: bool, write_config: Callable[[Path], Any]) -> str | None:
+    """Open a run directory: the checkpoint to continue from (`find_resume_checkpoint`), then, on the writing
+    rank only, clear stale checkpoints when there is none (a fresh run), create the folder and write the resolved
+    config with ``write_config(RUN/config.json)``.
+
+    Returns:
+        the checkpoint a resume continues from, or None (fresh run).
+    """
+    run_dir = Path(run_dir)
+    resumed_from = find_resume_checkpoint(run_dir, resume)
+
+    def prepare() -> None:
+        if resumed_from is None:
+            clear_checkpoints(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir / CONFIG_NAME)
+
+    on_run_writer(prepare)
+    return resumed_from
+
+
+def finish_run(run_dir: str | Path, model: Any, metrics: dict) -> Path:
+    """Save the trained `model` (``save_pretrained``) to ``RUN/model`` and `metrics` to ``RUN/metrics.json``, on
+    the writing rank only; returns ``RUN/model`` on every rank."""
+    folder = model_dir(run_dir)
+
+    def write() -> None:
+        model.save_pretrained(folder)
+        write_metrics(run_dir, metrics)
+
+    on_run_writer(write)
+    return folder
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
@@ -41,7 +109,8 @@ def find_resume_checkpoint(run_dir: str | Path, resume: bool = True) -> str | No
 
 
 def clear_checkpoints(run_dir: str | Path) -> None:
-    """Delete ``RUN/checkpoints/*.ckpt``: a fresh run must not mix with another run's checkpoints."""
+    """Delete ``RUN/checkpoints/*.ckpt``: a fresh run must not mix with another run's checkpoints (the stages
+    call it through `start_run`, on one rank)."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     if ckpt_dir.exists():
         for old in ckpt_dir.glob("*.ckpt"):
@@ -147,7 +216,8 @@ def fit_with_val_loss(trainer: Trainer, module: LightningModule, run_dir: str | 
 
 
 def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
-    """Write `metrics` to ``RUN/metrics.json`` (indented JSON; NaN allowed) and return the path."""
+    """Write `metrics` to ``RUN/metrics.json`` (indented JSON; NaN allowed) and return the path (every rank
+    calling it writes: the stages call it through `finish_run`)."""
     path = Path(run_dir) / METRICS_NAME
     path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
     return path
