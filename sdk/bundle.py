@@ -23,9 +23,11 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,6 +45,7 @@ from .errors import NfldmError
 
 __all__ = ["BundleManifest", "BundleError", "PartMismatch", "write_bundle", "read_manifest", "load_part",
            "changed_parts", "check_consistency", "part_hash", "describe_part", "export_fix", "default_model_path",
+           "shipped_model_path",
            "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "MANIFEST_NAME", "PART_CLASSES", "PART_DESCRIPTIONS",
            "DEFAULT_MODEL_ENV"]
 
@@ -93,22 +96,32 @@ def describe_part(part: str) -> str:
 DEFAULT_MODEL_ENV = "NFLDM_DEFAULT_MODEL"
 
 
+def shipped_model_path() -> Path:
+    """Where the default bundle ships with this installation (whether or not it is there).
+
+    A wheel (``pip install .``) carries it as package data, ``<site-packages>/nfldm_sdk/default_model``; a source
+    checkout (editable install) has it in ``<repo>/assets/models/default``, the folder the wheel's copy is built from.
+    """
+    packaged = Path(str(resources.files("nfldm_sdk") / "default_model"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
+
+
 def default_model_path() -> Path:
-    """The default model bundle: ``$NFLDM_DEFAULT_MODEL`` when set, else ``<repo>/assets/models/default`` beside the
-    installed source tree (an editable install: the folder above ``nfldm_sdk``'s ``sdk/``).
+    """The default model bundle: ``$NFLDM_DEFAULT_MODEL`` when set, else the bundle shipped with the package
+    (`shipped_model_path`).
 
     Raises:
         `BundleError` saying how to get or build the bundle when the folder holds no manifest.
     """
-    import os
-
     env = os.environ.get(DEFAULT_MODEL_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
+    path = Path(env) if env else shipped_model_path()
     if not (path / MANIFEST_NAME).is_file():
         where = f"${DEFAULT_MODEL_ENV}={env}" if env else str(path)
         raise BundleError(
-            f"no default model bundle at {where} (no {MANIFEST_NAME}). It ships in the repository's "
-            "assets/models/default (git checkout with an editable install: `pip install -e .`); or build one with "
+            f"no default model bundle at {where} (no {MANIFEST_NAME}). It ships with the package (nfldm_sdk/"
+            "default_model in a wheel, assets/models/default in a git checkout); reinstall nfldm, or build one with "
             "scripts/train_default.sh (`nfldm train-all ... --bundle DIR`) and point "
             f"{DEFAULT_MODEL_ENV} at it, or pass a bundle path to SceneGenerator.from_pretrained(path)")
     return path

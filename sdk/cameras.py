@@ -42,7 +42,9 @@ class CameraError(NfldmError, ValueError):
 def intrinsics_from_fov(hfov_deg: float, width: int, height: int, *, dtype: torch.dtype = torch.float32,
                         device: torch.device | str | None = None) -> torch.Tensor:
     """Pinhole ``K [3,3]`` (pixels) for horizontal field of view ``hfov_deg`` degrees, square pixels, principal
-    point at the image centre ``(width/2, height/2)``: ``f = (width/2) / tan(hfov/2)``."""
+    point at the image centre ``(width/2, height/2)``: ``f = (width/2) / tan(hfov/2)``. The one definition in
+    ``nfldm_sdk`` (`nfldm_sdk.rig` builds its presets with it); ``sim_bridge.rig.intrinsics_from_fov`` has the same
+    signature and values in numpy."""
     if not (0.0 < hfov_deg < 180.0):
         raise CameraError(f"hfov_deg must be in (0, 180) degrees, got {hfov_deg}")
     f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)

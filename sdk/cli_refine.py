@@ -1,4 +1,4 @@
-"""`nfldm refine`: SDS post-optimisation of a generated scene (method.md stage 4; `nfldm_sdk.sds`).
+"""`nfldm refine`: SDS post-optimisation of a generated scene (docs/method.md, stage 4; `nfldm_sdk.sds`).
 
     nfldm refine out/scenes/scene_000000 --model assets/models/small --guidance prior --steps 500 --alpha 3 \\
         --seed 0 --out out/refined/scene_000000

@@ -1,7 +1,7 @@
 """`SceneGenerator`: sample scenes from a model bundle; `NeuralScene`: one generated scene you can render and save.
 
-Generation (method.md stage 3): ``g ~ p(g)``, ``c ~ p(c | g)``, ``f ~ p(f | g, c)`` — three reverse-diffusion loops
-(`nfldm_sdk.sampling.sample_level`), each conditioned on the already sampled, clean (normalised) upper levels —
+Generation (docs/method.md, stage 3): ``g ~ p(g)``, ``c ~ p(c | g)``, ``f ~ p(f | g, c)`` — three reverse-diffusion
+loops (`nfldm_sdk.sampling.sample_level`), each conditioned on the already sampled, clean (normalised) upper levels —
 then the latents are de-normalised with the bundle's latent statistics and the LAE decodes them into a voxel
 field ``V``; the stage-1 decoder renders ``V`` from any camera.
 

@@ -1,4 +1,4 @@
-"""Image diffusion models that guide score distillation (method.md stage 4): the interface, the guidance
+"""Image diffusion models that guide score distillation (docs/method.md, stage 4): the interface, the guidance
 formulas, and two implementations.
 
 The interface (`GuidanceModel`) is what `nfldm_sdk.sds` needs from a 2D diffusion model:

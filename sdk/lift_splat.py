@@ -1,4 +1,4 @@
-"""Lift and splat: per-image density/feature frusta pooled into one voxel field (method.md stage 1, steps 2-3).
+"""Lift and splat: per-image density/feature frusta pooled into one voxel field (docs/method.md, stage 1, steps 2-3).
 
 The Lift-Splat-Shoot structure in four steps, each a function with the shape of every tensor in its docstring:
 

@@ -1,4 +1,4 @@
-"""Differentiable volume rendering of a `VoxelField` from `Cameras` (method.md stage 1 step 4, ``î = r(V, κ)``).
+"""Differentiable volume rendering of a `VoxelField` from `Cameras` (docs/method.md, stage 1 step 4, ``î = r(V, κ)``).
 
 The model, shared by every implementation:
 

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from .errors import NfldmError
-from .cameras import Cameras
+from .cameras import Cameras, intrinsics_from_fov
 from .trajectory import rigid_problem
 
-__all__ = ["CameraSpec", "CameraRig", "RigError", "RIG_PRESETS", "intrinsics_from_fov", "mount_to_cam_to_ego",
+__all__ = ["CameraSpec", "CameraRig", "RigError", "RIG_PRESETS", "mount_to_cam_to_ego",
            "capture_rig", "nuscenes_rig", "front_rig"]
 
 # Rotation taking OpenCV camera axes to ego axes for a camera looking along ego +x (columns = images of the camera
@@ -42,15 +42,6 @@ _CV_TO_EGO_FORWARD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.
 
 class RigError(NfldmError, ValueError):
     """A rig (file, preset name, store attribute) is unknown or malformed; the message names the fix."""
-
-
-def intrinsics_from_fov(hfov_deg: float, width: int, height: int) -> np.ndarray:
-    """Pinhole ``K [3,3]`` float64 (pixels): horizontal field of view `hfov_deg`, square pixels, principal point at
-    the image centre; ``f = (width/2) / tan(hfov/2)``."""
-    if not (0.0 < hfov_deg < 180.0):
-        raise RigError(f"hfov_deg must be in (0, 180) degrees, got {hfov_deg}")
-    f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
 def mount_to_cam_to_ego(x: float, y: float, z: float, yaw_deg: float = 0.0, pitch_deg: float = 0.0,
@@ -117,7 +108,8 @@ class CameraSpec:
         """A centred camera with horizontal field of view `hfov_deg`; `cam_to_ego` defaults to a forward camera at
         ``(0, 0, 1.6)`` (see `mount_to_cam_to_ego` to build mounts)."""
         mount = mount_to_cam_to_ego(0.0, 0.0, 1.6) if cam_to_ego is None else cam_to_ego
-        return cls(name, intrinsics_from_fov(hfov_deg, width, height), width, height, mount)
+        K = intrinsics_from_fov(hfov_deg, width, height, dtype=torch.float64).numpy()
+        return cls(name, K, width, height, mount)
 
     @property
     def hfov_deg(self) -> float:
@@ -385,11 +377,12 @@ class CameraRig:
 def capture_rig(width: int = 256, height: int = 256) -> CameraRig:
     """The capture rig (``sim_bridge``'s default): 6 roof cameras, 90° horizontal FOV, yaw 0/60/120/180/−120/−60
     (front, front_left, back_left, back, back_right, front_right), 1.6 m high, each 0.5 m out along its view."""
+    K = intrinsics_from_fov(90.0, width, height, dtype=torch.float64).numpy()
     specs = []
     for name, yaw in [("front", 0), ("front_left", 60), ("back_left", 120), ("back", 180), ("back_right", -120),
                       ("front_right", -60)]:
         r = math.radians(yaw)
-        specs.append(CameraSpec(name, intrinsics_from_fov(90.0, width, height), width, height,
+        specs.append(CameraSpec(name, K, width, height,
                                 mount_to_cam_to_ego(0.5 * math.cos(r), 0.5 * math.sin(r), 1.6, yaw)))
     return CameraRig(tuple(specs))
 
@@ -400,14 +393,14 @@ def nuscenes_rig(width: int = 256, height: int = 256) -> CameraRig:
     spec = [("CAM_FRONT", 1.70, 0.00, 1.51, 0, 70), ("CAM_FRONT_LEFT", 1.52, 0.49, 1.51, 55, 70),
             ("CAM_FRONT_RIGHT", 1.52, -0.49, 1.51, -55, 70), ("CAM_BACK", -0.02, 0.0, 1.51, 180, 110),
             ("CAM_BACK_LEFT", 1.03, 0.48, 1.51, 110, 70), ("CAM_BACK_RIGHT", 1.03, -0.48, 1.51, -110, 70)]
-    return CameraRig(tuple(CameraSpec(n, intrinsics_from_fov(fov, width, height), width, height,
-                                      mount_to_cam_to_ego(x, y, z, yaw)) for n, x, y, z, yaw, fov in spec))
+    return CameraRig(tuple(CameraSpec(n, intrinsics_from_fov(fov, width, height, dtype=torch.float64).numpy(), width,
+                                      height, mount_to_cam_to_ego(x, y, z, yaw)) for n, x, y, z, yaw, fov in spec))
 
 
 def front_rig(width: int = 256, height: int = 256) -> CameraRig:
     """A single forward camera, 90° horizontal FOV, at the windscreen (x = 0.8 m, z = 1.5 m)."""
-    return CameraRig((CameraSpec("front", intrinsics_from_fov(90.0, width, height), width, height,
-                                 mount_to_cam_to_ego(0.8, 0.0, 1.5)),))
+    K = intrinsics_from_fov(90.0, width, height, dtype=torch.float64).numpy()
+    return CameraRig((CameraSpec("front", K, width, height, mount_to_cam_to_ego(0.8, 0.0, 1.5)),))
 
 
 #: Rig presets: ``name -> fn(width, height) -> CameraRig``. ``default`` and ``ring6`` are the capture rig's names in

@@ -1,9 +1,9 @@
-"""The functional sampling core of the hierarchical latent diffusion (method.md stage 3).
+"""The functional sampling core of the hierarchical latent diffusion (docs/method.md, stage 3).
 
 * `NoiseSchedule` — the forward process a denoiser was trained with (diffusers scheduler settings). Our
   choices where the paper is silent, and why:
 
-  - ``prediction_type="v_prediction"``: method.md's choice (better convergence and stability);
+  - ``prediction_type="v_prediction"``: the paper's choice (better convergence and stability);
   - ``beta_schedule="squaredcos_cap_v2"`` (the cosine schedule of Nichol & Dhariwal): with it ``ᾱ_T`` is ~0,
     so the last training step is (almost) pure noise and matches the sampler's starting point ``x_T ~ N(0, I)``;
   - ``timestep_spacing="trailing"``: the first sampling step is ``t = T - 1`` whatever the step count

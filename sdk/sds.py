@@ -1,4 +1,4 @@
-"""Post-optimisation of generated scenes by score distillation (SDS) with negative guidance (method.md stage 4).
+"""Post-optimisation of generated scenes by score distillation (SDS) with negative guidance (docs/method.md, stage 4).
 
 One step, for every scene of the (batched) field V:
 

@@ -31,8 +31,10 @@ class RigError(SimBridgeError, ValueError):
     the fix."""
 
 
-def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> np.ndarray:
-    """Pinhole `K [3,3]` (pixels) with horizontal field of view `hfov_deg`, square pixels, centred principal point.
+def intrinsics_from_fov(hfov_deg: float, width: int, height: int) -> np.ndarray:
+    """Pinhole `K [3,3]` float64 (pixels) with horizontal field of view `hfov_deg` degrees, square pixels, centred
+    principal point: ``f = (width/2) / tan(hfov/2)``. Same signature and values as
+    `nfldm_sdk.cameras.intrinsics_from_fov` (the two packages may not import each other).
 
     The principal point is at (width/2, height/2): pixel centres are at integer + 0.5 (CARLA's convention too).
     """
@@ -97,7 +99,7 @@ class RigCamera:
                            f"{K.tolist()}")
         if K[0, 0] <= 0 or K[1, 1] <= 0:
             raise RigError(f"{cam}: K has focal lengths fx {K[0, 0]:g}, fy {K[1, 1]:g} pixels; both must be > 0 "
-                           "(intrinsics_from_fov(width, height, hfov_deg) builds a valid K)")
+                           "(intrinsics_from_fov(hfov_deg, width, height) builds a valid K)")
         if not (0 <= K[0, 2] <= self.width and 0 <= K[1, 2] <= self.height):
             raise RigError(f"{cam}: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside its "
                            f"{self.width}x{self.height} image; it is usually the image centre "
@@ -270,7 +272,7 @@ def ring_rig(width: int = 256, height: int = 256) -> Rig:
     cams = []
     for name, yaw in [("front", 0), ("front_left", 60), ("back_left", 120), ("back", 180), ("back_right", -120), ("front_right", -60)]:
         r = math.radians(yaw)
-        cams.append(RigCamera(name, intrinsics_from_fov(width, height, 90.0), width, height,
+        cams.append(RigCamera(name, intrinsics_from_fov(90.0, width, height), width, height,
                               mount_to_cam_to_ego(0.5 * math.cos(r), 0.5 * math.sin(r), 1.6, yaw)))
     return Rig(tuple(cams))
 
@@ -280,13 +282,13 @@ def nuscenes_rig(width: int = 256, height: int = 256) -> Rig:
     spec = [("CAM_FRONT", 1.70, 0.00, 1.51, 0, 70), ("CAM_FRONT_LEFT", 1.52, 0.49, 1.51, 55, 70),
             ("CAM_FRONT_RIGHT", 1.52, -0.49, 1.51, -55, 70), ("CAM_BACK", -0.02, 0.0, 1.51, 180, 110),
             ("CAM_BACK_LEFT", 1.03, 0.48, 1.51, 110, 70), ("CAM_BACK_RIGHT", 1.03, -0.48, 1.51, -110, 70)]
-    return Rig(tuple(RigCamera(n, intrinsics_from_fov(width, height, fov), width, height, mount_to_cam_to_ego(x, y, z, yaw))
+    return Rig(tuple(RigCamera(n, intrinsics_from_fov(fov, width, height), width, height, mount_to_cam_to_ego(x, y, z, yaw))
                      for n, x, y, z, yaw, fov in spec))
 
 
 def front_rig(width: int = 256, height: int = 256) -> Rig:
     """A single forward camera, 90° FOV, at the windscreen (x=0.8 m, z=1.5 m)."""
-    return Rig((RigCamera("front", intrinsics_from_fov(width, height, 90.0), width, height, mount_to_cam_to_ego(0.8, 0.0, 1.5, 0.0)),))
+    return Rig((RigCamera("front", intrinsics_from_fov(90.0, width, height), width, height, mount_to_cam_to_ego(0.8, 0.0, 1.5, 0.0)),))
 
 
 #: Rig presets by name: `name -> fn(width, height) -> Rig`. "default" is the capture rig.

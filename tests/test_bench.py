@@ -34,9 +34,12 @@ def test_run_bench_tiny(tmp_path):
     report = run_bench(quick=True, device="cpu", sizes=TINY, log=lambda s: None)
     rows = {r.name: r for r in report.rows}
     assert list(rows) == ["capture", "render", "sampling", "sensors", "refine", "startup"]
-    for name in ("capture", "render", "sampling", "sensors", "startup"):
-        assert not rows[name].error, rows[name].error
+    for name in rows:                                        # refine included: a broken bench_refine is an error row
+        assert not rows[name].error, f"{name}: {rows[name].error}"
         assert rows[name].value > 0 and math.isfinite(rows[name].value)
+    f = rows["refine"]
+    assert f.unit == "s/step" and f.setting == "SDS refine_scene, tiny sizes, 1 views/step, 1 steps"
+    assert f.baseline is None and f.ratio is None
     # same-run baselines and their ratios
     r = rows["render"]
     assert r.baseline > 0 and r.ratio == pytest.approx(r.value / r.baseline, rel=1e-6)

@@ -170,7 +170,7 @@ def test_bgra_to_rgb_and_semantic():
 def test_intrinsics_and_fov():
     K = conv.carla_intrinsics(800, 600, 90.0)
     np.testing.assert_allclose(K, [[400, 0, 400], [0, 400, 300], [0, 0, 1]])
-    np.testing.assert_allclose(K, intrinsics_from_fov(800, 600, 90.0))
+    np.testing.assert_allclose(K, intrinsics_from_fov(90.0, 800, 600))
     assert conv.fov_from_intrinsics(conv.carla_intrinsics(64, 48, 73.5), 64, 48) == pytest.approx(73.5, abs=1e-9)
     off = K.copy()
     off[0, 2] += 3

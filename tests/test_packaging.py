@@ -9,17 +9,25 @@ FOLDERS = {"nfldm_sdk": "sdk", "nfldm_training": "training", "sim_bridge": "sim_
 
 
 def test_every_subpackage_is_listed_in_pyproject():
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools_cfg["packages"])
     found = set()
     for name, folder in FOLDERS.items():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
             found.add(".".join([name, *rel.parts]))
-    assert found == listed, f"pyproject [tool.setuptools] packages must list exactly {sorted(found)}"
+    # Data-only packages (the shipped default bundle): every file of their folder is declared package data.
+    data = set(setuptools_cfg["package-data"])
+    assert found == listed - data, f"pyproject [tool.setuptools] packages must list exactly {sorted(found)}"
+    root = ROOT / setuptools_cfg["package-dir"]["nfldm_sdk.default_model"]
+    for f in root.rglob("*"):
+        if f.is_file():
+            pkg = ".".join(["nfldm_sdk.default_model", *f.parent.relative_to(root).parts])
+            assert f.name in setuptools_cfg["package-data"].get(pkg, []), f"{f} is not package data of {pkg}"
 
 
 def test_sdk_and_bridge_are_independent():
-    # Dependency direction (architecture.md): nfldm_sdk and sim_bridge import nothing of each other.
+    # Dependency direction (docs/architecture.md): nfldm_sdk and sim_bridge import nothing of each other.
     for pkg, other in [("sdk", "sim_bridge"), ("sim_bridge", "nfldm_sdk"), ("sdk", "nfldm_training"), ("sim_bridge", "nfldm_training")]:
         for f in (ROOT / pkg).rglob("*.py"):
             text = f.read_text()

@@ -124,19 +124,25 @@ def _link_distributions(dists: dict[str, metadata.Distribution], site: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def plain_env(tmp_path_factory):
-    """A fresh venv with nfldm's wheel and exactly its dependency closure without extras: its bin folder."""
-    tmp = tmp_path_factory.mktemp("plain")
-    src = tmp / "src"                                                # build from a copy: the checkout stays clean
+def plain_wheel(tmp_path_factory) -> Path:
+    """nfldm's wheel, built from a copy of the checkout (which stays clean)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for folder in ("sdk", "sim_bridge", "training"):
+    for folder in ("sdk", "sim_bridge", "training", "assets"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
                     "-w", str(tmp / "wheel")], check=True, cwd=tmp)
-    wheel = next((tmp / "wheel").glob("nfldm-*.whl"))
-    with zipfile.ZipFile(wheel) as z:
+    return next((tmp / "wheel").glob("nfldm-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def plain_env(plain_wheel, tmp_path_factory):
+    """A fresh venv with nfldm's wheel and exactly its dependency closure without extras: its bin folder."""
+    tmp = tmp_path_factory.mktemp("plain")
+    with zipfile.ZipFile(plain_wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         requires = [line.split(":", 1)[1].strip() for line in z.read(meta).decode().splitlines()
                     if line.startswith("Requires-Dist:")]
@@ -147,8 +153,20 @@ def plain_env(tmp_path_factory):
     site = Path(sysconfig.get_path("purelib", vars={"base": str(env), "platbase": str(env)}))
     _link_distributions(_closure(base_requires), site)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "-q",
-                    "--no-deps", "--no-index", str(wheel)], check=True)
+                    "--no-deps", "--no-index", str(plain_wheel)], check=True)
     return env / "bin"
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_default_bundle_byte_for_byte(plain_wheel):
+    shipped = ROOT / "assets" / "models" / "default"
+    expected = {f.relative_to(shipped).as_posix(): f.read_bytes() for f in shipped.rglob("*") if f.is_file()}
+    with zipfile.ZipFile(plain_wheel) as z:
+        packaged = {n.removeprefix("nfldm_sdk/default_model/"): z.read(n) for n in z.namelist()
+                    if n.startswith("nfldm_sdk/default_model/")}
+        assert not any(n.startswith("assets/") for n in z.namelist())     # data lives inside the import package
+    assert {"manifest.json", "scene_ae/model.safetensors", "denoiser_f/config.json"} <= set(expected)
+    assert packaged == expected
 
 
 def _run(bindir: Path, *argv, cwd: Path) -> subprocess.CompletedProcess:
@@ -169,6 +187,37 @@ def test_plain_install_has_no_dev_packages(plain_env, tmp_path):
     where = subprocess.run([str(py), "-c", "import nfldm_sdk; print(nfldm_sdk.__file__)"], capture_output=True,
                            text=True, check=True, cwd=tmp_path).stdout
     assert where.startswith(str(plain_env.parent)) and str(ROOT) not in where   # the wheel, not the checkout
+
+
+#: Loads the default model with no path and prints where it came from, its bundle hash and a digest of one scene.
+DEFAULT_MODEL_PROBE = """
+import hashlib
+from nfldm_sdk.generator import SceneGenerator, default_model_path
+g = SceneGenerator.from_pretrained(device="cpu")
+f = g.generate(1, seed=0, steps=3)[0].field
+print(default_model_path())
+print(g.bundle_hash, hashlib.sha256(f.density.numpy().tobytes() + f.features.numpy().tobytes()).hexdigest())
+"""
+
+
+def _probe_default_model(python: Path, cwd: Path) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "NFLDM_DEFAULT_MODEL")}
+    r = subprocess.run([str(python), "-c", DEFAULT_MODEL_PROBE], capture_output=True, text=True, cwd=cwd,
+                       env={**env, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-2:]
+
+
+@pytest.mark.slow
+def test_plain_install_loads_the_default_model_anywhere(plain_env, tmp_path):
+    # From a folder outside the checkout, with no path and no $NFLDM_DEFAULT_MODEL: the wheel's own copy, which
+    # generates the same scene as the checkout's assets/models/default.
+    where, digest = _probe_default_model(plain_env / "python", tmp_path)
+    assert Path(where).is_relative_to(plain_env.parent)                                 # inside the fresh venv
+    assert Path(where).parts[-2:] == ("nfldm_sdk", "default_model") and str(ROOT) not in where
+    checkout_where, checkout_digest = _probe_default_model(Path(sys.executable), tmp_path)
+    assert Path(checkout_where) == ROOT / "assets" / "models" / "default"
+    assert digest == checkout_digest
 
 
 @pytest.mark.slow

@@ -1,17 +1,32 @@
 """Rig presets, JSON round trip and mount maths (ego: x fwd, y left, z up; camera: OpenCV)."""
+import inspect
 import json
 
 import numpy as np
 import pytest
+import torch
 
+from nfldm_sdk.cameras import intrinsics_from_fov as sdk_intrinsics_from_fov
 from sim_bridge.errors import SimBridgeError
 from sim_bridge.rig import RIG_PRESETS, Rig, RigCamera, RigError, intrinsics_from_fov, mount_to_cam_to_ego
 
 
 def test_intrinsics_from_fov_90deg():
     # tan(45°) = 1, so f = half the width.
-    K = intrinsics_from_fov(256, 128, 90.0)
+    K = intrinsics_from_fov(90.0, 256, 128)
     np.testing.assert_allclose(K, [[128, 0, 128], [0, 128, 64], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("hfov, width, height", [(90.0, 256, 128), (70.0, 64, 48), (110.0, 33, 17)])
+def test_intrinsics_from_fov_agrees_with_the_sdk(hfov, width, height):
+    # The two packages may not import each other, so each keeps one definition: same signature, same K.
+    names = lambda f: list(inspect.signature(f).parameters)[:3]
+    assert names(intrinsics_from_fov) == names(sdk_intrinsics_from_fov) == ["hfov_deg", "width", "height"]
+    K = intrinsics_from_fov(hfov, width, height)
+    assert K.dtype == np.float64
+    np.testing.assert_array_equal(K, sdk_intrinsics_from_fov(hfov, width, height, dtype=torch.float64).numpy())
+    np.testing.assert_array_equal(K, intrinsics_from_fov(height=height, width=width, hfov_deg=hfov))
+    assert (K[0, 2], K[1, 2]) == (width / 2, height / 2) and K[0, 0] == K[1, 1] > 0
 
 
 def test_forward_camera_axes():

@@ -22,8 +22,8 @@ SEED = 7
 
 
 def tiny_rig() -> Rig:
-    return Rig((RigCamera("front", intrinsics_from_fov(W, H, 90.0), W, H, mount_to_cam_to_ego(0.8, 0.0, 1.5, 0.0)),
-                RigCamera("left", intrinsics_from_fov(W, H, 70.0), W, H, mount_to_cam_to_ego(0.2, 0.4, 1.6, 90.0, 5.0))))
+    return Rig((RigCamera("front", intrinsics_from_fov(90.0, W, H), W, H, mount_to_cam_to_ego(0.8, 0.0, 1.5, 0.0)),
+                RigCamera("left", intrinsics_from_fov(70.0, W, H), W, H, mount_to_cam_to_ego(0.2, 0.4, 1.6, 90.0, 5.0))))
 
 
 def make_frame(t: int, rig: Rig) -> FrameData:

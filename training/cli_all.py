@@ -27,12 +27,11 @@ import click
 
 #: Step overrides of ``--budget cpu`` (everything else is the preset's). Chosen so that the tiny architecture trains
 #: in ~30 min on 2 CPU cores otherwise idle (stage 1 ~18, LAE ~10, denoisers ~3; 2-4x that when the cores are
-#: shared); `nfldm_training.evaluate` figures of the result are in the model card. Stage 1 gets 4000 steps: its
-#: held-out PSNR was 20.81 dB at 600 (the previous default), 22.66 at 2000, 23.02 at 3000 and 23.39 at 4000, and its
-#: fields stopped being translucent (renders reaching opacity 0.5: 10 % of the rays at 600, 18 % at 4000), which
-#: halved the generated scenes' MMD-CD. The LAE gets 4000 steps on it: PSNR of r(V̂) vs images 18.83 dB at 1500,
-#: 19.40 at 2000, 19.84 at 4000 (the sharper stage-1 fields are harder to compress than the 600-step ones). ψ_f's
-#: held-out loss is lowest near 1600 steps on 144 scenes: more denoiser steps would not help.
+#: shared); `nfldm_training.evaluate` figures of the result are in the model card. Why these counts (held-out
+#: figures on the default model's data): stage 1's PSNR still rises to 4000 steps (20.81 dB at 600, 23.39 at 4000)
+#: and only then are its fields opaque enough (rays reaching opacity 0.5: 10 % at 600 steps, 18 % at 4000) for
+#: generated scenes of half the MMD-CD; the LAE on such sharp fields needs as long (r(V̂) vs images 18.83 dB at
+#: 1500 steps, 19.84 at 4000); ψ_f's loss is lowest near 1600 steps on 144 scenes, so more denoiser steps do not help.
 CPU_BUDGET: dict[str, dict] = {
     "scene_ae": {"scene_ae_train.max_steps": 4000, "scene_ae_train.stride": 2, "scene_ae_train.val_interval": 200,
                  "scene_ae_train.val_batches": 4, "scene_ae_train.num_workers": 0, "scene_ae_train.precision": "32-true"},

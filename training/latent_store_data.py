@@ -30,7 +30,7 @@ from nfldm_training.errors import TrainingError
 
 __all__ = ["LatentLevels", "LatentLevelDataset", "LatentLevelDataModule", "split_indices", "split_by_episode", "LEVEL_CONDITIONS"]
 
-#: The levels each denoiser reads: its own first, then its conditions (method.md: p(g), p(c|g), p(f|g,c)).
+#: The levels each denoiser reads: its own first, then its conditions (docs/method.md, stage 3: p(g), p(c|g), p(f|g,c)).
 LEVEL_CONDITIONS: dict[str, tuple[str, ...]] = {"g": ("g",), "c": ("c", "g"), "f": ("f", "g", "c")}
 _CACHE_BYTES = 1 << 30  # load the needed arrays into memory when they take at most 1 GiB
 

@@ -1,4 +1,4 @@
-"""Stage-1 losses: image reconstruction and depth on valid pixels (method.md, stage 1, step 5).
+"""Stage-1 losses: image reconstruction and depth on valid pixels (docs/method.md, stage 1, step 5).
 
 Functional: tensors in, a scalar out. Shapes use ``...`` for any leading batch/view axes.
 """

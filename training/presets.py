@@ -2,7 +2,8 @@
 
 * ``tiny``  — CI on CPU: every stage runs in seconds on 64×64 captures.
 * ``small`` — the default model, trainable in about 20 minutes on one GPU (128×128 images, 16×64×64 voxels).
-* ``paper`` — method.md's sizes: a 128×128×32 voxel grid, i.e. ``grid_shape (Z, Y, X) = (32, 128, 128)``.
+* ``paper`` — the paper's sizes (docs/method.md, "Presets"): a 128×128×32 voxel grid, i.e.
+  ``grid_shape (Z, Y, X) = (32, 128, 128)``.
 
 A `Preset` is nested dataclasses, one section per stage (``scene_ae`` + ``scene_ae_train`` for stage 1, ``latent_ae`` +
 ``latent_ae_train`` for stage 2, ``ldm`` for stage 3, ``prior`` for stage 4). `get_preset` returns a copy with overrides applied (dotted keys, e.g.
@@ -208,7 +209,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         name="paper",
-        description="method.md's sizes: 128x128x32 voxel grid (Z,Y,X)=(32,128,128), 256x256 images",
+        description="the paper's sizes: 128x128x32 voxel grid (Z,Y,X)=(32,128,128), 256x256 images",
         scene_ae=_PAPER_SCENE_AE,
         scene_ae_train=SceneAETrainConfig(window=4, stride=1, batch_size=2, lr=5e-4, warmup_steps=1000, max_steps=100_000,
                                           val_interval=2000, val_batches=50, num_workers=8, precision="bf16-mixed"),

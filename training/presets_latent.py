@@ -12,7 +12,7 @@ Latent sizes per preset (grid ``(Z, Y, X)`` -> g, c ``[4, Zc, Yc, Xc]``, f ``[4,
 
 * ``tiny``  — (8, 32, 32), C 8 -> g 16, c [4, 4, 8, 8], f [4, 32, 32]; codebooks 64.
 * ``small`` — (16, 64, 64), C 16 -> g 64, c [4, 8, 16, 16], f [4, 64, 64]; codebooks 256.
-* ``paper`` — (32, 128, 128), C 32 -> g 128, c [4, 16, 32, 32], f [4, 128, 128] (method.md); codebooks 1024
+* ``paper`` — (32, 128, 128), C 32 -> g 128, c [4, 16, 32, 32], f [4, 128, 128] (docs/method.md); codebooks 1024
   (the paper does not give codebook sizes: 1024 four-dimensional codes is our choice).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The three denoisers of the hierarchical latent diffusion (method.md stage 3).
+"""The three denoisers of the hierarchical latent diffusion (docs/method.md, stage 3).
 
 ``p(V, g, c, f) = p(V | g, c, f) · p(f | g, c) · p(c | g) · p(g)``; each factor but the first is a diffusion model
 whose network predicts ``v`` (v-prediction) from the noisy latent ``x_t``, the timestep ``t`` and the clean,

@@ -1,6 +1,6 @@
 """Stage 2 of NF-LDM: the latent voxel auto-encoder (LAE), voxel field V <-> latents (g, c, f).
 
-method.md, stage 2. A scene's `VoxelField` (density ``[Z,Y,X]`` + features ``[C,Z,Y,X]``) is compressed into
+docs/method.md, stage 2. A scene's `VoxelField` (density ``[Z,Y,X]`` + features ``[C,Z,Y,X]``) is compressed into
 
 * **g** ``[g_dim]`` — a global vector, regularised with a small KL penalty (reparameterisation);
 * **c** ``[4, Zc, Yc, Xc]`` — a coarse 3D latent, vector-quantised (the grid downsampled by

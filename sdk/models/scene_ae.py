@@ -1,6 +1,6 @@
 """Stage 1 of NF-LDM: the scene auto-encoder, posed images -> voxel neural field -> images.
 
-``encode`` (method.md, stage 1, steps 1-3):
+``encode`` (docs/method.md, stage 1, steps 1-3):
 
 1. a 2D CNN runs on every input image separately and outputs ``[D + C, H/f, W/f]``;
 2. lift: the first D channels become per-bin densities ``σ = softplus(·) ≥ 0`` and the last C the feature
