@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main job after the capture: generate a scene with the shipped default model, drive the capture rig
+# The README's main job after the capture (rerunnable: it replaces its own renders in OUT): generate a scene with the shipped default model, drive the capture rig
 # through it (lane change) to an MP4 and PNG frames, and take an Open3D screenshot of the scene.
 #
 #   bash scripts/demo.sh [OUT]          # default OUT: out/demo
@@ -33,11 +33,11 @@ echo "== 1/4 generate a scene (seed $SEED) with $MODEL"
 
 echo "== 2/4 render a 20 m lane change of the 6-camera capture rig to MP4 (RGB + inverse-depth rows)"
 "$BIN/nfldm" render "$SCENE" --model "$MODEL" --rig capture --trajectory lane_change --length 20 --speed 10 \
-  --rate 10 --device "$DEVICE" --with-depth --out "$OUT/drive.mp4"
+  --rate 10 --device "$DEVICE" --with-depth --overwrite --out "$OUT/drive.mp4"
 
 echo "== 3/4 the same drive as PNG + depth NPY frames"
 "$BIN/nfldm" render "$SCENE" --model "$MODEL" --rig capture --trajectory lane_change --length 20 --speed 10 \
-  --rate 10 --device "$DEVICE" --out "$OUT/frames"
+  --rate 10 --device "$DEVICE" --overwrite --out "$OUT/frames"
 
 echo "== 4/4 Open3D screenshot of the scene (density iso-surface at LEVEL, rig frustums along the drive)"
 "$BIN/nfldm" view "$SCENE" --model "$MODEL" --rig capture --trajectory lane_change --length 20 \
@@ -76,6 +76,6 @@ fi
 echo
 echo "scene          : $SCENE  (field.safetensors + scene.json + preview.png)"
 echo "drive video    : $OUT/drive.mp4"
-echo "drive frames   : $OUT/frames/  (<camera>/<frame>.png, depth .npy, frames.json)"
+echo "drive frames   : $OUT/frames/  (<camera>/<frame>.png, depth and alpha .npy, frames.json)"
 echo "preview grid   : $OUT/preview_grid.png"
 echo "Open3D view    : $OUT/scene_open3d.png"

@@ -87,6 +87,10 @@ class ModelFileError(NfldmError, ValueError):
         self.problem = problem
 
 
+class ModelNotFoundError(NfldmError, FileNotFoundError):
+    """A path given as a training run or a saved network holds neither; the message names what was expected."""
+
+
 def read_config(path: str | Path) -> dict:
     """The JSON object in the JSON file at `path`: a network's ``config.json``, a bundle manifest, a ``scene.json``.
 
@@ -116,7 +120,7 @@ def resolve_model_dir(path: str | Path) -> Path:
     both resolve to ``RUN/model``.
 
     Raises:
-        FileNotFoundError: neither `path` nor ``path/model`` holds a saved network.
+        `ModelNotFoundError` (a FileNotFoundError): neither `path` nor ``path/model`` holds a saved network.
         `ModelFileError`: a ``config.json`` on the way is not valid JSON.
     """
     path = Path(path)
@@ -124,7 +128,7 @@ def resolve_model_dir(path: str | Path) -> Path:
         config = candidate / CONFIG_NAME
         if config.is_file() and "_class" in read_config(config):
             return candidate
-    raise FileNotFoundError(f"{path} holds no saved model: expected {path / 'model' / CONFIG_NAME} (a training run "
+    raise ModelNotFoundError(f"{path} holds no saved model: expected {path / 'model' / CONFIG_NAME} (a training run "
                             f"directory) or {path / CONFIG_NAME} with a '_class' entry (a model folder written by "
                             "save_pretrained); pass the --out folder of the training run")
 

@@ -12,7 +12,7 @@ import torch
 from nfldm_sdk.errors import NfldmError
 from nfldm_sdk.generator import BundleError, SceneGenerator
 from nfldm_sdk.guidance import PriorConfig, PriorGuidance, PriorUNet, add_prior_to_bundle
-from nfldm_sdk.persistence import ModelFileError, read_config, resolve_model_dir
+from nfldm_sdk.persistence import ModelFileError, ModelNotFoundError, read_config, resolve_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -119,6 +119,9 @@ def test_pretrained_folder_errors_name_the_file(tmp_path):
     (folder / "config.json").write_text("[]")
     with pytest.raises(ModelFileError, match="holds a JSON list, not an object"):
         read_config(folder / "config.json")
+    with pytest.raises(ModelNotFoundError, match=rf"{re.escape(str(tmp_path))} holds no saved model.*--out folder"):
+        resolve_model_dir(tmp_path)
+    assert issubclass(ModelNotFoundError, NfldmError) and issubclass(ModelNotFoundError, FileNotFoundError)
 
 
 def test_broken_scene_json_names_the_file(tmp_path):
