@@ -41,7 +41,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from .errors import NfldmError
+from nfldm_sdk.errors import NfldmError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

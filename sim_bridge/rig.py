@@ -34,7 +34,7 @@ class RigError(SimBridgeError, ValueError):
 def intrinsics_from_fov(hfov_deg: float, width: int, height: int) -> np.ndarray:
     """Pinhole `K [3,3]` float64 (pixels) with horizontal field of view `hfov_deg` degrees, square pixels, centred
     principal point: ``f = (width/2) / tan(hfov/2)``. Same signature and values as
-    `nfldm_sdk.cameras.intrinsics_from_fov` (the two packages may not import each other).
+    `nfldm_sdk.cameras.pinhole.intrinsics_from_fov` (the two packages may not import each other).
 
     The principal point is at (width/2, height/2): pixel centres are at integer + 0.5 (CARLA's convention too).
     """

@@ -9,7 +9,7 @@ try:  # keep the suite within the 2 cores of CI machines
     import torch
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    # Without a GPU the Triton render kernels (nfldm_sdk.render_triton) run in Triton's CPU interpreter. Triton
+    # Without a GPU the Triton render kernels (nfldm_sdk.rendering.triton_render) run in Triton's CPU interpreter. Triton
     # reads the variable when a kernel is decorated, i.e. when that module is first imported: set it before.
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -48,7 +48,7 @@ def one_thread_module():
 @pytest.fixture(scope="module")
 def tiny_generator():
     """A `SceneGenerator` of the `tiny` preset with random weights (seed 0)."""
-    from nfldm_training.presets_ldm import random_generator
+    from nfldm_training.configs.ldm import random_generator
 
     return random_generator("tiny", seed=0)
 
@@ -58,7 +58,7 @@ def write_tiny_bundle():
     """``write_tiny_bundle(path, generator, latent_stats=None) -> path``: `generator`'s parts written as a model bundle
     (preset "tiny", a zero training-data hash); `latent_stats` replaces the generator's statistics (and is set on it)."""
     def write(path, generator, latent_stats=None):
-        from nfldm_sdk.generator import write_bundle
+        from nfldm_sdk.pipelines.generator import write_bundle
 
         if latent_stats is not None:
             generator.latent_stats = latent_stats

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nfldm_training.bench import BENCH_SIZES, BenchReport, BenchRow, format_bench, machine_line, run_bench
+from nfldm_training.benchmarks.bench import BENCH_SIZES, BenchReport, BenchRow, format_bench, machine_line, run_bench
 
 TINY = {
     "capture": dict(town="Town01", width=32, height=32, frames=1, baseline_repeats=1),
@@ -80,7 +80,7 @@ def test_format_table_columns():
 def test_cuda_without_gpu_is_a_clear_error():
     from click.testing import CliRunner
 
-    from nfldm_training.cli_bench import bench
+    from nfldm_training.cli.bench import bench
 
     r = CliRunner().invoke(bench, ["--quick", "--device", "cuda"])
     assert r.exit_code != 0 and "torch.cuda.is_available() is False" in r.output

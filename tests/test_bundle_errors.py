@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from nfldm_sdk.errors import NfldmError
-from nfldm_sdk.generator import BundleError, SceneGenerator
-from nfldm_sdk.guidance import PriorConfig, PriorGuidance, PriorUNet, add_prior_to_bundle
+from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
+from nfldm_sdk.guidance.guidance import PriorConfig, PriorGuidance, PriorUNet, add_prior_to_bundle
 from nfldm_sdk.persistence import ModelFileError, ModelNotFoundError, read_config, resolve_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -113,7 +113,7 @@ def test_pretrained_folder_errors_name_the_file(tmp_path):
         PriorUNet.from_pretrained(folder)
     with pytest.raises(ModelFileError, match="config.json is not valid JSON"):
         resolve_model_dir(folder)
-    (folder / "config.json").write_text('{"_class": "nfldm_sdk.guidance.PriorUNet", "preset": "tiny"}')
+    (folder / "config.json").write_text('{"_class": "nfldm_sdk.guidance.guidance.PriorUNet", "preset": "tiny"}')
     with pytest.raises(ModelFileError, match=rf"{re.escape(str(folder / 'config.json'))}: PriorConfig has no field"):
         PriorUNet.from_pretrained(folder)
     (folder / "config.json").write_text("[]")
@@ -126,7 +126,7 @@ def test_pretrained_folder_errors_name_the_file(tmp_path):
 
 def test_broken_scene_json_names_the_file(tmp_path):
     """A scene folder whose scene.json is missing, not JSON, or not an object is a one-line project error."""
-    from nfldm_sdk.generator import NeuralScene, SceneFormatError, SceneNotFoundError
+    from nfldm_sdk.pipelines.generator import NeuralScene, SceneFormatError, SceneNotFoundError
 
     with pytest.raises(SceneNotFoundError, match="scene.json not found"):
         NeuralScene.load(tmp_path)

@@ -1,10 +1,10 @@
-"""Cameras: intrinsics from FOV, rays, projection round trips, batching (nfldm_sdk.cameras)."""
+"""Cameras: intrinsics from FOV, rays, projection round trips, batching (nfldm_sdk.cameras.pinhole)."""
 import math
 
 import pytest
 import torch
 
-from nfldm_sdk.cameras import Cameras, intrinsics_from_fov
+from nfldm_sdk.cameras.pinhole import Cameras, intrinsics_from_fov
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -143,7 +143,7 @@ def test_invalid_inputs_name_the_problem():
 
 # ------------------------------------------------------------------------------------------------ validation
 def test_invalid_cameras_are_a_clear_error_naming_the_camera_and_the_fix():
-    from nfldm_sdk.cameras import CameraError
+    from nfldm_sdk.cameras.pinhole import CameraError
     from nfldm_sdk.errors import NfldmError
 
     good = random_cameras(4, dtype=torch.float32)
@@ -199,7 +199,7 @@ def test_nan_pose_and_zero_focal_length_never_reach_the_renderer():
     """A NaN pose used to render an image (mean value 140) through `render_field`, and to raise a misleading "the
     trajectory probably leaves the scene" in `render_views`; a zero focal length raised torch's `_LinAlgError`
     from ``inv(K)``. Both now stop at `Cameras(...)`, before any rendering."""
-    from nfldm_sdk.cameras import CameraError
+    from nfldm_sdk.cameras.pinhole import CameraError
 
     m = look_at((0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
     m[0, 3] = float("nan")

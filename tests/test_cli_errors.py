@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from nfldm_sdk.cli import error_message, main as nfldm_main
+from nfldm_sdk.cli.main import error_message, main as nfldm_main
 from sim_bridge.cli import error_message as bridge_error_message, main as bridge_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def _run_raiser(module, errors, base, prog, *args):
 
 def test_project_errors_from_any_command_are_one_message_with_an_indented_rest():
     for module, errors, base, prog in (("sim_bridge.cli", "sim_bridge.errors", "SimBridgeError", "sim_bridge"),
-                                       ("nfldm_sdk.cli", "nfldm_sdk.errors", "NfldmError", "nfldm")):
+                                       ("nfldm_sdk.cli.main", "nfldm_sdk.errors", "NfldmError", "nfldm")):
         r = _run_raiser(module, errors, base, prog)
         assert r.returncode == 1, r.stderr
         assert "Traceback" not in r.stderr
@@ -125,7 +125,7 @@ def test_project_errors_from_any_command_are_one_message_with_an_indented_rest()
 
 def test_bugs_keep_their_traceback():
     for module, errors, base, prog in (("sim_bridge.cli", "sim_bridge.errors", "SimBridgeError", "sim_bridge"),
-                                       ("nfldm_sdk.cli", "nfldm_sdk.errors", "NfldmError", "nfldm")):
+                                       ("nfldm_sdk.cli.main", "nfldm_sdk.errors", "NfldmError", "nfldm")):
         r = _run_raiser(module, errors, base, prog, "--bug")
         assert r.returncode == 1
         assert "Traceback" in r.stderr and "ZeroDivisionError: a bug" in r.stderr

@@ -1,6 +1,6 @@
 """Start-up contract of the command lines (issue 12): ``--help`` and argument errors import no heavy library.
 
-The time itself is a benchmark (`nfldm_training.bench_startup`, a row of `nfldm bench`), not a test; what is
+The time itself is a benchmark (`nfldm_training.benchmarks.startup`, a row of `nfldm bench`), not a test; what is
 tested is the deterministic cause of the time: which modules a fresh interpreter has imported after ``--help``.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_nfldm_help_and_argument_errors_import_no_heavy_library():
     args = [["--help"], *([c, "--help"] for c in commands),
             *(["train", s, "--help"] for s in ("scene-ae", "latent-ae", "ldm", "prior")),
             ["generate", "--no-such-option"], ["generate", "--num", "many", "--model", "."], ["render"]]
-    assert _heavy_modules_after("nfldm_sdk.cli", "nfldm", args) == []
+    assert _heavy_modules_after("nfldm_sdk.cli.main", "nfldm", args) == []
 
 
 def test_sim_bridge_help_imports_no_heavy_library():
@@ -48,7 +48,7 @@ def test_sim_bridge_help_imports_no_heavy_library():
 
 
 def test_help_lists_every_command_loaded():
-    out = subprocess.run([sys.executable, "-m", "nfldm_sdk.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "nfldm_sdk.cli.main", "--help"], capture_output=True, text=True, check=True)
     for ep in metadata.entry_points(group="nfldm.commands"):
         assert f"  {ep.name} " in out.stdout
     assert "unavailable" not in out.stdout
@@ -57,21 +57,21 @@ def test_help_lists_every_command_loaded():
 def test_help_shows_the_device_default_without_computing_it():
     from click.testing import CliRunner
 
-    from nfldm_sdk.cli import main
+    from nfldm_sdk.cli.main import main
 
     out = " ".join(CliRunner().invoke(main, ["generate", "--help"]).output.split())   # undo click's line wrapping
     assert "cuda when available, else cpu" in out and "ddpm|ddim|dpmsolver++" in out
 
 
 def test_option_name_tables_match_the_modules_they_mirror():
-    from nfldm_sdk.cli_names import RIG_PRESET_NAMES, SAMPLER_NAMES, default_device
-    from nfldm_sdk.rig import RIG_PRESETS
-    from nfldm_sdk.sampling import SAMPLERS
-    from nfldm_training.preset_names import PRESET_NAMES
-    from nfldm_training.presets import PRESETS
-    from nfldm_training.presets_latent import LATENT_PRESETS
-    from nfldm_training.presets_ldm import LDM_PRESETS
-    from nfldm_training.presets_prior import PRIOR_PRESETS
+    from nfldm_sdk.cli.names import RIG_PRESET_NAMES, SAMPLER_NAMES, default_device
+    from nfldm_sdk.cameras.rig import RIG_PRESETS
+    from nfldm_sdk.pipelines.sampling import SAMPLERS
+    from nfldm_training.configs.names import PRESET_NAMES
+    from nfldm_training.configs.presets import PRESETS
+    from nfldm_training.configs.latent import LATENT_PRESETS
+    from nfldm_training.configs.ldm import LDM_PRESETS
+    from nfldm_training.configs.prior import PRIOR_PRESETS
 
     import torch
 
@@ -86,4 +86,4 @@ def test_package_names_still_import_lazily():
     code = ("import sys, nfldm_sdk; assert 'torch' not in sys.modules; "
             "from nfldm_sdk import SceneGenerator; print(SceneGenerator.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
-    assert out.stdout.strip() == "nfldm_sdk.generator"
+    assert out.stdout.strip() == "nfldm_sdk.pipelines.generator"

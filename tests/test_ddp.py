@@ -5,7 +5,7 @@ Each stage (scene-ae, latent-ae, ldm at level g, prior) trains a few steps of th
 then resumes one more step. The run directory must be complete and consistent: one ``last.ckpt`` at the final
 step, ``config.json`` that loads, ``metrics.json`` at the final step, and ``model/`` holding the weights of that
 checkpoint (the EMA weights for the diffusion stages). Only rank 0 writes the run directory
-(`nfldm_training.trainer.on_run_writer`); a rank deleting or rewriting files would break these checks or the resume.
+(`nfldm_training.runs.trainer.on_run_writer`); a rank deleting or rewriting files would break these checks or the resume.
 The DDP tests are marked ``slow`` (two processes start per run); the rank guard itself is checked without DDP.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _train(*args: str) -> str:
 
 
 def _invoke(args: list[str]):
-    from nfldm_sdk.cli import main
+    from nfldm_sdk.cli.main import main
 
     return CliRunner().invoke(main, args)
 
@@ -78,7 +78,7 @@ def test_only_the_writing_rank_touches_the_run_directory(tmp_path, monkeypatch):
     from lightning.pytorch.utilities import rank_zero_only
 
     from nfldm_sdk.models.denoisers import GDenoiser, GDenoiserConfig
-    from nfldm_training.trainer import finish_run, is_run_writer, on_run_writer, start_run
+    from nfldm_training.runs.trainer import finish_run, is_run_writer, on_run_writer, start_run
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -108,7 +108,7 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def scene_ae_run(root, tiny_capture) -> Path:
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-    from nfldm_training.presets import load_preset
+    from nfldm_training.configs.presets import load_preset
 
     run = root / "ae"
     common = ["scene-ae", "--data", tiny_capture, "--preset", "tiny", "--out", str(run)]
@@ -132,7 +132,7 @@ def test_scene_ae_trains_and_resumes_under_ddp(scene_ae_run):
 @pytest.fixture(scope="module")
 def latent_ae_run(root, tiny_capture, scene_ae_run) -> Path:
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder
-    from nfldm_training.presets_latent import load_latent_preset
+    from nfldm_training.configs.latent import load_latent_preset
 
     # a run directory resolves to its model/ (nfldm_sdk.persistence.resolve_model_dir) in both commands
     _cli(["encode-voxels", "--model", str(scene_ae_run), "--data", tiny_capture, "--out", str(root / "voxels.zarr"),
@@ -159,7 +159,7 @@ def test_latent_ae_trains_and_resumes_under_ddp(latent_ae_run):
 @pytest.mark.slow
 def test_ldm_trains_and_resumes_under_ddp_with_its_saved_config(root, latent_ae_run):
     from nfldm_sdk.models.denoisers import DENOISER_CLASSES
-    from nfldm_training.presets_ldm import load_ldm_preset
+    from nfldm_training.configs.ldm import load_ldm_preset
 
     _cli(["encode-latents", "--model", str(latent_ae_run), "--voxels", str(root / "voxels.zarr"),
           "--out", str(root / "latents.zarr"), "--device", "cpu", "--no-progress"])
@@ -184,9 +184,9 @@ def test_ldm_trains_and_resumes_under_ddp_with_its_saved_config(root, latent_ae_
 def test_prior_trains_and_resumes_under_ddp(root, tiny_capture):
     import imageio.v3 as iio
 
-    from nfldm_sdk.guidance import PriorUNet
-    from nfldm_training.presets_prior import load_prior_preset
-    from nfldm_training.prior_module import ARTIFACTS_NAME
+    from nfldm_sdk.guidance.guidance import PriorUNet
+    from nfldm_training.configs.prior import load_prior_preset
+    from nfldm_training.modules.prior import ARTIFACTS_NAME
 
     art = root / "artifacts"
     art.mkdir()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nfldm_sdk
-from nfldm_sdk.generator import DEFAULT_MODEL_ENV, BundleError, SceneGenerator, default_model_path
+from nfldm_sdk.pipelines.generator import DEFAULT_MODEL_ENV, BundleError, SceneGenerator, default_model_path
 
 SHIPPED = Path(nfldm_sdk.__file__).resolve().parents[1] / "assets" / "models" / "default"
 
@@ -37,7 +37,7 @@ def test_shipped_bundle_is_small_and_half_precision():
 
 
 def test_from_pretrained_default_generates_and_renders(monkeypatch):
-    from nfldm_sdk.rig import CameraRig
+    from nfldm_sdk.cameras.rig import CameraRig
 
     monkeypatch.delenv(DEFAULT_MODEL_ENV, raising=False)
     gen = SceneGenerator.from_pretrained()
@@ -77,7 +77,7 @@ def test_train_all_recipe_tiny(tmp_path, monkeypatch):
     """`nfldm train-all` runs every stage in order, records them, exports a loadable bundle, and resumes (skips)."""
     from click.testing import CliRunner
 
-    import nfldm_training.cli_all as cli_all
+    import nfldm_training.cli.train_all as cli_all
     from sim_bridge.cli import main as sim_main
 
     store = tmp_path / "s.zarr"

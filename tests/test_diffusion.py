@@ -12,9 +12,9 @@ import torch
 from nfldm_sdk.models.denoisers import (CDenoiser, CDenoiserConfig, FDenoiser, FDenoiserConfig, GDenoiser,
                                         GDenoiserConfig)
 from nfldm_sdk.models.latent_ae import Latents, LatentStats
-from nfldm_sdk.sampling import (SAMPLERS, NoiseSchedule, denormalize_level, make_scheduler, normalize_level,
+from nfldm_sdk.pipelines.sampling import (SAMPLERS, NoiseSchedule, denormalize_level, make_scheduler, normalize_level,
                                 sample_level, training_scheduler)
-from nfldm_training.ldm_module import ema_multi_avg_fn, v_prediction_loss
+from nfldm_training.modules.ldm import ema_multi_avg_fn, v_prediction_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -226,7 +226,7 @@ def test_level_normalisation_agrees_with_the_lae_stats():
 
 
 def test_latent_level_dataset_normalises_and_splits(tmp_path):
-    from nfldm_training.latent_store_data import LatentLevelDataModule, LatentLevelDataset, LatentLevels, split_indices
+    from nfldm_training.data.latent_levels import LatentLevelDataModule, LatentLevelDataset, LatentLevels, split_indices
 
     assert split_indices(10, 0.2) == ([0, 1, 3, 4, 5, 6, 8, 9], [2, 7])  # centres of two equal halves
     assert split_indices(1, 0.5) == ([0], [])
@@ -272,7 +272,7 @@ def _broken_copy(bundle, tmp_path):
 
 
 def test_bundle_round_trip_generates_the_same_scenes(tiny_bundle, tiny_generator):
-    from nfldm_sdk.generator import SceneGenerator
+    from nfldm_sdk.pipelines.generator import SceneGenerator
 
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and manifest["preset"] == "tiny" and len(manifest["bundle_hash"]) == 64
@@ -286,7 +286,7 @@ def test_bundle_round_trip_generates_the_same_scenes(tiny_bundle, tiny_generator
 
 
 def test_bundle_missing_part_names_it(tiny_bundle, tmp_path):
-    from nfldm_sdk.generator import BundleError, SceneGenerator
+    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
 
     broken = _broken_copy(tiny_bundle, tmp_path)
     shutil.rmtree(broken / "denoiser_c")
@@ -295,7 +295,7 @@ def test_bundle_missing_part_names_it(tiny_bundle, tmp_path):
 
 
 def test_bundle_part_of_the_wrong_class_names_it(tiny_bundle, tmp_path):
-    from nfldm_sdk.generator import BundleError, SceneGenerator
+    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
 
     broken = _broken_copy(tiny_bundle, tmp_path)
     shutil.rmtree(broken / "denoiser_c")
@@ -305,7 +305,7 @@ def test_bundle_part_of_the_wrong_class_names_it(tiny_bundle, tmp_path):
 
 
 def test_bundle_changed_part_and_manifest_version(tiny_bundle, tmp_path):
-    from nfldm_sdk.generator import BundleError, SceneGenerator
+    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
 
     broken = _broken_copy(tiny_bundle, tmp_path)
     torch.manual_seed(1)
@@ -322,7 +322,7 @@ def test_bundle_changed_part_and_manifest_version(tiny_bundle, tmp_path):
 
 
 def test_bundle_with_inconsistent_latent_shapes_is_refused(tiny_generator, tmp_path):
-    from nfldm_sdk.generator import BundleError, write_bundle
+    from nfldm_sdk.pipelines.generator import BundleError, write_bundle
 
     gen = tiny_generator
     cfg = gen.denoisers["c"].config
@@ -347,8 +347,8 @@ def test_generate_is_deterministic_and_batch_independent(tiny_generator):
 
 
 def test_neural_scene_save_load_render(tiny_bundle, tiny_generator, tmp_path):
-    from nfldm_sdk.cli_generate import preview_cameras
-    from nfldm_sdk.generator import BundleError, NeuralScene, SceneGenerator
+    from nfldm_sdk.cli.generate import preview_cameras
+    from nfldm_sdk.pipelines.generator import BundleError, NeuralScene, SceneGenerator
 
     gen = SceneGenerator.from_pretrained(tiny_bundle)
     scene = gen.generate(1, seed=4, steps=2)[0]
@@ -372,7 +372,7 @@ def test_neural_scene_save_load_render(tiny_bundle, tiny_generator, tmp_path):
 
 
 def test_preview_cameras_look_front_left_back_right():
-    from nfldm_sdk.cli_generate import preview_cameras
+    from nfldm_sdk.cli.generate import preview_cameras
 
     cams = preview_cameras(64, 32)
     pts = torch.tensor([[10.0, 0.0, 1.6], [0.0, 10.0, 1.6], [-10.0, 0.0, 1.6], [0.0, -10.0, 1.6]])
@@ -390,7 +390,7 @@ def test_generate_cli_writes_scenes_and_previews(tiny_bundle, tmp_path):
     import imageio.v3 as iio
     from click.testing import CliRunner
 
-    from nfldm_sdk.cli_generate import generate
+    from nfldm_sdk.cli.generate import generate
 
     out = tmp_path / "scenes"
     res = CliRunner().invoke(generate, ["--model", str(tiny_bundle), "--num", "2", "--seed", "7", "--out", str(out),
@@ -404,7 +404,7 @@ def test_generate_cli_writes_scenes_and_previews(tiny_bundle, tmp_path):
 
 
 def test_sampling_bench_runs_and_formats(tiny_generator):
-    from nfldm_training.bench_sampling import format_sampling_bench, run_sampling_bench
+    from nfldm_training.benchmarks.sampling import format_sampling_bench, run_sampling_bench
 
     r = run_sampling_bench(tiny_generator, samplers=("ddim", "dpmsolver++"), steps=(2,), batch=1)
     assert [(t.sampler, t.steps) for t in r.timings] == [("ddim", 2), ("dpmsolver++", 2)]
@@ -415,11 +415,11 @@ def test_sampling_bench_runs_and_formats(tiny_generator):
 
 # ============================================================================================ training and export
 def _write_latent_store(path, n=6, seed=0, stats=None):
-    """A latent store in the format of `nfldm encode-latents` (nfldm_training.latent_data), random latents."""
+    """A latent store in the format of `nfldm encode-latents` (nfldm_training.data.latent_scenes), random latents."""
     import zarr
 
     from nfldm_sdk.persistence import config_to_dict
-    from nfldm_training.latent_data import LATENT_STORE_FORMAT, LATENT_STORE_VERSION
+    from nfldm_training.data.latent_scenes import LATENT_STORE_FORMAT, LATENT_STORE_VERSION
 
     rng = np.random.default_rng(seed)
     grp = zarr.open_group(str(path), mode="w", zarr_format=3)
@@ -437,8 +437,8 @@ def _write_latent_store(path, n=6, seed=0, stats=None):
 def test_stage3_split_holds_out_the_episodes_stage1_holds_out():
     import numpy as np
 
-    from nfldm_training.data import _val_episodes
-    from nfldm_training.latent_store_data import split_by_episode
+    from nfldm_training.data.capture_windows import _val_episodes
+    from nfldm_training.data.latent_levels import split_by_episode
 
     # store 0: episodes 0..4 with 2 scenes each (rows 0-9); store 1: one episode with 4 scenes (rows 10-13)
     ids = np.array([(0, e, f) for e in range(5) for f in (3, 5)] + [(1, 0, f) for f in (3, 4, 5, 6)])
@@ -452,8 +452,8 @@ def test_stage3_split_holds_out_the_episodes_stage1_holds_out():
 
 @pytest.fixture(scope="module")
 def ldm_runs(tmp_path_factory):
-    from nfldm_training.ldm_module import train_ldm
-    from nfldm_training.presets_ldm import get_ldm_preset
+    from nfldm_training.modules.ldm import train_ldm
+    from nfldm_training.configs.ldm import get_ldm_preset
 
     root = tmp_path_factory.mktemp("ldm")
     store = _write_latent_store(root / "latents.zarr")
@@ -467,7 +467,7 @@ def ldm_runs(tmp_path_factory):
 
 
 def test_train_ldm_saves_the_ema_denoiser(ldm_runs):
-    from nfldm_training.ldm_module import RUN_INFO
+    from nfldm_training.modules.ldm import RUN_INFO
 
     root, store, results = ldm_runs
     r = results["f"]
@@ -486,8 +486,8 @@ def test_train_ldm_saves_the_ema_denoiser(ldm_runs):
 def test_export_bundle_cli_assembles_a_loadable_bundle(ldm_runs, tiny_generator, tmp_path):
     from click.testing import CliRunner
 
-    from nfldm_sdk.generator import SceneGenerator
-    from nfldm_training.cli_ldm import export_bundle
+    from nfldm_sdk.pipelines.generator import SceneGenerator
+    from nfldm_training.cli.ldm import export_bundle
 
     root, store, results = ldm_runs
     tiny_generator.scene_ae.save_pretrained(tmp_path / "ae" / "model")
@@ -511,8 +511,8 @@ def test_export_bundle_cli_assembles_a_loadable_bundle(ldm_runs, tiny_generator,
 def test_train_ldm_cli_trains_and_resumes(tmp_path):
     from click.testing import CliRunner
 
-    from nfldm_training.cli_ldm import train_ldm
-    from nfldm_training.presets_ldm import load_ldm_preset
+    from nfldm_training.cli.ldm import train_ldm
+    from nfldm_training.configs.ldm import load_ldm_preset
 
     store = _write_latent_store(tmp_path / "l.zarr", n=4)
     run = tmp_path / "run_g"
@@ -535,8 +535,8 @@ def test_train_ldm_cli_trains_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("name", ["tiny", "small", "paper"])
 def test_ldm_presets_fit_the_latent_presets(name):
-    from nfldm_training.presets_latent import LATENT_PRESETS
-    from nfldm_training.presets_ldm import get_ldm_preset, with_latent_shapes
+    from nfldm_training.configs.latent import LATENT_PRESETS
+    from nfldm_training.configs.ldm import get_ldm_preset, with_latent_shapes
 
     lae = LATENT_PRESETS[name].latent_ae
     ldm = with_latent_shapes(get_ldm_preset(name), lae.g_dim, lae.c_shape, lae.f_shape)  # validates the U-Net sizes

@@ -41,7 +41,7 @@ def test_links_in_docs_resolve():
 
 
 def _module_exists(dotted: str) -> bool:
-    """True when a prefix of `dotted` (e.g. ``nfldm_sdk.render.HIT_ALPHA``) is a module or package of the tree."""
+    """True when a prefix of `dotted` (e.g. ``nfldm_sdk.rendering.api.HIT_ALPHA``) is a module or package of the tree."""
     first, *rest = dotted.split(".")
     path = ROOT / FOLDERS[first]
     for part in rest:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nfldm_training.metrics_3d import (bev_stats, chamfer_matrix, depth_histogram, histogram_distances, mmd_cov_1nna,
+from nfldm_training.metrics.scene_3d import (bev_stats, chamfer_matrix, depth_histogram, histogram_distances, mmd_cov_1nna,
                                        ssim, subsample_points)
 
 
@@ -130,7 +130,7 @@ def test_depth_histogram_far_plane_convention():
 
 # ------------------------------------------------------------------------------------------------ FID / KID
 def test_frechet_distance_closed_form():
-    from nfldm_training.fid import frechet_distance
+    from nfldm_training.metrics.fid import frechet_distance
 
     assert frechet_distance(np.zeros(1), np.eye(1), np.array([3.0]), 4 * np.eye(1)) == pytest.approx(10.0)
     # diagonal covariances: ‖μ1−μ2‖² + Σ (σ1 − σ2)²  (σ = standard deviations)
@@ -145,7 +145,7 @@ def test_frechet_distance_closed_form():
 
 
 def test_feature_fid_and_kid_on_gaussian_samples():
-    from nfldm_training.fid import feature_fid, kernel_inception_distance
+    from nfldm_training.metrics.fid import feature_fid, kernel_inception_distance
 
     rng = np.random.default_rng(1)
     a = rng.normal(size=(4000, 4))
@@ -164,7 +164,7 @@ def test_feature_fid_and_kid_on_gaussian_samples():
 
 def test_fid_inception_architecture_and_missing_weights(tmp_path):
     pytest.importorskip("torchvision")
-    from nfldm_training.fid import FID_WEIGHTS_NAME, FIDInceptionV3
+    from nfldm_training.metrics.fid import FID_WEIGHTS_NAME, FIDInceptionV3
 
     with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):
         FIDInceptionV3.load(tmp_path / "nothing.pth")
@@ -203,8 +203,8 @@ def tiny_store(tmp_path_factory):
 
 
 def test_evaluate_end_to_end(tiny_store, tmp_path):
-    from nfldm_training.evaluate import EvalConfig, evaluate, write_report
-    from nfldm_training.presets_ldm import random_generator
+    from nfldm_training.evaluation.evaluate import EvalConfig, evaluate, write_report
+    from nfldm_training.configs.ldm import random_generator
 
     gen = random_generator("tiny", seed=0)
     cfg = EvalConfig(num_scenes=3, window=2, val_fraction=0.34, points_per_scene=64, steps=2, max_recon_windows=2)
@@ -228,7 +228,7 @@ def test_evaluate_end_to_end(tiny_store, tmp_path):
 def test_eval_cli_without_bundle_names_the_fix(tiny_store, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from nfldm_training.cli_eval import eval_command
+    from nfldm_training.cli.eval import eval_command
 
     monkeypatch.setenv("NFLDM_DEFAULT_MODEL", str(tmp_path / "missing"))
     r = CliRunner().invoke(eval_command, ["--data", tiny_store, "--out", str(tmp_path / "o")])

@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from nfldm_sdk.errors import NfldmError
-from nfldm_sdk.field import VoxelField
-from nfldm_sdk.generate_args import GenerateArgumentError
-from nfldm_sdk.generator import NeuralScene
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.pipelines.generate_args import GenerateArgumentError
+from nfldm_sdk.pipelines.generator import NeuralScene
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -106,7 +106,7 @@ def test_generate_progress_bar_counts_scenes(tiny_generator, capsys):
 @pytest.mark.parametrize("option,value", [("--num", "0"), ("--steps", "0"), ("--steps", "-5"), ("--batch-size", "0"),
                                           ("--batch-size", "-1"), ("--seed", "-1"), ("--seed", "1.5")])
 def test_generate_cli_rejects_bad_numbers_before_writing(tiny_bundle, tmp_path, option, value):
-    from nfldm_sdk.cli_generate import generate
+    from nfldm_sdk.cli.generate import generate
 
     out = tmp_path / "scenes"
     res = CliRunner().invoke(generate, ["--model", str(tiny_bundle), "--out", str(out), "--device", "cpu",
@@ -116,7 +116,7 @@ def test_generate_cli_rejects_bad_numbers_before_writing(tiny_bundle, tmp_path, 
 
 
 def test_generate_cli_writes_every_scene_of_several_batches(tiny_bundle, tmp_path):
-    from nfldm_sdk.cli_generate import generate
+    from nfldm_sdk.cli.generate import generate
 
     out = tmp_path / "scenes"
     res = CliRunner().invoke(generate, ["--model", str(tiny_bundle), "--num", "3", "--batch-size", "2", "--seed", "4",
@@ -129,14 +129,14 @@ def test_generate_cli_writes_every_scene_of_several_batches(tiny_bundle, tmp_pat
 # ============================================================================================ nfldm render
 @pytest.fixture(scope="module")
 def saved_scene(tiny_bundle, tmp_path_factory):
-    from nfldm_sdk.generator import SceneGenerator
+    from nfldm_sdk.pipelines.generator import SceneGenerator
 
     scene = SceneGenerator.from_pretrained(tiny_bundle).generate(1, seed=1, steps=1)[0]
     return scene.save(tmp_path_factory.mktemp("scene") / "scene_000001")
 
 
 def _render(scene, bundle, out, *extra):
-    from nfldm_sdk.cli_render import render
+    from nfldm_sdk.cli.render import render
 
     return CliRunner().invoke(render, [str(scene), "--model", str(bundle), "--rig", "front", "--width", "32",
                                        "--height", "32", "--trajectory", "stationary", "--duration", "0.1",
@@ -179,7 +179,7 @@ def test_render_overwrite_never_replaces_what_it_did_not_write(saved_scene, tiny
 
 @pytest.mark.parametrize("option", ["--width", "--height", "--batch-size"])
 def test_render_rejects_zero_sizes(saved_scene, tiny_bundle, tmp_path, option):
-    from nfldm_sdk.cli_render import render
+    from nfldm_sdk.cli.render import render
 
     res = CliRunner().invoke(render, [str(saved_scene), "--model", str(tiny_bundle), "--out", str(tmp_path / "o"),
                                       "--device", "cpu", option, "0"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nfldm_sdk.field import VoxelField
+from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.latent_ae import LatentAEConfig, Latents, LatentStats, LatentAutoEncoder, fold_z, unfold_z
 from nfldm_sdk.models.vq import (VectorQuantizer, code_statistics, ema_codebook_update, nearest_codes,
                                  revive_dead_codes)
@@ -151,7 +151,7 @@ def test_vq_eval_mode_never_changes_the_codebook():
 
 # ------------------------------------------------------------------------------------------------ LAE
 def test_paper_latent_shapes_and_tiny_small_forward_shapes():
-    from nfldm_training.presets_latent import LATENT_PRESETS
+    from nfldm_training.configs.latent import LATENT_PRESETS
 
     paper = LATENT_PRESETS["paper"].latent_ae
     assert paper.grid_shape == (32, 128, 128)
@@ -264,7 +264,7 @@ def test_lae_reconstruction_error_falls_and_codebook_usage_recovers_from_far_ini
 
 # ------------------------------------------------------------------------------------------------ stats
 def test_latent_stats_accumulator_matches_numpy_and_normalize_inverts():
-    from nfldm_training.latent_data import LatentStatsAccumulator
+    from nfldm_training.data.latent_scenes import LatentStatsAccumulator
 
     rng = np.random.default_rng(0)
     g = rng.normal(3.0, 2.0, (7, 5)).astype(np.float32)
@@ -289,7 +289,7 @@ def test_latent_stats_accumulator_matches_numpy_and_normalize_inverts():
 
 # ------------------------------------------------------------------------------------------------ voxel loss
 def test_density_space_is_log_of_sigma_plus_eps_and_linear_at_zero():
-    from nfldm_training.latent_ae_module import density_space
+    from nfldm_training.modules.latent_ae import density_space
 
     sigma = torch.tensor([0.0, 1e-3, 2.0])
     assert torch.equal(density_space(sigma, 0.0), sigma)
@@ -300,7 +300,7 @@ def test_density_space_is_log_of_sigma_plus_eps_and_linear_at_zero():
 
 def test_voxel_errors_known_values_log_l2_density_and_l1_features():
     """One surface voxel of σ = 2 /m missed (σ̂ = 0) among 4, features off by 0.5 in one of 8 entries."""
-    from nfldm_training.latent_ae_module import voxel_errors
+    from nfldm_training.modules.latent_ae import voxel_errors
 
     bounds = torch.tensor([[[0.0, 0.0, 0.0], [4.0, 1.0, 1.0]]])
     target = VoxelField(torch.tensor([0.0, 0.0, 0.0, 2.0]).reshape(1, 1, 1, 4), torch.zeros(1, 2, 1, 1, 4), bounds)
@@ -320,7 +320,7 @@ def test_log_density_loss_gradient_does_not_vanish_through_softplus():
     """Why the density is compared in log space: at a decoded σ̂ = softplus(−7) ≈ 9e−4 /m where the target has a
     surface (2 /m), the gradient on the logit of the linear L1 loss is −sigmoid(−7) ≈ −9e−4 (the LAE cannot grow the
     surface back), that of the log-L2 loss (ε = 1e−3) ≈ 2·log((σ̂+ε)/(2+ε))·sigmoid(−7)/(σ̂+ε) ≈ −6.6."""
-    from nfldm_training.latent_ae_module import voxel_errors
+    from nfldm_training.modules.latent_ae import voxel_errors
 
     bounds = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
     target = VoxelField(torch.full((1, 1, 1, 1), 2.0), torch.zeros(1, 1, 1, 1, 1), bounds)
@@ -337,8 +337,8 @@ def test_log_density_loss_gradient_does_not_vanish_through_softplus():
 
 
 def test_default_lae_training_uses_the_log_l2_density_loss():
-    from nfldm_training.presets import PRESETS
-    from nfldm_training.presets_latent import LatentAETrainConfig
+    from nfldm_training.configs.presets import PRESETS
+    from nfldm_training.configs.latent import LatentAETrainConfig
 
     assert (LatentAETrainConfig().density_log_eps, LatentAETrainConfig().density_loss) == (1e-3, "l2")
     for name, preset in PRESETS.items():
@@ -353,9 +353,9 @@ def stage2(tiny_capture, tmp_path_factory):
     from click.testing import CliRunner
 
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-    from nfldm_training.cli_latent import encode_latents, train_latent_ae
-    from nfldm_training.presets import get_preset
-    from nfldm_training.voxel_store import encode_voxels
+    from nfldm_training.cli.latent import encode_latents, train_latent_ae
+    from nfldm_training.configs.presets import get_preset
+    from nfldm_training.stores.voxel_store import encode_voxels
 
     root = tmp_path_factory.mktemp("stage2")
     torch.manual_seed(0)
@@ -381,8 +381,8 @@ def stage2(tiny_capture, tmp_path_factory):
 
 
 def test_latent_dataset_pairs_every_voxel_scene_with_its_window(stage2):
-    from nfldm_training.latent_data import LatentSceneDataset
-    from nfldm_training.voxel_store import VoxelStore
+    from nfldm_training.data.latent_scenes import LatentSceneDataset
+    from nfldm_training.stores.voxel_store import VoxelStore
 
     vs = VoxelStore(stage2["root"] / "voxels.zarr")
     ds = LatentSceneDataset(stage2["root"] / "voxels.zarr", None, split="all")
@@ -414,8 +414,8 @@ def test_train_latent_ae_reduces_voxel_error_and_resumes(stage2):
 
 
 def test_encode_latents_decode_matches_model_and_stats_match_numpy(stage2):
-    from nfldm_training.latent_data import LatentStore
-    from nfldm_training.voxel_store import VoxelStore
+    from nfldm_training.data.latent_scenes import LatentStore
+    from nfldm_training.stores.voxel_store import VoxelStore
 
     root = stage2["root"]
     store = LatentStore(root / "latents.zarr")

@@ -1,13 +1,13 @@
-"""Lift and splat (nfldm_sdk.lift_splat): depth bins, per-bin occupancy by hand, frustum geometry, mean pooling,
+"""Lift and splat (nfldm_sdk.fields.lift_splat): depth bins, per-bin occupancy by hand, frustum geometry, mean pooling,
 and splat -> render consistency."""
 import math
 
 import pytest
 import torch
 
-from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.lift_splat import depth_bins, frustum_points, lift, lift_splat, splat, splat_batched
-from nfldm_sdk.render import render_field
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.lift_splat import depth_bins, frustum_points, lift, lift_splat, splat, splat_batched
+from nfldm_sdk.rendering.api import render_field
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

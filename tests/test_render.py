@@ -1,15 +1,15 @@
-"""Volume rendering (nfldm_sdk.render) and the voxel field (nfldm_sdk.field): analytic renders with the expected
+"""Volume rendering (nfldm_sdk.rendering.api) and the voxel field (nfldm_sdk.fields.voxel_field): analytic renders with the expected
 value worked out in comments, gradients, every fast path against the reference, persistence."""
 import math
 
 import pytest
 import torch
 
-from nfldm_sdk.bench_render import driving_like_field, format_render_bench, render_naive_loop, ring_cameras, run_render_bench
-from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.field import VoxelField
-import nfldm_sdk.render as render_module
-from nfldm_sdk.render import HIT_ALPHA, RenderOutput, clip_rays_to_box, render_field, render_field_reference
+from nfldm_sdk.benchmarks.render import driving_like_field, format_render_bench, render_naive_loop, ring_cameras, run_render_bench
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.voxel_field import VoxelField
+import nfldm_sdk.rendering.api as render_module
+from nfldm_sdk.rendering.api import HIT_ALPHA, RenderOutput, clip_rays_to_box, render_field, render_field_reference
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

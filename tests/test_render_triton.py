@@ -1,4 +1,4 @@
-"""The fused Triton renderer (nfldm_sdk.render_triton) against the PyTorch reference: forward and backward, batch
+"""The fused Triton renderer (nfldm_sdk.rendering.triton_render) against the PyTorch reference: forward and backward, batch
 shapes, cameras inside/outside the box, rays that miss, near/far, stratified samples, grid dtypes, exact
 empty-space skipping, the occupancy cache, early ray termination and implementation selection.
 
@@ -13,17 +13,17 @@ import subprocess
 import sys
 import weakref
 
-import nfldm_sdk.render as render_module
+import nfldm_sdk.rendering.api as render_module
 import pytest
 import torch
-from nfldm_sdk.bench_render import driving_like_field, ring_cameras
-from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.field import VoxelField
-from nfldm_sdk.render import render_field, render_field_reference
+from nfldm_sdk.benchmarks.render import driving_like_field, ring_cameras
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.rendering.api import render_field, render_field_reference
 from test_render import cameras_around, looking_along_x, random_field, slab_field
 
 pytest.importorskip("triton", reason="the fused renderer needs the triton package")
-import nfldm_sdk.render_triton as rt
+import nfldm_sdk.rendering.triton_render as rt
 
 CUDA = torch.cuda.is_available()
 DEV = torch.device("cuda" if CUDA else "cpu")
@@ -342,7 +342,7 @@ def test_auto_selection_and_errors(monkeypatch):
         render_field(field, cams, 6, implementation="triton")
     monkeypatch.undo()
     # Without triton installed: a clear error too.
-    monkeypatch.setitem(sys.modules, "nfldm_sdk.render_triton", None)
+    monkeypatch.setitem(sys.modules, "nfldm_sdk.rendering.triton_render", None)
     with pytest.raises(ValueError, match="pip install triton"):
         render_field(field, cams, 6, implementation="triton")
     monkeypatch.undo()
@@ -374,7 +374,7 @@ def test_kernels_compile_for_h100_without_a_gpu():
     # The interpreter does not run Triton's compiler; this does (sm_90, the issue's sizes), in a process with
     # compiled kernels. No spills: registers per thread stay in the budget.
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    code = ("import json; from nfldm_sdk.render_triton import compile_report; "
+    code = ("import json; from nfldm_sdk.rendering.triton_render import compile_report; "
             "print(json.dumps(compile_report(90)))")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -387,7 +387,7 @@ def test_kernels_compile_for_h100_without_a_gpu():
 def test_triton_bench_runs_under_the_interpreter():
     # The GPU bench's code path at toy sizes (figures meaningless here): every field filled, skipping exact, errors
     # within the float16 bound.
-    from nfldm_sdk.bench_render import format_triton_bench, run_triton_bench
+    from nfldm_sdk.benchmarks.render import format_triton_bench, run_triton_bench
 
     r = run_triton_bench(size=8, n_samples=8, grid=(4, 8, 8), channels=3, batch=2, backward_batch=1, rounds=1,
                          device=str(DEV))
@@ -404,7 +404,7 @@ def test_triton_bench_runs_under_the_interpreter():
 @pytest.mark.parametrize("scene", ["sparse", "soft"])
 def test_cuda_issue_size_forward_error(scene):
     # 256×256, 128 samples, 128×128×32 grid with 1+32 channels; float16 features vs the float32 reference.
-    from nfldm_sdk.bench_render import soft_noisy_field
+    from nfldm_sdk.benchmarks.render import soft_noisy_field
 
     field = (driving_like_field(device="cuda") if scene == "sparse" else soft_noisy_field(device="cuda"))
     cams = ring_cameras(2, 256, device="cuda")

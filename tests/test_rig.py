@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nfldm_sdk.cameras import intrinsics_from_fov as sdk_intrinsics_from_fov
+from nfldm_sdk.cameras.pinhole import intrinsics_from_fov as sdk_intrinsics_from_fov
 from sim_bridge.errors import SimBridgeError
 from sim_bridge.rig import RIG_PRESETS, Rig, RigCamera, RigError, intrinsics_from_fov, mount_to_cam_to_ego
 

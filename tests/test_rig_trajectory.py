@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nfldm_sdk.rig import CameraRig, CameraSpec, RigError, mount_to_cam_to_ego
-from nfldm_sdk.trajectory import (Trajectory, TrajectoryError, matrix_to_quaternion, quaternion_to_matrix, rigid_inverse,
+from nfldm_sdk.cameras.rig import CameraRig, CameraSpec, RigError, mount_to_cam_to_ego
+from nfldm_sdk.cameras.trajectory import (Trajectory, TrajectoryError, matrix_to_quaternion, quaternion_to_matrix, rigid_inverse,
                                   yaw_pose)
 from sim_bridge import rig as sb_rig
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.field import VoxelField
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAEOutput, SceneAutoEncoder, SceneRender
 from nfldm_sdk.persistence import config_from_dict, config_to_dict, load_pretrained
 from sim_bridge.rig import ring_rig

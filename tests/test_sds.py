@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nfldm_sdk.field import VoxelField
-from nfldm_sdk.guidance import (PRIOR_CLASSES, ClipImageLDMGuidance, GuidanceModel, GuidanceNotAvailable, PriorConfig,
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.guidance.guidance import (PRIOR_CLASSES, ClipImageLDMGuidance, GuidanceModel, GuidanceNotAvailable, PriorConfig,
                                 PriorGuidance, PriorUNet, cfg_eps, eps_from_prediction, guided_noise,
                                 negative_guidance_eps)
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
-from nfldm_sdk.render import render_field
-from nfldm_sdk.sds import RefineConfig, horizontal_cam_to_world, refine_scene, sample_sds_cameras
+from nfldm_sdk.rendering.api import render_field
+from nfldm_sdk.guidance.sds import RefineConfig, horizontal_cam_to_world, refine_scene, sample_sds_cameras
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -271,7 +271,7 @@ def test_prior_round_trip_and_guidance_interface(tmp_path):
 def test_prior_loads_from_a_training_run_folder_with_its_own_config(tmp_path):
     """`nfldm train prior --out RUN` writes the resolved preset as RUN/config.json beside RUN/model: RUN loads, as
     RUN/model does (one resolver, `nfldm_sdk.persistence.resolve_model_dir`), and so does add_prior_to_bundle."""
-    from nfldm_training.presets_prior import get_prior_preset, save_prior_preset
+    from nfldm_training.configs.prior import get_prior_preset, save_prior_preset
 
     prior = _tiny_prior(seed=2)
     prior.prior.save_pretrained(tmp_path / "model")
@@ -355,8 +355,8 @@ def test_clip_ldm_missing_or_incomplete_folder_names_the_download(tmp_path, monk
 # ============================================================================================ bundle, training, CLI
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from nfldm_sdk.generator import write_bundle
-    from nfldm_training.presets_ldm import random_generator
+    from nfldm_sdk.pipelines.generator import write_bundle
+    from nfldm_training.configs.ldm import random_generator
 
     gen = random_generator("tiny", seed=0)
     path = tmp_path_factory.mktemp("bundle") / "tiny"
@@ -368,8 +368,8 @@ def tiny_bundle(tmp_path_factory):
 def test_prior_as_a_bundle_part(tiny_bundle, tmp_path):
     import shutil
 
-    from nfldm_sdk.generator import BundleError, SceneGenerator
-    from nfldm_sdk.guidance import add_prior_to_bundle, bundle_has_prior
+    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
+    from nfldm_sdk.guidance.guidance import add_prior_to_bundle, bundle_has_prior
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
@@ -394,7 +394,7 @@ def test_prior_as_a_bundle_part(tiny_bundle, tmp_path):
 
 
 def test_generate_refined_is_seeded_per_scene(tiny_bundle):
-    from nfldm_sdk.generator import SceneGenerator
+    from nfldm_sdk.pipelines.generator import SceneGenerator
 
     gen = SceneGenerator.from_pretrained(tiny_bundle)
     prior = _tiny_prior()
@@ -414,7 +414,7 @@ def test_generate_refined_is_seeded_per_scene(tiny_bundle):
 
 
 def test_refined_scenes_record_their_refinement(tiny_bundle, tmp_path):
-    from nfldm_sdk.generator import NeuralScene, SceneGenerator
+    from nfldm_sdk.pipelines.generator import NeuralScene, SceneGenerator
 
     gen = SceneGenerator.from_pretrained(tiny_bundle)
     cfg = RefineConfig(steps=2, alpha=2.5, views_per_step=1, render_size=(16, 16))
@@ -435,9 +435,9 @@ def test_cli_train_prior_then_refine(tiny_bundle, tmp_path):
     from click.testing import CliRunner
 
     from conftest import make_capture
-    from nfldm_sdk.cli_refine import refine
-    from nfldm_sdk.generator import NeuralScene, SceneGenerator
-    from nfldm_training.cli_prior import train_prior
+    from nfldm_sdk.cli.refine import refine
+    from nfldm_sdk.pipelines.generator import NeuralScene, SceneGenerator
+    from nfldm_training.cli.prior import train_prior
 
     capture = make_capture(tmp_path / "cap.zarr", episodes=1, frames=4)
     bundle = tmp_path / "bundle"
@@ -495,9 +495,9 @@ def test_cli_refine_with_clip_ldm_conditions(tiny_bundle, tmp_path):
     import numpy as np
     from click.testing import CliRunner
 
-    from nfldm_sdk.cli_refine import refine
-    from nfldm_sdk.generator import NeuralScene, SceneGenerator
-    from nfldm_sdk.guidance import load_conditions
+    from nfldm_sdk.cli.refine import refine
+    from nfldm_sdk.pipelines.generator import NeuralScene, SceneGenerator
+    from nfldm_sdk.guidance.guidance import load_conditions
 
     folder = _tiny_clip_ldm(tmp_path / "sd-iv")
     images = tmp_path / "frames"

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.field import VoxelField
-from nfldm_sdk.generator import NeuralScene
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.pipelines.generator import NeuralScene
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
-from nfldm_sdk.rig import CameraRig, CameraSpec, mount_to_cam_to_ego
-from nfldm_sdk.sensors import (CameraImage, Frame, FrameBatch, NoOverlapError, SensorWarning, SensorWorld,
+from nfldm_sdk.cameras.rig import CameraRig, CameraSpec, mount_to_cam_to_ego
+from nfldm_sdk.sensors.sensors import (CameraImage, Frame, FrameBatch, NoOverlapError, SensorWarning, SensorWorld,
                                SimulationFinished, frustum_overlap, render_trajectory, render_trajectory_batched,
                                render_views)
-from nfldm_sdk.render import HIT_ALPHA, render_field
-from nfldm_sdk.render_size import RenderSizeWarning
-from nfldm_sdk.trajectory import Trajectory, yaw_pose
+from nfldm_sdk.rendering.api import HIT_ALPHA, render_field
+from nfldm_sdk.rendering.sizes import RenderSizeWarning
+from nfldm_sdk.cameras.trajectory import Trajectory, yaw_pose
 
 BOUNDS = ((-8.0, -8.0, -1.0), (24.0, 8.0, 5.0))
 GRID = (6, 16, 32)                       # (Z, Y, X): 1 m voxels
@@ -191,7 +191,7 @@ def test_sensors_scene_render_and_point_clouds_share_the_hit_threshold(rig):
     0.05-0.43 — far above the old 1e-4, below HIT_ALPHA — so every output says no hit; σ = 0.5 /m (alpha ≥ 0.82)
     makes every pixel a hit. The sensors, `NeuralScene.render` and the point cloud agree with `render_field`'s
     default at the decoder's render resolution."""
-    from nfldm_sdk.viz import scene_to_point_cloud
+    from nfldm_sdk.viz.viz import scene_to_point_cloud
 
     dec = tiny_decoder()
     cams = rig.cameras(Trajectory.straight(1.0, 10.0, 10.0).ego_to_world[0])            # [6] at the origin
@@ -281,7 +281,7 @@ def test_listen_callbacks_come_in_tick_order_with_matching_frame_ids(scene, tmp_
 
 
 def test_scene_spawn_camera_delegates_to_the_ego_world(scene):
-    from nfldm_sdk.sensors import scene_world, spawn_camera
+    from nfldm_sdk.sensors.sensors import scene_world, spawn_camera
 
     world = scene_world(scene, Trajectory.straight(1.0, 10.0, 10.0), rig=CameraRig.preset("front", SIZE, SIZE))
     cam = spawn_camera(scene, "front", attach_to=world.ego)                  # what NeuralScene.spawn_camera calls
@@ -405,7 +405,7 @@ def test_clear_errors_for_missing_decoder_and_bad_sizes(scene, rig):
 
 
 def test_bench_sensors_runs_and_formats(scene):
-    from nfldm_sdk.bench_sensors import format_sensor_bench, run_sensor_bench
+    from nfldm_sdk.benchmarks.sensors import format_sensor_bench, run_sensor_bench
 
     r = run_sensor_bench(size=16, ticks=2, batch_size=4, decoder=tiny_decoder(), rounds=1)
     assert r.cameras == 6 and r.ticks == 2 and r.frames_per_s > 0

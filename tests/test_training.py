@@ -8,10 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from nfldm_training.data import SceneDataModule, SceneWindowDataset, collate_windows, split_views
-from nfldm_training.losses import box_depth_mask, depth_loss, image_loss
-from nfldm_training.metrics import depth_abs_rel, psnr
-from nfldm_training.presets import PRESETS, get_preset, load_preset, save_preset
+from nfldm_training.data.capture_windows import SceneDataModule, SceneWindowDataset, collate_windows, split_views
+from nfldm_training.modules.losses import box_depth_mask, depth_loss, image_loss
+from nfldm_training.metrics.image import depth_abs_rel, psnr
+from nfldm_training.configs.presets import PRESETS, get_preset, load_preset, save_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -47,7 +47,7 @@ def test_depth_loss_and_abs_rel_use_only_usable_pixels():
 
 
 def test_box_depth_mask_keeps_surfaces_inside_the_box():
-    from nfldm_sdk.cameras import Cameras
+    from nfldm_sdk.cameras.pinhole import Cameras
 
     # A camera at the origin looking along scene +x (OpenCV z -> scene x): planar depth = x of the surface.
     c2s = torch.tensor([[0.0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
@@ -103,7 +103,7 @@ def test_depth_reprojects_consistently_between_frames_of_a_window(tiny_capture):
     """
     import torch.nn.functional as F
 
-    from nfldm_sdk.cameras import Cameras
+    from nfldm_sdk.cameras.pinhole import Cameras
 
     ds = SceneWindowDataset([tiny_capture], window=3, image_size=(64, 64), split="all")
     item = ds[0]
@@ -181,7 +181,7 @@ def test_data_module_is_deterministic(tiny_capture):
 @pytest.mark.slow
 def test_tiny_training_improves_validation_psnr(tiny_capture, tmp_path):
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-    from nfldm_training.scene_ae_module import train_scene_ae
+    from nfldm_training.modules.scene_ae import train_scene_ae
 
     preset = get_preset("tiny")
     t0 = time.perf_counter()
@@ -203,7 +203,7 @@ def test_tiny_training_improves_validation_psnr(tiny_capture, tmp_path):
 
 
 def _invoke(args):
-    from nfldm_sdk.cli import main
+    from nfldm_sdk.cli.main import main
 
     return CliRunner().invoke(main, args)
 
@@ -216,7 +216,7 @@ def _cli(args):
 
 def test_cli_train_resume_and_encode_voxels(tiny_capture, tmp_path):
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-    from nfldm_training.voxel_store import open_voxel_store
+    from nfldm_training.stores.voxel_store import open_voxel_store
 
     run = tmp_path / "run"
     common = ["train", "scene-ae", "--data", tiny_capture, "--preset", "tiny", "--out", str(run), "--accelerator", "cpu",
@@ -285,7 +285,7 @@ def test_resume_picks_the_newest_last_checkpoint(tmp_path):
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from nfldm_training.trainer import find_resume_checkpoint, make_trainer
+    from nfldm_training.runs.trainer import find_resume_checkpoint, make_trainer
 
     assert find_resume_checkpoint(tmp_path) is None
     ck = tmp_path / "checkpoints"

@@ -16,13 +16,13 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-from nfldm_sdk.export import export_mesh, export_points, export_voxels, tile_frames, write_frames
-from nfldm_sdk.render import HIT_ALPHA
-from nfldm_sdk.generator import NeuralScene, read_manifest, write_bundle
-from nfldm_sdk.rig import CameraRig
-from nfldm_sdk.sensors import render_trajectory, render_trajectory_batched
-from nfldm_sdk.trajectory import Trajectory, yaw_pose
-from nfldm_sdk.viz import (UNSEEN_GREY, ViewError, camera_frustum_lines, capture_to_point_cloud, field_to_mesh,
+from nfldm_sdk.viz.export import export_mesh, export_points, export_voxels, tile_frames, write_frames
+from nfldm_sdk.rendering.api import HIT_ALPHA
+from nfldm_sdk.pipelines.generator import NeuralScene, read_manifest, write_bundle
+from nfldm_sdk.cameras.rig import CameraRig
+from nfldm_sdk.sensors.sensors import render_trajectory, render_trajectory_batched
+from nfldm_sdk.cameras.trajectory import Trajectory, yaw_pose
+from nfldm_sdk.viz.viz import (UNSEEN_GREY, ViewError, camera_frustum_lines, capture_to_point_cloud, field_to_mesh,
                            scene_to_point_cloud, show, trajectory_lines)
 from test_rig_trajectory import write_ground_capture
 from test_sensors import BOX, SIGMA, SIZE, tiny_decoder, tiny_field, tiny_scene
@@ -155,8 +155,8 @@ def test_offscreen_screenshot_shows_the_scene(scene, tmp_path):
     background = np.all(img == 255, axis=-1)
     assert (~background).mean() > 0.05                                       # the scene covers part of the view
     assert background.mean() > 0.05                                          # ... framed, not filling everything
-    from nfldm_sdk.cli_render import VIEW_NAMES
-    from nfldm_sdk.viz import VIEWS
+    from nfldm_sdk.cli.render import VIEW_NAMES
+    from nfldm_sdk.viz.viz import VIEWS
 
     assert tuple(VIEWS) == VIEW_NAMES                                          # the CLI's --view choices
 
@@ -221,7 +221,7 @@ def saved(tmp_path_factory):
     from nfldm_sdk.models.denoisers import (CDenoiser, CDenoiserConfig, FDenoiser, FDenoiserConfig, GDenoiser,
                                             GDenoiserConfig)
     from nfldm_sdk.models.latent_ae import LatentAEConfig, LatentAutoEncoder, LatentStats
-    from nfldm_sdk.sampling import NoiseSchedule
+    from nfldm_sdk.pipelines.sampling import NoiseSchedule
 
     root = tmp_path_factory.mktemp("cli")
     ae = tiny_decoder()
@@ -243,7 +243,7 @@ def saved(tmp_path_factory):
 
 
 def test_cli_render_folder_and_video(saved):
-    from nfldm_sdk.cli_render import render
+    from nfldm_sdk.cli.render import render
 
     bundle, folder, root = saved
     r = CliRunner().invoke(render, [folder, "--model", bundle, "--rig", "capture", "--trajectory", "straight",
@@ -267,7 +267,7 @@ def test_cli_render_folder_and_video(saved):
 
 
 def test_cli_render_errors_are_clear(saved):
-    from nfldm_sdk.cli_render import render
+    from nfldm_sdk.cli.render import render
 
     bundle, folder, root = saved
     run = lambda *extra: CliRunner().invoke(render, [folder, "--model", bundle, "--out", str(root / "x"),  # noqa: E731
@@ -283,7 +283,7 @@ def test_cli_render_errors_are_clear(saved):
 
 
 def test_cli_export_and_view_screenshot(saved):
-    from nfldm_sdk.cli_render import export, view
+    from nfldm_sdk.cli.render import export, view
 
     bundle, folder, root = saved
     r = CliRunner().invoke(export, [folder, "--model", bundle, "--mesh", str(root / "m.ply"), "--points",
@@ -304,7 +304,7 @@ def test_cli_export_and_view_screenshot(saved):
 
 
 def test_training_view_dispatches_capture_and_scene(saved, tmp_path):
-    from nfldm_training.cli_view import is_capture_store, view
+    from nfldm_training.cli.view import is_capture_store, view
 
     bundle, folder, _ = saved
     store = write_ground_capture(tmp_path / "c.zarr", frames=3, size=16)

@@ -15,7 +15,7 @@ normalised upper levels:
   channels) is bilinearly **interpolated** to f's resolution and **concatenated** to the input, g enters through
   conditional GN as in ψ_c.
 
-Every denoiser is called as ``denoiser(x_t, t, *cond)`` (`nfldm_sdk.sampling.sample_level`'s contract), returns a
+Every denoiser is called as ``denoiser(x_t, t, *cond)`` (`nfldm_sdk.pipelines.sampling.sample_level`'s contract), returns a
 tensor shaped like ``x_t``, and is a config dataclass + ``save_pretrained`` / ``from_pretrained``
 (`nfldm_sdk.persistence`). The U-Net is ours, from diffusers building blocks (``ResnetBlockCondNorm2D``,
 ``Downsample2D``, ``Upsample2D``, ``Attention``, ``Timesteps``, ``TimestepEmbedding``), because diffusers'

@@ -12,7 +12,7 @@ Every CNN is **2D**: the vertical axis Z is folded into channels. The encoder in
 ``concat(log1p(density), features)`` ``[B, 1+C, Z, Y, X]`` -> ``[B, (1+C)·Z, Y, X]`` (channel-major: channel
 ``k·Z + z`` is quantity k at height z). ``log1p`` on the density input is our choice: σ spans orders of magnitude
 (empty space ≈ 0, surfaces ≫ 1 per metre) and the log keeps the input range O(1); the output stays σ itself
-(softplus), and training compares ``log(σ + ε)`` (``nfldm_training.latent_ae_module``: a loss on σ leaves the
+(softplus), and training compares ``log(σ + ε)`` (``nfldm_training.modules.latent_ae``: a loss on σ leaves the
 softplus without gradient where surfaces should grow).
 
 * encoder g: 2D CNN (a 2× downsample per stage) + global average pooling -> ``(mean, logvar)`` ``[B, g_dim]``;
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nfldm_sdk.field import VoxelField
+from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
 from nfldm_sdk.models.vq import VectorQuantizer
 from nfldm_sdk.persistence import PretrainedMixin
@@ -98,7 +98,7 @@ class LatentStats:
 
 @dataclass
 class LatentAEConfig:
-    """Configuration of `LatentAutoEncoder` (preset sizes: ``nfldm_training.presets``).
+    """Configuration of `LatentAutoEncoder` (preset sizes: ``nfldm_training.configs.presets``).
 
     The paper's sizes: grid ``(Z, Y, X) = (32, 128, 128)``, g 128, c ``[4, 16, 32, 32]`` (X/Y downsampled 4×, Z 2×),
     f ``[4, 128, 128]``.

@@ -5,15 +5,15 @@
 1. a 2D CNN runs on every input image separately and outputs ``[D + C, H/f, W/f]``;
 2. lift: the first D channels become per-bin densities ``σ = softplus(·) ≥ 0`` and the last C the feature
    ``φ``; each pixel's frustum entry at bin d is ``[O(d) · φ, σ(d)]`` with the occupancy weight
-   ``O(d) = exp(-Σ_{j<d} σ_j δ_j) · (1 - exp(-σ_d δ_d))`` (`nfldm_sdk.lift_splat.lift`). δ_d is the ray length
+   ``O(d) = exp(-Σ_{j<d} σ_j δ_j) · (1 - exp(-σ_d δ_d))`` (`nfldm_sdk.fields.lift_splat.lift`). δ_d is the ray length
    through bin d (planar bin width / z_per_t), so σ is the same extinction per metre of ray that the renderer
    integrates: a field encoded from a view renders back with that view's occupancy;
 3. splat: the frustum points of all views go to the scene frame with the cameras' ``cam_to_world`` (here:
    camera -> scene) and are **mean**-pooled into one grid: ``V_density`` ``[Z,Y,X]`` and ``V_feat``
-   ``[C,Z,Y,X]`` (`nfldm_sdk.lift_splat.splat`).
+   ``[C,Z,Y,X]`` (`nfldm_sdk.fields.lift_splat.splat`).
 
 ``decode`` — the renderer ``î = r(V, κ)`` used by every later stage and by the sensors (steps 4):
-volume-render the field at the feature-map resolution ``(H/f, W/f)`` (`nfldm_sdk.render.render_field`),
+volume-render the field at the feature-map resolution ``(H/f, W/f)`` (`nfldm_sdk.rendering.api.render_field`),
 then a 2D CNN decoder upsamples the rendered feature map by ``f`` to the image. Depth and alpha are
 rendered at the feature-map resolution and bilinearly upsampled to the image size.
 
@@ -29,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nfldm_sdk.cameras import Cameras
-from nfldm_sdk.field import VoxelField
-from nfldm_sdk.lift_splat import DepthBins, depth_bins, lift_splat
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.fields.lift_splat import DepthBins, depth_bins, lift_splat
 from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
 from nfldm_sdk.persistence import PretrainedMixin
-from nfldm_sdk.render import render_field
+from nfldm_sdk.rendering.api import render_field
 
 #: The hit threshold `SceneAutoEncoder.decode` uses by default, i.e. in training and evaluation: a rendered depth
 #: wherever a ray meets any density, so the depth loss also reaches surfaces that are still faint early in
-#: training (with the user-facing `nfldm_sdk.render.HIT_ALPHA` = 0.5 a ray below half opacity would have depth
+#: training (with the user-facing `nfldm_sdk.rendering.api.HIT_ALPHA` = 0.5 a ray below half opacity would have depth
 #: ``inf`` and get no depth gradient), and the model card's depth figures keep their meaning. The SDK's renders
 #: (`NeuralScene.render`, the sensors) pass ``min_hit_alpha=HIT_ALPHA``.
 TRAINING_MIN_HIT_ALPHA = 1e-4
@@ -46,7 +46,7 @@ TRAINING_MIN_HIT_ALPHA = 1e-4
 
 @dataclass
 class SceneAEConfig:
-    """Configuration of `SceneAutoEncoder` (sizes of the paper's model are in ``nfldm_training.presets``)."""
+    """Configuration of `SceneAutoEncoder` (sizes of the paper's model are in ``nfldm_training.configs.presets``)."""
 
     image_size: tuple[int, int] = (64, 64)
     """Image ``(height, width)`` in pixels of encoder inputs and training targets; both divisible by `downsample`."""
@@ -60,7 +60,7 @@ class SceneAEConfig:
     """Depth of the last bin's far edge and the render's far plane, metres."""
     bin_spacing: str = "linear"
     """Spacing of the depth bins between `near` and `far`: ``"linear"`` or ``"log"`` (finer near the camera; see
-    `nfldm_sdk.lift_splat.depth_bins`)."""
+    `nfldm_sdk.fields.lift_splat.depth_bins`)."""
     feature_channels: int = 8
     """C, the feature channels of the voxel grid V_feat (the density grid has one channel more, separately)."""
     grid_shape: tuple[int, int, int] = (8, 32, 32)
@@ -251,7 +251,7 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
                 is camera -> scene frame.
             min_hit_alpha: rays with a rendered opacity below it get depth ``inf``; the default
                 `TRAINING_MIN_HIT_ALPHA` is the training one (why: its comment), pass
-                `nfldm_sdk.render.HIT_ALPHA` for the SDK's user-facing convention.
+                `nfldm_sdk.rendering.api.HIT_ALPHA` for the SDK's user-facing convention.
         Returns:
             `SceneRender` (rgb ``[B, R, 3, H, W]``, depth/alpha ``[B, R, H, W]``, features ``[B, R, C, H/f, W/f]``).
             Alpha is upsampled bilinearly and depth is ``inf`` exactly where it stays below `min_hit_alpha`.

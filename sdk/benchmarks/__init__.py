@@ -1,0 +1,1 @@
+"""Benchmarks of the SDK (rendering, sensors, refinement), run by `nfldm bench`."""

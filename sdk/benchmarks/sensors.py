@@ -1,0 +1,143 @@
+"""Sensor throughput benchmark: frames/s of `render_trajectory` for the 6-camera capture rig (RGB + depth,
+volume rendering and the stage-1 CNN decoder included, host numpy frames out).
+
+Scene: `nfldm_sdk.benchmarks.render.driving_like_field` (ground, cars, buildings) on a ``grid`` with ``channels`` feature
+channels. Decoder: a randomly initialised `SceneAutoEncoder` with the sizes below (the ``small`` preset's stage-1
+sizes by default; weights do not change the cost), or the ``scene_ae`` of a model bundle with ``--model``. The ego
+drives straight through the scene at 10 m/s, 10 Hz.
+
+Run::
+
+    python -m nfldm_sdk.benchmarks.sensors                       # CPU, 256×256, 2 ticks × 6 cameras
+    python -m nfldm_sdk.benchmarks.sensors --device cuda --ticks 20 --batch-size 24
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from nfldm_sdk.benchmarks.render import driving_like_field
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
+from nfldm_sdk.cameras.rig import CameraRig
+from nfldm_sdk.sensors.sensors import RenderableScene, render_trajectory
+from nfldm_sdk.cameras.trajectory import Trajectory
+
+__all__ = ["SensorBenchResult", "run_sensor_bench", "format_sensor_bench", "bench_decoder", "main"]
+
+
+@dataclass(frozen=True)
+class SensorBenchResult:
+    """Figures of one benchmark run."""
+
+    device: str
+    """Device name, e.g. ``cpu (2 threads)`` or the CUDA device name."""
+    size: int
+    """Image width = height, pixels."""
+    cameras: int
+    ticks: int
+    batch_size: int
+    """Views per decoder call."""
+    grid: tuple[int, int, int]
+    channels: int
+    render_samples: int
+    downsample: int
+    frames_per_s: float
+    """Camera images per second (median over rounds), RGB + depth, decoder included, to host numpy."""
+    ticks_per_s: float
+    """Ticks (all cameras) per second."""
+    peak_cuda_mb: float | None
+    """Peak CUDA memory, MiB (None on CPU)."""
+
+
+def bench_decoder(channels: int = 16, render_samples: int = 64, downsample: int = 4,
+                  decoder_widths: tuple[int, ...] = (128, 64, 32), blocks_per_stage: int = 2,
+                  grid: tuple[int, int, int] = (16, 64, 64), seed: int = 0) -> SceneAutoEncoder:
+    """A randomly initialised stage-1 model of the given sizes (defaults: the ``small`` preset's stage 1)."""
+    torch.manual_seed(seed)
+    levels = len(decoder_widths)
+    cfg = SceneAEConfig(image_size=(128, 128), downsample=downsample, depth_bins=32, near=1.0, far=60.0,
+                        feature_channels=channels, grid_shape=grid, render_samples=render_samples,
+                        encoder_widths=tuple(reversed(decoder_widths))[:levels], decoder_widths=tuple(decoder_widths),
+                        blocks_per_stage=blocks_per_stage)
+    return SceneAutoEncoder(cfg).eval()
+
+
+def run_sensor_bench(size: int = 256, ticks: int = 2, batch_size: int = 12, device: str = "cpu", *,
+                     decoder: SceneAutoEncoder | None = None, rounds: int = 2, seed: int = 0) -> SensorBenchResult:
+    """Time `render_trajectory` over ``ticks`` ticks of the capture rig at ``size`` × ``size`` (first call = warm-up)."""
+    dev = torch.device(device)
+    dec = (decoder or bench_decoder()).to(dev).eval()
+    cfg = dec.config
+    field: VoxelField = driving_like_field(tuple(cfg.grid_shape), cfg.feature_channels, seed=seed, device=dev)
+    scene = RenderableScene(field, dec, seed=seed, bundle_hash="bench")
+    rig = CameraRig.preset("capture", size, size)
+    traj = Trajectory.straight(max(ticks - 1, 1) * 1.0, speed_mps=10.0, rate_hz=10.0)
+    traj = Trajectory(traj.timestamps[:ticks], traj.ego_to_world[:ticks])
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def run() -> int:
+        n = 0
+        for frames in render_trajectory(scene, traj, rig, batch_size=batch_size, device=dev):
+            n += len(frames)
+        sync()
+        return n
+
+    run()                                                                    # warm-up (allocator, kernels)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        n = run()
+        times.append(time.perf_counter() - start)
+    t = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return SensorBenchResult(device=name, size=size, cameras=len(rig), ticks=len(traj), batch_size=batch_size,
+                             grid=tuple(cfg.grid_shape), channels=cfg.feature_channels,
+                             render_samples=cfg.render_samples, downsample=cfg.downsample, frames_per_s=n / t,
+                             ticks_per_s=len(traj) / t, peak_cuda_mb=peak)
+
+
+def format_sensor_bench(r: SensorBenchResult) -> str:
+    """Human-readable summary of a `SensorBenchResult`."""
+    Z, Y, X = r.grid
+    lines = [
+        f"sensor bench on {r.device}: capture rig {r.cameras} cameras at {r.size}x{r.size}, {r.ticks} ticks, "
+        f"{r.batch_size} views/decoder call",
+        f"  field {X}x{Y}x{Z} (X×Y×Z) with {r.channels} channels, {r.render_samples} samples/ray, "
+        f"render at 1/{r.downsample} resolution + CNN decoder",
+        f"  {r.frames_per_s:8.2f} camera frames/s (RGB + depth to host numpy)   {r.ticks_per_s:6.2f} ticks/s",
+    ]
+    if r.peak_cuda_mb is not None:
+        lines.append(f"  peak CUDA memory: {r.peak_cuda_mb:.0f} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> SensorBenchResult:
+    """``python -m nfldm_sdk.benchmarks.sensors [--device cuda] [--size 256] [--ticks 2] [--batch-size 12] [--model B]``"""
+    p = argparse.ArgumentParser(prog="python -m nfldm_sdk.benchmarks.sensors", description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=256, help="image width = height, pixels")
+    p.add_argument("--ticks", type=int, default=2, help="trajectory ticks rendered per round")
+    p.add_argument("--batch-size", type=int, default=12, help="views per decoder call")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--rounds", type=int, default=2, help="timed rounds (median counts)")
+    p.add_argument("--model", default=None, help="a model bundle (its scene_ae is benchmarked)")
+    a = p.parse_args(argv)
+    decoder = None
+    if a.model:
+        from nfldm_sdk.pipelines.generator import load_part
+
+        decoder = load_part(a.model, "scene_ae", device=a.device)
+    r = run_sensor_bench(a.size, a.ticks, a.batch_size, a.device, decoder=decoder, rounds=a.rounds)
+    print(format_sensor_bench(r))
+    return r
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Cameras, camera rigs and ego trajectories: pinhole cameras and rays, `CameraRig`, `Trajectory`."""

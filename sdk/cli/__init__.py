@@ -1,0 +1,1 @@
+"""The `nfldm` command line (click); commands import heavy libraries inside their callbacks."""

@@ -1,0 +1,150 @@
+"""`nfldm refine`: SDS post-optimisation of a generated scene (docs/method.md, stage 4; `nfldm_sdk.guidance.sds`).
+
+    nfldm refine out/scenes/scene_000000 --model assets/models/small --guidance prior --steps 500 --alpha 3 \\
+        --seed 0 --out out/refined/scene_000000
+    nfldm refine SCENE --model BUNDLE --guidance clip-ldm --guidance-path models/sd-image-variations \\
+        --dataset-images data/frames --out SCENE_OUT
+
+Guidance (`nfldm_sdk.guidance.guidance`):
+
+* ``prior`` — our offline prior: ``--guidance-path RUN`` (the run folder of ``nfldm train prior``, or its
+  ``RUN/model``) or, without it, the bundle's ``prior/`` part.
+* ``clip-ldm`` — the paper's CLIP-image-conditioned LDM from a local sd-image-variations folder (``--guidance-path``,
+  default ``models/sd-image-variations``; never downloaded). y = mean CLIP embedding of ``--dataset-images``
+  (png/jpg), y′ = that of renders of the raw scene from the SDS camera distribution; or both from
+  ``--conditions FILE`` (written by ``--save-conditions``).
+
+Writes ``SCENE_OUT/`` = the refined scene (``field.safetensors`` + ``scene.json``, `NeuralScene.save`, whose
+``refinements`` list ends with this refinement: steps, guidance, α, negative, lr, views, seed), ``refine.json``
+(settings, guidance, skipped non-finite steps, seconds, per-step history) and ``preview.png``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, default_device
+
+if TYPE_CHECKING:  # torch is imported inside the functions: `--help` start-up time
+    import torch
+
+__all__ = ["refine", "load_guidance", "read_images", "DEFAULT_CLIP_LDM_PATH", "ARTIFACT_VIEWS"]
+
+#: Where `--guidance clip-ldm` looks without --guidance-path.
+DEFAULT_CLIP_LDM_PATH = "models/sd-image-variations"
+#: Renders of the raw scene whose mean CLIP embedding is y′ (clip-ldm without --conditions).
+ARTIFACT_VIEWS = 16
+
+
+def read_images(folder: str | Path) -> list[torch.Tensor]:
+    """The png/jpg images of `folder` (sorted by name) as float ``[3, H, W]`` tensors in [0, 1]."""
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise click.BadParameter(f"no png/jpg images in {folder}", param_hint="--dataset-images")
+    out = []
+    for p in files:
+        img = np.asarray(iio.imread(p))
+        img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
+        out.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0)
+    return out
+
+
+def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device: str):
+    """The guidance model `kind` (``"prior"`` / ``"clip-ldm"``) without its y/y′ set for clip-ldm (module docstring)."""
+    from nfldm_sdk.guidance.guidance import ClipImageLDMGuidance, PriorGuidance
+
+    if kind == "prior":
+        return PriorGuidance.from_pretrained(path, device=device) if path else PriorGuidance.from_bundle(bundle, device=device)
+    if kind == "clip-ldm":
+        return ClipImageLDMGuidance.from_pretrained(path or DEFAULT_CLIP_LDM_PATH, device=device)
+    raise click.BadParameter(f"unknown guidance {kind!r}: prior or clip-ldm", param_hint="--guidance")
+
+
+@click.command("refine")
+@click.argument("scene", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The model bundle that generated the scene (its stage-1 decoder renders it).")
+@click.option("--guidance", type=click.Choice(["prior", "clip-ldm"]), default="prior", show_default=True,
+              help="2D diffusion model of the SDS gradient.")
+@click.option("--guidance-path", type=click.Path(), default=None,
+              help="prior: a `nfldm train prior` run folder or its model/ (default: the bundle's prior/ part); "
+                   "clip-ldm: the local "
+                   f"sd-image-variations folder (default {DEFAULT_CLIP_LDM_PATH}).")
+@click.option("--steps", type=int, default=500, show_default=True, help="Optimisation steps.")
+@click.option("--alpha", type=float, default=3.0, show_default=True, help="Guidance scale α (1 = no negative guidance).")
+@click.option("--negative", type=click.Choice(["artifact", "null"]), default="artifact", show_default=True,
+              help="artifact: negative guidance with y′ (the paper); null: plain classifier-free guidance.")
+@click.option("--lr", type=float, default=1e-2, show_default=True, help="Adam learning rate of the field.")
+@click.option("--views", type=int, default=2, show_default=True, help="Views rendered per step.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of cameras, timesteps and noise.")
+@click.option("--dataset-images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="clip-ldm: folder of dataset images (png/jpg) whose mean CLIP embedding is y.")
+@click.option("--conditions", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="clip-ldm: y and y′ from a file written by --save-conditions.")
+@click.option("--save-conditions", type=click.Path(dir_okay=False), default=None,
+              help="clip-ldm: write the y and y′ used to this .safetensors file.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the refined scene.")
+@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
+@click.option("--preview/--no-preview", default=True, show_default=True, help="Write preview.png of the refined scene.")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, views, seed, dataset_images, conditions,
+           save_conditions, out, device, preview, progress):
+    """Refine a generated scene by score distillation with negative guidance; writes the refined scene to OUT."""
+    import torch
+
+    from nfldm_sdk.cli.generate import save_preview
+    from nfldm_sdk.pipelines.generator import BundleError, NeuralScene
+    from nfldm_sdk.guidance.guidance import GuidanceNotAvailable, load_conditions
+    from nfldm_sdk.guidance.guidance import save_conditions as write_conditions
+    from nfldm_sdk.guidance.sds import RefineConfig, refine_scene, refinement_record, sample_sds_cameras
+
+    if steps < 0 or views < 1 or seed < 0:
+        raise click.BadParameter("need --steps >= 0, --views >= 1 and --seed >= 0")
+    try:
+        raw = NeuralScene.load(scene, decoder=model, device=device)   # checks that `model` generated the scene
+        decoder = raw.decoder
+        model_g = load_guidance(guidance, model, guidance_path, device)
+    except (BundleError, GuidanceNotAvailable, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+
+    if guidance == "clip-ldm":
+        if conditions:
+            y, y_prime = load_conditions(conditions)
+        else:
+            if not dataset_images:
+                raise click.UsageError("clip-ldm needs the dataset condition y: pass --dataset-images DIR (captured "
+                                       "frames as png/jpg) or --conditions FILE")
+            y = model_g.compute_condition([x.to(device) for x in read_images(dataset_images)])
+            h, w = decoder.config.image_size
+            cams = sample_sds_cameras((ARTIFACT_VIEWS,), w, h, torch.Generator().manual_seed(int(seed)))
+            renders = raw.render(cams).rgb.permute(0, 3, 1, 2).float() / 255.0         # [V, 3, H, W]
+            y_prime = model_g.compute_condition(renders)
+        model_g.set_conditions(dataset=y.to(device), artifact=y_prime.to(device))
+        if save_conditions:
+            write_conditions(save_conditions, y, y_prime)
+
+    cfg = RefineConfig(steps=steps, lr=lr, views_per_step=views, alpha=alpha, negative=negative)
+    result = refine_scene(raw, decoder, model_g, cfg, seed=seed, progress=progress)
+    refined = NeuralScene(field=result.field, seed=raw.seed, bundle_hash=raw.bundle_hash, decoder=decoder,
+                          sampler=raw.sampler, steps=raw.steps,
+                          refinements=(*raw.refinements, refinement_record(result, model_g, seed)))
+    folder = refined.save(out)
+    info = {"source_scene": str(scene), "bundle": str(model), "guidance": guidance,
+            "guidance_path": str(guidance_path) if guidance_path else None, "seed": seed,
+            "config": dataclasses.asdict(cfg), "nonfinite_steps": result.nonfinite_steps,
+            "nonfinite_step_indices": result.nonfinite_step_indices, "seconds": result.seconds,
+            "history": result.history.to_dict()}
+    (folder / "refine.json").write_text(json.dumps(info, indent=2) + "\n")
+    if preview:
+        save_preview(refined, folder / "preview.png")
+    skipped = f", {result.nonfinite_steps} non-finite step(s) skipped" if result.nonfinite_steps else ""
+    click.echo(f"refined scene in {folder} ({steps} steps, α={alpha}, {guidance}, {result.seconds:.1f} s{skipped})")

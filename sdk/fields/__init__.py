@@ -1,0 +1,1 @@
+"""The voxel neural field (`VoxelField`) and lift/splat of images into it."""

@@ -1,0 +1,1 @@
+"""Generation: the model bundle, hierarchical sampling, `SceneGenerator` and `NeuralScene`."""

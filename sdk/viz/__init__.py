@@ -1,0 +1,1 @@
+"""Open3D viewing and exports: meshes, point clouds, frames and video."""

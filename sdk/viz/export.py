@@ -1,0 +1,249 @@
+"""Write scenes and sensor output to files other tools read: PLY meshes and point clouds, zarr voxels, PNG/NPY/JSON
+frame folders and MP4 videos.
+
+    export_mesh(scene, "scene.ply")                 # marching-cubes mesh with appearance colours (Open3D PLY)
+    export_points(scene, "points.ply")              # coloured points from rendered RGB-D
+    export_voxels(scene, "scene.zarr")              # zarr v3: density, features, bounds + attrs
+    write_frames(render_trajectory(scene, traj, rig), "out/")        # PNG + depth/alpha NPY + frames.json
+    write_frames(render_trajectory(scene, traj, rig), "drive.mp4")   # cameras tiled per frame
+
+Frame folder layout (``write_frames(frames, DIR)``)::
+
+    DIR/<camera>/<frame:06d>.png          RGB uint8
+    DIR/<camera>/<frame:06d>_depth.npy    float32 [H, W] planar z-depth, metres, inf = no hit
+    DIR/<camera>/<frame:06d>_alpha.npy    float32 [H, W] opacity in [0, 1]; depth is inf where alpha < HIT_ALPHA
+    DIR/<camera>/<frame:06d>_range.npy    float32 ray length (only when rendered with_range)
+    DIR/frames.json                       one list: per camera image {frame, timestamp, camera, width, height, K,
+                                          cam_to_world, seed, bundle_hash, hit_alpha, rgb, depth, alpha[, range]}
+                                          (paths relative to DIR)
+
+``hit_alpha`` is `nfldm_sdk.rendering.api.HIT_ALPHA`, the opacity a ray needs for a finite depth; alpha is saved beside
+depth so a consumer can apply a stricter mask (``alpha >= 0.9``) or weight pixels by opacity.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from nfldm_sdk.fields.voxel_field import _CONVENTIONS as FIELD_CONVENTIONS
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.rendering.api import HIT_ALPHA
+from nfldm_sdk.sensors.sensors import Frame, FrameBatch
+
+__all__ = ["export_mesh", "export_points", "export_voxels", "write_frames", "tile_frames", "WrittenFrames",
+           "VOXEL_EXPORT_FORMAT", "VOXEL_EXPORT_FORMAT_VERSION", "VIDEO_SUFFIXES"]
+
+VOXEL_EXPORT_FORMAT = "nfldm.voxel_export"
+VOXEL_EXPORT_FORMAT_VERSION = 1
+#: Output paths with these suffixes are written as videos by `write_frames`.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi")
+
+
+def _field(scene) -> VoxelField:
+    field = scene if isinstance(scene, VoxelField) else getattr(scene, "field", None)
+    if not isinstance(field, VoxelField) or field.is_batched:
+        raise TypeError(f"expected a NeuralScene or an unbatched VoxelField, got {type(scene).__name__}")
+    return field
+
+
+def export_mesh(scene, path: str | Path, level: float | None = None, **mesh_kwargs) -> Path:
+    """Write `field_to_mesh(scene, level, **mesh_kwargs)` as a binary PLY (vertex colours and normals included);
+    returns the path. Coordinates are scene metres."""
+    import open3d as o3d
+
+    from nfldm_sdk.viz.viz import field_to_mesh
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mesh = field_to_mesh(scene, level, **mesh_kwargs)
+    if not o3d.io.write_triangle_mesh(str(path), mesh, write_ascii=False):
+        raise OSError(f"Open3D could not write the mesh to {path}: check the folder is writable and the suffix "
+                      "(.ply, .obj, .glb) is one Open3D writes")
+    return path
+
+
+def export_points(scene, path: str | Path, cameras=None, **cloud_kwargs) -> Path:
+    """Write `scene_to_point_cloud(scene, cameras, **cloud_kwargs)` as a binary PLY with colours; returns the path."""
+    import open3d as o3d
+
+    from nfldm_sdk.viz.viz import scene_to_point_cloud
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cloud = scene_to_point_cloud(scene, cameras, **cloud_kwargs)
+    if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
+        raise OSError(f"Open3D could not write the point cloud to {path}: check the folder is writable and the suffix "
+                      "(.ply, .pcd) is one Open3D writes")
+    return path
+
+
+def export_voxels(scene, path: str | Path, overwrite: bool = False) -> Path | str:
+    """Write the scene's voxel field to a zarr v3 store (local path or fsspec URL).
+
+    Arrays: ``density [Z,Y,X]``, ``features [C,Z,Y,X]`` (chunk = one channel), ``bounds [2,3]`` (x,y,z min/max,
+    metres), in the field's dtype. Root attributes: ``format`` (``nfldm.voxel_export``), ``format_version``,
+    ``conventions`` (VoxelField's), ``grid_shape``, ``num_channels``, ``voxel_size`` (x,y,z metres), ``seed`` and
+    ``bundle_hash`` (when the scene has them). Returns the store's `Path` (or the URL as given).
+    """
+    import zarr
+
+    field = _field(scene)
+    path = str(path)
+    if "://" not in path and Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists: choose another path or pass overwrite=True (--overwrite)")
+    attrs = {"format": VOXEL_EXPORT_FORMAT, "format_version": VOXEL_EXPORT_FORMAT_VERSION,
+             "conventions": FIELD_CONVENTIONS, "grid_shape": list(field.grid_shape), "num_channels": field.num_channels,
+             "voxel_size": [float(v) for v in field.voxel_size.tolist()],
+             "seed": None if getattr(scene, "seed", None) is None else int(scene.seed),
+             "bundle_hash": str(getattr(scene, "bundle_hash", "") or "")}
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    Z, Y, X = field.grid_shape
+    density = field.density.detach().cpu().numpy()
+    features = field.features.detach().cpu().numpy()
+    root.create_array("density", data=density, chunks=(Z, Y, X), dimension_names=("z", "y", "x"))
+    root.create_array("features", data=features, chunks=(1, Z, Y, X), dimension_names=("c", "z", "y", "x"))
+    root.create_array("bounds", data=field.bounds.detach().cpu().numpy(), chunks=(2, 3),
+                      dimension_names=("minmax", "xyz"))
+    root.attrs.update(attrs)        # attributes last: a store with a format tag is complete
+    return Path(path) if "://" not in path else path
+
+
+# ============================================================================================ frames
+@dataclass(frozen=True)
+class WrittenFrames:
+    """What `write_frames` wrote."""
+
+    path: Path
+    """The folder or video file."""
+    ticks: int
+    """Ticks (video frames) written."""
+    images: int
+    """Camera images written (ticks × cameras)."""
+    size: tuple[int, int]
+    """``(width, height)`` of a video frame (tiled cameras) or of one camera image in a folder."""
+
+
+def tile_frames(frames: list[Frame], columns: int | None = None, with_depth: bool = False) -> np.ndarray:
+    """One tick's camera images tiled row-major into ``[rows·H, cols·W, 3]`` uint8 (padded to even size for video
+    encoders). ``columns`` defaults to 3 for up to 6 cameras, else ``ceil(sqrt(N))``. ``with_depth`` adds each
+    camera's inverse depth (1 m white … far/no hit black) below the RGB grid."""
+    N = len(frames)
+    if N == 0:
+        raise ValueError("no frames to tile")
+    H, W = frames[0].height, frames[0].width
+    if any((f.height, f.width) != (H, W) for f in frames):
+        raise ValueError("all cameras of a tick must share one image size to be tiled")
+    cols = columns or (min(N, 3) if N <= 6 else math.ceil(math.sqrt(N)))
+    rows = math.ceil(N / cols)
+    tiles = [f.rgb for f in frames]
+    if with_depth:
+        for f in frames:
+            inv = np.where(np.isfinite(f.depth), 1.0 / np.maximum(f.depth, 1.0), 0.0)
+            g = (np.clip(inv, 0, 1) * 255 + 0.5).astype(np.uint8)
+            tiles.append(np.repeat(g[..., None], 3, -1))
+        rows *= 2
+    canvas = np.zeros((rows * H + (rows * H) % 2, cols * W + (cols * W) % 2, 3), np.uint8)
+    for i, img in enumerate(tiles):
+        block = i // N if with_depth else 0                # depth tiles go in the lower half
+        j = i % N
+        r, c = block * math.ceil(N / cols) + j // cols, j % cols
+        canvas[r * H:(r + 1) * H, c * W:(c + 1) * W] = img
+    return canvas
+
+
+def _ticks(frames) -> Iterable[list[Frame]]:
+    if isinstance(frames, FrameBatch):
+        return frames.ticks()
+    return frames
+
+
+def write_frames(frames: Iterable[list[Frame]] | FrameBatch, out: str | Path, fps: float | None = None, *,
+                 with_depth: bool = False, columns: int | None = None, quality: int = 8) -> WrittenFrames:
+    """Write rendered frames to a folder or a video.
+
+    Args:
+        frames: an iterable of per-tick ``[Frame]`` lists (e.g. `render_trajectory`, consumed lazily — long drives
+            never sit in memory) or a `FrameBatch`.
+        out: a folder (layout in the module docstring) or a video file (``.mp4``/``.mov``/``.mkv``/``.avi``; cameras
+            tiled per frame with `tile_frames`, H.264 through imageio-ffmpeg).
+        fps: video frame rate (default: from the frames' timestamps, else 10).
+        with_depth: videos only: add an inverse-depth row under the RGB tiles.
+        columns: videos only: tiles per row.
+        quality: videos only: imageio-ffmpeg quality 0–10.
+    Returns:
+        `WrittenFrames`.
+    """
+    out = Path(out)
+    it = iter(_ticks(frames))
+    if out.suffix.lower() in VIDEO_SUFFIXES:
+        return _write_video(it, out, fps, with_depth, columns, quality)
+    out.mkdir(parents=True, exist_ok=True)
+    meta: list[dict] = []
+    ticks = images = 0
+    size = (0, 0)
+    for tick in it:
+        for f in tick:
+            import imageio.v3 as iio
+
+            cam_dir = out / f.camera
+            cam_dir.mkdir(exist_ok=True)
+            stem = f"{f.frame:06d}"
+            iio.imwrite(cam_dir / f"{stem}.png", f.rgb)
+            np.save(cam_dir / f"{stem}_depth.npy", f.depth.astype(np.float32))
+            np.save(cam_dir / f"{stem}_alpha.npy", f.alpha.astype(np.float32))
+            entry = f.metadata()
+            entry["hit_alpha"] = HIT_ALPHA
+            entry["rgb"] = f"{f.camera}/{stem}.png"
+            entry["depth"] = f"{f.camera}/{stem}_depth.npy"
+            entry["alpha"] = f"{f.camera}/{stem}_alpha.npy"
+            if f.range is not None:
+                np.save(cam_dir / f"{stem}_range.npy", f.range.astype(np.float32))
+                entry["range"] = f"{f.camera}/{stem}_range.npy"
+            meta.append(entry)
+            images += 1
+            size = (f.width, f.height)
+        ticks += 1
+    (out / "frames.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return WrittenFrames(out, ticks, images, size)
+
+
+def _write_video(it, out: Path, fps, with_depth, columns, quality) -> WrittenFrames:
+    try:
+        import imageio.v2 as iio2
+        import imageio_ffmpeg  # noqa: F401 - the backend imageio needs for mp4
+    except ImportError as e:
+        from nfldm_sdk.errors import MissingExtraError
+
+        raise MissingExtraError(f"writing {out.suffix} needs imageio-ffmpeg: pip install 'nfldm[video]' (or imageio-ffmpeg), "
+                                "or write a frame folder instead") from e
+    out.parent.mkdir(parents=True, exist_ok=True)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("no frames to write")
+    second = next(it, None)
+    if fps is None:
+        fps = 10.0
+        if second is not None and second[0].timestamp > first[0].timestamp:
+            fps = 1.0 / (second[0].timestamp - first[0].timestamp)
+    writer = iio2.get_writer(str(out), fps=float(fps), codec="libx264", quality=quality, macro_block_size=1,
+                             pixelformat="yuv420p")
+    ticks = 0
+    size = (0, 0)
+    images = 0
+    try:
+        for tick in (t for t in (first, second) if t is not None):
+            img = tile_frames(tick, columns, with_depth)
+            writer.append_data(img)
+            ticks, images, size = ticks + 1, images + len(tick), (img.shape[1], img.shape[0])
+        for tick in it:
+            img = tile_frames(tick, columns, with_depth)
+            writer.append_data(img)
+            ticks, images = ticks + 1, images + len(tick)
+    finally:
+        writer.close()
+    return WrittenFrames(out, ticks, images, size)

@@ -1,0 +1,1 @@
+"""The training commands plugged into `nfldm` (click); heavy imports inside callbacks."""

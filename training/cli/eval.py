@@ -1,0 +1,64 @@
+"""`nfldm eval`: reconstruction and generation figures of a model bundle on held-out captured scenes::
+
+    nfldm eval --model assets/models/default --data data/town01.zarr data/town03.zarr --num-scenes 16 --out eval/
+    nfldm eval --model BUNDLE --data STORE --inception-weights pt_inception-2015-12-05-6726825d.pth --out eval/
+
+Writes ``OUT/eval.json`` and ``OUT/eval.md`` (see `nfldm_training.evaluation.evaluate` for what is measured and how).
+"""
+from __future__ import annotations
+
+import click
+
+
+@click.command("eval")
+@click.option("--model", "model", default=None, type=click.Path(file_okay=False),
+              help="Model bundle folder (default: the shipped default model, as SceneGenerator.from_pretrained()).")
+@click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
+              help="Capture store(s) whose held-out split is the reference; repeat the option or list stores after it.")
+@click.argument("more_stores", nargs=-1, metavar="[STORE...]")
+@click.option("--num-scenes", type=click.IntRange(2), default=16, show_default=True,
+              help="Generated scenes (and at most as many held-out reference windows).")
+@click.option("--window", type=click.IntRange(1), default=2, show_default=True,
+              help="Frames per held-out window (use the stage-1 training window).")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+              help="Held-out fraction of each store's episodes (the training split rule).")
+@click.option("--max-recon-windows", type=int, default=32, show_default=True,
+              help="Held-out windows of the reconstruction figures (0 = all).")
+@click.option("--points", "points", type=click.IntRange(16), default=2048, show_default=True,
+              help="Points per scene of the Chamfer-based MMD/COV/1-NNA.")
+@click.option("--steps", type=int, default=None, help="Denoising steps per level (default: the bundle's).")
+@click.option("--sampler", default=None, help="ddim, dpmsolver++ or ddpm (default: the bundle's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated scenes and point draws.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+              help="The standard FID Inception weights (pt_inception-2015-12-05-6726825d.pth, pytorch-fid's); "
+                   "without them FID/KID are not computed.")
+@click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for eval.json and eval.md.")
+def eval_command(model, data, more_stores, num_scenes, window, val_fraction, max_recon_windows, points, steps, sampler,
+                 seed, inception_weights, device, out):
+    """Evaluate a model bundle: stage-1 and LAE reconstruction (PSNR, SSIM, depth AbsRel) on held-out windows, and
+    generation against held-out captured scenes (MMD/COV/1-NNA with Chamfer distance, BEV occupancy and height
+    statistics, depth histograms; FID/KID with the standard Inception weights only)."""
+    import torch
+
+    from nfldm_sdk.pipelines.generator import BundleError, default_model_path
+    from nfldm_training.cli.train import _stores
+    from nfldm_training.evaluation.evaluate import EvalConfig, evaluate, report_markdown, write_report
+
+    stores = _stores(data, more_stores)
+    if inception_weights is not None:
+        from pathlib import Path
+
+        if not Path(inception_weights).is_file():
+            raise click.BadParameter(f"{inception_weights} does not exist", param_hint="--inception-weights")
+    cfg = EvalConfig(num_scenes=num_scenes, window=window, val_fraction=val_fraction,
+                     max_recon_windows=max_recon_windows or None, points_per_scene=points, steps=steps, sampler=sampler,
+                     seed=seed, inception_weights=inception_weights)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        report = evaluate(model or default_model_path(), stores, cfg, device=device, log=click.echo)
+    except (BundleError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    j, m = write_report(report, out)
+    click.echo(report_markdown(report))
+    click.echo(f"wrote {j} and {m}")

@@ -1,0 +1,143 @@
+"""`nfldm train ldm` and `nfldm export-bundle` (click commands: ``train ldm`` in the ``train`` group of
+`nfldm_training.cli.train`, ``export-bundle`` an ``nfldm.commands`` entry point).
+
+    nfldm train ldm --level g --latents runs/latents.zarr --preset small --out runs/ldm_g    # the three levels are
+    nfldm train ldm --level c --latents runs/latents.zarr --preset small --out runs/ldm_c    # independent processes:
+    nfldm train ldm --level f --latents runs/latents.zarr --preset small --out runs/ldm_f    # run them in parallel
+    nfldm export-bundle --scene-ae runs/ae --latent-ae runs/lae --ldm-g runs/ldm_g --ldm-c runs/ldm_c \\
+        --ldm-f runs/ldm_f --out assets/models/small [--half]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from nfldm_training.cli.common import lightning_options, override_options, parse_devices, resumed_run_config
+# The preset table and nfldm_sdk.persistence import torch: they are imported inside the commands (start-up time).
+from nfldm_training.configs.names import PRESET_NAMES
+
+__all__ = ["train_ldm", "export_bundle", "resolve_model_dir"]
+
+
+@click.command("ldm")
+@click.option("--level", type=click.Choice(["g", "c", "f"]), required=True,
+              help="Which denoiser: g (global), c (coarse, conditioned on g), f (fine, conditioned on g and c).")
+@click.option("--latents", required=True, type=click.Path(), help="Latent store written by `nfldm encode-latents`.")
+@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True,
+              help="Denoiser sizes and training settings.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@override_options("Override the preset's scenes per step (per device).")
+@lightning_options(strategy_help="Lightning strategy: auto, ddp, ...")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.pass_context
+def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, workers, accelerator, devices, strategy,
+              num_nodes, resume, progress):
+    """Train one denoiser of the hierarchical latent diffusion (v-prediction, EMA weights saved to OUT/model)."""
+    import dataclasses
+
+    from nfldm_training.modules.ldm import train_ldm as run
+    from nfldm_training.configs.ldm import get_ldm_preset, load_ldm_preset
+
+    if "://" not in latents and not Path(latents).exists():
+        raise click.BadParameter(f"{latents} does not exist: write it with `nfldm encode-latents`", param_hint="--latents")
+
+    def load(path: Path):
+        saved_level, name, saved_ldm = load_ldm_preset(path)
+        return name, (saved_level, saved_ldm)
+
+    # a resumed run continues with its saved config; the shortcut options below still override it
+    saved = resumed_run_config(ctx, Path(out), preset, resume, load)
+    if saved is None:
+        ldm = get_ldm_preset(preset)
+    else:
+        preset, (saved_level, ldm) = saved
+        if saved_level != level:
+            raise click.UsageError(f"{out} trains level {saved_level!r}; resume it with --level {saved_level}, or "
+                                   "start over with --no-resume")
+    overrides = {k: v for k, v in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed),
+                                   ("num_workers", workers)) if v is not None}
+    if overrides:
+        ldm = dataclasses.replace(ldm, **{f"train_{level}": dataclasses.replace(ldm.train_config(level), **overrides)})
+    result = run(latents, level, ldm, out, preset_name=preset, resume=resume, accelerator=accelerator,
+                 devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, progress=progress,
+                 log=click.echo)
+    click.echo(f"ψ_{level}: {result.global_step} steps in {result.seconds:.0f} s; EMA model in {result.model_dir}")
+
+
+def resolve_model_dir(path: str | Path, what: str) -> Path:
+    """`nfldm_sdk.persistence.resolve_model_dir` (a run directory's ``RUN/model`` or that folder) as a click error
+    naming the option ``--<what>``."""
+    from nfldm_sdk.persistence import resolve_model_dir as resolve
+
+    try:
+        return resolve(path)
+    except FileNotFoundError as e:
+        raise click.BadParameter(f"{e} (`nfldm train {what}`)", param_hint=f"--{what}") from e
+
+
+def _run_info(path: str | Path, level: str) -> dict:
+    from nfldm_training.modules.ldm import RUN_INFO
+
+    p = Path(path)
+    info_path = resolve_model_dir(p, f"ldm-{level}").parent / RUN_INFO  # RUN/ldm_run.json beside RUN/model
+    if not info_path.is_file():
+        raise click.BadParameter(f"{p} has no {RUN_INFO}: pass the run directory of `nfldm train ldm --level {level}`",
+                                 param_hint=f"--ldm-{level}")
+    info = json.loads(info_path.read_text())
+    if info.get("level") != level:
+        raise click.BadParameter(f"{p} trained level {info.get('level')!r}, not {level!r}: pass the run of "
+                                 f"`nfldm train ldm --level {level}`", param_hint=f"--ldm-{level}")
+    return info
+
+
+@click.command("export-bundle")
+@click.option("--scene-ae", "scene_ae", required=True, type=click.Path(exists=True), help="Run directory of `nfldm train scene-ae`.")
+@click.option("--latent-ae", "latent_ae", required=True, type=click.Path(exists=True), help="Run directory of `nfldm train latent-ae`.")
+@click.option("--ldm-g", "ldm_g", required=True, type=click.Path(exists=True), help="Run directory of `nfldm train ldm --level g`.")
+@click.option("--ldm-c", "ldm_c", required=True, type=click.Path(exists=True), help="Run directory of `nfldm train ldm --level c`.")
+@click.option("--ldm-f", "ldm_f", required=True, type=click.Path(exists=True), help="Run directory of `nfldm train ldm --level f`.")
+@click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
+@click.option("--half", is_flag=True, help="Store weights as float16 (half the size; loaded back as float32).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite):
+    """Assemble a model bundle (what `SceneGenerator.from_pretrained` loads) from the runs of the three stages."""
+    from nfldm_sdk.pipelines.generator import BundleError, write_bundle
+    from nfldm_sdk.persistence import config_from_dict, config_to_dict, load_pretrained
+    from nfldm_sdk.models.latent_ae import LatentStats
+    from nfldm_sdk.pipelines.sampling import NoiseSchedule, SamplerDefaults
+
+    runs = {"g": ldm_g, "c": ldm_c, "f": ldm_f}
+    infos = {k: _run_info(v, k) for k, v in runs.items()}
+    for key, what in (("training_data_hash", "latent stores"), ("latent_stats", "latent statistics"),
+                      ("noise_schedule", "noise schedules")):
+        values = {k: json.dumps(i[key], sort_keys=True) for k, i in infos.items()}
+        if len(set(values.values())) != 1:
+            raise click.UsageError(f"the three denoisers were trained with different {what} "
+                                   f"({', '.join(f'{k}: {v[:40]}' for k, v in values.items())}): train all three levels "
+                                   "on the same `nfldm encode-latents` store")
+    info = infos["g"]
+    models = {"scene_ae": load_pretrained(resolve_model_dir(scene_ae, "scene-ae")),
+              "latent_ae": load_pretrained(resolve_model_dir(latent_ae, "latent-ae")),
+              **{k: load_pretrained(resolve_model_dir(v, f"ldm-{k}")) for k, v in runs.items()}}
+    stats = config_from_dict(LatentStats, info["latent_stats"])
+    lae_stats = getattr(models["latent_ae"].config, "latent_stats", None)
+    if lae_stats is not None and config_to_dict(lae_stats) != config_to_dict(stats):
+        click.echo("note: the LAE's config carries other latent statistics than the ones the denoisers were trained "
+                   "with; the bundle uses the denoisers' (they define the latent space the samples live in)")
+    presets = {i.get("preset", "custom") for i in infos.values()}
+    try:
+        path = write_bundle(
+            out, scene_ae=models["scene_ae"], latent_ae=models["latent_ae"],
+            denoisers={k: models[k] for k in ("g", "c", "f")}, latent_stats=stats,
+            noise_schedule=NoiseSchedule.from_dict(info["noise_schedule"]),
+            sampler_defaults=SamplerDefaults(**info["sampler_defaults"]),
+            preset=presets.pop() if len(presets) == 1 else "custom", training_data_hash=info["training_data_hash"],
+            training_data={"latent_store": info["latents"], "num_scenes": info.get("num_scenes"),
+                           "runs": {"scene_ae": str(scene_ae), "latent_ae": str(latent_ae), **{f"ldm_{k}": str(v) for k, v in runs.items()}}},
+            half=half, overwrite=overwrite)
+    except (BundleError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from e
+    manifest = json.loads((path / "manifest.json").read_text())
+    click.echo(f"bundle {path} ({manifest['preset']}), hash {manifest['bundle_hash'][:16]}…")

@@ -1,0 +1,1 @@
+"""Presets: model sizes and training settings of every stage, by name."""

@@ -1,0 +1,308 @@
+"""The ONE preset table: model sizes and training settings of every stage, by name.
+
+* ``tiny``  — CI on CPU: every stage runs in seconds on 64×64 captures.
+* ``small`` — the default model, trainable in about 20 minutes on one GPU (128×128 images, 16×64×64 voxels).
+* ``paper`` — the paper's sizes (docs/method.md, "Presets"): a 128×128×32 voxel grid, i.e.
+  ``grid_shape (Z, Y, X) = (32, 128, 128)``.
+
+A `Preset` is nested dataclasses, one section per stage (``scene_ae`` + ``scene_ae_train`` for stage 1, ``latent_ae`` +
+``latent_ae_train`` for stage 2, ``ldm`` for stage 3, ``prior`` for stage 4). `get_preset` returns a copy with overrides applied (dotted keys, e.g.
+``{"scene_ae_train.max_steps": 10}``); `save_preset` writes the resolved preset as JSON beside a checkpoint and
+`load_preset` reads it back.
+
+The voxel box (all presets): ``x ∈ [−16, 48], y ∈ [−32, 32], z ∈ [−2, 6]`` metres in the scene frame (the ego
+frame at the window's anchor frame: x forward, y left, z up, origin on the ground). Why: a driving scene is seen
+mostly ahead, so the box reaches 48 m forward and 16 m back (the rear cameras and the frames before the anchor
+still see that far); ±32 m sideways covers the road, sidewalks and building fronts of a town block; 2 m below the
+ground allows for slopes and 6 m above it covers cars, poles and the lower storeys, which is what the rig's
+cameras (1.6 m high, horizontal) see within the box. The paper's 128×128×32 grid then has 0.5 m × 0.5 m × 0.25 m
+voxels.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from nfldm_sdk.guidance.guidance import PriorConfig
+from nfldm_sdk.models.denoisers import CDenoiserConfig, FDenoiserConfig, GDenoiserConfig
+from nfldm_sdk.models.latent_ae import LatentAEConfig
+from nfldm_sdk.models.scene_ae import SceneAEConfig
+from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
+from nfldm_sdk.pipelines.sampling import NoiseSchedule, SamplerDefaults
+# The stage modules define their sections' dataclasses (and read this table); the values live here only.
+from nfldm_training.configs.latent import LatentAETrainConfig
+from nfldm_training.configs.ldm import LDMPreset, LDMTrainConfig
+from nfldm_training.configs.prior import PriorPreset, PriorTrainConfig
+from nfldm_training.errors import TrainingInputNotFound
+
+#: The default voxel box, ((xmin, ymin, zmin), (xmax, ymax, zmax)) metres in the scene frame (see module docstring).
+DRIVING_BOX = ((-16.0, -32.0, -2.0), (48.0, 32.0, 6.0))
+
+
+@dataclass
+class SceneAETrainConfig:
+    """Stage-1 training settings (`nfldm_training.modules.scene_ae`, `nfldm_training.data.capture_windows`).
+
+    The image size is not repeated here: training uses ``Preset.scene_ae.image_size``.
+    """
+
+    window: int = 2
+    """Consecutive frames per scene window (one training item); the scene frame is the ego frame at the
+    window's anchor, its middle frame ``start + (window - 1) // 2``."""
+    stride: int = 1
+    """Frames between the first frames of consecutive windows of an episode."""
+    cameras: tuple[str, ...] | None = None
+    """Rig cameras used per frame (names); None = all cameras of the store's rig."""
+    target_holdout: int = 0
+    """Views per window held out of the encoder input and used only as render targets (chosen at random with a
+    seeded generator each step). 0: every view is both an encoder input and a target."""
+    val_fraction: float = 0.2
+    """Fraction of each store's episodes held out for validation (by episode, deterministic; at least one when a
+    store has two or more episodes)."""
+    batch_size: int = 2
+    """Scene windows per optimisation step (per device)."""
+    lr: float = 1e-3
+    """AdamW learning rate (constant after a linear warm-up)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    max_steps: int = 1000
+    """Optimisation steps."""
+    image_loss: str = "l1"
+    """Image reconstruction loss: ``"l1"`` or ``"l2"``."""
+    image_weight: float = 1.0
+    """Weight of the image loss."""
+    depth_loss: str = "l1"
+    """Depth loss on valid pixels within [near, far]: ``"l1"`` (metres) or ``"inverse"`` (L1 on near/depth)."""
+    depth_weight: float = 0.02
+    """Weight of the depth loss (with ``"l1"`` the loss is in metres: 0.02 makes 1 m error count like 0.02 of
+    mean absolute colour error)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0 disables)."""
+    val_interval: int = 100
+    """Optimisation steps between validations."""
+    val_batches: int | None = None
+    """Validation batches per validation (None = the whole validation split)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    cache_windows: bool = False
+    """Keep decoded scene windows in memory after their first read (small stores only)."""
+    precision: str = "32-true"
+    """Lightning precision (``"32-true"``, ``"bf16-mixed"``, ...)."""
+    seed: int = 0
+    """Seed of weights, data order and view hold-out."""
+    log_every: int = 10
+    """Steps between training-loss log rows."""
+
+
+@dataclass
+class Preset:
+    """Everything one named configuration fixes: a section per stage."""
+
+    name: str = "custom"
+    """Preset name (``tiny``, ``small``, ``paper``) or ``custom``."""
+    description: str = ""
+    """One line: what the preset is for."""
+    scene_ae: SceneAEConfig = field(default_factory=SceneAEConfig)
+    """Stage 1 model: the scene auto-encoder."""
+    scene_ae_train: SceneAETrainConfig = field(default_factory=SceneAETrainConfig)
+    """Stage 1 training."""
+    latent_ae: LatentAEConfig = field(default_factory=LatentAEConfig)
+    """Stage 2 model: the latent voxel auto-encoder (grid, channels and box equal ``scene_ae``'s)."""
+    latent_ae_train: LatentAETrainConfig = field(default_factory=LatentAETrainConfig)
+    """Stage 2 training."""
+    ldm: LDMPreset = field(default_factory=LDMPreset)
+    """Stage 3: the three denoisers, their noise schedule, training and sampler defaults."""
+    prior: PriorPreset = field(default_factory=PriorPreset)
+    """Stage 4: the SDS guidance prior and its training."""
+
+
+# Stage-1 models first: the stage-2 grid, channels and box follow them.
+_TINY_SCENE_AE = SceneAEConfig(image_size=(64, 64), downsample=4, depth_bins=16, near=1.0, far=60.0, feature_channels=8,
+                               grid_shape=(8, 32, 32), bounds=DRIVING_BOX, render_samples=32,
+                               encoder_widths=(16, 32, 32), decoder_widths=(32, 32, 16), blocks_per_stage=1)
+
+_SMALL_SCENE_AE = SceneAEConfig(image_size=(128, 128), downsample=4, depth_bins=32, near=1.0, far=60.0, feature_channels=16,
+                               grid_shape=(16, 64, 64), bounds=DRIVING_BOX, render_samples=64,
+                               encoder_widths=(32, 64, 128), decoder_widths=(128, 64, 32), blocks_per_stage=2)
+
+_PAPER_SCENE_AE = SceneAEConfig(image_size=(256, 256), downsample=4, depth_bins=64, near=1.0, far=60.0, feature_channels=32,
+                               grid_shape=(32, 128, 128), bounds=DRIVING_BOX, render_samples=128,
+                               encoder_widths=(64, 128, 256), decoder_widths=(256, 128, 64), blocks_per_stage=2)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny",
+        description="CI on CPU: seconds per stage (64x64 images, 8x32x32 voxels)",
+        scene_ae=_TINY_SCENE_AE,
+        # L2 image loss: the fastest PSNR gain within a CPU test's budget (measured on the tiny capture:
+        # validation PSNR +2.4 to +3.2 dB after 100 steps over 3 seeds, against +1.4 to +2.2 dB after 60 steps).
+        scene_ae_train=SceneAETrainConfig(window=2, stride=1, batch_size=2, lr=3e-3, max_steps=100, val_interval=50,
+                                          image_loss="l2", depth_weight=0.02, log_every=5, cache_windows=True),
+        latent_ae=LatentAEConfig.for_scene_ae(_TINY_SCENE_AE, g_dim=16, coarse_downsample_xy=4, coarse_downsample_z=2,
+                                 coarse_codebook_size=64, fine_codebook_size=64, dead_code_steps=20, kl_weight=1e-5,
+                                 g_encoder_widths=(16, 32, 32), c_encoder_widths=(16, 32, 32), f_encoder_width=16,
+                                 f_encoder_blocks=1, decoder_widths=(32, 32, 16), blocks_per_stage=1),
+        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=2e-3, max_steps=60, val_interval=30, render_views=4,
+                                            log_every=5),
+        ldm=LDMPreset(
+            denoiser_g=GDenoiserConfig(width=64, num_blocks=2, time_channels=32),
+            denoiser_c=CDenoiserConfig(widths=(16, 32), blocks_per_level=1, norm_groups=4, embed_dim=64, time_channels=32),
+            denoiser_f=FDenoiserConfig(widths=(16, 32), blocks_per_level=1, norm_groups=4, embed_dim=64, time_channels=32),
+            schedule=NoiseSchedule(num_train_timesteps=1000),
+            train_g=LDMTrainConfig(batch_size=8, lr=1e-3, max_steps=200, ema_decay=0.99, val_interval=100, log_every=10),
+            train_c=LDMTrainConfig(batch_size=4, lr=1e-3, max_steps=200, ema_decay=0.99, val_interval=100, log_every=10),
+            train_f=LDMTrainConfig(batch_size=4, lr=1e-3, max_steps=200, ema_decay=0.99, val_interval=100, log_every=10),
+            sampler=SamplerDefaults(sampler="ddim", steps=50),
+        ),
+        prior=PriorPreset(
+            prior=PriorConfig(image_size=(32, 32), block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                              up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, attention_head_dim=8,
+                              norm_num_groups=8, schedule=NoiseSchedule(num_train_timesteps=1000)),
+            train=PriorTrainConfig(batch_size=8, lr=1e-3, max_steps=40, ema_decay=0.99, artifact_scenes=2, artifact_views=4,
+                                   generate_steps=4, frame_stride=2, val_fraction=0.1, val_interval=20, log_every=5),
+        ),
+    ),
+    "small": Preset(
+        name="small",
+        description="default model, ~20 min on one GPU (128x128 images, 16x64x64 voxels)",
+        scene_ae=_SMALL_SCENE_AE,
+        scene_ae_train=SceneAETrainConfig(window=3, stride=1, batch_size=4, lr=1e-3, warmup_steps=200, max_steps=6000,
+                                          val_interval=500, val_batches=20, num_workers=4, precision="bf16-mixed"),
+        latent_ae=LatentAEConfig.for_scene_ae(_SMALL_SCENE_AE, g_dim=64, coarse_downsample_xy=4, coarse_downsample_z=2,
+                                 coarse_codebook_size=256, fine_codebook_size=256, dead_code_steps=100, kl_weight=1e-5,
+                                 g_encoder_widths=(64, 128, 128, 256), c_encoder_widths=(64, 128, 128),
+                                 f_encoder_width=64, f_encoder_blocks=2, decoder_widths=(128, 128, 64),
+                                 blocks_per_stage=2),
+        latent_ae_train=LatentAETrainConfig(batch_size=4, lr=5e-4, warmup_steps=200, max_steps=6000, val_interval=500,
+                                            val_batches=20, render_views=6, num_workers=4, precision="bf16-mixed"),
+        ldm=LDMPreset(
+            denoiser_g=GDenoiserConfig(width=512, num_blocks=4, time_channels=128),
+            denoiser_c=CDenoiserConfig(widths=(64, 128, 128), blocks_per_level=2, mid_attention=True, attention_head_dim=32,
+                                       norm_groups=32, embed_dim=256, time_channels=128),
+            denoiser_f=FDenoiserConfig(widths=(64, 128, 128), blocks_per_level=2, mid_attention=True, attention_head_dim=32,
+                                       norm_groups=32, embed_dim=256, time_channels=128),
+            schedule=NoiseSchedule(num_train_timesteps=1000),
+            train_g=LDMTrainConfig(batch_size=256, lr=3e-4, warmup_steps=200, max_steps=20_000, ema_decay=0.999,
+                                   val_interval=1000, num_workers=2, precision="32-true"),
+            train_c=LDMTrainConfig(batch_size=32, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
+                                   val_interval=1000, num_workers=4, precision="bf16-mixed"),
+            train_f=LDMTrainConfig(batch_size=32, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
+                                   val_interval=1000, num_workers=4, precision="bf16-mixed"),
+            sampler=SamplerDefaults(sampler="ddim", steps=50),
+        ),
+        prior=PriorPreset(
+            prior=PriorConfig(image_size=(64, 64), block_out_channels=(64, 128, 256),
+                              down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                              up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
+                              attention_head_dim=32, norm_num_groups=32, schedule=NoiseSchedule(num_train_timesteps=1000)),
+            train=PriorTrainConfig(batch_size=64, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
+                                   artifact_scenes=256, artifact_views=8, generate_steps=25, frame_stride=2,
+                                   val_interval=1000, num_workers=4, precision="bf16-mixed"),
+        ),
+    ),
+    "paper": Preset(
+        name="paper",
+        description="the paper's sizes: 128x128x32 voxel grid (Z,Y,X)=(32,128,128), 256x256 images",
+        scene_ae=_PAPER_SCENE_AE,
+        scene_ae_train=SceneAETrainConfig(window=4, stride=1, batch_size=2, lr=5e-4, warmup_steps=1000, max_steps=100_000,
+                                          val_interval=2000, val_batches=50, num_workers=8, precision="bf16-mixed"),
+        latent_ae=LatentAEConfig.for_scene_ae(_PAPER_SCENE_AE, g_dim=128, coarse_channels=4, coarse_downsample_xy=4,
+                                 coarse_downsample_z=2, fine_channels=4, coarse_codebook_size=1024,
+                                 fine_codebook_size=1024, dead_code_steps=200, kl_weight=1e-5,
+                                 g_encoder_widths=(128, 256, 256, 512, 512), c_encoder_widths=(128, 256, 256),
+                                 f_encoder_width=128, f_encoder_blocks=2, decoder_widths=(256, 256, 128),
+                                 blocks_per_stage=2),
+        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=2e-4, warmup_steps=1000, max_steps=100_000,
+                                            val_interval=2000, val_batches=50, render_views=4, num_workers=8,
+                                            precision="bf16-mixed"),
+        ldm=LDMPreset(
+            denoiser_g=GDenoiserConfig(width=1024, num_blocks=6, time_channels=256),
+            denoiser_c=CDenoiserConfig(widths=(128, 256, 512), blocks_per_level=2, mid_attention=True, attention_head_dim=64,
+                                       norm_groups=32, embed_dim=512, time_channels=256),
+            denoiser_f=FDenoiserConfig(widths=(128, 256, 256, 512), blocks_per_level=2, mid_attention=True,
+                                       attention_head_dim=64, norm_groups=32, embed_dim=512, time_channels=256),
+            schedule=NoiseSchedule(num_train_timesteps=1000),
+            train_g=LDMTrainConfig(batch_size=512, lr=2e-4, warmup_steps=1000, max_steps=200_000, ema_decay=0.9999,
+                                   val_interval=5000, num_workers=4),
+            train_c=LDMTrainConfig(batch_size=64, lr=1e-4, warmup_steps=2000, max_steps=400_000, ema_decay=0.9999,
+                                   val_interval=5000, num_workers=8, precision="bf16-mixed"),
+            train_f=LDMTrainConfig(batch_size=32, lr=1e-4, warmup_steps=2000, max_steps=400_000, ema_decay=0.9999,
+                                   val_interval=5000, num_workers=8, precision="bf16-mixed"),
+            sampler=SamplerDefaults(sampler="ddim", steps=50),
+        ),
+        prior=PriorPreset(
+            prior=PriorConfig(image_size=(128, 128), block_out_channels=(128, 256, 256, 512),
+                              down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                              up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), layers_per_block=2,
+                              attention_head_dim=64, norm_num_groups=32, schedule=NoiseSchedule(num_train_timesteps=1000)),
+            train=PriorTrainConfig(batch_size=64, lr=1e-4, warmup_steps=2000, max_steps=100_000, ema_decay=0.9999,
+                                   artifact_scenes=1024, artifact_views=8, generate_steps=50, frame_stride=1,
+                                   val_interval=5000, num_workers=8, precision="bf16-mixed"),
+        ),
+    ),
+}
+
+
+def _apply_override(obj: Any, key: str, value: Any, full_key: str) -> Any:
+    """A copy of dataclass `obj` with the dotted `key` set to `value` (validated by rebuilding the dataclass)."""
+    head, _, rest = key.partition(".")
+    names = {f.name for f in dataclasses.fields(obj)}
+    if head not in names:
+        raise KeyError(f"unknown preset setting {full_key!r}: {type(obj).__name__} has {sorted(names)}")
+    if rest:
+        inner = getattr(obj, head)
+        if not dataclasses.is_dataclass(inner):
+            raise KeyError(f"preset setting {full_key!r}: {head!r} is not a section")
+        value = _apply_override(inner, rest, value, full_key)
+    elif dataclasses.is_dataclass(getattr(obj, head)) and isinstance(value, Mapping):
+        value = config_from_dict(type(getattr(obj, head)), {**config_to_dict(getattr(obj, head)), **value})
+    else:
+        # Round-trip through JSON types so that lists become tuples where the field says tuple.
+        value = config_from_dict(type(obj), {**config_to_dict(obj), head: json.loads(json.dumps(value))}).__dict__[head]
+    return dataclasses.replace(obj, **{head: value})
+
+
+def apply_overrides(preset: Preset, overrides: Mapping[str, Any] | None) -> Preset:
+    """A copy of `preset` with dotted-key `overrides` applied (``{"scene_ae_train.max_steps": 10}``); every value is
+    validated by rebuilding its config dataclass. Raises ``KeyError`` naming the section's fields for an unknown key."""
+    for key, value in (overrides or {}).items():
+        preset = _apply_override(preset, key, value, key)
+    return preset
+
+
+def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
+    """A copy of preset `name` with `overrides` (dotted keys, e.g. ``{"scene_ae_train.max_steps": 10}``) applied.
+
+    Raises ``KeyError`` listing the presets for an unknown name, and naming the section's fields for an unknown key.
+    """
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return apply_overrides(copy.deepcopy(PRESETS[name]), overrides)
+
+
+def preset_to_dict(preset: Preset) -> dict:
+    """The preset as a JSON-ready dict (plus the writing nfldm version under ``_nfldm_version``)."""
+    return {**config_to_dict(preset), "_nfldm_version": nfldm_version()}
+
+
+def save_preset(preset: Preset, path: str | Path) -> Path:
+    """Write the resolved preset as JSON to `path` (parents created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(preset_to_dict(preset), indent=2) + "\n")
+    return path
+
+
+def load_preset(path: str | Path) -> Preset:
+    """Read a preset written by `save_preset` (sections written by a newer nfldm with unknown keys are an error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingInputNotFound(f"{path} not found: expected the resolved preset JSON written beside the checkpoints")
+    return config_from_dict(Preset, json.loads(path.read_text()))

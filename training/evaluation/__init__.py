@@ -1,0 +1,1 @@
+"""`nfldm eval`: reconstruction and generation figures on held-out captures."""

@@ -1,0 +1,1 @@
+"""Metrics: image (PSNR, depth AbsRel), 3D scene sets, FID/KID."""

@@ -1,0 +1,236 @@
+"""Lightning training of the stage-1 scene auto-encoder, and the run that `nfldm train scene-ae` performs.
+
+`SceneAELightningModule` — one step: encode the window's input views into a voxel field, render it at the target
+views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂‖`` (depth only where the captured surface lies in
+the voxel box, see `losses.box_depth_mask`). Validation on held-out episodes: PSNR of every view's
+reconstruction and depth AbsRel pooled over usable pixels, plus a PNG grid (ground truth, reconstruction, both
+depths) written to ``<run>/val_images/`` at every validation.
+
+`train_scene_ae` — the whole run in a run directory::
+
+    RUN/config.json          resolved preset (written first; a resume reads it back)
+    RUN/checkpoints/         Lightning checkpoints (training state; ``last.ckpt`` is what a resume continues)
+    RUN/model/               the trained SceneAutoEncoder (save_pretrained: config.json + model.safetensors)
+    RUN/metrics.json         validation PSNR / AbsRel of the untrained and of the trained model
+    RUN/logs/version_N/      training curves (CSVLogger metrics.csv; one version per start, a resume keeps the old)
+    RUN/val_images/*.png     validation grids
+
+Multi-GPU / multi-node runs use Lightning's own strategies (``devices``, ``strategy``, ``num_nodes``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, seed_everything
+from torchmetrics import MeanMetric, SumMetric
+
+from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
+from nfldm_training.data.capture_windows import SceneBatch, SceneDataModule, split_views
+from nfldm_training.modules.losses import box_depth_mask, depth_loss, image_loss
+from nfldm_training.metrics.image import depth_abs_rel, psnr
+from nfldm_training.configs.presets import Preset, SceneAETrainConfig, save_preset
+from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
+                                    on_run_writer, start_run)
+
+
+@dataclass
+class ValMetrics:
+    """Validation figures of a scene auto-encoder.
+
+    Attributes:
+        psnr: mean PSNR (dB) over all validation views.
+        abs_rel: depth AbsRel pooled over all usable pixels (captured surface inside the voxel box).
+        step: optimisation step at which they were measured.
+    """
+
+    psnr: float
+    abs_rel: float
+    step: int
+
+
+class SceneAELightningModule(LightningModule):
+    """Trains a `SceneAutoEncoder` (see the module docstring).
+
+    Args:
+        model_config: the model to build.
+        train_config: losses, optimiser, view hold-out, seed.
+        image_dir: folder for the validation PNG grids (None: no images).
+    """
+
+    def __init__(self, model_config: SceneAEConfig, train_config: SceneAETrainConfig, image_dir: str | Path | None = None):
+        super().__init__()
+        self.model = SceneAutoEncoder(model_config)
+        self.cfg = train_config
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+        self.val_psnr = MeanMetric()
+        self.val_abs_rel_sum = SumMetric()
+        self.val_abs_rel_count = SumMetric()
+        self.last_val: ValMetrics | None = None
+        """Figures of the latest validation."""
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def _losses(self, batch: SceneBatch, inputs: torch.Tensor, targets: torch.Tensor):
+        mc = self.model.config
+        cams = batch.cameras()                                                     # [B, V]
+        out = self.model(batch.images[:, inputs], cams[:, inputs], cams[:, targets])
+        t_cams = cams[:, targets]
+        gt_rgb, gt_depth = batch.images[:, targets], batch.depth[:, targets]       # [B, T, 3, H, W], [B, T, H, W]
+        usable = box_depth_mask(gt_depth, batch.valid[:, targets], t_cams, self.model.bounds, mc.near, mc.far)
+        l_img = image_loss(out.render.rgb, gt_rgb, self.cfg.image_loss)
+        l_depth = depth_loss(out.render.depth, gt_depth, usable, mc.near, mc.far, self.cfg.depth_loss)
+        return out, usable, l_img, l_depth
+
+    def training_step(self, batch: SceneBatch, batch_idx: int) -> torch.Tensor:
+        # The hold-out draw depends only on the seed and the step, so a resumed run draws what the original would.
+        g = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + int(self.global_step))
+        inputs, targets = split_views(batch.num_views, self.cfg.target_holdout, g)
+        dev = batch.images.device
+        _, _, l_img, l_depth = self._losses(batch, inputs.to(dev), targets.to(dev))
+        loss = self.cfg.image_weight * l_img + self.cfg.depth_weight * l_depth
+        self.log_dict({"train/loss": loss, "train/image": l_img, "train/depth": l_depth},
+                      batch_size=batch.batch_size, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: SceneBatch, batch_idx: int) -> None:
+        mc = self.model.config
+        views = torch.arange(batch.num_views, device=batch.images.device)
+        out, usable, _, _ = self._losses(batch, views, views)
+        self.val_psnr.update(psnr(out.render.rgb, batch.images).flatten())
+        s, n = depth_abs_rel(out.render.depth, batch.depth, usable, mc.near, mc.far)
+        self.val_abs_rel_sum.update(s.sum())
+        self.val_abs_rel_count.update(n.sum().to(s.dtype))
+        if batch_idx == 0 and self.image_dir is not None and not self.trainer.sanity_checking:
+            path = self.image_dir / f"val_step{int(self.global_step):06d}.png"
+            on_run_writer(save_val_grid, path, batch.images[0], out.render.rgb[0], batch.depth[0], out.render.depth[0], mc.far)
+
+    def on_validation_epoch_end(self) -> None:
+        count = self.val_abs_rel_count.compute()
+        abs_rel = self.val_abs_rel_sum.compute() / count.clamp_min(1.0)
+        if float(count) == 0:
+            abs_rel = torch.full_like(abs_rel, float("nan"))
+        value = self.val_psnr.compute()  # torchmetrics' compute() already reduces over DDP ranks
+        self.log_dict({"val/psnr": value, "val/abs_rel": abs_rel})
+        self.last_val = ValMetrics(psnr=float(value), abs_rel=float(abs_rel), step=int(self.global_step))
+        for m in (self.val_psnr, self.val_abs_rel_sum, self.val_abs_rel_count):
+            m.reset()
+
+    def configure_optimizers(self):
+        return adamw_with_warmup(self.model.parameters(), self.cfg)
+
+
+# ------------------------------------------------------------------------------------------------ images
+def _depth_to_gray(depth: torch.Tensor, far: float) -> torch.Tensor:
+    """``[V, H, W]`` metres -> ``[V, 3, H, W]`` in [0, 1], inverse depth (near bright); no hit black."""
+    inv = torch.where(torch.isfinite(depth), 1.0 / depth.clamp_min(1.0), torch.zeros_like(depth))
+    g = (inv.clamp(1.0 / far, 1.0) - 1.0 / far) / (1.0 - 1.0 / far)
+    g = torch.where(torch.isfinite(depth), g, torch.zeros_like(g))
+    return g[:, None].expand(-1, 3, -1, -1)
+
+
+def save_val_grid(path: Path, gt_rgb: torch.Tensor, rgb: torch.Tensor, gt_depth: torch.Tensor, depth: torch.Tensor,
+                  far: float) -> Path:
+    """Write a PNG grid, one column per view: rows = captured RGB, reconstruction, captured depth, rendered depth.
+
+    Args: ``gt_rgb, rgb [V, 3, H, W]`` in [0, 1]; ``gt_depth, depth [V, H, W]`` metres; `far` scales the depth rows.
+    """
+    import imageio.v3 as iio
+
+    rows = [gt_rgb, rgb.clamp(0, 1), _depth_to_gray(gt_depth, far), _depth_to_gray(depth, far)]
+    grid = torch.cat([torch.cat(list(r.detach().float().cpu()), dim=-1) for r in rows], dim=-2)  # [3, 4H, V*W]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ the run
+@dataclass
+class TrainResult:
+    """Outcome of `train_scene_ae`.
+
+    Attributes:
+        run_dir: the run directory.
+        model_dir: ``run_dir/model`` (load with ``SceneAutoEncoder.from_pretrained``).
+        untrained: validation figures of the untrained model (None without a validation split).
+        final: validation figures after training (None without a validation split).
+        global_step: optimisation steps done in total (including those of a resumed run).
+        resumed_from: the checkpoint the run continued from, or None.
+        seconds: wall time of this call.
+    """
+
+    run_dir: Path
+    model_dir: Path
+    untrained: ValMetrics | None
+    final: ValMetrics | None
+    global_step: int
+    resumed_from: str | None
+    seconds: float
+
+
+def _val_metrics(results: list[dict], step: int) -> ValMetrics | None:
+    if not results or "val/psnr" not in results[0]:
+        return None
+    r = results[0]
+    return ValMetrics(psnr=float(r["val/psnr"]), abs_rel=float(r["val/abs_rel"]), step=int(step))
+
+
+def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *, resume: bool = True,
+                   accelerator: str = "auto", devices: Any = "auto", strategy: Any = "auto", num_nodes: int = 1,
+                   progress: bool = True, log: Callable[[str], None] = print,
+                   trainer_kwargs: dict | None = None) -> TrainResult:
+    """Train stage 1 on `stores` with the resolved `preset`, writing the run directory (module docstring).
+
+    With ``resume`` and an existing ``run_dir/checkpoints/last.ckpt``, training continues from it (up to
+    ``preset.scene_ae_train.max_steps`` steps in total); otherwise it starts from scratch and overwrites the
+    checkpoints. Validation figures of the untrained model are measured once, before training, and kept in
+    ``metrics.json`` across resumes.
+    """
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    tc = preset.scene_ae_train
+    resumed_from = start_run(run_dir, resume, lambda path: save_preset(preset, path))
+
+    seed_everything(int(tc.seed), workers=True, verbose=False)
+    module = SceneAELightningModule(preset.scene_ae, tc, image_dir=run_dir / "val_images")
+    data = SceneDataModule(stores, preset.scene_ae.image_size, tc)
+    data.setup()
+    has_val = len(data.val_set) > 0
+    if not has_val:
+        log("no validation windows (a store needs 2+ episodes or enough frames): training without validation")
+    log(f"scene auto-encoder: {sum(p.numel() for p in module.parameters()):,} parameters; "
+        f"{len(data.train_set)} train / {len(data.val_set)} val windows of {data.train_set.num_views} views")
+
+    trainer = make_trainer(
+        run_dir, tc, accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+        has_val=has_val, progress=progress, val_batches=tc.val_batches, deterministic=False,
+        inference_mode=False,  # no_grad instead: metric states reset under inference_mode could not be updated later
+        **(trainer_kwargs or {}))
+
+    untrained = None
+    if has_val:
+        kept = kept_untrained(run_dir, "untrained", resumed_from)
+        if kept is not None:
+            untrained = ValMetrics(**kept)
+        else:
+            untrained = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), 0)
+            log(f"untrained: PSNR {untrained.psnr:.2f} dB, depth AbsRel {untrained.abs_rel:.3f}")
+    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=data)
+    final = None
+    if has_val:
+        final = module.last_val
+        if final is None or final.step != trainer.global_step:  # no validation ran at the last step: run one
+            final = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), trainer.global_step)
+    if final:
+        log(f"step {trainer.global_step}: PSNR {final.psnr:.2f} dB, depth AbsRel {final.abs_rel:.3f}")
+
+    metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
+               "global_step": int(trainer.global_step), "stores": [str(s) for s in stores], "preset": preset.name,
+               "train_windows": len(data.train_set), "val_windows": len(data.val_set)}
+    model_dir = finish_run(run_dir, module.model, metrics)
+    return TrainResult(run_dir=run_dir, model_dir=model_dir, untrained=untrained, final=final,
+                       global_step=int(trainer.global_step), resumed_from=resumed_from,
+                       seconds=time.perf_counter() - start)

@@ -1,0 +1,1 @@
+"""On-disk stores that training writes and reads (voxel store)."""
