@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of the fused Triton renderer (nfldm_sdk.rendering.triton_render): the render tests on CUDA (compiled kernels,
-# the issue's sizes included), the kernels' register/spill report, and the render benchmark with its JSON.
+# the issue's sizes included), the kernels' register/spill report (nfldm_sdk.benchmarks.triton_report), and the render
+# benchmark with its JSON.
 #
 #   OUT=out/gpu_render bash scripts/gpu_bench_render.sh          # from the repo root, on a machine with a GPU
 #
@@ -22,8 +23,7 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "nvidia-smi not available" > "$O
     || { echo "no CUDA device: nothing to measure" >&2; exit 2; }
 
 status=0
-"$PY" -c "import json; from nfldm_sdk.rendering.triton_render import compile_report; print(json.dumps(compile_report(90), indent=1))" \
-    > "$OUT/compile_report.json" || status=1
+"$PY" -m nfldm_sdk.benchmarks.triton_report --arch 90 --indent 1 > "$OUT/compile_report.json" || status=1
 "$PY" -m pytest tests/test_render_triton.py tests/test_render.py -q -rA -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 "$PY" -m nfldm_sdk.benchmarks.render --device cuda --batch 12 --triton-batch "${TRITON_BATCH:-32}" \

@@ -35,15 +35,15 @@ _EXPORTS = {
     "LatentAutoEncoder": "nfldm_sdk.models.latent_ae",
     "LatentAEConfig": "nfldm_sdk.models.latent_ae",
     "SceneGenerator": "nfldm_sdk.pipelines.generator",
-    "NeuralScene": "nfldm_sdk.pipelines.generator",
-    "SceneImages": "nfldm_sdk.pipelines.generator",
+    "NeuralScene": "nfldm_sdk.pipelines.scene",
+    "SceneImages": "nfldm_sdk.sensors.views",
     "CameraSpec": "nfldm_sdk.cameras.rig",
     "CameraRig": "nfldm_sdk.cameras.rig",
     "Trajectory": "nfldm_sdk.cameras.trajectory",
-    "Frame": "nfldm_sdk.sensors.sensors",
-    "FrameBatch": "nfldm_sdk.sensors.sensors",
-    "SensorWorld": "nfldm_sdk.sensors.sensors",
-    "render_trajectory": "nfldm_sdk.sensors.sensors",
+    "Frame": "nfldm_sdk.sensors.frames",
+    "FrameBatch": "nfldm_sdk.sensors.frames",
+    "SensorWorld": "nfldm_sdk.sensors.world",
+    "render_trajectory": "nfldm_sdk.sensors.trajectory_render",
 }
 
 

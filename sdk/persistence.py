@@ -27,6 +27,11 @@ A network opts in with two class-level facts::
 JSON has no tuples, so on load every list is turned back into a tuple where the field's annotation says
 ``tuple`` (nested tuples and nested config dataclasses included); unknown config keys are an error rather than
 silently dropped, because a config that does not round-trip is a model that does not either.
+
+Class paths are recorded in saved files (``config.json``'s ``_class``, a bundle manifest's ``parts.*.class``), so a
+class that moves keeps its old path loadable through `CLASS_PATH_ALIASES`: `import_class`, the ``_class`` check of
+`PretrainedMixin.from_pretrained` and the bundle part check (`nfldm_sdk.pipelines.bundle.load_part`) read an old path
+as the class it now names (`names_class`).
 """
 from __future__ import annotations
 
@@ -37,9 +42,11 @@ import types
 import typing
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from nfldm_sdk.errors import NfldmError
 
@@ -62,15 +69,49 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+#: Class paths that files written by earlier nfldm versions record -> the class path that names the same class now.
+#: Every entry stays: a saved network or bundle is never re-written just because a class moved.
+CLASS_PATH_ALIASES: dict[str, str] = {
+    # the SDS prior network, in the flat `nfldm_sdk.guidance` module (bundles' optional prior/ part, prior runs)
+    "nfldm_sdk.guidance.PriorUNet": "nfldm_sdk.models.prior_unet.PriorUNet",
+    # the same network in the guidance subpackage's first layout
+    "nfldm_sdk.guidance.guidance.PriorUNet": "nfldm_sdk.models.prior_unet.PriorUNet",
+}
+
+
+class UnknownClassError(NfldmError, ImportError):
+    """A class path recorded in a saved file names no class of this nfldm (neither directly nor through
+    `CLASS_PATH_ALIASES`)."""
+
+
+def current_class_path(path: str) -> str:
+    """The class path `path` stands for today: its `CLASS_PATH_ALIASES` entry, or `path` itself."""
+    return CLASS_PATH_ALIASES.get(path, path)
+
+
+def names_class(path: str | None, cls: type) -> bool:
+    """Whether a recorded class path names `cls`: its `class_path`, or an alias of it (`CLASS_PATH_ALIASES`)."""
+    return path is not None and current_class_path(path) == class_path(cls)
+
+
 def import_class(path: str) -> type:
-    """Inverse of `class_path`."""
-    module, _, name = path.rpartition(".")
+    """Inverse of `class_path`; an old path is read through `CLASS_PATH_ALIASES`.
+
+    Raises:
+        `UnknownClassError` (an ``ImportError``) naming the path when its module or class does not exist.
+    """
+    current = current_class_path(path)
+    module, _, name = current.rpartition(".")
     try:
         obj: Any = importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"cannot import {module!r} for class {path!r}: {e}") from e
+        raise UnknownClassError(f"cannot import {module!r} for class {path!r}: {e}") from e
     for part in name.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            raise UnknownClassError(f"class {path!r} does not exist in this nfldm ({nfldm_version()}): module "
+                                    f"{module!r} has no {part!r}") from e
     return obj
 
 
@@ -110,6 +151,25 @@ def read_config(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ModelFileError(f"{path} holds a JSON {type(data).__name__}, not an object")
     return data
+
+
+def read_json_object(path: str | Path, *, missing: Exception,
+                     broken: Callable[[ModelFileError], Exception]) -> dict:
+    """`read_config` with the caller's errors: a manifest or a ``scene.json`` names its own fix.
+
+    Args:
+        path: the JSON file.
+        missing: raised when there is no file at `path`.
+        broken: builds the error raised (chained from it) for the `ModelFileError` of a file that is not a JSON
+            object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise missing
+    try:
+        return read_config(path)
+    except ModelFileError as e:
+        raise broken(e) from e
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -203,8 +263,6 @@ class PretrainedMixin:
         Weights are saved from CPU copies as they are (dtype kept); tensors that share storage are cloned so
         safetensors accepts them.
         """
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = config_to_dict(self.config)  # type: ignore[attr-defined]
@@ -227,7 +285,7 @@ class PretrainedMixin:
                 f"(expected {CONFIG_NAME} + {WEIGHTS_NAME}, written by save_pretrained)")
         data = read_config(path)
         stored = data.get("_class")
-        if stored is not None and stored != class_path(cls):
+        if stored is not None and not names_class(stored, cls):
             raise ValueError(
                 f"{directory} holds a {stored}, not a {class_path(cls)}: load it with {stored.rpartition('.')[2]}.from_pretrained")
         try:
@@ -244,9 +302,6 @@ class PretrainedMixin:
         ``model.safetensors`` (not JSON, truncated) raises `ModelFileError` naming the file. The model is returned
         in eval mode on `device` (CPU when None).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         config = cls.load_config(directory)
         weights = directory / WEIGHTS_NAME

@@ -22,6 +22,7 @@ from sim_bridge.rig import Rig, RigCamera, RigError, RIG_PRESETS  # noqa: E402
 
 def open_store(path, **kwargs):
     """Open a capture store for reading (validates on open). See `sim_bridge.store.reader.open_store`."""
+    # start-up time: zarr loads when a store is opened, not with `import sim_bridge`
     from sim_bridge.store.reader import open_store as _open
 
     return _open(path, **kwargs)

@@ -14,6 +14,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sim_bridge.rig import DEFAULT_RIG, Rig
+
+# Open3D and the procedural backend are imported by the functions that use them (start-up time: the machine line
+# of other benchmarks and `sim_bridge --help` need neither).
+
 
 @dataclass
 class CaptureBenchResult:
@@ -59,29 +64,39 @@ class CaptureBenchResult:
         return asdict(self)
 
 
-def machine_description() -> str:
-    """One line: CPU model, cores, 1-minute load average, Python / numpy / Open3D versions."""
+def cpu_name() -> str:
+    """The CPU's model name (``model name`` of /proc/cpuinfo; `platform.processor()` or the machine type where
+    there is none)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return cpu
+
+
+def load_average() -> float | None:
+    """The 1-minute load average of the machine, or None where the OS does not report one."""
     try:
-        load = f"{os.getloadavg()[0]:.2f}"
+        return os.getloadavg()[0]
     except OSError:
-        load = "n/a"
+        return None
+
+
+def machine_description() -> str:
+    """One line: CPU model, cores, 1-minute load average, Python / numpy / Open3D versions."""
+    load = load_average()
     import open3d as o3d
 
-    return (f"{cpu}, {os.cpu_count()} cores, load {load}, Python {platform.python_version()}, numpy {np.__version__}, "
-            f"open3d {o3d.__version__}")
+    return (f"{cpu_name()}, {os.cpu_count()} cores, load {'n/a' if load is None else f'{load:.2f}'}, Python "
+            f"{platform.python_version()}, numpy {np.__version__}, open3d {o3d.__version__}")
 
 
 def run_capture_bench(town: str = "Town03", width: int = 256, height: int = 256, frames: int = 30,
-                      rig: str = "default", weather: str = "ClearNoon", seed: int = 0,
+                      rig: str = DEFAULT_RIG, weather: str = "ClearNoon", seed: int = 0,
                       baseline_repeats: int = 5) -> CaptureBenchResult:
     """Time `frames` procedural capture ticks of `rig` at `width`×`height` in `town`, plus the raw raycaster.
 
@@ -93,8 +108,7 @@ def run_capture_bench(town: str = "Town03", width: int = 256, height: int = 256,
 
     from sim_bridge.backends.base import EpisodeSpec
     from sim_bridge.backends.procedural import ProceduralBackend
-    from sim_bridge.backends.procedural.render import make_scene
-    from sim_bridge.rig import Rig
+    from sim_bridge.backends.procedural.scenes import make_scene
 
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")

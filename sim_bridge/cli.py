@@ -7,12 +7,19 @@ codes, e.g. `validate`'s, are kept); any other exception is a bug and keeps its 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
+from sim_bridge.bench import format_capture_bench, run_capture_bench
 from sim_bridge.errors import SimBridgeError
-from sim_bridge.rig import RIG_PRESETS
+from sim_bridge.rig import DEFAULT_RIG, RIG_PRESETS, canonical_rig_name, rig_presets_text
+from sim_bridge.towns import TOWNS, check_town
+from sim_bridge.weather import WEATHER_PRESETS, check_weather
+
+# Each command imports what it runs inside its function (start-up time: `sim_bridge --help` and argument errors
+# load no zarr, Open3D or numba).
 
 
 def error_message(error: BaseException) -> str:
@@ -50,7 +57,7 @@ def main():
 @click.option("--height", type=click.IntRange(min=8), default=None,
               help="Image height (pixels). Default: 256 for a preset, a rig file's own height; one of --width/--height "
                    "alone keeps a rig file's aspect ratio, a size that changes it is an error.")
-@click.option("--rig", default="default", show_default=True, help=f"Rig preset ({', '.join(RIG_PRESETS)}) or a rig JSON file.")
+@click.option("--rig", default=DEFAULT_RIG, show_default=True, help=f"Rig preset: {rig_presets_text()}; or a rig JSON file.")
 @click.option("--weather", default="ClearNoon", show_default=True, help="CARLA weather preset (see `sim_bridge weathers`).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed (episodes derive theirs from it).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="CARLA server host.")
@@ -71,9 +78,6 @@ def collect(ctx, quiet, **options):
     cfg = CollectConfig(**options)
     try:
         if not options["resume"]:
-            from sim_bridge.towns import check_town
-            from sim_bridge.weather import check_weather
-
             check_town(cfg.town)
             check_weather(cfg.weather)
         result = run_collect(cfg, explicitly_set=explicit, progress=not quiet, log=lambda m: click.echo(m, err=True))
@@ -136,8 +140,6 @@ def validate(store, shallow):
 @main.command()
 def towns():
     """List the towns (CARLA names; the built-in simulator builds each its own way)."""
-    from sim_bridge.towns import TOWNS
-
     for name, description in TOWNS.items():
         click.echo(f"{name:10s} {description}")
 
@@ -145,8 +147,6 @@ def towns():
 @main.command()
 def weathers():
     """List the weather presets (CARLA's names)."""
-    from sim_bridge.weather import WEATHER_PRESETS
-
     for name in WEATHER_PRESETS:
         click.echo(name)
 
@@ -155,11 +155,11 @@ def weathers():
 @click.option("--export", "export_dir", default=None, help="Write every preset as <name>.json into this folder.")
 def rigs(export_dir):
     """List the rig presets (or export them as JSON files to edit)."""
-    from pathlib import Path
-
     for name, make in RIG_PRESETS.items():
         rig = make(256, 256)
-        click.echo(f"{name:9s} {len(rig)} camera(s): {', '.join(rig.names)}")
+        first = canonical_rig_name(name)
+        described = f"{len(rig)} camera(s): {', '.join(rig.names)}" if first == name else f"another name of {first}"
+        click.echo(f"{name:9s} {described}")
         if export_dir:
             Path(export_dir).mkdir(parents=True, exist_ok=True)
             rig.save(Path(export_dir) / f"{name}.json")
@@ -170,11 +170,9 @@ def rigs(export_dir):
 @click.option("--width", type=int, default=256, show_default=True)
 @click.option("--height", type=int, default=256, show_default=True)
 @click.option("--frames", type=int, default=30, show_default=True, help="Ticks to time (after one warm-up tick).")
-@click.option("--rig", default="default", show_default=True)
+@click.option("--rig", default=DEFAULT_RIG, show_default=True, help=f"Rig preset: {rig_presets_text()}; or a rig JSON file.")
 def bench(town, width, height, frames, rig):
     """Camera-frames per second of the procedural backend (and the raw raycaster in the same run)."""
-    from sim_bridge.bench import format_capture_bench, run_capture_bench
-
     click.echo(format_capture_bench(run_capture_bench(town=town, width=width, height=height, frames=frames, rig=rig)))
 
 

@@ -12,8 +12,13 @@ import sys
 import time
 from dataclasses import dataclass
 
+from tqdm.auto import tqdm
+
 from sim_bridge.backends.base import Backend, EpisodeSpec, episode_seed
-from sim_bridge.rig import Rig
+from sim_bridge.backends.carla_backend import CarlaBackend
+from sim_bridge.backends.carla_server import probe_carla
+from sim_bridge.rig import DEFAULT_RIG, Rig, canonical_rig_name
+from sim_bridge.store.writer import StoreWriter
 
 #: Settings recorded in the store's `collection` attribute; a resume must use the same values.
 _RECORDED = ("backend", "town", "weather", "seed", "episodes", "frames", "fps", "width", "height", "rig")
@@ -33,7 +38,8 @@ class CollectConfig:
         width, height: image size in pixels (all cameras); None: 256 for a preset, a rig file's own size
             (see `Rig.resolve`: a size that changes a rig file's aspect ratio is refused). `collect` records the
             size it used.
-        rig: rig preset name (default, ring6, nuscenes, front) or a rig JSON file.
+        rig: a rig preset name (``capture``, also called ``default`` or ``ring6``; ``nuscenes``; ``front``) or a rig
+            JSON file; the store records it as given.
         weather: CARLA weather preset name (ClearNoon, CloudyNoon, WetNoon, ClearSunset, …).
         seed: run seed; episode e uses `episode_seed(seed, e)`.
         host, port, tm_port, timeout: CARLA server address, Traffic Manager port, connection timeout (s).
@@ -49,7 +55,7 @@ class CollectConfig:
     fps: float = 10.0
     width: int | None = None
     height: int | None = None
-    rig: str = "default"
+    rig: str = DEFAULT_RIG
     weather: str = "ClearNoon"
     seed: int = 0
     host: str = "127.0.0.1"
@@ -93,8 +99,6 @@ def choose_backend(cfg: CollectConfig, log=print) -> str:
         return cfg.backend
     if carla_server_listening(cfg.host, cfg.port):
         try:
-            from sim_bridge.backends.carla_backend import probe_carla
-
             version = probe_carla(cfg.host, cfg.port, timeout=min(cfg.timeout, 5.0))
         except ImportError:
             log(f"A server listens at {cfg.host}:{cfg.port} but the carla package is missing (pip install 'nfldm[carla]'): "
@@ -110,14 +114,11 @@ def choose_backend(cfg: CollectConfig, log=print) -> str:
 def make_backend(name: str, cfg: CollectConfig, rig: Rig) -> Backend:
     """Instantiate backend `name` for `cfg` and `rig`."""
     if name == "procedural":
+        # start-up time: open3d and numba load only for the procedural backend
         from sim_bridge.backends.procedural.simulator import ProceduralBackend
 
         return ProceduralBackend(town=cfg.town, weather=cfg.weather, rig=rig, fps=cfg.fps, seed=cfg.seed)
     if name == "carla":
-        try:
-            from sim_bridge.backends.carla_backend import CarlaBackend
-        except ImportError as e:
-            raise RuntimeError(f"the CARLA backend needs the carla client package: pip install 'nfldm[carla]' ({e})") from e
         return CarlaBackend(town=cfg.town, weather=cfg.weather, rig=rig, fps=cfg.fps, seed=cfg.seed, host=cfg.host,
                             port=cfg.port, tm_port=cfg.tm_port, timeout=cfg.timeout)
     raise ValueError(f"unknown backend {name!r}")
@@ -132,11 +133,15 @@ def _recorded_settings(cfg: CollectConfig, backend: str) -> dict:
 def settings_for_resume(stored: dict, requested: CollectConfig, explicitly_set: set[str]) -> CollectConfig:
     """The config to resume with: the store's recorded settings, except `episodes`, which may grow.
 
-    Raises ValueError naming every option the user set explicitly to a value that differs from the store's.
+    Raises ValueError naming every option the user set explicitly to a value that differs from the store's (a rig
+    preset given by another of its names, e.g. ``capture`` for a store collected with ``default``, is the same).
     """
     conflicts = []
     for key in _RECORDED:
-        if key in explicitly_set and key != "episodes" and stored.get(key) != getattr(requested, key, None):
+        want, have = getattr(requested, key, None), stored.get(key)
+        if key == "rig" and isinstance(want, str) and isinstance(have, str):
+            want, have = canonical_rig_name(want), canonical_rig_name(have)
+        if key in explicitly_set and key != "episodes" and have != want:
             conflicts.append(f"--{key} {getattr(requested, key)!r} (store has {stored.get(key)!r})")
     if conflicts:
         raise ValueError("cannot resume with different settings: " + ", ".join(conflicts)
@@ -155,8 +160,6 @@ def collect(cfg: CollectConfig, explicitly_set: set[str] | None = None, progress
     On KeyboardInterrupt the backend is closed (actors destroyed, settings restored), the committed frames stay,
     and the exception propagates; `collect(..., resume=True)` continues later without losing or repeating a frame.
     """
-    from sim_bridge.store.writer import StoreWriter
-
     explicitly_set = explicitly_set or set()
     if cfg.resume:
         writer = StoreWriter.open_for_resume(cfg.out)
@@ -213,7 +216,5 @@ def collect(cfg: CollectConfig, explicitly_set: set[str] | None = None, progress
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=initial, unit="frame", dynamic_ncols=True, disable=not enabled, file=sys.stderr,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} frames [{elapsed}<{remaining}, {rate_fmt}]")

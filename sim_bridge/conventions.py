@@ -56,6 +56,8 @@ import math
 
 import numpy as np
 
+from sim_bridge.errors import MissingExtraError
+
 #: Mirror of the y axis: UE world <-> our world, and UE actor local <-> ego. Its own inverse.
 UE_MIRROR = np.diag([1.0, -1.0, 1.0, 1.0])
 #: OpenCV camera axes -> UE camera-local axes (columns are the UE images of cv x, y, z). Inverse = transpose.
@@ -69,12 +71,11 @@ CARLA_DEPTH_FAR_M = 1000.0
 _DEPTH_MAX_CODE = 256**3 - 1
 
 
-def _import_carla():
+def import_carla():
+    """The `carla` client module, or `MissingExtraError` naming the ``pip install`` when it is not installed."""
     try:
-        import carla
+        import carla  # optional dependency: the `carla` extra
     except ImportError as err:  # pragma: no cover - the dev environment has it
-        from sim_bridge.errors import MissingExtraError
-
         raise MissingExtraError("the `carla` client package is not installed: pip install 'nfldm[carla]' "
                                 "(it must match the server version, e.g. carla==0.9.16)") from err
     return carla
@@ -116,7 +117,7 @@ def _transform_from_ue_matrix(T: np.ndarray):
     roll = atan2(−R[2,1], R[2,2]). At gimbal lock (|pitch| = 90°) yaw and roll are coupled; roll is set to 0
     and yaw read from the second column (R[0,1] = −sin yaw, R[1,1] = cos yaw when roll = 0).
     """
-    carla = _import_carla()
+    carla = import_carla()
     R = T[:3, :3]
     sp = float(np.clip(R[2, 0], -1.0, 1.0))
     pitch = math.degrees(math.asin(sp))

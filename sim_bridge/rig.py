@@ -264,8 +264,9 @@ class Rig:
         return rig.with_size(w, h)
 
 
-def ring_rig(width: int = 256, height: int = 256) -> Rig:
-    """Default capture rig: 6 roof cameras, 90° horizontal FOV, 60° apart — full 360° with overlap.
+def capture_rig(width: int = 256, height: int = 256) -> Rig:
+    """The capture rig (preset ``capture``, also called ``default`` and ``ring6``): 6 roof cameras, 90° horizontal
+    FOV, 60° apart — full 360° with overlap. The same rig as `nfldm_sdk.cameras.rig.capture_rig`.
 
     Mounted 1.6 m above ground near the roof centre, each camera 0.5 m out along its viewing direction.
     """
@@ -291,5 +292,24 @@ def front_rig(width: int = 256, height: int = 256) -> Rig:
     return Rig((RigCamera("front", intrinsics_from_fov(90.0, width, height), width, height, mount_to_cam_to_ego(0.8, 0.0, 1.5, 0.0)),))
 
 
-#: Rig presets by name: `name -> fn(width, height) -> Rig`. "default" is the capture rig.
-RIG_PRESETS = {"default": ring_rig, "ring6": ring_rig, "nuscenes": nuscenes_rig, "front": front_rig}
+#: Rig presets by name: `name -> fn(width, height) -> Rig`, in the SDK's order (`nfldm_sdk.cameras.rig.RIG_PRESETS`).
+#: ``default`` and ``ring6`` are other names of the capture rig: a store records the name it was collected with.
+RIG_PRESETS = {"capture": capture_rig, "nuscenes": nuscenes_rig, "front": front_rig, "default": capture_rig,
+               "ring6": capture_rig}
+#: The preset `collect` and `bench` use when none is given.
+DEFAULT_RIG = "capture"
+
+
+def canonical_rig_name(spec: str) -> str:
+    """The first name of the preset `spec` names (``default`` and ``ring6`` -> ``capture``); any other `spec` (a rig
+    file) unchanged. Two specs with the same canonical name build the same rig."""
+    make = RIG_PRESETS.get(spec)
+    return next(name for name, fn in RIG_PRESETS.items() if fn is make) if make is not None else spec
+
+
+def rig_presets_text() -> str:
+    """The preset names for help texts: ``capture (also default, ring6), nuscenes, front``."""
+    groups: dict = {}
+    for name, fn in RIG_PRESETS.items():
+        groups.setdefault(fn, []).append(name)
+    return ", ".join(names[0] + (f" (also {', '.join(names[1:])})" if len(names) > 1 else "") for names in groups.values())

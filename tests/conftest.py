@@ -58,7 +58,7 @@ def write_tiny_bundle():
     """``write_tiny_bundle(path, generator, latent_stats=None) -> path``: `generator`'s parts written as a model bundle
     (preset "tiny", a zero training-data hash); `latent_stats` replaces the generator's statistics (and is set on it)."""
     def write(path, generator, latent_stats=None):
-        from nfldm_sdk.pipelines.generator import write_bundle
+        from nfldm_sdk.pipelines.bundle import write_bundle
 
         if latent_stats is not None:
             generator.latent_stats = latent_stats

@@ -14,7 +14,8 @@ TINY = {
     "render": dict(size=32, n_samples=8, grid=(4, 16, 16), channels=4, batch=1, rounds=1),
     "sampling": dict(bundle_or_preset="tiny", samplers=("ddim",), steps=(2,), batch=1),
     "sensors": dict(size=32, ticks=1, batch_size=6, rounds=1,
-                    decoder=dict(channels=4, render_samples=8, decoder_widths=(16, 16, 16), blocks_per_stage=1, grid=(4, 16, 16))),
+                    decoder=dict(preset="tiny", feature_channels=4, render_samples=8, decoder_widths=(16, 16, 16),
+                                 grid_shape=(4, 16, 16))),
     "refine": dict(size="tiny", steps=1, views=1),
     "startup": dict(repeats=1),
 }
@@ -29,6 +30,19 @@ def test_machine_line_names_cpu_cores_threads():
 def test_quick_sizes_cover_every_benchmark():
     assert set(BENCH_SIZES["quick"]) == set(BENCH_SIZES["full"]) == set(TINY)
 
+
+
+def test_refine_and_sensor_benchmarks_take_their_sizes_from_the_preset_table():
+    from nfldm_training.benchmarks.refine import refine_sizes
+    from nfldm_training.benchmarks.sensors import bench_decoder
+    from nfldm_training.configs.presets import PRESETS
+
+    for name in ("tiny", "small"):
+        assert refine_sizes(name) == (PRESETS[name].scene_ae, PRESETS[name].prior.prior)
+    assert bench_decoder("tiny").config == PRESETS["tiny"].scene_ae
+    assert bench_decoder("tiny", decoder_widths=(16, 16, 16)).config.encoder_widths == (16, 16, 16)
+    assert [BENCH_SIZES[m]["sensors"]["decoder"] for m in ("quick", "full")] == [{"preset": "tiny"}, {"preset": "small"}]
+    assert [BENCH_SIZES[m]["refine"]["size"] for m in ("quick", "full")] == ["tiny", "small"]
 
 def test_run_bench_tiny(tmp_path):
     report = run_bench(quick=True, device="cpu", sizes=TINY, log=lambda s: None)

@@ -1,5 +1,6 @@
 """A corrupted bundle part gives a `BundleError` naming the part and the file, for every part (the SDS prior
-included), whatever the corruption (issue 12, item 9)."""
+included), whatever the corruption; bundles that record an old class path (`CLASS_PATH_ALIASES`) keep loading, and an
+unknown class path is a clear error."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,13 @@ import pytest
 import torch
 
 from nfldm_sdk.errors import NfldmError
-from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
-from nfldm_sdk.guidance.guidance import PriorConfig, PriorGuidance, PriorUNet, add_prior_to_bundle
-from nfldm_sdk.persistence import ModelFileError, ModelNotFoundError, read_config, resolve_model_dir
+from nfldm_sdk.guidance.prior import PRIOR_PART, PriorGuidance, add_prior_to_bundle
+from nfldm_sdk.models.prior_unet import PriorConfig, PriorUNet
+from nfldm_sdk.persistence import (CLASS_PATH_ALIASES, ModelFileError, ModelNotFoundError, UnknownClassError, class_path,
+                                   import_class, load_pretrained, names_class, read_config, resolve_model_dir)
+from nfldm_sdk.pipelines.bundle import PART_CLASSES, part_hash, read_manifest, shipped_model_path
+from nfldm_sdk.pipelines.bundle import BundleError
+from nfldm_sdk.pipelines.generator import SceneGenerator
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -113,7 +118,7 @@ def test_pretrained_folder_errors_name_the_file(tmp_path):
         PriorUNet.from_pretrained(folder)
     with pytest.raises(ModelFileError, match="config.json is not valid JSON"):
         resolve_model_dir(folder)
-    (folder / "config.json").write_text('{"_class": "nfldm_sdk.guidance.guidance.PriorUNet", "preset": "tiny"}')
+    (folder / "config.json").write_text('{"_class": "nfldm_sdk.models.prior_unet.PriorUNet", "preset": "tiny"}')
     with pytest.raises(ModelFileError, match=rf"{re.escape(str(folder / 'config.json'))}: PriorConfig has no field"):
         PriorUNet.from_pretrained(folder)
     (folder / "config.json").write_text("[]")
@@ -126,7 +131,7 @@ def test_pretrained_folder_errors_name_the_file(tmp_path):
 
 def test_broken_scene_json_names_the_file(tmp_path):
     """A scene folder whose scene.json is missing, not JSON, or not an object is a one-line project error."""
-    from nfldm_sdk.pipelines.generator import NeuralScene, SceneFormatError, SceneNotFoundError
+    from nfldm_sdk.pipelines.scene import NeuralScene, SceneFormatError, SceneNotFoundError
 
     with pytest.raises(SceneNotFoundError, match="scene.json not found"):
         NeuralScene.load(tmp_path)
@@ -137,3 +142,76 @@ def test_broken_scene_json_names_the_file(tmp_path):
     with pytest.raises(SceneFormatError, match="holds a JSON list"):
         NeuralScene.load(tmp_path)
     assert issubclass(SceneFormatError, NfldmError) and issubclass(SceneNotFoundError, FileNotFoundError)
+
+
+# ============================================================================================ class-path aliases
+#: Where the prior network was before the guidance subpackage (the flat `nfldm_sdk/guidance.py`).
+OLD_PRIOR_PATH = "nfldm_sdk.guidance.PriorUNet"
+
+
+def _record_class(bundle, part: str, path: str) -> None:
+    """Rewrite the class path a bundle part records (its config.json and the manifest), as an older nfldm wrote it,
+    with the part's sha256 recomputed so that the part is an intact export."""
+    config = bundle / part / "config.json"
+    data = json.loads(config.read_text())
+    data["_class"] = path
+    config.write_text(json.dumps(data, indent=2) + "\n")
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["parts"][part].update({"class": path, "sha256": part_hash(bundle / part)})
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def old_bundle(bundle_with_prior, tmp_path_factory):
+    """`bundle_with_prior` whose prior part records the class path bundles written before the restructure hold."""
+    path = tmp_path_factory.mktemp("old_bundle") / "b"
+    shutil.copytree(bundle_with_prior, path)
+    _record_class(path, PRIOR_PART, OLD_PRIOR_PATH)
+    return path
+
+
+def test_every_alias_names_an_importable_class_by_its_current_path():
+    assert OLD_PRIOR_PATH in CLASS_PATH_ALIASES
+    for old, current in CLASS_PATH_ALIASES.items():
+        cls = import_class(current)
+        assert class_path(cls) == current, f"alias target {current} is not a current class path"
+        assert import_class(old) is cls and names_class(old, cls) and names_class(current, cls)
+        assert old != current
+
+
+def test_a_bundle_whose_prior_records_the_old_class_path_loads(old_bundle):
+    manifest = read_manifest(old_bundle)
+    assert manifest.parts[PRIOR_PART]["class"] == OLD_PRIOR_PATH
+    assert json.loads((old_bundle / PRIOR_PART / "config.json").read_text())["_class"] == OLD_PRIOR_PATH
+    expected = load_pretrained(old_bundle / PRIOR_PART).state_dict()       # import_class reads the old path
+    guidance = PriorGuidance.from_bundle(old_bundle)                        # load_part's class check and sha256
+    assert isinstance(guidance.prior, PriorUNet)
+    for name, tensor in guidance.prior.state_dict().items():
+        assert torch.equal(tensor, expected[name])
+    assert isinstance(PriorGuidance.from_pretrained(old_bundle / PRIOR_PART).prior, PriorUNet)   # the mixin's check
+    SceneGenerator.from_pretrained(old_bundle)                              # the generative parts are untouched
+
+
+def test_an_unknown_class_path_is_a_clear_error(old_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(old_bundle, bundle)
+    unknown = "nfldm_sdk.guidance.NoSuchNet"
+    _record_class(bundle, PRIOR_PART, unknown)
+    with pytest.raises(BundleError, match=rf"part 'prior' holds a {unknown}, expected a {class_path(PriorUNet)}"):
+        PriorGuidance.from_bundle(bundle)
+    with pytest.raises(ValueError, match=rf"holds a {unknown}, not a {class_path(PriorUNet)}"):
+        PriorUNet.from_pretrained(bundle / PRIOR_PART)
+    with pytest.raises(UnknownClassError, match=rf"class '{unknown}' does not exist.*has no 'NoSuchNet'"):
+        load_pretrained(bundle / PRIOR_PART)
+    with pytest.raises(UnknownClassError, match="cannot import 'nfldm_sdk.no_such_module'"):
+        import_class("nfldm_sdk.no_such_module.Net")
+    assert issubclass(UnknownClassError, ImportError)
+
+
+def test_the_shipped_bundle_records_current_class_paths():
+    manifest = read_manifest(shipped_model_path())
+    for part, cls in PART_CLASSES.items():
+        assert manifest.parts[part]["class"] == class_path(cls)
+        config = json.loads((shipped_model_path() / manifest.parts[part]["path"] / "config.json").read_text())
+        assert config["_class"] == class_path(cls)

@@ -13,9 +13,9 @@ import carla_standin as cs
 from sim_bridge import conventions as conv
 from sim_bridge import semantics
 from sim_bridge.backends.base import Backend, EpisodeSpec
-from sim_bridge.backends.carla_backend import (CarlaBackend, CarlaConnectionError, CarlaVersionError,
-                                               SensorTimeoutError, _FrameQueue, check_versions, physics_substeps,
-                                               probe_carla)
+from sim_bridge.backends.carla_backend import CarlaBackend
+from sim_bridge.backends.carla_sensors import FrameQueue, SensorTimeoutError
+from sim_bridge.backends.carla_server import CarlaConnectionError, CarlaVersionError, check_versions, physics_substeps, probe_carla
 from sim_bridge.rig import Rig, RigCamera, intrinsics_from_fov, mount_to_cam_to_ego
 
 W, H, FPS = 32, 24, 10.0
@@ -158,7 +158,7 @@ def test_depth_equals_analytic_ground_plane(server):
 
 # ------------------------------------------------------------------------------------------- frame matching
 def test_frame_queue_matches_ids():
-    q = _FrameQueue("cam/rgb")
+    q = FrameQueue("cam/rgb")
     item = lambda f: type("Item", (), {"frame": f})()  # noqa: E731
     q.put(item(11))  # a newer frame first
     q.put(item(10))

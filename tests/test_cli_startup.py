@@ -66,7 +66,7 @@ def test_help_shows_the_device_default_without_computing_it():
 def test_option_name_tables_match_the_modules_they_mirror():
     from nfldm_sdk.cli.names import RIG_PRESET_NAMES, SAMPLER_NAMES, default_device
     from nfldm_sdk.cameras.rig import RIG_PRESETS
-    from nfldm_sdk.pipelines.sampling import SAMPLERS
+    from nfldm_sdk.models.noise_schedule import SAMPLERS
     from nfldm_training.configs.names import PRESET_NAMES
     from nfldm_training.configs.presets import PRESETS
     from nfldm_training.configs.latent import LATENT_PRESETS

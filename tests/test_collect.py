@@ -88,6 +88,22 @@ def test_resume_refuses_conflicting_settings_and_existing_store_needs_a_flag(tmp
     assert len(open_store(str(out))) == 2
 
 
+def test_store_records_the_rig_name_given_and_resume_accepts_its_other_names(tmp_path):
+    base = ["--backend", "procedural", "--town", "Town01", "--width", "16", "--height", "16", "--fps", "5", "--quiet"]
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    assert CliRunner().invoke(cli, ["collect", "--out", str(old), *base, "--frames", "1", "--rig", "default"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["collect", "--out", str(new), *base, "--frames", "1"]).exit_code == 0
+    assert zarr.open_group(str(old), mode="r").attrs["collection"]["rig"] == "default"
+    assert zarr.open_group(str(new), mode="r").attrs["collection"]["rig"] == "capture"  # the default preset
+    assert zarr.open_group(str(old), mode="r").attrs["rig"] == zarr.open_group(str(new), mode="r").attrs["rig"]
+    more = CliRunner().invoke(cli, ["collect", "--out", str(old), "--resume", "--rig", "capture", "--episodes", "2",
+                                    "--quiet"])
+    assert more.exit_code == 0, more.output
+    assert zarr.open_group(str(old), mode="r").attrs["collection"]["rig"] == "default"
+    other = CliRunner().invoke(cli, ["collect", "--out", str(old), "--resume", "--rig", "front"])
+    assert other.exit_code != 0 and "--rig" in other.output and "'default'" in other.output
+
+
 @pytest.mark.parametrize("bad, message", [(["--town", "Town99"], "Town03"), (["--weather", "Sunny"], "ClearNoon"),
                                           (["--rig", "no_such_rig"], "preset")])
 def test_bad_input_names_the_fix(tmp_path, bad, message):

@@ -108,7 +108,7 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def scene_ae_run(root, tiny_capture) -> Path:
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-    from nfldm_training.configs.presets import load_preset
+    from nfldm_training.configs.run_config import load_run_config
 
     run = root / "ae"
     common = ["scene-ae", "--data", tiny_capture, "--preset", "tiny", "--out", str(run)]
@@ -119,7 +119,7 @@ def scene_ae_run(root, tiny_capture) -> Path:
     out = _train(*common, "--max-steps", "3")
     _resumed(run, out, first, "untrained")
     _check_run(run, 3, SceneAutoEncoder, "model.")
-    cfg = load_preset(run / "config.json")  # the saved config, with the resume's --max-steps on top
+    cfg = load_run_config(run / "config.json", "scene-ae").section  # the saved config, with the resume's --max-steps on top
     assert (cfg.name, cfg.scene_ae_train.stride, cfg.scene_ae_train.max_steps) == ("tiny", 3, 3)
     return run
 
@@ -132,7 +132,7 @@ def test_scene_ae_trains_and_resumes_under_ddp(scene_ae_run):
 @pytest.fixture(scope="module")
 def latent_ae_run(root, tiny_capture, scene_ae_run) -> Path:
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder
-    from nfldm_training.configs.latent import load_latent_preset
+    from nfldm_training.configs.run_config import load_run_config
 
     # a run directory resolves to its model/ (nfldm_sdk.persistence.resolve_model_dir) in both commands
     _cli(["encode-voxels", "--model", str(scene_ae_run), "--data", tiny_capture, "--out", str(root / "voxels.zarr"),
@@ -147,7 +147,7 @@ def latent_ae_run(root, tiny_capture, scene_ae_run) -> Path:
     out = _train(*common, "--max-steps", "3")
     _resumed(run, out, first, "untrained")
     _check_run(run, 3, LatentAutoEncoder, "model.")
-    assert load_latent_preset(run / "config.json").latent_ae_train.render_views == 2   # the saved config is kept
+    assert load_run_config(run / "config.json", "latent-ae").section.latent_ae_train.render_views == 2   # the saved config is kept
     return run
 
 
@@ -159,7 +159,7 @@ def test_latent_ae_trains_and_resumes_under_ddp(latent_ae_run):
 @pytest.mark.slow
 def test_ldm_trains_and_resumes_under_ddp_with_its_saved_config(root, latent_ae_run):
     from nfldm_sdk.models.denoisers import DENOISER_CLASSES
-    from nfldm_training.configs.ldm import load_ldm_preset
+    from nfldm_training.configs.run_config import load_run_config
 
     _cli(["encode-latents", "--model", str(latent_ae_run), "--voxels", str(root / "voxels.zarr"),
           "--out", str(root / "latents.zarr"), "--device", "cpu", "--no-progress"])
@@ -172,7 +172,8 @@ def test_ldm_trains_and_resumes_under_ddp_with_its_saved_config(root, latent_ae_
     out = _train(*common, "--max-steps", "3")   # no --batch-size: the run's saved batch size 1 is kept
     _resumed(run, out, first, "val_loss_untrained")
     _check_run(run, 3, DENOISER_CLASSES["g"], "ema.module.")
-    level, name, ldm = load_ldm_preset(run / "config.json")
+    name, ldm, extra = load_run_config(run / "config.json", "ldm")
+    level = extra["level"]
     assert (level, name, ldm.train_g.batch_size, ldm.train_g.max_steps) == ("g", "tiny", 1, 3)
 
     # the saved config names the run's level: resuming it as another level is an error naming the fix
@@ -184,8 +185,8 @@ def test_ldm_trains_and_resumes_under_ddp_with_its_saved_config(root, latent_ae_
 def test_prior_trains_and_resumes_under_ddp(root, tiny_capture):
     import imageio.v3 as iio
 
-    from nfldm_sdk.guidance.guidance import PriorUNet
-    from nfldm_training.configs.prior import load_prior_preset
+    from nfldm_sdk.models.prior_unet import PriorUNet
+    from nfldm_training.configs.run_config import load_run_config
     from nfldm_training.modules.prior import ARTIFACTS_NAME
 
     art = root / "artifacts"
@@ -204,5 +205,5 @@ def test_prior_trains_and_resumes_under_ddp(root, tiny_capture):
     assert "reusing the artifact images" in out
     _resumed(run, out, first, "val_loss_untrained")
     _check_run(run, 3, PriorUNet, "ema.module.")
-    name, preset = load_prior_preset(run / "config.json")
+    name, preset, _ = load_run_config(run / "config.json", "prior")
     assert (name, preset.train.batch_size, preset.train.max_steps) == ("tiny", 2, 3)

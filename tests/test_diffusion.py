@@ -12,9 +12,9 @@ import torch
 from nfldm_sdk.models.denoisers import (CDenoiser, CDenoiserConfig, FDenoiser, FDenoiserConfig, GDenoiser,
                                         GDenoiserConfig)
 from nfldm_sdk.models.latent_ae import Latents, LatentStats
-from nfldm_sdk.pipelines.sampling import (SAMPLERS, NoiseSchedule, denormalize_level, make_scheduler, normalize_level,
-                                sample_level, training_scheduler)
-from nfldm_training.modules.ldm import ema_multi_avg_fn, v_prediction_loss
+from nfldm_sdk.pipelines.sampling import denormalize_level, normalize_level, sample_level
+from nfldm_sdk.models.noise_schedule import SAMPLERS, NoiseSchedule, make_scheduler, training_scheduler
+from nfldm_training.modules.diffusion import ema_multi_avg_fn, v_prediction_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -286,7 +286,8 @@ def test_bundle_round_trip_generates_the_same_scenes(tiny_bundle, tiny_generator
 
 
 def test_bundle_missing_part_names_it(tiny_bundle, tmp_path):
-    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
+    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.pipelines.generator import SceneGenerator
 
     broken = _broken_copy(tiny_bundle, tmp_path)
     shutil.rmtree(broken / "denoiser_c")
@@ -295,7 +296,8 @@ def test_bundle_missing_part_names_it(tiny_bundle, tmp_path):
 
 
 def test_bundle_part_of_the_wrong_class_names_it(tiny_bundle, tmp_path):
-    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
+    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.pipelines.generator import SceneGenerator
 
     broken = _broken_copy(tiny_bundle, tmp_path)
     shutil.rmtree(broken / "denoiser_c")
@@ -305,7 +307,8 @@ def test_bundle_part_of_the_wrong_class_names_it(tiny_bundle, tmp_path):
 
 
 def test_bundle_changed_part_and_manifest_version(tiny_bundle, tmp_path):
-    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
+    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.pipelines.generator import SceneGenerator
 
     broken = _broken_copy(tiny_bundle, tmp_path)
     torch.manual_seed(1)
@@ -322,7 +325,7 @@ def test_bundle_changed_part_and_manifest_version(tiny_bundle, tmp_path):
 
 
 def test_bundle_with_inconsistent_latent_shapes_is_refused(tiny_generator, tmp_path):
-    from nfldm_sdk.pipelines.generator import BundleError, write_bundle
+    from nfldm_sdk.pipelines.bundle import BundleError, write_bundle
 
     gen = tiny_generator
     cfg = gen.denoisers["c"].config
@@ -347,8 +350,10 @@ def test_generate_is_deterministic_and_batch_independent(tiny_generator):
 
 
 def test_neural_scene_save_load_render(tiny_bundle, tiny_generator, tmp_path):
-    from nfldm_sdk.cli.generate import preview_cameras
-    from nfldm_sdk.pipelines.generator import BundleError, NeuralScene, SceneGenerator
+    from nfldm_sdk.cameras.builders import preview_cameras
+    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.pipelines.generator import SceneGenerator
+    from nfldm_sdk.pipelines.scene import NeuralScene
 
     gen = SceneGenerator.from_pretrained(tiny_bundle)
     scene = gen.generate(1, seed=4, steps=2)[0]
@@ -372,7 +377,7 @@ def test_neural_scene_save_load_render(tiny_bundle, tiny_generator, tmp_path):
 
 
 def test_preview_cameras_look_front_left_back_right():
-    from nfldm_sdk.cli.generate import preview_cameras
+    from nfldm_sdk.cameras.builders import preview_cameras
 
     cams = preview_cameras(64, 32)
     pts = torch.tensor([[10.0, 0.0, 1.6], [0.0, 10.0, 1.6], [-10.0, 0.0, 1.6], [0.0, -10.0, 1.6]])
@@ -415,11 +420,11 @@ def test_sampling_bench_runs_and_formats(tiny_generator):
 
 # ============================================================================================ training and export
 def _write_latent_store(path, n=6, seed=0, stats=None):
-    """A latent store in the format of `nfldm encode-latents` (nfldm_training.data.latent_scenes), random latents."""
+    """A latent store in the format of `nfldm encode-latents` (nfldm_training.stores.latent_store), random latents."""
     import zarr
 
     from nfldm_sdk.persistence import config_to_dict
-    from nfldm_training.data.latent_scenes import LATENT_STORE_FORMAT, LATENT_STORE_VERSION
+    from nfldm_training.stores.latent_store import LATENT_STORE_FORMAT, LATENT_STORE_VERSION
 
     rng = np.random.default_rng(seed)
     grp = zarr.open_group(str(path), mode="w", zarr_format=3)
@@ -437,7 +442,7 @@ def _write_latent_store(path, n=6, seed=0, stats=None):
 def test_stage3_split_holds_out_the_episodes_stage1_holds_out():
     import numpy as np
 
-    from nfldm_training.data.capture_windows import _val_episodes
+    from nfldm_training.data.capture_windows import held_out_episodes
     from nfldm_training.data.latent_levels import split_by_episode
 
     # store 0: episodes 0..4 with 2 scenes each (rows 0-9); store 1: one episode with 4 scenes (rows 10-13)
@@ -445,7 +450,7 @@ def test_stage3_split_holds_out_the_episodes_stage1_holds_out():
     train, val = split_by_episode(ids, 0.5)
     # store 0: stage 1 holds out its last round(0.5·5) = 2 episodes (3, 4) -> rows 6-9; store 1 (one episode):
     # every k-th scene, split_indices(4, 0.5) -> positions 0 and 2 -> rows 10 and 12
-    assert _val_episodes(5, 0.5, None) == {3, 4}
+    assert held_out_episodes(5, 0.5, None) == {3, 4}
     assert val == [6, 7, 8, 9, 10, 12] and sorted(train + val) == list(range(14))
     assert split_by_episode(ids, 0.2)[1] == [8, 9]   # 1 episode of 5; 4 single-episode scenes: int(0.8) = 0 held out
 
@@ -512,7 +517,7 @@ def test_train_ldm_cli_trains_and_resumes(tmp_path):
     from click.testing import CliRunner
 
     from nfldm_training.cli.ldm import train_ldm
-    from nfldm_training.configs.ldm import load_ldm_preset
+    from nfldm_training.configs.run_config import load_run_config
 
     store = _write_latent_store(tmp_path / "l.zarr", n=4)
     run = tmp_path / "run_g"
@@ -525,7 +530,8 @@ def test_train_ldm_cli_trains_and_resumes(tmp_path):
     res = CliRunner().invoke(train_ldm, ["--level", "g", "--latents", store, "--out", str(run), "--accelerator", "cpu",
                                          "--devices", "1", "--max-steps", "4"])
     assert res.exit_code == 0 and "resuming from" in res.output and "4 steps" in res.output, res.output
-    level, name, saved = load_ldm_preset(run / "config.json")
+    name, saved, extra = load_run_config(run / "config.json", "ldm")
+    level = extra["level"]
     assert (level, name, saved.train_g.batch_size, saved.train_g.max_steps) == ("g", "tiny", 2, 4)
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
     assert not torch.equal(GDenoiser.from_pretrained(run / "model").state_dict()["out.2.weight"], first["out.2.weight"])

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from nfldm_sdk.errors import NfldmError
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.pipelines.generate_args import GenerateArgumentError
-from nfldm_sdk.pipelines.generator import NeuralScene
+from nfldm_sdk.pipelines.scene import NeuralScene
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.models.latent_ae import LatentAEConfig, Latents, LatentStats, LatentAutoEncoder, fold_z, unfold_z
+from nfldm_sdk.models.latent_ae import LatentAEConfig, Latents, LatentStats, LatentAutoEncoder
+from nfldm_sdk.models.layout import fold_z, unfold_z
 from nfldm_sdk.models.vq import (VectorQuantizer, code_statistics, ema_codebook_update, nearest_codes,
                                  revive_dead_codes)
 
@@ -264,7 +265,7 @@ def test_lae_reconstruction_error_falls_and_codebook_usage_recovers_from_far_ini
 
 # ------------------------------------------------------------------------------------------------ stats
 def test_latent_stats_accumulator_matches_numpy_and_normalize_inverts():
-    from nfldm_training.data.latent_scenes import LatentStatsAccumulator
+    from nfldm_training.stores.latent_store import LatentStatsAccumulator
 
     rng = np.random.default_rng(0)
     g = rng.normal(3.0, 2.0, (7, 5)).astype(np.float32)
@@ -338,7 +339,7 @@ def test_log_density_loss_gradient_does_not_vanish_through_softplus():
 
 def test_default_lae_training_uses_the_log_l2_density_loss():
     from nfldm_training.configs.presets import PRESETS
-    from nfldm_training.configs.latent import LatentAETrainConfig
+    from nfldm_training.configs.sections import LatentAETrainConfig
 
     assert (LatentAETrainConfig().density_log_eps, LatentAETrainConfig().density_loss) == (1e-3, "l2")
     for name, preset in PRESETS.items():
@@ -414,7 +415,7 @@ def test_train_latent_ae_reduces_voxel_error_and_resumes(stage2):
 
 
 def test_encode_latents_decode_matches_model_and_stats_match_numpy(stage2):
-    from nfldm_training.data.latent_scenes import LatentStore
+    from nfldm_training.stores.latent_store import LatentStore
     from nfldm_training.stores.voxel_store import VoxelStore
 
     root = stage2["root"]

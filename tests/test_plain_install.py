@@ -192,7 +192,8 @@ def test_plain_install_has_no_dev_packages(plain_env, tmp_path):
 #: Loads the default model with no path and prints where it came from, its bundle hash and a digest of one scene.
 DEFAULT_MODEL_PROBE = """
 import hashlib
-from nfldm_sdk.pipelines.generator import SceneGenerator, default_model_path
+from nfldm_sdk.pipelines.bundle import default_model_path
+from nfldm_sdk.pipelines.generator import SceneGenerator
 g = SceneGenerator.from_pretrained(device="cpu")
 f = g.generate(1, seed=0, steps=3)[0].field
 print(default_model_path())

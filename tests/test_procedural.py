@@ -11,14 +11,18 @@ from sim_bridge import semantics as sem
 from sim_bridge.backends.base import Backend, EpisodeSpec
 from sim_bridge.backends.procedural import ProceduralBackend
 from sim_bridge.backends.procedural import materials as M
+from sim_bridge.backends.procedural.car_culling import CarShadowGrid
+from sim_bridge.backends.procedural.car_meshes import CarFleet
 from sim_bridge.backends.procedural.driving import RoadNet, Traffic
 from sim_bridge.backends.procedural.layout import build_layout
-from sim_bridge.backends.procedural.meshes import MeshBuilder, build_static_mesh, land_rect
+from sim_bridge.backends.procedural.lighting import lighting_from_weather
+from sim_bridge.backends.procedural.meshes import MeshBuilder, box
 from sim_bridge.backends.procedural.placement import CAR_COLOURS, plan_town
-from sim_bridge.backends.procedural.render import Renderer, outside_rect
-from sim_bridge.backends.procedural.simulator import ego_to_world_matrix
+from sim_bridge.backends.procedural.render import Renderer
 from sim_bridge.backends.procedural.roads import build_roads
-from sim_bridge.backends.procedural.shading import lighting_from_weather
+from sim_bridge.backends.procedural.scenes import commit_scene, outside_rect
+from sim_bridge.backends.procedural.simulator import TRAFFIC, ego_to_world_matrix
+from sim_bridge.backends.procedural.town_mesh import build_static_mesh, land_rect
 from sim_bridge.rig import Rig
 from sim_bridge.towns import TOWNS
 from sim_bridge.weather import WEATHER_PRESETS
@@ -251,7 +255,6 @@ def _box_scene(y_box):
     mb = MeshBuilder()
     mb.add(np.array([[-60, -60, 0], [60, -60, 0], [60, 60, 0], [-60, 60, 0]], float), np.array([[0, 1, 2], [0, 2, 3]]),
            sem.TERRAIN, M.GRASS, (100, 120, 60))
-    from sim_bridge.backends.procedural.meshes import box
     V, F = box((12.0, y_box), 0.0, 4.0, 4.0, 0.0, 6.0)
     mb.add(V, F, sem.BUILDING, M.CONCRETE, (180, 180, 180))
     return mb.build()
@@ -296,15 +299,12 @@ def test_bytes_do_not_depend_on_grouping_or_threads():
 @pytest.mark.parametrize("altitude_deg", [60.0, 12.0])
 def test_car_shadow_raster_is_conservative(altitude_deg):
     """Every shadow ray that a car occludes is among those the cars' raster selects (it may select more)."""
-    from sim_bridge.backends.procedural.meshes import CarFleet
-    from sim_bridge.backends.procedural.render import CarShadowGrid, _commit
-
     rng = np.random.default_rng(0)
     fleet = CarFleet([(200, 30, 30)] * 5, [0, 1, 2, 0, 1])
     poses = np.column_stack([rng.uniform(-30, 30, 5), rng.uniform(-30, 30, 5), rng.uniform(-np.pi, np.pi, 5)])
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(fleet.vertices(poses)), o3d.core.Tensor(fleet.mesh.triangles))
-    _commit(scene)
+    commit_scene(scene)
     a, az = math.radians(altitude_deg), 2.0
     sun = np.array([math.cos(a) * math.cos(az), math.cos(a) * math.sin(az), math.sin(a)], np.float32)
     n = 200_000
@@ -461,8 +461,6 @@ def test_ego_drives_on_its_lane(town):
 @pytest.mark.parametrize("town", ["Town03", "Town10HD"])
 def test_traffic_does_not_collide_or_jam(town):
     """Car following and junction reservations keep vehicles apart; the ego keeps moving."""
-    from sim_bridge.backends.procedural.simulator import TRAFFIC
-
     L = build_layout(town, 0)
     traffic = Traffic(RoadNet(L, build_roads(L)), seed=2, n_cars=TRAFFIC[town], colours=CAR_COLOURS)
     closest, ego_v = np.inf, []

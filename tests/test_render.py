@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
-from nfldm_sdk.benchmarks.render import driving_like_field, format_render_bench, render_naive_loop, ring_cameras, run_render_bench
+from nfldm_sdk.benchmarks.render import format_render_bench, render_naive_loop, run_render_bench
+from nfldm_sdk.cameras.builders import ring_cameras
 from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.synthetic import driving_like_field
 from nfldm_sdk.fields.voxel_field import VoxelField
-import nfldm_sdk.rendering.api as render_module
+import nfldm_sdk.rendering.torch_paths as torch_paths
 from nfldm_sdk.rendering.api import HIT_ALPHA, RenderOutput, clip_rays_to_box, render_field, render_field_reference
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -278,7 +280,7 @@ def test_sparse_matches_on_a_mostly_empty_scene(monkeypatch):
     ref = render_field_reference(field, cams, n_samples=48)
     assert_same(render_field(field, cams, n_samples=48, implementation="sparse", chunk_rays=500), ref, 3e-5)
     # A tiny memory budget: small ray chunks AND kept samples split into groups (here ~1000 of ~10^4 kept).
-    monkeypatch.setattr(render_module, "_CHUNK_BYTES", {"cpu": 2**19, "cuda": 2**19})
+    monkeypatch.setattr(torch_paths, "CHUNK_BYTES", {"cpu": 2**19, "cuda": 2**19})
     assert_same(render_field(field, cams, n_samples=48, implementation="sparse"), ref, 3e-5)
     assert_same(render_naive_loop(field, cams, n_samples=48), ref, 3e-5)
     # skip_weight > 0 drops a little weight mass: bounded error, not equality.

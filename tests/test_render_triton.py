@@ -16,14 +16,17 @@ import weakref
 import nfldm_sdk.rendering.api as render_module
 import pytest
 import torch
-from nfldm_sdk.benchmarks.render import driving_like_field, ring_cameras
+from nfldm_sdk.cameras.builders import ring_cameras
 from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.synthetic import driving_like_field, soft_noisy_field
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.rendering.api import render_field, render_field_reference
+from nfldm_sdk.rendering.rays import prepare_rays
 from test_render import cameras_around, looking_along_x, random_field, slab_field
 
 pytest.importorskip("triton", reason="the fused renderer needs the triton package")
 import nfldm_sdk.rendering.triton_render as rt
+from nfldm_sdk.rendering.triton_kernels import forward_kernel
 
 CUDA = torch.cuda.is_available()
 DEV = torch.device("cuda" if CUDA else "cpu")
@@ -115,13 +118,13 @@ def test_every_output_written_and_missed_rays_are_empty():
     away = looking_along_x(eye=(5.0, 0.0, 0.25), dtype=F32)             # the box (x ≤ 2) is behind it
     cams = Cameras.stack([cams_for((1,), seed=9)[0].to(device="cpu"),
                           Cameras.from_fov(60.0, 7, 5, away)]).to(device=DEV)
-    b = render_module._prepare(field, cams, 10, 0.0, None, False, None)
-    grid = rt._grid_for(b.density, b.features, F32, True, rt.OCCUPANCY_CELL)
-    rays = rt._Rays(*(rt._f32(t) for t in (b.o_n, b.d_n, b.t0, b.delta, b.z_per_t)), None)
-    launch, args, meta, outs = rt._forward_call(grid, rays, rt._Options(10, rt.EARLY_STOP, True, 32))
+    b = prepare_rays(field, cams, 10, 0.0, None, False, None)
+    grid = rt.kernel_grid(b.density, b.features, F32, True, rt.OCCUPANCY_CELL)
+    rays = rt.KernelRays.from_batch(b)
+    launch, args, meta, outs = rt.forward_launch(grid, rays, rt.KernelOptions(10, rt.EARLY_STOP, True, 32))
     for o in outs:
         o.fill_(math.nan)
-    rt._forward_kernel[launch](*args, **meta)
+    forward_kernel[launch](*args, **meta)
     assert all(torch.isfinite(o).all() for o in outs)
     feats, depth_num, alpha = outs
     miss = b.delta[0] == 0
@@ -332,7 +335,7 @@ def test_early_termination_on_an_opaque_wall():
 def test_auto_selection_and_errors(monkeypatch):
     field = tiny_field(seed=18).to(device="cpu")
     cams = cams_for((1,), seed=19).to(device="cpu")
-    assert not render_module._triton_preferred(field, cams)                # CPU: never, even with the interpreter
+    assert not render_module.triton_preferred(field, cams)                # CPU: never, even with the interpreter
     monkeypatch.setattr(rt, "render_field_triton", lambda *a, **k: pytest.fail("auto chose triton on CPU"))
     render_field(field, cams, 6)
     monkeypatch.undo()
@@ -349,7 +352,7 @@ def test_auto_selection_and_errors(monkeypatch):
     # No gradient to cameras: refused (auto falls back to dense). Bad options: named.
     field, cams = field.to(device=DEV), cams.to(device=DEV)
     gcams = Cameras(cams.K.clone().requires_grad_(), cams.cam_to_world, cams.width, cams.height)
-    assert not render_module._triton_preferred(field, gcams)
+    assert not render_module.triton_preferred(field, gcams)
     with pytest.raises(ValueError, match="dense"):
         render_field(field, gcams, 6, implementation="triton")
     with pytest.raises(ValueError, match="early_stop"):
@@ -367,19 +370,19 @@ def test_auto_picks_triton_on_cuda(monkeypatch):
     render_field(field, cams_for((1,)), 8)
     render_field(field.requires_grad_(), cams_for((1,)), 8).features.sum().backward()
     assert len(calls) == 2 and field.density.grad is not None
-    assert not render_module._triton_preferred(field.to(dtype=F64), cams_for((1,)))
+    assert not render_module.triton_preferred(field.to(dtype=F64), cams_for((1,)))
 
 
 def test_kernels_compile_for_h100_without_a_gpu():
     # The interpreter does not run Triton's compiler; this does (sm_90, the issue's sizes), in a process with
     # compiled kernels. No spills: registers per thread stay in the budget.
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    code = ("import json; from nfldm_sdk.rendering.triton_render import compile_report; "
+    code = ("import json; from nfldm_sdk.benchmarks.triton_report import compile_report; "
             "print(json.dumps(compile_report(90)))")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(report) == 7 and {x["kernel"] for x in report} == {"_forward_kernel", "_backward_kernel"}
+    assert len(report) == 7 and {x["kernel"] for x in report} == {"forward_kernel", "backward_kernel"}
     for x in report:
         assert x["registers"] is not None and x["registers"] <= 255 and x["spill_bytes"] == 0, x
 
@@ -404,8 +407,6 @@ def test_triton_bench_runs_under_the_interpreter():
 @pytest.mark.parametrize("scene", ["sparse", "soft"])
 def test_cuda_issue_size_forward_error(scene):
     # 256×256, 128 samples, 128×128×32 grid with 1+32 channels; float16 features vs the float32 reference.
-    from nfldm_sdk.benchmarks.render import soft_noisy_field
-
     field = (driving_like_field(device="cuda") if scene == "sparse" else soft_noisy_field(device="cuda"))
     cams = ring_cameras(2, 256, device="cuda")
     ref = render_field_reference(field, cams, 128)

@@ -8,7 +8,8 @@ import torch
 
 from nfldm_sdk.cameras.pinhole import intrinsics_from_fov as sdk_intrinsics_from_fov
 from sim_bridge.errors import SimBridgeError
-from sim_bridge.rig import RIG_PRESETS, Rig, RigCamera, RigError, intrinsics_from_fov, mount_to_cam_to_ego
+from sim_bridge.rig import (RIG_PRESETS, Rig, RigCamera, RigError, canonical_rig_name, intrinsics_from_fov,
+                            mount_to_cam_to_ego, rig_presets_text)
 
 
 def test_intrinsics_from_fov_90deg():
@@ -57,11 +58,21 @@ def test_presets_round_trip_json(name, tmp_path):
         np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
 
 
-def test_default_rig_covers_360_degrees():
-    rig = RIG_PRESETS["default"](256, 256)
+def test_capture_rig_covers_360_degrees():
+    rig = RIG_PRESETS["capture"](256, 256)
     yaws = sorted(np.degrees(np.arctan2(m[1, 2], m[0, 2])) % 360 for m in rig.cam_to_ego())
     gaps = np.diff(yaws + [yaws[0] + 360])
     assert gaps.max() < 90.0  # each 90° camera overlaps its neighbours
+
+
+def test_capture_rig_has_two_other_names():
+    # `capture` is the SDK's name of the rig; `default` and `ring6` (the names stores were collected with) stay.
+    rigs = [Rig.resolve(name, 64, 48) for name in ("capture", "default", "ring6")]
+    for rig in rigs[1:]:
+        assert rig.to_list() == rigs[0].to_list()
+    assert [canonical_rig_name(n) for n in ("capture", "default", "ring6", "front", "my_rig.json")] == \
+        ["capture", "capture", "capture", "front", "my_rig.json"]
+    assert rig_presets_text() == "capture (also default, ring6), nuscenes, front"
 
 
 def test_resolve_errors_name_the_fix(tmp_path):

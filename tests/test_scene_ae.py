@@ -9,7 +9,7 @@ from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAEOutput, SceneAutoEncoder, SceneRender
 from nfldm_sdk.persistence import config_from_dict, config_to_dict, load_pretrained
-from sim_bridge.rig import ring_rig
+from sim_bridge.rig import capture_rig
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -23,7 +23,7 @@ def tiny_config(**kw) -> SceneAEConfig:
 
 def ring_cameras(batch: int, size=(32, 32), shift: float = 0.0) -> Cameras:
     """The 6-camera ring rig (ego frame = scene frame) for `batch` scenes, scene b moved `shift * b` m forward."""
-    rig = ring_rig(size[1], size[0])
+    rig = capture_rig(size[1], size[0])
     K = torch.tensor(rig.K(), dtype=torch.float32)                           # [6, 3, 3]
     c2e = torch.tensor(rig.cam_to_ego(), dtype=torch.float32)                # [6, 4, 4]
     c2s = c2e[None].repeat(batch, 1, 1, 1)                                   # [B, 6, 4, 4]

@@ -10,13 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nfldm_sdk.cameras.builders import horizontal_cam_to_world, sample_sds_cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.guidance.guidance import (PRIOR_CLASSES, ClipImageLDMGuidance, GuidanceModel, GuidanceNotAvailable, PriorConfig,
-                                PriorGuidance, PriorUNet, cfg_eps, eps_from_prediction, guided_noise,
-                                negative_guidance_eps)
+from nfldm_sdk.guidance.base import (GuidanceModel, GuidanceNotAvailable, cfg_eps, eps_from_prediction, guided_noise,
+                                     negative_guidance_eps)
+from nfldm_sdk.guidance.clip_ldm import ClipImageLDMGuidance
+from nfldm_sdk.guidance.prior import PriorGuidance
+from nfldm_sdk.guidance.sds import RefineConfig, refine_scene
+from nfldm_sdk.models.prior_unet import PRIOR_CLASSES, PriorConfig, PriorUNet
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
 from nfldm_sdk.rendering.api import render_field
-from nfldm_sdk.guidance.sds import RefineConfig, horizontal_cam_to_world, refine_scene, sample_sds_cameras
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -271,11 +274,12 @@ def test_prior_round_trip_and_guidance_interface(tmp_path):
 def test_prior_loads_from_a_training_run_folder_with_its_own_config(tmp_path):
     """`nfldm train prior --out RUN` writes the resolved preset as RUN/config.json beside RUN/model: RUN loads, as
     RUN/model does (one resolver, `nfldm_sdk.persistence.resolve_model_dir`), and so does add_prior_to_bundle."""
-    from nfldm_training.configs.prior import get_prior_preset, save_prior_preset
+    from nfldm_training.configs.prior import get_prior_preset
+    from nfldm_training.configs.run_config import save_run_config
 
     prior = _tiny_prior(seed=2)
     prior.prior.save_pretrained(tmp_path / "model")
-    save_prior_preset(get_prior_preset("tiny"), tmp_path / "config.json", name="tiny")
+    save_run_config(tmp_path / "config.json", "prior", "tiny", get_prior_preset("tiny"))
     assert "_class" not in json.loads((tmp_path / "config.json").read_text())
     for path in (tmp_path, tmp_path / "model"):
         again = PriorGuidance.from_pretrained(path)
@@ -355,7 +359,7 @@ def test_clip_ldm_missing_or_incomplete_folder_names_the_download(tmp_path, monk
 # ============================================================================================ bundle, training, CLI
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from nfldm_sdk.pipelines.generator import write_bundle
+    from nfldm_sdk.pipelines.bundle import write_bundle
     from nfldm_training.configs.ldm import random_generator
 
     gen = random_generator("tiny", seed=0)
@@ -368,8 +372,9 @@ def tiny_bundle(tmp_path_factory):
 def test_prior_as_a_bundle_part(tiny_bundle, tmp_path):
     import shutil
 
-    from nfldm_sdk.pipelines.generator import BundleError, SceneGenerator
-    from nfldm_sdk.guidance.guidance import add_prior_to_bundle, bundle_has_prior
+    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.pipelines.generator import SceneGenerator
+    from nfldm_sdk.guidance.prior import add_prior_to_bundle, bundle_has_prior
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
@@ -414,7 +419,8 @@ def test_generate_refined_is_seeded_per_scene(tiny_bundle):
 
 
 def test_refined_scenes_record_their_refinement(tiny_bundle, tmp_path):
-    from nfldm_sdk.pipelines.generator import NeuralScene, SceneGenerator
+    from nfldm_sdk.pipelines.generator import SceneGenerator
+    from nfldm_sdk.pipelines.scene import NeuralScene
 
     gen = SceneGenerator.from_pretrained(tiny_bundle)
     cfg = RefineConfig(steps=2, alpha=2.5, views_per_step=1, render_size=(16, 16))
@@ -436,7 +442,8 @@ def test_cli_train_prior_then_refine(tiny_bundle, tmp_path):
 
     from conftest import make_capture
     from nfldm_sdk.cli.refine import refine
-    from nfldm_sdk.pipelines.generator import NeuralScene, SceneGenerator
+    from nfldm_sdk.pipelines.generator import SceneGenerator
+    from nfldm_sdk.pipelines.scene import NeuralScene
     from nfldm_training.cli.prior import train_prior
 
     capture = make_capture(tmp_path / "cap.zarr", episodes=1, frames=4)
@@ -496,8 +503,9 @@ def test_cli_refine_with_clip_ldm_conditions(tiny_bundle, tmp_path):
     from click.testing import CliRunner
 
     from nfldm_sdk.cli.refine import refine
-    from nfldm_sdk.pipelines.generator import NeuralScene, SceneGenerator
-    from nfldm_sdk.guidance.guidance import load_conditions
+    from nfldm_sdk.pipelines.generator import SceneGenerator
+    from nfldm_sdk.pipelines.scene import NeuralScene
+    from nfldm_sdk.guidance.base import load_conditions
 
     folder = _tiny_clip_ldm(tmp_path / "sd-iv")
     images = tmp_path / "frames"

@@ -10,18 +10,25 @@ from __future__ import annotations
 import math
 import warnings
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 
+import nfldm_sdk
+import nfldm_sdk.pipelines.scene as scene_module
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.pipelines.generator import NeuralScene
+from nfldm_sdk.pipelines.scene import NeuralScene
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
 from nfldm_sdk.cameras.rig import CameraRig, CameraSpec, mount_to_cam_to_ego
-from nfldm_sdk.sensors.sensors import (CameraImage, Frame, FrameBatch, NoOverlapError, SensorWarning, SensorWorld,
-                               SimulationFinished, frustum_overlap, render_trajectory, render_trajectory_batched,
-                               render_views)
+from nfldm_sdk.sensors.frames import Frame, FrameBatch
+from nfldm_sdk.sensors.frustum import NoOverlapError, frustum_overlap
+from nfldm_sdk.sensors.renderer import SensorWarning, render_views
+from nfldm_sdk.sensors.trajectory_render import render_trajectory, render_trajectory_batched
+from nfldm_sdk.sensors.views import SceneImages, decode_views
+from nfldm_sdk.sensors.world import (FRAME_ATTRIBUTES, CameraImage, SensorWorld, SimulationFinished, scene_world,
+                                     spawn_camera)
 from nfldm_sdk.rendering.api import HIT_ALPHA, render_field
 from nfldm_sdk.rendering.sizes import RenderSizeWarning
 from nfldm_sdk.cameras.trajectory import Trajectory, yaw_pose
@@ -159,8 +166,30 @@ def test_frame_metadata_range_and_agreement_with_neural_scene_render(scene, rig)
     assert meta["camera"] == "back_left" and np.array(meta["cam_to_world"]).shape == (4, 4)
 
 
+def test_scene_render_and_sensors_share_one_decode_step_and_one_result_type(scene, rig):
+    """`NeuralScene.render`, `render_views` and `decode_views` are one decode-and-quantise step: the same bytes for
+    the same views in one call; `SceneImages` is the result type of both; a `CameraImage` reads its `Frame`."""
+    cams = rig.cameras(np.eye(4))                                             # [6]
+    images = scene.render(cams, views_per_call=6)
+    direct = decode_views(scene.decoder, scene.field, cams, with_range=True)
+    assert type(images) is SceneImages and scene_module.SceneImages is nfldm_sdk.SceneImages is SceneImages
+    assert images.range is None and direct.range is not None
+    for name in ("rgb", "depth", "alpha"):
+        assert torch.equal(getattr(images, name), getattr(direct, name))
+    batch = render_views(scene, cams, batch_size=6, with_range=True)
+    assert torch.equal(batch.rgb[0], direct.rgb) and torch.equal(batch.range[0], direct.range)
+    assert torch.equal(SceneImages.cat([direct[:2], direct[2:]]).depth, direct.depth)
+    frame = batch.frame(0, 3)
+    image = CameraImage(frame, sensor=None, fov=90.0)
+    for name in FRAME_ATTRIBUTES:
+        assert getattr(image, name) is getattr(frame, name) or np.array_equal(getattr(image, name), getattr(frame, name))
+    assert image.transform is frame.cam_to_world and image.raw_data == frame.rgb.tobytes()
+    with pytest.raises(AttributeError):
+        image.rgb = frame.rgb                                                 # read-only, like carla.Image
+
+
 def test_batched_equals_per_frame_and_world(scene, rig):
-    """The documented batch-invariance contract (sensors module docstring): chunking cameras × time differently
+    """The documented batch-invariance contract (`nfldm_sdk.sensors` docstring): chunking cameras × time differently
     (1 view per call; 5, spanning ticks; 18 at once; per-tick world renders) gives identical depth, alpha and
     range, and rgb within one level (the decoder's convolutions reduce in a batch-size-dependent order)."""
     traj = Trajectory.lane_change(1.0, 3.0, speed_mps=10.0, rate_hz=10.0)
@@ -191,7 +220,7 @@ def test_sensors_scene_render_and_point_clouds_share_the_hit_threshold(rig):
     0.05-0.43 — far above the old 1e-4, below HIT_ALPHA — so every output says no hit; σ = 0.5 /m (alpha ≥ 0.82)
     makes every pixel a hit. The sensors, `NeuralScene.render` and the point cloud agree with `render_field`'s
     default at the decoder's render resolution."""
-    from nfldm_sdk.viz.viz import scene_to_point_cloud
+    from nfldm_sdk.viz.points import scene_to_point_cloud
 
     dec = tiny_decoder()
     cams = rig.cameras(Trajectory.straight(1.0, 10.0, 10.0).ego_to_world[0])            # [6] at the origin
@@ -275,14 +304,10 @@ def test_listen_callbacks_come_in_tick_order_with_matching_frame_ids(scene, tmp_
     np.testing.assert_allclose(st[0].transform, st[-1].transform)            # static camera does not move
     path = im.save_to_disk(str(tmp_path / "img_%06d.png"))
     assert path.endswith("img_000000.png")
-    import imageio.v3 as iio
-
     np.testing.assert_array_equal(iio.imread(path), im.rgb)
 
 
 def test_scene_spawn_camera_delegates_to_the_ego_world(scene):
-    from nfldm_sdk.sensors.sensors import scene_world, spawn_camera
-
     world = scene_world(scene, Trajectory.straight(1.0, 10.0, 10.0), rig=CameraRig.preset("front", SIZE, SIZE))
     cam = spawn_camera(scene, "front", attach_to=world.ego)                  # what NeuralScene.spawn_camera calls
     assert world.get_sensors() == [cam] and cam.parent is world.ego
@@ -405,7 +430,7 @@ def test_clear_errors_for_missing_decoder_and_bad_sizes(scene, rig):
 
 
 def test_bench_sensors_runs_and_formats(scene):
-    from nfldm_sdk.benchmarks.sensors import format_sensor_bench, run_sensor_bench
+    from nfldm_training.benchmarks.sensors import format_sensor_bench, run_sensor_bench
 
     r = run_sensor_bench(size=16, ticks=2, batch_size=4, decoder=tiny_decoder(), rounds=1)
     assert r.cameras == 6 and r.ticks == 2 and r.frames_per_s > 0

@@ -1,9 +1,9 @@
 """The compiled shading kernels (`shade_kernel`) against their numpy reference (`shading`) on real renders.
 
-Both paths shade the same hits of one tick (`shade_bench.tick_hits`: the renderer's own `_hits` and `_shadows`);
+Both paths shade the same hits of one tick (`shade_bench.tick_hits`: the renderer's own `hits` and `shadows`);
 the kernels follow numpy's float32/float64 choices term by term, so the images agree to the byte except where a
 transcendental function rounds differently (numpy's SIMD `exp` vs libm's `expf`, at most 1 ulp of the fog term).
-One ulp of a linear value moves it by at most one bin of the tone table, and adjacent bins of `_TONE_LUT` differ by
+One ulp of a linear value moves it by at most one bin of the tone table, and adjacent bins of `TONE_LUT` differ by
 at most one level (asserted below), so such a pixel is off by 1 level; 3 levels leaves room for an ulp in each
 of the few terms of a pixel (fog, reflection, emission) that all land on bin edges, which should never happen.
 """
@@ -16,11 +16,12 @@ import pytest
 
 from sim_bridge import semantics as sem
 from sim_bridge.backends.base import EpisodeSpec
-from sim_bridge.backends.procedural import ProceduralBackend, shading
+from sim_bridge.backends.procedural import ProceduralBackend
+from sim_bridge.backends.procedural import compiled_shading as K
 from sim_bridge.backends.procedural import materials as M
 from sim_bridge.backends.procedural import shade_bench as PB
-from sim_bridge.backends.procedural import shade_kernel as K
 from sim_bridge.backends.procedural.render import Renderer
+from sim_bridge.backends.procedural.shading_tables import TONE_LUT
 from sim_bridge.rig import Rig
 
 SIZE = 64
@@ -37,8 +38,8 @@ CASES = [
 
 
 def _tick(town: str, weather: str) -> list[PB.TickHits]:
-    """The camera groups of one tick (default 6-camera rig at SIZE×SIZE), ready to shade."""
-    with ProceduralBackend(town, weather, Rig.resolve("default", SIZE, SIZE), seed=0) as b:
+    """The camera groups of one tick (the 6-camera capture rig at SIZE×SIZE), ready to shade."""
+    with ProceduralBackend(town, weather, Rig.resolve("capture", SIZE, SIZE), seed=0) as b:
         b.start_episode(EpisodeSpec(0, 11))
         b.renderer.shader = "numpy"  # the captured hits and the frame come from the numpy reference path
         return PB.tick_hits(b)
@@ -65,7 +66,7 @@ def case(request):
 
 def test_tone_table_steps_by_at_most_one_level():
     # The premise of the image tolerance: one bin more or less changes a channel by at most one level.
-    assert np.abs(np.diff(shading._TONE_LUT.astype(int))).max() == 1
+    assert np.abs(np.diff(TONE_LUT.astype(int))).max() == 1
 
 
 def _assert_images_close(a: np.ndarray, b: np.ndarray) -> None:
@@ -127,7 +128,7 @@ def test_cases_exercise_the_features(case):
 
 
 def _numpy_shadow_rays(h, sd):
-    """The numpy lines of `Renderer._shadows` that build the shadow rays (copied: they are inline there)."""
+    """The numpy lines of `Renderer.shadows` that build the shadow rays (copied: they are inline there)."""
     facing = (h.nx * sd[0] + h.ny * sd[1] + h.nz * sd[2]) > 0.0
     fi = np.flatnonzero(facing)
     srays = np.empty((len(fi), 6), np.float32)
@@ -188,7 +189,7 @@ def test_renderer_compiled_shader_matches_numpy(town, weather):
     same depth, labels and sun tests, RGB within one level (and identical on almost every pixel)."""
     frames = {}
     for shader in ("numpy", "compiled"):
-        with ProceduralBackend(town, weather, Rig.resolve("default", SIZE, SIZE), seed=0) as b:
+        with ProceduralBackend(town, weather, Rig.resolve("capture", SIZE, SIZE), seed=0) as b:
             b.start_episode(EpisodeSpec(0, 11))
             b.renderer.shader = shader
             frames[shader] = [(b.step(), b.last_render) for _ in range(2)]

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from nfldm_training.data.capture_windows import SceneDataModule, SceneWindowDataset, collate_windows, split_views
 from nfldm_training.modules.losses import box_depth_mask, depth_loss, image_loss
 from nfldm_training.metrics.image import depth_abs_rel, psnr
-from nfldm_training.configs.presets import PRESETS, get_preset, load_preset, save_preset
+from nfldm_training.configs.presets import PRESETS, get_preset
+from nfldm_training.configs.run_config import load_run_config, save_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -72,9 +73,9 @@ def test_presets_table_overrides_and_json_round_trip(tmp_path):
         get_preset("tiny", {"scene_ae_train.max_stepz": 1})
     with pytest.raises(ValueError, match="divisible"):
         get_preset("tiny", {"scene_ae.image_size": [30, 30]})
-    path = save_preset(p, tmp_path / "config.json")
-    assert load_preset(path) == p
-    assert json.loads(path.read_text())["scene_ae"]["grid_shape"] == [4, 8, 8]
+    path = save_run_config(tmp_path / "config.json", "scene-ae", p.name, p)
+    assert load_run_config(path, "scene-ae").section == p
+    assert json.loads(path.read_text())["config"]["scene_ae"]["grid_shape"] == [4, 8, 8]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -226,12 +227,12 @@ def test_cli_train_resume_and_encode_voxels(tiny_capture, tmp_path):
     assert (run / "model" / "model.safetensors").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 3 and metrics["untrained"]["psnr"] > 0 and metrics["final"]["psnr"] > 0
-    assert load_preset(run / "config.json").scene_ae_train.max_steps == 3
+    assert load_run_config(run / "config.json", "scene-ae").section.scene_ae_train.max_steps == 3
     out = _cli([*common, "--max-steps", "5"])
     assert "resuming from" in out
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
     assert json.loads((run / "metrics.json").read_text())["untrained"] == metrics["untrained"]
-    assert load_preset(run / "config.json").scene_ae_train.val_interval == 2   # the run's own config is kept
+    assert load_run_config(run / "config.json", "scene-ae").section.scene_ae_train.val_interval == 2   # kept
 
     # errors name the problem
     res = _invoke(["train", "scene-ae", "--data", str(tmp_path / "no.zarr"), "--out", str(run), "--preset", "tiny"])
@@ -244,7 +245,7 @@ def test_cli_train_resume_and_encode_voxels(tiny_capture, tmp_path):
     _cli(["encode-voxels", "--model", str(run), "--data", tiny_capture, "--out", str(vox), "--dtype", "float32",
           "--batch-size", "3", "--no-progress"])
     store = open_voxel_store(vox)
-    cfg = load_preset(run / "config.json")
+    cfg = load_run_config(run / "config.json", "scene-ae").section
     ds = SceneWindowDataset([tiny_capture], cfg.scene_ae_train.window, None, cfg.scene_ae.image_size, "all",
                             stride=cfg.scene_ae_train.stride)
     assert len(store) == len(ds) and store.source_stores == [tiny_capture]

@@ -18,12 +18,15 @@ from click.testing import CliRunner
 
 from nfldm_sdk.viz.export import export_mesh, export_points, export_voxels, tile_frames, write_frames
 from nfldm_sdk.rendering.api import HIT_ALPHA
-from nfldm_sdk.pipelines.generator import NeuralScene, read_manifest, write_bundle
+from nfldm_sdk.pipelines.bundle import read_manifest, write_bundle
+from nfldm_sdk.pipelines.scene import NeuralScene
 from nfldm_sdk.cameras.rig import CameraRig
-from nfldm_sdk.sensors.sensors import render_trajectory, render_trajectory_batched
+from nfldm_sdk.sensors.trajectory_render import render_trajectory, render_trajectory_batched
 from nfldm_sdk.cameras.trajectory import Trajectory, yaw_pose
-from nfldm_sdk.viz.viz import (UNSEEN_GREY, ViewError, camera_frustum_lines, capture_to_point_cloud, field_to_mesh,
-                           scene_to_point_cloud, show, trajectory_lines)
+from nfldm_sdk.viz.lines import camera_frustum_lines, trajectory_lines
+from nfldm_sdk.viz.mesh import UNSEEN_GREY, field_to_mesh
+from nfldm_sdk.viz.points import capture_to_point_cloud, scene_to_point_cloud
+from nfldm_sdk.viz.viewer import ViewError, show
 from test_rig_trajectory import write_ground_capture
 from test_sensors import BOX, SIGMA, SIZE, tiny_decoder, tiny_field, tiny_scene
 
@@ -156,7 +159,7 @@ def test_offscreen_screenshot_shows_the_scene(scene, tmp_path):
     assert (~background).mean() > 0.05                                       # the scene covers part of the view
     assert background.mean() > 0.05                                          # ... framed, not filling everything
     from nfldm_sdk.cli.render import VIEW_NAMES
-    from nfldm_sdk.viz.viz import VIEWS
+    from nfldm_sdk.viz.viewer import VIEWS
 
     assert tuple(VIEWS) == VIEW_NAMES                                          # the CLI's --view choices
 
@@ -221,7 +224,7 @@ def saved(tmp_path_factory):
     from nfldm_sdk.models.denoisers import (CDenoiser, CDenoiserConfig, FDenoiser, FDenoiserConfig, GDenoiser,
                                             GDenoiserConfig)
     from nfldm_sdk.models.latent_ae import LatentAEConfig, LatentAutoEncoder, LatentStats
-    from nfldm_sdk.pipelines.sampling import NoiseSchedule
+    from nfldm_sdk.models.noise_schedule import NoiseSchedule
 
     root = tmp_path_factory.mktemp("cli")
     ae = tiny_decoder()
@@ -283,7 +286,8 @@ def test_cli_render_errors_are_clear(saved):
 
 
 def test_cli_export_and_view_screenshot(saved):
-    from nfldm_sdk.cli.render import export, view
+    from nfldm_sdk.cli.render import export
+    from nfldm_training.cli.view import view
 
     bundle, folder, root = saved
     r = CliRunner().invoke(export, [folder, "--model", bundle, "--mesh", str(root / "m.ply"), "--points",

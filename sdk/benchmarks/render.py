@@ -1,8 +1,9 @@
 """Rendering speed benchmark: `render_field` against a naive per-sample PyTorch loop, in the same run.
 
-Scene: a driving-like field — mostly empty air, a ground slab, some car-sized and building-sized boxes —
-on the paper's 128×128×32 grid (0.4 m voxels, 51.2 m × 51.2 m × 12.8 m) with 1 density + 32 feature channels.
-Cameras: a 6-camera 90° ring at 1.6 m height in the box centre (the capture rig's layout), cycled to ``batch``.
+Scene: `nfldm_sdk.fields.synthetic.driving_like_field` — mostly empty air, a ground slab, some car-sized and
+building-sized boxes — on the paper's 128×128×32 grid (0.4 m voxels, 51.2 m × 51.2 m × 12.8 m) with 1 density + 32
+feature channels. Cameras: `nfldm_sdk.cameras.builders.ring_cameras`, a 6-camera 90° ring at 1.6 m height in the box
+centre (the capture rig's layout), cycled to ``batch``.
 
 Baseline: ``render_naive_loop`` — one Python step per sample: ``grid_sample`` the packed ``[1+C]`` grid at
 sample i of every ray, composite, repeat ``n_samples`` times. It uses the same rays, samples and box clipping,
@@ -10,7 +11,7 @@ so both renders must agree (``max_abs_diff`` in the result).
 
 On CUDA the fused Triton kernel (``implementation="triton"``, what ``"auto"`` picks there) has its own section,
 `run_triton_bench`: forward images/s and samples/s at batch 32 on the sparse driving-like scene and on a soft, noisy
-one (`soft_noisy_field`), with and without empty-space skipping; the naive PyTorch render (`render_field_reference`:
+one (`nfldm_sdk.fields.synthetic.soft_noisy_field`), with and without empty-space skipping; the naive PyTorch render (`render_field_reference`:
 grid_sample at every sample, then cumprod) in the same run; the backward (density + features) against autograd
 through that reference; relative error against the float32 reference; and the card's measured DRAM and L2
 bandwidth with the fraction of them the kernel's estimated gathers reach. On CPU the section is skipped
@@ -36,24 +37,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from nfldm_sdk.cameras.builders import ring_cameras
 from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.synthetic import driving_like_field, soft_noisy_field
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.rendering.api import (
+from nfldm_sdk.rendering.api import render_field, render_field_reference, triton_preferred
+from nfldm_sdk.rendering.rays import (
     HIT_ALPHA,
     RenderOutput,
-    _finish,
-    _grid_sample,
-    _prepare,
-    _sample_points,
-    _triton_preferred,
-    _weights,
-    render_field,
-    render_field_reference,
+    finish_render,
+    prepare_rays,
+    sample_grid,
+    sample_points,
 )
+from nfldm_sdk.rendering.torch_paths import compositing_weights
 
-__all__ = ["RenderBenchResult", "TritonBenchResult", "TritonTiming", "driving_like_field", "format_render_bench",
-           "format_triton_bench", "main", "render_naive_loop", "ring_cameras", "run_render_bench",
-           "run_triton_bench", "soft_noisy_field"]
+__all__ = ["RenderBenchResult", "TritonBenchResult", "TritonTiming", "format_render_bench", "format_triton_bench",
+           "main", "render_naive_loop", "run_render_bench", "run_triton_bench"]
 
 
 @dataclass(frozen=True)
@@ -90,70 +90,6 @@ class RenderBenchResult:
     """Peak CUDA memory of the fast render, MiB (None on CPU)."""
 
 
-def driving_like_field(grid: tuple[int, int, int] = (32, 128, 128), channels: int = 32, *, seed: int = 0,
-                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> VoxelField:
-    """A seeded driving-like `VoxelField`: air (σ = 0), a 0.4 m ground slab (σ = 30/m) and boxes (σ = 20/m):
-    ~16 cars (4.4×2×1.6 m) around the centre and ~10 buildings (8-14 m) near the edges. Features are smooth
-    per-object random vectors. The box spans x, y ∈ [−25.6, 25.6] m and z ∈ [−2.0, 10.8] m (0.4 m voxels at
-    the paper's 128×128×32)."""
-    g = torch.Generator().manual_seed(seed)
-    Z, Y, X = grid
-    lo, hi = (-25.6, -25.6, -2.0), (25.6, 25.6, 10.8)
-    # Voxel-centre coordinates per axis (broadcast, never a [Z,Y,X,3] tensor): keeps the build at ~2× the field.
-    x, y, z = (torch.linspace(a, b, n + 1, dtype=torch.float64)[:-1] + (b - a) / (2 * n) for a, b, n in zip(lo, hi, (X, Y, Z)))
-    x, y, z = x[None, None, :], y[None, :, None], z[:, None, None]            # [1,1,X], [1,Y,1], [Z,1,1]
-    density = torch.zeros(Z, Y, X, dtype=dtype)
-    obj = torch.zeros(Z, Y, X, dtype=torch.long)                              # object id per voxel, 0 = air
-    ground = ((z > -0.4) & (z < 0.0)).expand(Z, Y, X)
-    density[ground], obj[ground] = 30.0, 1
-    boxes = []
-    for _ in range(16):  # cars on a ring of lanes, kept off the rig at the centre
-        r = 5.0 + 12.0 * torch.rand((), generator=g).item()
-        a = 2 * math.pi * torch.rand((), generator=g).item()
-        boxes.append((r * math.cos(a), r * math.sin(a), 4.4, 2.0, 1.6))
-    for _ in range(10):  # buildings near the edges
-        a = 2 * math.pi * torch.rand((), generator=g).item()
-        s = 8.0 + 6.0 * torch.rand((), generator=g).item()
-        boxes.append((20.0 * math.cos(a), 20.0 * math.sin(a), s, s, 6.0 + 4.0 * torch.rand((), generator=g).item()))
-    for i, (cx, cy, sx, sy, sz) in enumerate(boxes):
-        m = ((x - cx).abs() < sx / 2) & ((y - cy).abs() < sy / 2) & (z >= 0.0) & (z < sz)   # [Z, Y, X]
-        density[m], obj[m] = 20.0, i + 2
-    palette = torch.randn(len(boxes) + 2, channels, generator=g).to(dtype)   # one feature vector per object
-    palette[0] = 0.0                                                          # air
-    features = palette[obj].permute(3, 0, 1, 2).contiguous()                  # [C, Z, Y, X]
-    # A little per-voxel texture so features are not piecewise constant.
-    features += 0.1 * torch.randn(features.shape, generator=g).to(dtype) * (obj > 0)
-    bounds = torch.tensor([lo, hi], dtype=dtype)
-    return VoxelField(density, features, bounds).to(device=device)
-
-
-def soft_noisy_field(grid: tuple[int, int, int] = (32, 128, 128), channels: int = 32, *, seed: int = 0,
-                     dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> VoxelField:
-    """The driving-like scene made soft and noisy (what a field early in training or after SDS looks like):
-    density box-blurred over 3×3×3 voxels and scaled by 1/4 (σ ≤ 7.5/m: translucent edges), plus haze
-    ``|N(0, 0.3)|``/m in a random 30% of the voxels — few coarse cells stay exactly empty, so skipping helps less."""
-    base = driving_like_field(grid, channels, seed=seed, dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed + 1)
-    soft = 0.25 * F.avg_pool3d(base.density[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
-    haze = (torch.rand(soft.shape, generator=g) < 0.3) * torch.randn(soft.shape, generator=g).abs() * 0.3
-    return VoxelField((soft + haze).to(dtype), base.features.to(dtype), base.bounds.to(dtype)).to(device=device)
-
-
-def ring_cameras(n: int, size: int, *, height: float = 1.6, hfov_deg: float = 90.0,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Cameras:
-    """``n`` cameras ``[n]`` at (0, 0, ``height``) looking horizontally, yaw i·60° (a 6-camera ring, cycled)."""
-    mats = []
-    for i in range(n):
-        yaw = math.radians(60.0 * (i % 6) + 7.0 * (i // 6))
-        fwd = torch.tensor([math.cos(yaw), math.sin(yaw), 0.0], dtype=torch.float64)
-        down = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64)
-        right = torch.linalg.cross(fwd, -down)  # OpenCV x = forward × up; then x × y(down) = z(forward)
-        m = torch.eye(4, dtype=torch.float64)
-        m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, down, fwd, torch.tensor([0.0, 0.0, height])
-        mats.append(m)
-    return Cameras.from_fov(hfov_deg, size, size, torch.stack(mats).to(device=device, dtype=dtype))
-
-
 @torch.no_grad()
 def render_naive_loop(field: VoxelField, cameras: Cameras, n_samples: int = 128, near: float = 0.0,
                       far: float | None = None) -> RenderOutput:
@@ -161,7 +97,7 @@ def render_naive_loop(field: VoxelField, cameras: Cameras, n_samples: int = 128,
     compositing step per sample, all rays at once. Same model as `render_field` (unbatched field only)."""
     if field.is_batched:
         raise ValueError("render_naive_loop renders unbatched fields only")
-    b = _prepare(field, cameras, n_samples, near, far, False, None)
+    b = prepare_rays(field, cameras, n_samples, near, far, False, None)
     packed = field.packed()[None]                                             # [1, 1+C, Z, Y, X]
     T = torch.ones_like(b.t0)                                                 # [1, R] transmittance so far
     feats = torch.zeros(1, field.num_channels, b.t0.shape[1], dtype=b.t0.dtype, device=b.t0.device)  # [1, C, R]
@@ -175,7 +111,7 @@ def render_naive_loop(field: VoxelField, cameras: Cameras, n_samples: int = 128,
         feats += w[:, None] * s[:, 1:]
         depth_num += w * t * b.z_per_t
         T = T * (1.0 - a)
-    return _finish(b, feats, depth_num, 1.0 - T, HIT_ALPHA, math.inf)
+    return finish_render(b, feats, depth_num, 1.0 - T, HIT_ALPHA, math.inf)
 
 
 def _interleaved_times(fns: dict, device: torch.device, rounds: int, warmup: tuple[str, ...]) -> tuple[dict, dict]:
@@ -239,9 +175,9 @@ def run_render_bench(size: int = 256, n_samples: int = 128, grid: tuple[int, int
         secs, outs = _interleaved_times(fns, dev, rounds, tuple(fns) if dev.type == "cuda" else ("fast",))
         t_fast, t_naive, fast, naive = secs["fast"], secs["naive"], outs["fast"], outs["naive"]
         # share of samples with nonzero weight (those whose features the sparse path reads), from one image
-        b = _prepare(field, cams[:1], n_samples, 0.0, None, False, None)
-        _, pts = _sample_points(b, slice(None), n_samples)                     # [1, R, S, 3]
-        w, _ = _weights(_grid_sample(b.density, pts)[:, 0], b.delta)           # [1, R, S]
+        b = prepare_rays(field, cams[:1], n_samples, 0.0, None, False, None)
+        _, pts = sample_points(b, slice(None), n_samples)                     # [1, R, S, 3]
+        w, _ = compositing_weights(sample_grid(b.density, pts)[:, 0], b.delta)  # [1, R, S]
         kept = (w > 0).float().mean().item()
     diff = max((fast.features - naive.features).abs().max().item(), (fast.alpha - naive.alpha).abs().max().item())
     finite = torch.isfinite(fast.depth)
@@ -250,7 +186,7 @@ def run_render_bench(size: int = 256, n_samples: int = 128, grid: tuple[int, int
     else:
         depth_diff = ((fast.depth - naive.depth).abs() / fast.depth)[finite].max().item() if finite.any() else 0.0
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    impl = "triton" if _triton_preferred(field, cams) else "sparse"
+    impl = "triton" if triton_preferred(field, cams) else "sparse"
     return RenderBenchResult(device=name, dtype=str(dtype).replace("torch.", ""), size=size, n_samples=n_samples,
                              grid=tuple(grid), channels=channels, batch=batch, implementation=impl,
                              fast_images_per_s=batch / t_fast, naive_images_per_s=batch / t_naive,
@@ -345,14 +281,14 @@ def _gathered_bytes_per_image(field: VoxelField, cams: Cameras, n_samples: int, 
     """Estimated gathered bytes per image (mean over ``cams``): visited samples × 8 × 4 B of density, plus
     samples with weight > 0 × 8 corner rows × ``feature_bytes``. A sample counts as visited when it lies before
     the ray's stop and, with skipping, in an occupied cell (jumps land a sample early at most: ignored)."""
-    from nfldm_sdk.rendering.triton_render import occupancy_grid
+    from nfldm_sdk.rendering.triton_render import occupancy_grid  # optional dependency: triton
 
     total = 0.0
     for i in range(len(cams)):
-        b = _prepare(field, cams[i:i + 1], n_samples, 0.0, None, False, None)
-        _, pts = _sample_points(b, slice(None), n_samples)                  # [1, R, S, 3]
-        sigma = _grid_sample(b.density, pts)[:, 0]                            # [1, R, S]
-        w, _ = _weights(sigma, b.delta)                                       # [1, R, S]
+        b = prepare_rays(field, cams[i:i + 1], n_samples, 0.0, None, False, None)
+        _, pts = sample_points(b, slice(None), n_samples)                    # [1, R, S, 3]
+        sigma = sample_grid(b.density, pts)[:, 0]                             # [1, R, S]
+        w, _ = compositing_weights(sigma, b.delta)                            # [1, R, S]
         tau = torch.cumsum(sigma * b.delta[..., None], -1)                    # optical depth up to and with i
         # sample i is marched while the transmittance before it, exp(−tau_{i−1}), is still >= early_stop
         before = torch.cat([torch.ones_like(tau[..., :1], dtype=torch.bool), torch.exp(-tau[..., :-1]) >= early_stop], -1)
@@ -383,7 +319,7 @@ def run_triton_bench(size: int = 256, n_samples: int = 128, grid: tuple[int, int
         device: ``"cuda"``; ``"cpu"`` only under Triton's interpreter, to smoke-test this function (its timings
             mean nothing).
     """
-    from nfldm_sdk.rendering.triton_render import (
+    from nfldm_sdk.rendering.triton_render import (  # optional dependency: triton
         EARLY_STOP,
         INTERPRETED,
         OCCUPANCY_CELL,

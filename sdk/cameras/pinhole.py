@@ -226,10 +226,12 @@ class Cameras:
 
     @property
     def device(self) -> torch.device:
+        """The device of ``K`` and ``cam_to_world`` (always the same one)."""
         return self.K.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The float dtype of ``K`` and ``cam_to_world`` (always the same one)."""
         return self.K.dtype
 
     def __len__(self) -> int:

@@ -19,7 +19,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from nfldm_sdk.errors import NfldmError
+from nfldm_sdk.cameras.json_files import read_json_file, write_json_file
 from nfldm_sdk.cameras.pinhole import Cameras, intrinsics_from_fov
 from nfldm_sdk.cameras.trajectory import rigid_problem
 
@@ -192,14 +192,17 @@ class CameraRig:
     # ------------------------------------------------------------------ access
     @property
     def names(self) -> list[str]:
+        """The cameras' names, in rig order (unique)."""
         return [s.name for s in self.specs]
 
     @property
     def width(self) -> int:
+        """Image width in pixels, shared by every camera of the rig."""
         return self.specs[0].width
 
     @property
     def height(self) -> int:
+        """Image height in pixels, shared by every camera of the rig."""
         return self.specs[0].height
 
     def __len__(self) -> int:
@@ -296,23 +299,14 @@ class CameraRig:
 
     def save(self, path: str | Path) -> Path:
         """Write `to_json` to `path` (float64 values round-trip exactly)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_json(), indent=2))
-        return p
+        return write_json_file(path, self.to_json(), indent=2)
 
     @classmethod
     def load(cls, path: str | Path) -> "CameraRig":
         """Read a rig file (ours or ``sim_bridge``'s; same layout)."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"rig file {p} not found: pass a preset name ({', '.join(RIG_PRESETS)}) or a rig "
-                                    "JSON file written by CameraRig.save")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise RigError(f"rig file {p} is not valid JSON ({e})") from e
-        return cls.from_json(data, where=f"rig file {p}")
+        data = read_json_file(path, "rig", f"pass a preset name ({', '.join(RIG_PRESETS)}) or a rig JSON file written "
+                              "by CameraRig.save", RigError)
+        return cls.from_json(data, where=f"rig file {Path(path)}")
 
     @classmethod
     def from_store(cls, store_or_path) -> "CameraRig":
@@ -326,7 +320,7 @@ class CameraRig:
         attrs = getattr(store_or_path, "attrs", None)
         where = f"capture store {getattr(store_or_path, 'path', store_or_path)}"
         if attrs is None:
-            import zarr
+            import zarr  # start-up time: zarr (~0.1 s), needed only to open a store by path
 
             path = str(store_or_path)
             try:

@@ -17,13 +17,14 @@ it in the ego frame of its first frame, the frame a scene generated around that 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from nfldm_sdk.cameras.json_files import read_json_file, write_json_file
 from nfldm_sdk.errors import NfldmError
 
 __all__ = ["Trajectory", "TrajectoryError", "rigid_problem", "check_rigid", "rigid_inverse", "matrix_to_quaternion",
@@ -394,20 +395,11 @@ class Trajectory:
 
     def save(self, path: str | Path) -> Path:
         """Write `to_json` to `path` (JSON; float64 values round-trip exactly)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_json()))
-        return p
+        return write_json_file(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "Trajectory":
         """Read a file written by `save`."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"trajectory file {p} not found: write one with Trajectory.save or use a built-in "
-                                    "trajectory (straight, arc, lane_change)")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise TrajectoryError(f"trajectory file {p} is not valid JSON ({e})") from e
-        return cls.from_json(data, where=str(p))
+        data = read_json_file(path, "trajectory", "write one with Trajectory.save or use a built-in trajectory "
+                              "(straight, arc, lane_change)", TrajectoryError)
+        return cls.from_json(data, where=str(Path(path)))

@@ -5,7 +5,7 @@
     nfldm refine SCENE --model BUNDLE --guidance clip-ldm --guidance-path models/sd-image-variations \\
         --dataset-images data/frames --out SCENE_OUT
 
-Guidance (`nfldm_sdk.guidance.guidance`):
+Guidance (`nfldm_sdk.guidance.prior`, `nfldm_sdk.guidance.clip_ldm`):
 
 * ``prior`` — our offline prior: ``--guidance-path RUN`` (the run folder of ``nfldm train prior``, or its
   ``RUN/model``) or, without it, the bundle's ``prior/`` part.
@@ -41,26 +41,25 @@ ARTIFACT_VIEWS = 16
 
 
 def read_images(folder: str | Path) -> list[torch.Tensor]:
-    """The png/jpg images of `folder` (sorted by name) as float ``[3, H, W]`` tensors in [0, 1]."""
-    import imageio.v3 as iio
-    import numpy as np
+    """The png/jpg images of `folder` (sorted by name) as float ``[3, H, W]`` tensors in [0, 1]
+    (`nfldm_sdk.viz.images.read_rgb_images`; no image is a usage error of ``--dataset-images``)."""
+    # start-up time: torch and imageio load only when images are read
     import torch
 
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if not files:
-        raise click.BadParameter(f"no png/jpg images in {folder}", param_hint="--dataset-images")
-    out = []
-    for p in files:
-        img = np.asarray(iio.imread(p))
-        img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
-        out.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0)
-    return out
+    from nfldm_sdk.viz.images import NoImagesError, read_rgb_images
+
+    try:
+        images = read_rgb_images(folder)
+    except NoImagesError as e:
+        raise click.BadParameter(str(e), param_hint="--dataset-images") from e
+    return [torch.from_numpy(img).permute(2, 0, 1).float() / 255.0 for img in images]
 
 
 def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device: str):
     """The guidance model `kind` (``"prior"`` / ``"clip-ldm"``) without its y/y′ set for clip-ldm (module docstring)."""
-    from nfldm_sdk.guidance.guidance import ClipImageLDMGuidance, PriorGuidance
+    # start-up time: the guidance models import torch and diffusers
+    from nfldm_sdk.guidance.clip_ldm import ClipImageLDMGuidance
+    from nfldm_sdk.guidance.prior import PriorGuidance
 
     if kind == "prior":
         return PriorGuidance.from_pretrained(path, device=device) if path else PriorGuidance.from_bundle(bundle, device=device)
@@ -99,13 +98,16 @@ def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device
 def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, views, seed, dataset_images, conditions,
            save_conditions, out, device, preview, progress):
     """Refine a generated scene by score distillation with negative guidance; writes the refined scene to OUT."""
+    # start-up time: torch and the pipeline load only when the command runs, not for --help
     import torch
 
-    from nfldm_sdk.cli.generate import save_preview
-    from nfldm_sdk.pipelines.generator import BundleError, NeuralScene
-    from nfldm_sdk.guidance.guidance import GuidanceNotAvailable, load_conditions
-    from nfldm_sdk.guidance.guidance import save_conditions as write_conditions
-    from nfldm_sdk.guidance.sds import RefineConfig, refine_scene, refinement_record, sample_sds_cameras
+    from nfldm_sdk.cameras.builders import sample_sds_cameras
+    from nfldm_sdk.guidance.base import GuidanceNotAvailable, load_conditions
+    from nfldm_sdk.guidance.base import save_conditions as write_conditions
+    from nfldm_sdk.guidance.sds import RefineConfig, refine_scene, refinement_record
+    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.pipelines.scene import NeuralScene
+    from nfldm_sdk.viz.previews import save_preview
 
     if steps < 0 or views < 1 or seed < 0:
         raise click.BadParameter("need --steps >= 0, --views >= 1 and --seed >= 0")

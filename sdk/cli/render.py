@@ -1,4 +1,4 @@
-"""`nfldm render`, `nfldm export` and `nfldm view` (scenes) — the sensor and viewer commands of the `nfldm` CLI.
+"""`nfldm render`, `nfldm export` and the scene viewer of `nfldm view` — the sensor and viewer commands of the `nfldm` CLI.
 
     nfldm render out/scene_000000 --model assets/models/small --rig capture --trajectory straight --length 30 \\
         --speed 10 --rate 10 --out drive.mp4                     # or --out frames/ (PNG + depth NPY + frames.json)
@@ -26,18 +26,19 @@ import click
 
 from nfldm_sdk.cli.main import error_message
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, RIG_PRESET_NAMES, default_device
+from nfldm_sdk.cli.output_path import check_output, staged_output
 from nfldm_sdk.errors import NfldmError
 
 if TYPE_CHECKING:  # torch-importing modules are imported inside the functions: `--help` start-up time
     from nfldm_sdk.cameras.rig import CameraRig
     from nfldm_sdk.cameras.trajectory import Trajectory
 
-__all__ = ["render", "export", "view", "view_scene", "trajectory_options", "build_trajectory", "load_scene",
-           "friendly_errors", "default_device", "DEVICE_DEFAULT_HELP", "TRAJECTORY_SHAPES", "VIEW_NAMES"]
+__all__ = ["render", "export", "view_scene", "trajectory_options", "build_trajectory", "load_scene",
+           "friendly_errors", "TRAJECTORY_SHAPES", "VIEW_NAMES"]
 
 #: Built-in trajectory shapes of ``--trajectory``.
 TRAJECTORY_SHAPES = ("straight", "arc", "lane_change", "stationary")
-#: ``--view`` choices (`nfldm_sdk.viz.viz.VIEWS`; listed here so `--help` does not import Open3D).
+#: ``--view`` choices (`nfldm_sdk.viz.viewer.VIEWS`; listed here so `--help` does not import Open3D).
 VIEW_NAMES = ("above_behind", "top", "side", "front")
 #: Exceptions whose messages already say what is wrong and how to fix it: shown without a traceback. The
 #: project's own errors (`NfldmError`) are turned into one line by the `nfldm` group too; they are listed here so
@@ -109,7 +110,7 @@ def build_trajectory(trajectory: str, length: float = 20.0, speed: float = 10.0,
 
 def load_scene(scene: str, model: str | None, device: str):
     """`NeuralScene.load(scene, decoder=model)` with CLI-friendly errors."""
-    from nfldm_sdk.pipelines.generator import NeuralScene
+    from nfldm_sdk.pipelines.scene import NeuralScene
 
     if not (Path(scene) / "scene.json").is_file():
         raise click.ClickException(f"{scene} is not a scene folder (no scene.json): generate one with `nfldm generate`")
@@ -154,8 +155,7 @@ def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, of
            batch_size, width, height, device, fps, with_range, with_depth, check_overlap):
     """Render SCENE's RGB + depth from a camera rig driven along a trajectory."""
     from nfldm_sdk.viz.export import VIDEO_SUFFIXES, write_frames
-    from nfldm_sdk.cli.output_path import check_output, staged_output
-    from nfldm_sdk.sensors.sensors import render_trajectory
+    from nfldm_sdk.sensors.trajectory_render import render_trajectory
 
     check_output(out, overwrite, marker="frames.json", file_suffixes=VIDEO_SUFFIXES)   # before anything is written
     s = load_scene(scene, model, device)
@@ -210,7 +210,7 @@ def view_scene(scene: str, model: str | None, *, screenshot: str | None = None, 
     """Open (or screenshot) a scene: its mesh or point cloud, the scene box, and optionally an ego trajectory with
     the rig's camera frustums every `frustum_every` ticks. Returns the screenshot path or None."""
     from nfldm_sdk.cameras.rig import CameraRig
-    from nfldm_sdk.viz.viz import show_scene
+    from nfldm_sdk.viz.viewer import show_scene
 
     s = load_scene(scene, model, device)
     if geometry == "points" and s.decoder is None:
@@ -220,28 +220,3 @@ def view_scene(scene: str, model: str | None, *, screenshot: str | None = None, 
     return show_scene(s, trajectory=traj, rig=cam_rig, geometry=geometry, level=level, screenshot=screenshot,
                       width=width, height=height, view=view, device=device, frustum_every=frustum_every)
 
-
-@click.command("view")
-@click.argument("scene", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", type=click.Path(exists=True, file_okay=False), default=None,
-              help="The model bundle that generated SCENE (colours; needed for --geometry points).")
-@click.option("--screenshot", type=click.Path(dir_okay=False), default=None,
-              help="Render offscreen to this PNG instead of opening a window (works headless).")
-@click.option("--rig", default=None, help="Draw this rig's camera frustums (preset, rig JSON or capture store).")
-@trajectory_options(None)
-@click.option("--geometry", type=click.Choice(["mesh", "points"]), default="mesh", show_default=True)
-@click.option("--level", type=float, default=None, help="Mesh iso-level σ (1/m); default ln2 / voxel size.")
-@click.option("--view", "view_name", type=click.Choice(list(VIEW_NAMES)), default="above_behind", show_default=True,
-              help="Viewpoint: above_behind looks from behind the ego start and above.")
-@click.option("--size", nargs=2, type=int, default=(1280, 720), show_default=True, help="Window/screenshot WIDTH HEIGHT.")
-@click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
-@friendly_errors
-def view(scene, model, screenshot, rig, trajectory, length, speed, rate, radius, angle, offset, duration,
-         geometry, level, view_name, size, device):
-    """View SCENE in Open3D (mesh or points, scene box, optional trajectory and camera frustums)."""
-    traj_kwargs = dict(length=length, speed=speed, rate=rate, radius=radius, angle=angle, offset=offset,
-                       duration=duration)
-    out = view_scene(scene, model, screenshot=screenshot, rig=rig, trajectory=trajectory, traj_kwargs=traj_kwargs,
-                     geometry=geometry, level=level, width=size[0], height=size[1], view=view_name, device=device)
-    if out is not None:
-        click.echo(f"screenshot -> {out}")

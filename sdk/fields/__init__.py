@@ -1,1 +1,2 @@
-"""The voxel neural field (`VoxelField`) and lift/splat of images into it."""
+"""The voxel neural field (`VoxelField`), lift/splat of images into it, and synthetic fields for tests, benchmarks and
+demos (`synthetic`)."""

@@ -22,13 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-__all__ = ["VoxelField", "FIELD_FORMAT", "FIELD_FORMAT_VERSION"]
+__all__ = ["VoxelField", "FIELD_CONVENTIONS", "FIELD_FORMAT", "FIELD_FORMAT_VERSION"]
 
 FIELD_FORMAT = "nfldm.voxel_field"
 FIELD_FORMAT_VERSION = 1
-_CONVENTIONS = ("arrays [B?,C?,Z,Y,X]; bounds [B?,2,3] = world (x,y,z) min and max, metres, right-handed z-up; "
-                "voxel centres at min + (i+0.5)*voxel_size; density = sigma >= 0 per metre of ray")
+#: The layout conventions in one line, written into every saved field's metadata (``conventions``) and into exports
+#: of fields (`nfldm_sdk.viz.export`), so a file names its own axes, units and voxel-centre rule.
+FIELD_CONVENTIONS = ("arrays [B?,C?,Z,Y,X]; bounds [B?,2,3] = world (x,y,z) min and max, metres, right-handed z-up; "
+                     "voxel centres at min + (i+0.5)*voxel_size; density = sigma >= 0 per metre of ray")
 
 
 @dataclass(eq=False)  # eq=False: tensors have no single truth value
@@ -104,6 +108,7 @@ class VoxelField:
     # ------------------------------------------------------------------ properties
     @property
     def is_batched(self) -> bool:
+        """True for a batch of scenes (``density [B,Z,Y,X]``), False for one scene (``[Z,Y,X]``)."""
         return self.density.dim() == 4
 
     @property
@@ -130,10 +135,12 @@ class VoxelField:
 
     @property
     def device(self) -> torch.device:
+        """The device of the density grid (`to` moves density, features and bounds together)."""
         return self.density.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The float dtype of the density grid (the PyTorch renderers compute in it)."""
         return self.density.dtype
 
     def voxel_centers(self) -> torch.Tensor:
@@ -158,10 +165,12 @@ class VoxelField:
         return VoxelField(self.density[b], self.features[b], self.bounds[b])
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "VoxelField":
+        """The field with density, features and bounds moved to ``device`` and/or cast to ``dtype``."""
         return VoxelField(self.density.to(device=device, dtype=dtype), self.features.to(device=device, dtype=dtype),
                           self.bounds.to(device=device, dtype=dtype))
 
     def detach(self) -> "VoxelField":
+        """The field with density, features and bounds detached from the autograd graph (shared storage)."""
         return VoxelField(self.density.detach(), self.features.detach(), self.bounds.detach())
 
     def requires_grad_(self, requires_grad: bool = True) -> "VoxelField":
@@ -177,14 +186,12 @@ class VoxelField:
         Tensors ``density``, ``features``, ``bounds`` keep their dtype; the header metadata key ``nfldm`` holds
         JSON ``{format, format_version, grid_shape, num_channels, batch_size, conventions}``.
         """
-        from safetensors.torch import save_file
-
         p = Path(path)
         if p.suffix != ".safetensors":
             p = p.with_name(p.name + ".safetensors")
         p.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": FIELD_FORMAT, "format_version": FIELD_FORMAT_VERSION, "grid_shape": list(self.grid_shape),
-                "num_channels": self.num_channels, "batch_size": self.batch_size, "conventions": _CONVENTIONS}
+                "num_channels": self.num_channels, "batch_size": self.batch_size, "conventions": FIELD_CONVENTIONS}
         tensors = {k: t.detach().contiguous().cpu() for k, t in
                    (("density", self.density), ("features", self.features), ("bounds", self.bounds))}
         save_file(tensors, str(p), metadata={"nfldm": json.dumps(meta)})
@@ -193,8 +200,6 @@ class VoxelField:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str | None = None) -> "VoxelField":
         """Read a field written by ``save``; checks the format tag, version and every tensor's shape."""
-        from safetensors import safe_open
-
         p = Path(path)
         if not p.is_file() and p.with_name(p.name + ".safetensors").is_file():
             p = p.with_name(p.name + ".safetensors")

@@ -1,1 +1,3 @@
-"""Score-distillation (SDS) refinement and the guidance models it uses (CLIP image LDM, the trained prior)."""
+"""Score-distillation (SDS) refinement and the guidance models it uses: `base` (the `GuidanceModel` interface, the
+guidance formulas), `clip_ldm` (the paper's CLIP-image LDM), `prior` (our trained prior, a bundle part) and `sds`
+(the refinement loop)."""

@@ -11,7 +11,7 @@ One step, for every scene of the (batched) field V:
 3. ``t ~ U{⌈0.02 T⌉, …, ⌊0.2 T⌋}``, ``ε ~ N(0, I)``, ``x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε``;
 4. ε̂ with guidance scale α: ``ε̂ = ε(x_t|y′) + α (ε(x_t|y) − ε(x_t|y′))`` — negative guidance with y = dataset,
    y′ = artifact condition (``negative="artifact"``; the noise estimate of ``p(x|y)^α / p(x|y′)^(α−1)``, see
-   `nfldm_sdk.guidance.guidance`), or plain CFG with the null condition (``negative="null"``);
+   `nfldm_sdk.guidance.base`), or plain CFG with the null condition (``negative="null"``);
 5. the SDS gradient ``g = w(t) (ε̂ − ε)`` is applied as the gradient of ``x_0`` (the U-Net Jacobian is dropped, as
    in DreamFusion) and back-propagated through the encoder and the renderer into density and features:
    ``torch.autograd.grad(x_0, [σ, f], grad_outputs=g / N)`` with N = views in the step (per-view mean; the
@@ -46,12 +46,14 @@ from typing import Any, Protocol
 
 import torch
 
+from nfldm_sdk.cameras.builders import sample_sds_cameras
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.guidance.guidance import GuidanceModel, guided_noise
+from nfldm_sdk.guidance.base import GuidanceModel, guided_noise
+from nfldm_sdk.pipelines.scene import NeuralScene
 
-__all__ = ["RefineConfig", "RefineHistory", "RefineResult", "FieldDecoder", "refine_scene", "sample_sds_cameras",
-           "horizontal_cam_to_world", "sds_weight", "sds_gradient", "RefinedScene", "refine_neural_scene",
+__all__ = ["RefineConfig", "RefineHistory", "RefineResult", "FieldDecoder", "refine_scene",
+           "sds_weight", "sds_gradient", "RefinedScene", "refine_neural_scene",
            "WEIGHTINGS", "NEGATIVES", "refinement_record"]
 
 WEIGHTINGS = ("sigma2", "one")
@@ -156,36 +158,6 @@ class RefineResult:
     config: RefineConfig
 
 
-# ============================================================================================ cameras
-def horizontal_cam_to_world(position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
-    """``[..., 4, 4]`` cam_to_world of level cameras (OpenCV axes) at ``position [..., 3]`` (metres) looking along
-    ``yaw [...]`` (radians about z; 0 = +x forward, π/2 = +y left): z_cam = ``(cos, sin, 0)``, y_cam = ``(0, 0, −1)``
-    (down), x_cam = y_cam × z_cam (right)."""
-    c, s = torch.cos(yaw), torch.sin(yaw)
-    zero, one = torch.zeros_like(c), torch.ones_like(c)
-    fwd = torch.stack([c, s, zero], -1)                                   # [..., 3]
-    down = torch.stack([zero, zero, -one], -1)
-    right = torch.linalg.cross(down, fwd)
-    m = torch.zeros(*yaw.shape, 4, 4, dtype=yaw.dtype, device=yaw.device)
-    m[..., :3, 0], m[..., :3, 1], m[..., :3, 2], m[..., :3, 3] = right, down, fwd, position
-    m[..., 3, 3] = 1.0
-    return m
-
-
-def sample_sds_cameras(shape: tuple[int, ...], width: int, height: int, generator: torch.Generator, *,
-                       area_m2: float = 6.0, eye_height: float = 1.6, hfov_deg: float = 90.0) -> Cameras:
-    """SDS cameras of batch shape `shape`: ground position uniform in a ``√area × √area`` square centred on the
-    scene origin, height `eye_height`, yaw uniform in [0, 2π), level (no pitch/roll), `hfov_deg` field of view.
-
-    Draws ``[*shape, 2]`` positions then ``[*shape]`` yaws from the CPU `generator` (float64, then float32).
-    """
-    side = math.sqrt(float(area_m2))
-    xy = (torch.rand(*shape, 2, generator=generator, dtype=torch.float64) - 0.5) * side
-    yaw = torch.rand(*shape, generator=generator, dtype=torch.float64) * (2.0 * math.pi)
-    pos = torch.cat([xy, torch.full((*shape, 1), float(eye_height), dtype=torch.float64)], -1)
-    return Cameras.from_fov(hfov_deg, width, height, horizontal_cam_to_world(pos, yaw).float())
-
-
 # ============================================================================================ the SDS gradient
 def sds_weight(alpha_bar: torch.Tensor, weighting: str) -> torch.Tensor:
     """``w(t)`` of ``alpha_bar [N]``: ``1 − ᾱ_t`` (``"sigma2"``) or 1 (``"one"``)."""
@@ -234,7 +206,7 @@ def refine_scene(scene_or_field, decoder: FieldDecoder | None, guidance: Guidanc
         scene_or_field: a `VoxelField` (unbatched ``[Z,Y,X]`` or batched ``[B,Z,Y,X]``) or a `NeuralScene`
             (its ``field``; its ``decoder`` when `decoder` is None). Not modified.
         decoder: the stage-1 renderer (`SceneAutoEncoder`), or None to use the scene's. Its weights are not changed.
-        guidance: a `nfldm_sdk.guidance.guidance.GuidanceModel` (`PriorGuidance`, `ClipImageLDMGuidance`) on the field's
+        guidance: a `nfldm_sdk.guidance.base.GuidanceModel` (`PriorGuidance`, `ClipImageLDMGuidance`) on the field's
             device.
         config: all settings (`RefineConfig`); the keyword arguments below override its fields when given.
         steps, lr, views_per_step, alpha, negative, log_every: overrides of the `RefineConfig` fields.
@@ -280,7 +252,7 @@ def refine_scene(scene_or_field, decoder: FieldDecoder | None, guidance: Guidanc
     steps_iter = range(int(cfg.steps))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # start-up time: tqdm only when a bar is asked for
 
         steps_iter = bar = tqdm(steps_iter, desc="SDS refine", unit="step")
     for step in steps_iter:
@@ -329,19 +301,17 @@ def refine_scene(scene_or_field, decoder: FieldDecoder | None, guidance: Guidanc
 class RefinedScene:
     """A refined `NeuralScene` (same seed, bundle hash, decoder and sampler as the raw one) and its `RefineResult`."""
 
-    scene: Any
+    scene: NeuralScene
     result: RefineResult
 
 
-def refine_neural_scene(scene, guidance: GuidanceModel, config: RefineConfig | None = None, *, seed: int | None = None,
+def refine_neural_scene(scene: NeuralScene, guidance: GuidanceModel, config: RefineConfig | None = None, *, seed: int | None = None,
                         progress: bool = False) -> RefinedScene:
     """`refine_scene` of one `NeuralScene` with its own decoder; the SDS seed defaults to the scene's seed.
 
     Returns:
         `RefinedScene` whose ``scene`` is a new `NeuralScene` holding the refined field (the input is unchanged).
     """
-    from nfldm_sdk.pipelines.generator import NeuralScene
-
     if not isinstance(scene, NeuralScene):
         raise TypeError(f"refine_neural_scene takes a NeuralScene, got {type(scene).__name__}")
     seed = int(scene.seed if seed is None else seed)

@@ -35,22 +35,11 @@ from diffusers.models.resnet import ResnetBlockCondNorm2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
+from nfldm_sdk.models.layout import fold_z, unfold_z
 from nfldm_sdk.persistence import PretrainedMixin
 
-__all__ = ["GDenoiserConfig", "GDenoiser", "CDenoiserConfig", "CDenoiser", "FDenoiserConfig", "FDenoiser",
-           "DENOISER_CLASSES", "ConditionalUNet2D", "fold_z", "unfold_z"]
-
-
-def fold_z(c: torch.Tensor) -> torch.Tensor:
-    """``[B, C, Z, Y, X] -> [B, C·Z, Y, X]`` (channel index ``c·Z + z``): the vertical axis folded into channels."""
-    B, C, Z, Y, X = c.shape
-    return c.reshape(B, C * Z, Y, X)
-
-
-def unfold_z(c: torch.Tensor, channels: int) -> torch.Tensor:
-    """Inverse of `fold_z`: ``[B, C·Z, Y, X] -> [B, C, Z, Y, X]``."""
-    B, CZ, Y, X = c.shape
-    return c.reshape(B, channels, CZ // channels, Y, X)
+__all__ = ["GDenoiserConfig", "GDenoiser", "UNetDenoiserConfig", "CDenoiserConfig", "CDenoiser", "FDenoiserConfig",
+           "FDenoiser", "DENOISER_CLASSES", "ConditionalUNet2D"]
 
 
 # ============================================================================================ conditioning
@@ -225,15 +214,15 @@ def _check_unet(name: str, widths: tuple[int, ...], groups: int, spatial: tuple[
         raise ValueError(f"{name}: attention_head_dim {attention_head_dim} must divide widths[-1] = {widths[-1]}")
 
 
-# ============================================================================================ ψ_c
 @dataclass
-class CDenoiserConfig:
-    """ψ_c(c_t, g_0, t): U-Net over the coarse latent with Z folded into channels, g through conditional GN."""
+class UNetDenoiserConfig:
+    """The fields ψ_c (`CDenoiserConfig`) and ψ_f (`FDenoiserConfig`) share: the latent's shape, the g that
+    conditions it, and the `ConditionalUNet2D` over it."""
 
-    latent_shape: tuple[int, int, int, int] = (4, 4, 8, 8)
-    """Shape of c without the batch, ``(C, Zc, Yc, Xc)`` (from the LAE; the paper's is (4, 16, 32, 32))."""
+    latent_shape: tuple[int, ...] = ()
+    """Shape of the modelled latent without the batch (each level's config gives its layout and default)."""
     g_dim: int = 16
-    """G, the size of the global latent that conditions c."""
+    """G, the size of the global latent that conditions the level."""
     widths: tuple[int, ...] = (32, 64)
     """Channels of the U-Net's levels (level i at resolution / 2^i)."""
     blocks_per_level: int = 1
@@ -250,6 +239,15 @@ class CDenoiserConfig:
     """Sinusoidal timestep features."""
     dropout: float = 0.0
     """Dropout inside the residual blocks (training only)."""
+
+
+# ============================================================================================ ψ_c
+@dataclass
+class CDenoiserConfig(UNetDenoiserConfig):
+    """ψ_c(c_t, g_0, t): U-Net over the coarse latent with Z folded into channels, g through conditional GN."""
+
+    latent_shape: tuple[int, int, int, int] = (4, 4, 8, 8)
+    """Shape of c without the batch, ``(C, Zc, Yc, Xc)`` (from the LAE; the paper's is (4, 16, 32, 32))."""
 
     def __post_init__(self):
         if len(self.latent_shape) != 4:
@@ -289,31 +287,13 @@ class CDenoiser(nn.Module, PretrainedMixin):
 
 # ============================================================================================ ψ_f
 @dataclass
-class FDenoiserConfig:
+class FDenoiserConfig(UNetDenoiserConfig):
     """ψ_f(f_t, g_0, c_0, t): U-Net over the fine BEV latent; c interpolated and concatenated, g through conditional GN."""
 
     latent_shape: tuple[int, int, int] = (4, 32, 32)
     """Shape of f without the batch, ``(C, Y, X)`` (from the LAE; the paper's is (4, 128, 128))."""
     c_shape: tuple[int, int, int, int] = (4, 4, 8, 8)
     """Shape of the conditioning coarse latent c, ``(C, Zc, Yc, Xc)``."""
-    g_dim: int = 16
-    """G, the size of the global latent."""
-    widths: tuple[int, ...] = (32, 64)
-    """Channels of the U-Net's levels (level i at resolution / 2^i)."""
-    blocks_per_level: int = 1
-    """Residual blocks per level, on the way down and on the way up."""
-    mid_attention: bool = False
-    """Self-attention in the middle (lowest resolution) of the U-Net."""
-    attention_head_dim: int = 32
-    """Channels per attention head."""
-    norm_groups: int = 8
-    """Groups of every (conditional) GroupNorm; divides every width."""
-    embed_dim: int = 128
-    """Size of the conditioning embedding (timestep + g)."""
-    time_channels: int = 64
-    """Sinusoidal timestep features."""
-    dropout: float = 0.0
-    """Dropout inside the residual blocks (training only)."""
 
     def __post_init__(self):
         if len(self.latent_shape) != 3 or len(self.c_shape) != 4:

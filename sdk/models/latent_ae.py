@@ -40,11 +40,12 @@ from torch import nn
 
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
+from nfldm_sdk.models.layout import fold_z, unfold_z
 from nfldm_sdk.models.vq import VectorQuantizer
 from nfldm_sdk.persistence import PretrainedMixin
 
 __all__ = ["LatentAEConfig", "LatentStats", "Latents", "LatentAEOutput", "LatentAutoEncoder", "CondGroupNorm",
-           "CondResBlock", "fold_z", "unfold_z"]
+           "CondResBlock"]
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -270,17 +271,6 @@ class LatentAEOutput:
     indices_f: torch.Tensor
     g_mean: torch.Tensor
     g_logvar: torch.Tensor
-
-
-# ------------------------------------------------------------------------------------------------ Z folding
-def fold_z(x: torch.Tensor) -> torch.Tensor:
-    """``[B, K, Z, Y, X] -> [B, K·Z, Y, X]`` (channel ``k·Z + z``): the vertical axis into channels."""
-    return x.flatten(1, 2)
-
-
-def unfold_z(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Inverse of `fold_z`: ``[B, K·Z, Y, X] -> [B, K, Z, Y, X]`` with ``K = channels``."""
-    return x.unflatten(1, (channels, x.shape[1] // channels))
 
 
 # ------------------------------------------------------------------------------------------------ blocks

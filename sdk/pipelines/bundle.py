@@ -9,13 +9,14 @@ Model bundle (a folder)::
     BUNDLE/denoiser_g/        stage 3 GDenoiser  ψ_g
     BUNDLE/denoiser_c/        stage 3 CDenoiser  ψ_c
     BUNDLE/denoiser_f/        stage 3 FDenoiser  ψ_f
-    BUNDLE/prior/             optional: the SDS guidance prior (`nfldm_sdk.guidance.guidance.add_prior_to_bundle`)
+    BUNDLE/prior/             optional: the SDS guidance prior (`nfldm_sdk.guidance.prior.add_prior_to_bundle`)
 
-`write_bundle` writes one (``nfldm export-bundle`` calls it); `load_part` loads any part (the optional ones
-included) and fails with a `BundleError` naming the part, the file and the fix when a part is missing, holds the
+`write_bundle` writes one (``nfldm export-bundle`` calls it) and `add_part` adds an optional part to it; `load_part`
+loads any part (the optional ones included) and fails with a `BundleError` naming the part, the file and the fix when a part is missing, holds the
 wrong class, changed since export (sha256), has a ``config.json`` that is not JSON or weights that are truncated;
 `check_consistency` checks that the parts fit together (latent shapes, voxel grid). The manifest is written last: a
-folder with a manifest is a complete bundle. `nfldm_sdk.pipelines.generator.SceneGenerator.from_pretrained` reads bundles.
+folder with a manifest is a complete bundle. A part's class is recorded as its class path, read through
+`nfldm_sdk.persistence.CLASS_PATH_ALIASES` so that bundles written before a class moved keep loading. `nfldm_sdk.pipelines.generator.SceneGenerator.from_pretrained` reads bundles.
 """
 from __future__ import annotations
 
@@ -34,16 +35,17 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from nfldm_sdk.models.denoisers import CDenoiser, FDenoiser, GDenoiser
 from nfldm_sdk.models.latent_ae import LatentAutoEncoder, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-from nfldm_sdk.persistence import (CONFIG_NAME, WEIGHTS_NAME, ModelFileError, class_path, config_to_dict,
-                                   nfldm_version, read_config)
-from nfldm_sdk.pipelines.sampling import LEVELS, NoiseSchedule, SamplerDefaults
-
+from nfldm_sdk.persistence import (CONFIG_NAME, WEIGHTS_NAME, ModelFileError, class_path, config_to_dict, names_class,
+                                   nfldm_version, read_config, read_json_object)
+from nfldm_sdk.pipelines.sampling import LEVELS, SamplerDefaults
+from nfldm_sdk.models.noise_schedule import NoiseSchedule
 from nfldm_sdk.errors import NfldmError
+from nfldm_sdk.models.denoisers import CDenoiser, FDenoiser, GDenoiser
 
-__all__ = ["BundleManifest", "BundleError", "PartMismatch", "write_bundle", "read_manifest", "load_part",
+__all__ = ["BundleManifest", "BundleError", "PartMismatch", "write_bundle", "write_manifest", "add_part",
+           "read_manifest", "load_part",
            "changed_parts", "check_consistency", "part_hash", "describe_part", "export_fix", "default_model_path",
            "shipped_model_path",
            "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "MANIFEST_NAME", "PART_CLASSES", "PART_DESCRIPTIONS",
@@ -180,14 +182,11 @@ def read_manifest(bundle: str | Path) -> BundleManifest:
     path = bundle / MANIFEST_NAME
     if not bundle.is_dir():
         raise BundleError(f"model bundle {bundle} not found (a bundle is a folder written by `nfldm export-bundle`)")
-    if not path.is_file():
-        raise BundleError(f"{bundle} is not a model bundle: it has no {MANIFEST_NAME}. Build one with "
-                          "`nfldm export-bundle --scene-ae RUN --latent-ae RUN --ldm-g RUN --ldm-c RUN --ldm-f RUN --out BUNDLE`")
-    try:
-        data = read_config(path)
-    except ModelFileError as e:
-        raise BundleError(f"{e}: the manifest was edited or truncated; re-export the bundle with "
-                          "`nfldm export-bundle`") from e
+    data = read_json_object(
+        path, missing=BundleError(f"{bundle} is not a model bundle: it has no {MANIFEST_NAME}. Build one with `nfldm "
+                                  "export-bundle --scene-ae RUN --latent-ae RUN --ldm-g RUN --ldm-c RUN --ldm-f RUN --out BUNDLE`"),
+        broken=lambda e: BundleError(f"{e}: the manifest was edited or truncated; re-export the bundle with "
+                                     "`nfldm export-bundle`"))
     fmt = data.get("format")
     if fmt != BUNDLE_FORMAT:
         raise BundleError(f"{path}: format {fmt!r} is not {BUNDLE_FORMAT!r}; not a model bundle manifest")
@@ -251,7 +250,7 @@ def load_part(bundle: str | Path, part: str, manifest: BundleManifest | None = N
         stored = read_config(folder / CONFIG_NAME).get("_class")
     except ModelFileError as e:
         raise BundleError(f"bundle {bundle}: {describe_part(part)} does not load: {e.problem}; {fix}") from e
-    if stored != class_path(cls) or entry.get("class") != class_path(cls):
+    if not names_class(stored, cls) or not names_class(entry.get("class"), cls):
         raise BundleError(f"bundle {bundle}: part {part!r} holds a {stored or entry.get('class')}, expected a "
                           f"{class_path(cls)}; {fix}")
     if verify and entry.get("sha256") and part_hash(folder) != entry["sha256"]:
@@ -367,6 +366,56 @@ def write_bundle(out: str | Path, *, scene_ae: SceneAutoEncoder, latent_ae: Late
         parts=parts, training_data=dict(training_data or {}), nfldm_version=nfldm_version(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     manifest.bundle_hash = manifest.compute_hash()
-    (tmp / MANIFEST_NAME).write_text(json.dumps(dataclasses.asdict(manifest), indent=2) + "\n")
+    write_manifest(tmp, manifest)
     tmp.rename(out)  # the complete bundle appears at once
     return out
+
+
+def write_manifest(bundle: str | Path, manifest: BundleManifest) -> Path:
+    """Write `manifest` as ``BUNDLE/manifest.json`` (indented JSON), replacing any manifest atomically: it is
+    written to ``manifest.json.partial`` first and renamed over the old one. Returns the manifest's path."""
+    path = Path(bundle) / MANIFEST_NAME
+    tmp = path.with_name(MANIFEST_NAME + ".partial")
+    tmp.write_text(json.dumps(dataclasses.asdict(manifest), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def add_part(bundle: str | Path, part: str, model_dir: str | Path, cls: type[nn.Module],
+             manifest: BundleManifest | None = None) -> Path:
+    """Copy a saved network (``config.json`` + ``model.safetensors`` of a `cls`) into ``BUNDLE/<part>/`` and list it
+    in the manifest (class path, folder, sha256); returns the part folder. For optional parts (the SDS ``prior``).
+
+    An existing part of that name is replaced. The part is copied to ``<part>.partial`` first and the manifest is
+    replaced atomically last (`write_manifest`). The ``bundle_hash`` is recomputed; it counts only the generative
+    parts (`BundleManifest.compute_hash`), so adding an optional part leaves the bundle's identity unchanged.
+
+    Args:
+        bundle: the bundle folder.
+        part: the part's name and folder (not a generative part of `PART_CLASSES`).
+        model_dir: the folder written by ``save_pretrained``.
+        cls: the network class recorded for the part.
+        manifest: the bundle's manifest (read when None).
+    Raises:
+        `BundleError` when `bundle` is not a bundle; ``FileNotFoundError`` when `model_dir` lacks a file.
+    """
+    bundle, src = Path(bundle), Path(model_dir)
+    if part in PART_CLASSES:
+        raise ValueError(f"{part!r} is a generative part: write it with write_bundle (`nfldm export-bundle`)")
+    manifest = manifest or read_manifest(bundle)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (src / name).is_file():
+            raise FileNotFoundError(f"{src} has no {name}: save the network with save_pretrained")
+    dst, tmp = bundle / part, bundle / (part + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy2(src / name, tmp / name)
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+    manifest.parts[part] = {"class": class_path(cls), "path": part, "sha256": part_hash(dst)}
+    manifest.bundle_hash = manifest.compute_hash()
+    write_manifest(bundle, manifest)
+    return dst

@@ -59,7 +59,7 @@ class GenerateArgs:
     batch_size: int
     """Scenes sampled together (>= 1, at most `num_scenes`)."""
     sampler: str
-    """The sampler's name (one of `nfldm_sdk.pipelines.sampling.SAMPLERS`)."""
+    """The sampler's name (one of `nfldm_sdk.models.noise_schedule.SAMPLERS`)."""
 
 
 def check_generate_args(num_scenes: Any, seed: Any, steps: Any, batch_size: Any, sampler: Any, *,

@@ -1,5 +1,9 @@
 """Fused Triton volume rendering: `render_field(..., implementation="triton")`, forward and backward.
 
+This module is the host side — the kernels' grid layout and its cache, the launches, the autograd function and
+`render_field_triton`; the `@triton.jit` kernels are `nfldm_sdk.rendering.triton_kernels`. Triton is an optional
+dependency: `nfldm_sdk.rendering.api` imports this module only when the triton path is asked for or considered.
+
 The model is `nfldm_sdk.rendering.api`'s (its module docstring): midpoint (or stratified) samples over the box-clipped
 segment, ``grid_sample(align_corners=False, padding_mode="border")`` trilinear interpolation, ``α_i = 1 − e^{−σ_i δ}``,
 ``w_i = T_i α_i``, ``features = Σ w_i f_i``, ``depth_num = Σ w_i z_i``, ``alpha = 1 − T_final``. The PyTorch
@@ -60,14 +64,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 import triton
-import triton.language as tl
 
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.rendering.api import HIT_ALPHA, RenderOutput, _Batch, _finish, _prepare
+from nfldm_sdk.rendering.rays import HIT_ALPHA, RayBatch, RenderOutput, finish_render, prepare_rays
+from nfldm_sdk.rendering.triton_kernels import backward_kernel, forward_kernel
 
-__all__ = ["EARLY_STOP", "INTERPRETED", "OCCUPANCY_CELL", "check_device", "clear_cache", "compile_report",
-           "occupancy_grid", "render_batch_triton", "render_field_triton"]
+__all__ = ["BLOCK_RAYS", "EARLY_STOP", "INTERPRETED", "INTERPRETER_BLOCK_RAYS", "KernelGrid",
+           "KernelOptions", "KernelRays", "OCCUPANCY_CELL", "backward_launch", "check_device", "clear_cache",
+           "forward_launch", "kernel_grid", "occupancy_grid", "render_batch_triton", "render_field_triton"]
 
 EARLY_STOP = 1e-4
 """Default transmittance below which a ray stops (error bound: module docstring)."""
@@ -78,277 +83,7 @@ BLOCK_RAYS = 32
 INTERPRETER_BLOCK_RAYS = 256
 """Rays per program under the interpreter, whose cost is per operation: wide blocks run ~5× faster there."""
 
-# Constants inside the kernels are literals (Triton reads no plain Python globals there):
-#   1e30: "no bound" for the cell faces at the grid's ends (finite: avoids inf − inf);
-#   1e-3: voxels a jump stops inside a cell's face (the rounding of a sample position is ~1e-5 voxel);
-#   1e-2: optical depth below which 1 − e^{−τ} comes from its series (no cancellation; Triton has no expm1).
-
-
-# ====================================================================== kernels
-
-
-@triton.jit
-def _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, b, R, rays, rmask, hx, hy, hz):
-    """Per-ray start ``U0`` and step ``dU`` (per unit of the sample coordinate s) in voxel-index space, of the rays
-    ``rays`` of field ``b`` (the per-ray arrays are ``[B, R(, 3)]``; ``b`` is int64, so big batches index safely)."""
-    o_ptr += b * R * 3
-    d_ptr += b * R * 3
-    t0_ptr += b * R
-    dl_ptr += b * R
-    zpt_ptr += b * R
-    t0 = tl.load(t0_ptr + rays, mask=rmask, other=0.0)
-    dl = tl.load(dl_ptr + rays, mask=rmask, other=0.0)
-    zpt = tl.load(zpt_ptr + rays, mask=rmask, other=0.0)
-    ox = tl.load(o_ptr + rays * 3, mask=rmask, other=0.0)
-    oy = tl.load(o_ptr + rays * 3 + 1, mask=rmask, other=0.0)
-    oz = tl.load(o_ptr + rays * 3 + 2, mask=rmask, other=0.0)
-    dx = tl.load(d_ptr + rays * 3, mask=rmask, other=0.0)
-    dy = tl.load(d_ptr + rays * 3 + 1, mask=rmask, other=0.0)
-    dz = tl.load(d_ptr + rays * 3 + 2, mask=rmask, other=0.0)
-    # grid_sample(align_corners=False): u = ((p + 1) · size − 1) / 2 with p = o + (t0 + s δ) d
-    u0x = (ox + t0 * dx + 1.0) * hx - 0.5
-    u0y = (oy + t0 * dy + 1.0) * hy - 0.5
-    u0z = (oz + t0 * dz + 1.0) * hz - 0.5
-    return u0x, u0y, u0z, dx * dl * hx, dy * dl * hy, dz * dl * hz, t0, dl, zpt
-
-
-@triton.jit
-def _axis(u0, du, s, size_m1, lo_max):
-    """Border-clamped position along one axis -> lower corner index (int32) and fraction (grid_sample's)."""
-    u = tl.minimum(tl.maximum(u0 + s * du, 0.0), size_m1)
-    i0 = tl.minimum(tl.floor(u), lo_max)
-    return i0.to(tl.int32), u - i0
-
-
-@triton.jit
-def _corner(k: tl.constexpr, base, fx, fy, fz, sx, sy, sz):
-    """Row offset and trilinear weight of corner ``k`` (bits: x, y, z) of the cell at ``base``."""
-    if k & 1:
-        wx = fx
-        base = base + sx
-    else:
-        wx = 1.0 - fx
-    if k & 2:
-        wy = fy
-        base = base + sy
-    else:
-        wy = 1.0 - fy
-    if k & 4:
-        wz = fz
-        base = base + sz
-    else:
-        wz = 1.0 - fz
-    return base, wx * wy * wz
-
-
-@triton.jit
-def _alpha(tau):
-    """``(1 − e^{−τ}, e^{−τ})``; the series for |τ| < 1e-2 keeps the relative precision of faint media."""
-    e = tl.exp(-tau)
-    series = tau * (1.0 - tau * (0.5 - tau * (0.16666666666666666 - tau * 0.041666666666666664)))
-    return tl.where(tl.abs(tau) < 1e-2, series, 1.0 - e), e
-
-
-@triton.jit
-def _jump(i, s_now, active, empty, u0x, u0y, u0z, dux, duy, duz, ix, iy, iz, XCL, YCL, ZCL, n_samples,
-          CELL: tl.constexpr, JMAX: tl.constexpr):
-    """Next sample index of rays whose current sample lies in an unoccupied cell: the first sample that may be
-    outside the cell. Cell c spans raw u ∈ [cK, cK + K) per axis (unbounded below for c = 0 and above for the last
-    cell, where border clamping maps everything); the exit is pulled in by 1e-3 voxel."""
-    nxt = i + 1
-    cx = ix // CELL
-    cy = iy // CELL
-    cz = iz // CELL
-    ex = _exit(u0x, dux, cx, XCL, CELL)
-    ey = _exit(u0y, duy, cy, YCL, CELL)
-    ez = _exit(u0z, duz, cz, ZCL, CELL)
-    s_exit = tl.minimum(tl.minimum(tl.minimum(ex, ey), ez), n_samples + 1.0)
-    s_exit = tl.maximum(s_exit, s_now)
-    # samples j < ceil(s_exit − JMAX) have s_j ≤ j + JMAX < s_exit: inside the cell, hence empty
-    far = tl.ceil(s_exit - JMAX).to(tl.int32)
-    return tl.where(active & empty, tl.maximum(nxt, far), nxt)
-
-
-@triton.jit
-def _exit(u0, du, c, c_last, CELL: tl.constexpr):
-    """Sample coordinate s at which the ray leaves cell ``c`` along one axis (a huge value if never)."""
-    lo = tl.where(c > 0, (c * CELL).to(tl.float32) + 1e-3, -1e30)
-    hi = tl.where(c < c_last, ((c + 1) * CELL).to(tl.float32) - 1e-3, 1e30)
-    safe = tl.where(du == 0.0, 1.0, du)
-    return tl.where(du > 0.0, (hi - u0) / safe, tl.where(du < 0.0, (lo - u0) / safe, 1e30))
-
-
-@triton.jit
-def _channels(C, NCH: tl.constexpr, VEC: tl.constexpr):
-    """Channel indices ``[NCH, 1, VEC]`` and their mask. Channels are tiled ``[NCH, rays, VEC]`` with VEC·itemsize =
-    16 bytes, so each load is one 16-byte vector per ray and a ray's channels stay in its own thread: per-ray
-    scalars (weights) multiply them without crossing lanes."""
-    ch = tl.arange(0, NCH)[:, None, None] * VEC + tl.arange(0, VEC)[None, None, :]
-    return ch, ch < C
-
-
-@triton.jit
-def _dot_channels(a, b):
-    """``Σ_c a·b`` over the channel tile ``[NCH, BLOCK_R, VEC]`` -> ``[BLOCK_R]``."""
-    return tl.sum(tl.sum(a * b, axis=2), axis=0)
-
-
-@triton.jit
-def _sample(i, active, rays, jit_ptr, occ_ptr, dens_ptr, u0x, u0y, u0z, dux, duy, duz, Y, X, YC, XC,
-            sx, sy, sz, xm1, ym1, zm1, xlo, ylo, zlo, n_samples,
-            BLOCK_R: tl.constexpr, CELL: tl.constexpr, SKIP: tl.constexpr, HAS_JITTER: tl.constexpr):
-    """Sample ``i`` of each active ray (shared by forward and backward, so both march the same samples): its
-    coordinate ``s``, voxel corners and fractions, row ``base``, whether it is ``live`` (active and, with
-    skipping, in an occupied cell), whether its cell is ``occupied`` (= active without skipping) and its ``sigma``."""
-    if HAS_JITTER:
-        s = i.to(tl.float32) + tl.load(jit_ptr + rays * n_samples + i, mask=active, other=0.5)
-    else:
-        s = i.to(tl.float32) + 0.5
-    ix, fx = _axis(u0x, dux, s, xm1, xlo)
-    iy, fy = _axis(u0y, duy, s, ym1, ylo)
-    iz, fz = _axis(u0z, duz, s, zm1, zlo)
-    base = (iz * Y + iy) * X + ix
-    occupied = active
-    if SKIP:
-        cell = ((iz // CELL) * YC + iy // CELL) * XC + ix // CELL
-        occupied = tl.load(occ_ptr + cell, mask=active, other=0) != 0
-    live = active & occupied
-    sigma = tl.zeros([BLOCK_R], tl.float32)
-    for k in tl.static_range(8):
-        off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
-        sigma += cw * tl.load(dens_ptr + off, mask=live, other=0.0)
-    return s, ix, iy, iz, fx, fy, fz, base, live, occupied, sigma
-
-
-@triton.jit
-def _forward_kernel(dens_ptr, feat_ptr, occ_ptr, o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, jit_ptr,
-                    out_f_ptr, out_d_ptr, out_a_ptr,
-                    R, C, Y, X, YC, XC, XCL, YCL, ZCL, sx, sy, sz, hx, hy, hz, xm1, ym1, zm1, xlo, ylo, zlo,
-                    n_samples, t_stop,
-                    ZYX, ZYXC, OCC_N,
-                    BLOCK_R: tl.constexpr, NCH: tl.constexpr, VEC: tl.constexpr, CELL: tl.constexpr,
-                    SKIP: tl.constexpr, HAS_JITTER: tl.constexpr):
-    """Composite ``BLOCK_R`` rays of field ``program_id(1)``: features ``[B,C,R]``, ``Σ w z [B,R]``, alpha ``[B,R]``."""
-    b = tl.program_id(1).to(tl.int64)
-    rays = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    rmask = rays < R
-    ch, cmask = _channels(C, NCH, VEC)
-    # per-field base pointers in int64 (a batch may exceed 2^31 elements; offsets inside one field may not)
-    dens_ptr += b * ZYX
-    feat_ptr += b * ZYXC
-    occ_ptr += b * OCC_N
-    jit_ptr += b * R * n_samples
-    u0x, u0y, u0z, dux, duy, duz, t0, dl, zpt = _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, b, R, rays, rmask,
-                                                           hx, hy, hz)
-    i = tl.zeros([BLOCK_R], tl.int32)
-    T = tl.full([BLOCK_R], 1.0, tl.float32)
-    acc = tl.zeros([NCH, BLOCK_R, VEC], tl.float32)
-    dacc = tl.zeros([BLOCK_R], tl.float32)
-    aacc = tl.zeros([BLOCK_R], tl.float32)           # alpha = Σ w = 1 − T, summed: keeps faint rays' precision
-    active = rmask & (dl > 0.0)                      # rays that miss the box have δ = 0: nothing to march
-    while tl.max(active.to(tl.int32), axis=0) > 0:
-        s, ix, iy, iz, fx, fy, fz, base, live, occupied, sigma = _sample(
-            i, active, rays, jit_ptr, occ_ptr, dens_ptr, u0x, u0y, u0z, dux, duy, duz, Y, X, YC, XC,
-            sx, sy, sz, xm1, ym1, zm1, xlo, ylo, zlo, n_samples, BLOCK_R, CELL, SKIP, HAS_JITTER)
-        a, e = _alpha(sigma * dl)
-        w = T * a
-        fmask = (live & (w != 0.0))[None, :, None] & cmask
-        for k in tl.static_range(8):
-            off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
-            row = tl.load(feat_ptr + off[None, :, None] * C + ch, mask=fmask, other=0.0).to(tl.float32)
-            acc += (w * cw)[None, :, None] * row
-        dacc += w * ((t0 + s * dl) * zpt)
-        aacc += w
-        T = T * e
-        if SKIP:
-            i = _jump(i, s, active, ~occupied, u0x, u0y, u0z, dux, duy, duz, ix, iy, iz, XCL, YCL, ZCL,
-                      n_samples, CELL, 1.0 if HAS_JITTER else 0.5)
-        else:
-            i = i + 1
-        active = active & (i < n_samples) & (T >= t_stop)
-    out = b * R + rays
-    tl.store(out_f_ptr + (b * C + ch) * R + rays[None, :, None], acc, mask=rmask[None, :, None] & cmask)
-    tl.store(out_d_ptr + out, dacc, mask=rmask)
-    tl.store(out_a_ptr + out, aacc, mask=rmask)
-
-
-@triton.jit
-def _backward_kernel(dens_ptr, feat_ptr, occ_ptr, o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, jit_ptr,
-                     f_ptr, dn_ptr, a_ptr, gf_ptr, gd_ptr, ga_ptr, dd_ptr, df_ptr,
-                     R, C, Y, X, YC, XC, XCL, YCL, ZCL, sx, sy, sz, hx, hy, hz, xm1, ym1, zm1, xlo, ylo, zlo,
-                     n_samples, t_stop,
-                     ZYX, ZYXC, OCC_N,
-                     BLOCK_R: tl.constexpr, NCH: tl.constexpr, VEC: tl.constexpr, CELL: tl.constexpr,
-                     SKIP: tl.constexpr, HAS_JITTER: tl.constexpr, NEED_DSIGMA: tl.constexpr,
-                     NEED_DFEAT: tl.constexpr):
-    """Gradients of ``L = g_F·F + g_D·D + g_A·A`` (upstream ``g_*``) w.r.t. density ``dd [B,Z,Y,X]`` and features
-    ``df [B,Z,Y,X,C]`` (fp32, accumulated atomically), re-marching the forward's samples."""
-    b = tl.program_id(1).to(tl.int64)
-    rays = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    rmask = rays < R
-    ch, cmask = _channels(C, NCH, VEC)
-    dens_ptr += b * ZYX
-    feat_ptr += b * ZYXC
-    dd_ptr += b * ZYX
-    df_ptr += b * ZYXC
-    occ_ptr += b * OCC_N
-    jit_ptr += b * R * n_samples
-    u0x, u0y, u0z, dux, duy, duz, t0, dl, zpt = _ray_setup(o_ptr, d_ptr, t0_ptr, dl_ptr, zpt_ptr, b, R, rays, rmask,
-                                                           hx, hy, hz)
-    out = b * R + rays
-    fmask2 = rmask[None, :, None] & cmask
-    fofs = (b * C + ch) * R + rays[None, :, None]
-    g_f = tl.load(gf_ptr + fofs, mask=fmask2, other=0.0)                         # [NCH, BLOCK_R, VEC]
-    g_d = tl.load(gd_ptr + out, mask=rmask, other=0.0)
-    depth_num = tl.load(dn_ptr + out, mask=rmask, other=0.0)
-    alpha = tl.load(a_ptr + out, mask=rmask, other=0.0)
-    # Depth enters as g_D Σ w z = g_D z̄ alpha + g_D Σ w (z − z̄) with z̄ = depth_num / alpha: the first part
-    # differentiates like alpha (no suffix sum), the second has small per-sample values, so L − P_i cancels far
-    # less than with raw z (g_D is large for faint pixels: depth is normalised by alpha).
-    z_bar = tl.where(alpha > 0.0, depth_num / tl.where(alpha > 0.0, alpha, 1.0), 0.0)
-    total = _dot_channels(g_f, tl.load(f_ptr + fofs, mask=fmask2, other=0.0)) \
-        + g_d * (depth_num - z_bar * alpha)                                     # L without the alpha-like terms
-    alpha_term = (tl.load(ga_ptr + out, mask=rmask, other=0.0) + g_d * z_bar) * (1.0 - alpha)
-    i = tl.zeros([BLOCK_R], tl.int32)
-    T = tl.full([BLOCK_R], 1.0, tl.float32)
-    prefix = tl.zeros([BLOCK_R], tl.float32)
-    active = rmask & (dl > 0.0)
-    while tl.max(active.to(tl.int32), axis=0) > 0:
-        s, ix, iy, iz, fx, fy, fz, base, live, occupied, sigma = _sample(
-            i, active, rays, jit_ptr, occ_ptr, dens_ptr, u0x, u0y, u0z, dux, duy, duz, Y, X, YC, XC,
-            sx, sy, sz, xm1, ym1, zm1, xlo, ylo, zlo, n_samples, BLOCK_R, CELL, SKIP, HAS_JITTER)
-        a, e = _alpha(sigma * dl)
-        w = T * a
-        T_next = T * e
-        if NEED_DSIGMA:
-            # c_i = g_F · f_i + g_D z_i needs the features at EVERY sample (empty ones included)
-            fmask = live[None, :, None] & cmask
-            f_dot = tl.zeros([BLOCK_R], tl.float32)
-            for k in tl.static_range(8):
-                off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
-                row = tl.load(feat_ptr + off[None, :, None] * C + ch, mask=fmask, other=0.0).to(tl.float32)
-                f_dot += cw * _dot_channels(row, g_f)
-            c = f_dot + g_d * ((t0 + s * dl) * zpt - z_bar)
-            prefix += w * c
-            dsigma = (T_next * c - (total - prefix) + alpha_term) * dl
-            for k in tl.static_range(8):
-                off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
-                tl.atomic_add(dd_ptr + off, cw * dsigma, mask=live)
-        if NEED_DFEAT:
-            gmask = (live & (w != 0.0))[None, :, None] & cmask
-            for k in tl.static_range(8):
-                off, cw = _corner(k, base, fx, fy, fz, sx, sy, sz)
-                tl.atomic_add(df_ptr + off[None, :, None] * C + ch, (w * cw)[None, :, None] * g_f, mask=gmask)
-        T = T_next
-        if SKIP:
-            i = _jump(i, s, active, ~occupied, u0x, u0y, u0z, dux, duy, duz, ix, iy, iz, XCL, YCL, ZCL,
-                      n_samples, CELL, 1.0 if HAS_JITTER else 0.5)
-        else:
-            i = i + 1
-        active = active & (i < n_samples) & (T >= t_stop)
-
-
-INTERPRETED = not isinstance(_forward_kernel, triton.runtime.JITFunction)
+INTERPRETED = not isinstance(forward_kernel, triton.runtime.JITFunction)
 """True when this process's kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1`` at import)."""
 
 
@@ -378,12 +113,19 @@ def occupancy_grid(density: torch.Tensor, cell: int = OCCUPANCY_CELL) -> torch.T
 
 
 @dataclass(eq=False)
-class _Grid:
-    """A field in the kernels' layout (see the module docstring)."""
+class KernelGrid:
+    """A field in the kernels' layout (see the module docstring); built by `kernel_grid`.
 
-    density: torch.Tensor            # [B, Z, Y, X] float32, contiguous
-    features: torch.Tensor           # [B, Z, Y, X, C] grid_dtype, contiguous (channels-last)
-    occupancy: torch.Tensor | None   # [B, ZC, YC, XC] uint8, or None without skipping
+    Attributes:
+        density: ``[B, Z, Y, X]`` float32, contiguous.
+        features: ``[B, Z, Y, X, C]`` in the storage dtype, contiguous (channels-last).
+        occupancy: ``[B, ZC, YC, XC]`` uint8 (`occupancy_grid`), or None without skipping.
+        cell: occupancy cell size, voxels per axis.
+    """
+
+    density: torch.Tensor
+    features: torch.Tensor
+    occupancy: torch.Tensor | None
     cell: int
 
 
@@ -437,41 +179,68 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _grid_for(density: torch.Tensor, features: torch.Tensor, grid_dtype: torch.dtype, skip: bool, cell: int) -> _Grid:
-    """``density [B,1,Z,Y,X]``, ``features [B,C,Z,Y,X]`` -> the kernels' `_Grid` (cached, see `_GridCache`)."""
+def kernel_grid(density: torch.Tensor, features: torch.Tensor, grid_dtype: torch.dtype, skip: bool,
+                cell: int = OCCUPANCY_CELL) -> KernelGrid:
+    """``density [B,1,Z,Y,X]``, ``features [B,C,Z,Y,X]`` -> the kernels' `KernelGrid`: features stored in
+    ``grid_dtype``, an occupancy grid of ``cell``-voxel cells when ``skip`` (cached per source tensor, see
+    `_GridCache`)."""
     B, _, Z, Y, X = features.shape
     dens = _CACHE.get(density, ("density",), lambda d: d.detach().reshape(B, Z, Y, X).to(torch.float32).contiguous())
     feats = _CACHE.get(features, ("features", grid_dtype),
                        lambda f: f.detach().permute(0, 2, 3, 4, 1).to(grid_dtype).contiguous())
     occ = _CACHE.get(density, ("occupancy", cell), lambda d: occupancy_grid(d.detach().reshape(B, Z, Y, X), cell)) \
         if skip else None
-    return _Grid(dens, feats, occ, cell)
+    return KernelGrid(dens, feats, occ, cell)
 
 
 # ====================================================================== launches
 
 
 @dataclass(eq=False)
-class _Rays:
-    """Per-ray inputs of the kernels, float32 contiguous."""
+class KernelRays:
+    """Per-ray inputs of the kernels, float32 contiguous, detached (the fields of `RayBatch` of the same names).
 
-    o_n: torch.Tensor        # [B, R, 3]
-    d_n: torch.Tensor        # [B, R, 3]
-    t0: torch.Tensor         # [B, R]
-    delta: torch.Tensor      # [B, R]
-    z_per_t: torch.Tensor    # [B, R]
-    jitter: torch.Tensor | None  # [B, R, S] or None
+    Attributes:
+        o_n, d_n: ``[B, R, 3]`` origins and directions in normalised grid coordinates.
+        t0, delta, z_per_t: ``[B, R]`` segment start and sample spacing (metres of ray), planar depth per metre.
+        jitter: ``[B, R, S]`` stratified offsets in [0, 1), or None (midpoints).
+    """
+
+    o_n: torch.Tensor
+    d_n: torch.Tensor
+    t0: torch.Tensor
+    delta: torch.Tensor
+    z_per_t: torch.Tensor
+    jitter: torch.Tensor | None
+
+    @classmethod
+    def from_batch(cls, b: RayBatch) -> "KernelRays":
+        """The rays of a prepared `RayBatch` as the kernels read them."""
+        def f32(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(torch.float32).contiguous()
+
+        return cls(f32(b.o_n), f32(b.d_n), f32(b.t0), f32(b.delta), f32(b.z_per_t),
+                   None if b.jitter is None else f32(b.jitter))
 
 
 @dataclass(frozen=True)
-class _Options:
+class KernelOptions:
+    """Per-call options of both kernels (`render_field_triton`'s arguments of the same meaning).
+
+    Attributes:
+        n_samples: samples per ray.
+        early_stop: transmittance below which a ray stops (0: never).
+        skip: empty-space skipping over the occupancy grid.
+        block_rays: rays per program, a power of two.
+    """
+
     n_samples: int
     early_stop: float
     skip: bool
     block_rays: int
 
 
-def _shape_args(grid: _Grid, R: int, opts: _Options) -> tuple:
+def _shape_args(grid: KernelGrid, R: int, opts: KernelOptions) -> tuple:
     """The scalar arguments both kernels share (sizes, strides, clamps, occupancy extents)."""
     Z, Y, X, C = grid.features.shape[1:]
     if Z * Y * X * C >= 2**31:
@@ -486,7 +255,7 @@ def _shape_args(grid: _Grid, R: int, opts: _Options) -> tuple:
             opts.n_samples, float(opts.early_stop), Z * Y * X, Z * Y * X * C, ZC * YC * XC)
 
 
-def _launch_config(grid: _Grid, R: int, opts: _Options, has_jitter: bool) -> tuple[tuple[int, int], dict]:
+def _launch_config(grid: KernelGrid, R: int, opts: KernelOptions, has_jitter: bool) -> tuple[tuple[int, int], dict]:
     """Launch grid ``(ray blocks, B)`` and the compile-time parameters of both kernels."""
     B, C = grid.features.shape[0], grid.features.shape[-1]
     vec = min(16 // grid.features.element_size(), triton.next_power_of_2(C))   # 16-byte vectors
@@ -497,15 +266,16 @@ def _launch_config(grid: _Grid, R: int, opts: _Options, has_jitter: bool) -> tup
     return (triton.cdiv(R, opts.block_rays), B), meta
 
 
-def _common_args(grid: _Grid, rays: _Rays) -> tuple:
+def _common_args(grid: KernelGrid, rays: KernelRays) -> tuple:
     """Leading pointer arguments of both kernels (unused pointers stand in where there is no occupancy/jitter)."""
     occ = grid.occupancy if grid.occupancy is not None else grid.density
     jit = rays.jitter if rays.jitter is not None else rays.t0
     return (grid.density, grid.features, occ, rays.o_n, rays.d_n, rays.t0, rays.delta, rays.z_per_t, jit)
 
 
-def _forward_call(grid: _Grid, rays: _Rays, opts: _Options):
-    """``(launch grid, args, meta, outputs)`` of one forward launch; outputs ``feats [B,C,R]``, ``depth_num [B,R]``,
+def forward_launch(grid: KernelGrid, rays: KernelRays, opts: KernelOptions) -> tuple:
+    """``(launch grid, args, meta, outputs)`` of one `forward_kernel` launch (``forward_kernel[launch](*args,
+    **meta)``); outputs ``feats [B,C,R]``, ``depth_num [B,R]``,
     ``alpha [B,R]`` (float32, every element written by the kernel)."""
     B, R = rays.t0.shape
     C = grid.features.shape[-1]
@@ -516,10 +286,17 @@ def _forward_call(grid: _Grid, rays: _Rays, opts: _Options):
     return launch, (*_common_args(grid, rays), *outs, *_shape_args(grid, R, opts)), meta, outs
 
 
-def _backward_call(grid: _Grid, rays: _Rays, opts: _Options, saved: tuple, grads: tuple, need_dsigma: bool,
-                   need_dfeat: bool):
-    """``(launch grid, args, meta, (d density [B,Z,Y,X] | None, d features [B,Z,Y,X,C] | None))`` of one backward
-    launch (fp32 gradient buffers, zero-filled, accumulated atomically)."""
+def backward_launch(grid: KernelGrid, rays: KernelRays, opts: KernelOptions, saved: tuple, grads: tuple,
+                    need_dsigma: bool, need_dfeat: bool) -> tuple:
+    """``(launch grid, args, meta, (d density [B,Z,Y,X] | None, d features [B,Z,Y,X,C] | None))`` of one
+    `backward_kernel` launch (fp32 gradient buffers, zero-filled, accumulated atomically).
+
+    Args:
+        grid, rays, opts: as for `forward_launch`.
+        saved: the forward's outputs ``(feats [B,C,R], depth_num [B,R], alpha [B,R])``.
+        grads: their upstream gradients, same shapes, float32 contiguous.
+        need_dsigma, need_dfeat: which gradients to compute.
+    """
     R = rays.t0.shape[1]
     dev = rays.t0.device
     dd = torch.zeros(grid.density.shape, device=dev, dtype=torch.float32) if need_dsigma else None
@@ -527,7 +304,7 @@ def _backward_call(grid: _Grid, rays: _Rays, opts: _Options, saved: tuple, grads
     # Density frozen: only samples with w > 0 matter, and skipping is exact for them. Otherwise every sample
     # carries a density gradient: no skipping.
     if grid.occupancy is not None and need_dsigma:
-        grid = _Grid(grid.density, grid.features, None, grid.cell)
+        grid = KernelGrid(grid.density, grid.features, None, grid.cell)
     launch, meta = _launch_config(grid, R, opts, rays.jitter is not None)
     meta.update(NEED_DSIGMA=need_dsigma, NEED_DFEAT=need_dfeat)
     bufs = (grid.density if dd is None else dd, grid.density if df is None else df)   # stand-ins when unused
@@ -540,10 +317,10 @@ class _TritonRender(torch.autograd.Function):
     (float32), differentiable w.r.t. density and features."""
 
     @staticmethod
-    def forward(ctx, density, features, rays: _Rays, opts: _Options, grid_dtype: torch.dtype, cell: int):
-        grid = _grid_for(density, features, grid_dtype, opts.skip, cell)
-        launch, args, meta, (feats, depth_num, alpha) = _forward_call(grid, rays, opts)
-        _forward_kernel[launch](*args, **meta)
+    def forward(ctx, density, features, rays: KernelRays, opts: KernelOptions, grid_dtype: torch.dtype, cell: int):
+        grid = kernel_grid(density, features, grid_dtype, opts.skip, cell)
+        launch, args, meta, (feats, depth_num, alpha) = forward_launch(grid, rays, opts)
+        forward_kernel[launch](*args, **meta)
         # The inputs are saved only for autograd's version check (an in-place change of the field before
         # backward is an error, as for any saved tensor); the kernels read the kernel-layout grid.
         ctx.grid, ctx.rays, ctx.opts = grid, rays, opts
@@ -557,9 +334,9 @@ class _TritonRender(torch.autograd.Function):
         _, _, feats, depth_num, alpha = ctx.saved_tensors                      # (version-checked inputs first)
         grads = tuple(torch.zeros_like(ref) if g is None else g.to(torch.float32).contiguous()
                       for g, ref in ((g_feats, feats), (g_depth_num, depth_num), (g_alpha, alpha)))
-        launch, args, meta, (dd, df) = _backward_call(ctx.grid, ctx.rays, ctx.opts, (feats, depth_num, alpha), grads,
-                                                      need_dsigma, need_dfeat)
-        _backward_kernel[launch](*args, **meta)
+        launch, args, meta, (dd, df) = backward_launch(ctx.grid, ctx.rays, ctx.opts, (feats, depth_num, alpha), grads,
+                                                       need_dsigma, need_dfeat)
+        backward_kernel[launch](*args, **meta)
         d_shape, d_dtype, _, f_dtype = ctx.shapes
         d_density = dd.reshape(d_shape).to(d_dtype) if dd is not None else None
         d_features = df.permute(0, 4, 1, 2, 3).to(f_dtype) if df is not None else None        # -> [B, C, Z, Y, X]
@@ -580,14 +357,10 @@ def check_device(device: torch.device) -> None:
     raise ValueError(f"implementation='triton' runs on CUDA tensors, got device {device}: use implementation='auto'")
 
 
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float32).contiguous()
-
-
-def render_batch_triton(b: _Batch, n_samples: int, *, grid_dtype: torch.dtype = torch.float16,
+def render_batch_triton(b: RayBatch, n_samples: int, *, grid_dtype: torch.dtype = torch.float16,
                         skip_empty: bool = True, early_stop: float = EARLY_STOP, cell: int = OCCUPANCY_CELL,
                         block_rays: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kernels on a prepared `_Batch` -> ``feats [B,C,R]``, ``depth_num [B,R]``, ``alpha [B,R]`` (float32;
+    """The kernels on a prepared `RayBatch` -> ``feats [B,C,R]``, ``depth_num [B,R]``, ``alpha [B,R]`` (float32;
     differentiable w.r.t. ``b.density`` and ``b.features``). Options: `render_field_triton`."""
     check_device(b.o_n.device)
     if not 0.0 <= early_stop < 1.0:
@@ -602,9 +375,9 @@ def render_batch_triton(b: _Batch, n_samples: int, *, grid_dtype: torch.dtype = 
     if torch.is_grad_enabled() and any(t.requires_grad for t in geometry):
         raise ValueError("implementation='triton' has no gradient w.r.t. cameras or the field's bounds (they "
                          "require grad here): use implementation='dense'")
-    rays = _Rays(*(_f32(t) for t in geometry), None if b.jitter is None else _f32(b.jitter))
-    opts = _Options(n_samples=int(n_samples), early_stop=float(early_stop), skip=bool(skip_empty),
-                    block_rays=int(block_rays))
+    rays = KernelRays.from_batch(b)
+    opts = KernelOptions(n_samples=int(n_samples), early_stop=float(early_stop), skip=bool(skip_empty),
+                         block_rays=int(block_rays))
     return _TritonRender.apply(b.density, b.features, rays, opts, grid_dtype, int(cell))
 
 
@@ -627,91 +400,10 @@ def render_field_triton(field: VoxelField, cameras: Cameras, n_samples: int = 12
         `RenderOutput` in the field's dtype; differentiable w.r.t. density and features (not cameras or bounds).
     """
     check_device(field.device)
-    b = _prepare(field, cameras, n_samples, near, far, stratified, generator)
+    b = prepare_rays(field, cameras, n_samples, near, far, stratified, generator)
     feats, depth_num, alpha = render_batch_triton(b, n_samples, grid_dtype=grid_dtype or torch.float16,
                                                   skip_empty=skip_empty, early_stop=early_stop, cell=cell,
                                                   block_rays=block_rays)
     dt = field.dtype
-    return _finish(b, feats.to(dt), depth_num.to(dt), alpha.to(dt), min_hit_alpha, no_hit_depth)
+    return finish_render(b, feats.to(dt), depth_num.to(dt), alpha.to(dt), min_hit_alpha, no_hit_depth)
 
-
-# ====================================================================== compiling without a GPU
-
-
-def _empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A tensor of ``shape`` backed by one element (argument stand-in for compiling: no memory)."""
-    return torch.empty((), dtype=dtype).expand(*shape)
-
-
-def compile_report(arch: int = 90, *, channels: int = 32, grid_shape: tuple[int, int, int] = (32, 128, 128),
-                   grid_dtype: torch.dtype = torch.float16, n_rays: int = 65536, n_samples: int = 128
-                   ) -> list[dict]:
-    """Compile every kernel variant for an NVIDIA GPU of compute capability ``arch`` (90: H100) WITHOUT a GPU,
-    specialised as a real launch at these sizes would be, and report its resources.
-
-    Checks what the interpreter cannot: that the kernels pass Triton's compiler (CI runs it in a subprocess with
-    ``TRITON_INTERPRET=0``). Needs compiled kernels (`INTERPRETED` False) and Triton's bundled ``ptxas``.
-
-    Returns:
-        One dict per variant: ``kernel``, ``variant`` (its flags), ``registers`` and ``spill_bytes`` (per thread,
-        from ``ptxas``), ``shared_bytes``.
-    """
-    import re
-
-    from triton._C.libtriton import native_specialize_impl
-    from triton.backends.compiler import BaseBackend, GPUTarget
-    from triton.compiler import ASTSource
-
-    if INTERPRETED:
-        raise RuntimeError("compile_report needs compiled kernels: run it in a process without TRITON_INTERPRET=1")
-    Z, Y, X = grid_shape
-    C = channels
-    occ = occupancy_grid(torch.zeros(1, Z, Y, X), OCCUPANCY_CELL)
-    grid = _Grid(_empty((1, Z, Y, X)), _empty((1, Z, Y, X, C), grid_dtype), occ, OCCUPANCY_CELL)
-    rays = _Rays(_empty((1, n_rays, 3)), _empty((1, n_rays, 3)), *(_empty((1, n_rays)) for _ in range(3)), None)
-    jittered = _Rays(rays.o_n, rays.d_n, rays.t0, rays.delta, rays.z_per_t, _empty((1, n_rays, n_samples)))
-    opts = _Options(n_samples, EARLY_STOP, True, BLOCK_RAYS)
-    nosk = _Grid(grid.density, grid.features, None, grid.cell)
-    per_ray = tuple(_empty(s) for s in ((1, C, n_rays), (1, n_rays), (1, n_rays)))
-    calls = [(_forward_kernel, _forward_call(g, r, opts)[:3]) for g in (grid, nosk) for r in (rays, jittered)]
-    calls += [(_backward_kernel, _backward_call(grid, rays, opts, per_ray, per_ray, ds, dfe)[:3])
-              for ds, dfe in ((True, True), (True, False), (False, True))]
-    report = []
-    for fn, (_, args, meta) in calls:
-        meta = dict(meta)
-        num_warps = meta.pop("num_warps")
-        signature, constexprs, attrs = {}, dict(meta), {}
-        names = [n for n in fn.arg_names if n not in meta]
-        for name, value in zip(names, args):
-            kind, spec = native_specialize_impl(BaseBackend, value, False, True, True)
-            if kind == "constexpr":                                            # ints equal to 1
-                constexprs[name] = value
-            if spec == "D":
-                attrs[(fn.arg_names.index(name),)] = [["tt.divisibility", 16]]
-            signature[name] = kind
-        for name in meta:
-            signature[name] = "constexpr"
-        kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32),
-                                options={"num_warps": num_warps})
-        info = _ptxas_info(kernel.asm["ptx"], arch) or ""
-        regs, spill = re.search(r"Used (\d+) registers", info), re.search(r"(\d+) bytes spill stores", info)
-        report.append({"kernel": fn.__name__, "variant": meta, "registers": int(regs.group(1)) if regs else None,
-                       "spill_bytes": int(spill.group(1)) if spill else None, "shared_bytes": kernel.metadata.shared})
-    return report
-
-
-def _ptxas_info(ptx: str, arch: int) -> str | None:
-    """``ptxas -v`` output for a PTX module (registers, spills), or None without Triton's ptxas."""
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not ptxas.exists():
-        return None
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "k.ptx"
-        src.write_text(ptx)
-        r = subprocess.run([str(ptxas), "-v", f"--gpu-name=sm_{arch}{'a' if arch >= 90 else ''}", str(src), "-o",
-                            str(Path(d) / "k.cubin")], capture_output=True, text=True, check=False)
-        return r.stdout + r.stderr

@@ -26,14 +26,20 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
+import imageio.v2 as iio2
+import imageio.v3 as iio
 import numpy as np
+import zarr
 
-from nfldm_sdk.fields.voxel_field import _CONVENTIONS as FIELD_CONVENTIONS
+from nfldm_sdk.errors import MissingExtraError
+from nfldm_sdk.fields.voxel_field import FIELD_CONVENTIONS
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.rendering.api import HIT_ALPHA
-from nfldm_sdk.sensors.sensors import Frame, FrameBatch
+from nfldm_sdk.sensors.frames import Frame, FrameBatch
+from nfldm_sdk.viz.mesh import field_to_mesh
+from nfldm_sdk.viz.points import scene_to_point_cloud
 
 __all__ = ["export_mesh", "export_points", "export_voxels", "write_frames", "tile_frames", "WrittenFrames",
            "VOXEL_EXPORT_FORMAT", "VOXEL_EXPORT_FORMAT_VERSION", "VIDEO_SUFFIXES"]
@@ -54,31 +60,29 @@ def _field(scene) -> VoxelField:
 def export_mesh(scene, path: str | Path, level: float | None = None, **mesh_kwargs) -> Path:
     """Write `field_to_mesh(scene, level, **mesh_kwargs)` as a binary PLY (vertex colours and normals included);
     returns the path. Coordinates are scene metres."""
-    import open3d as o3d
+    import open3d as o3d  # start-up time: open3d
 
-    from nfldm_sdk.viz.viz import field_to_mesh
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mesh = field_to_mesh(scene, level, **mesh_kwargs)
-    if not o3d.io.write_triangle_mesh(str(path), mesh, write_ascii=False):
-        raise OSError(f"Open3D could not write the mesh to {path}: check the folder is writable and the suffix "
-                      "(.ply, .obj, .glb) is one Open3D writes")
-    return path
+    return _write_geometry(path, lambda: field_to_mesh(scene, level, **mesh_kwargs), o3d.io.write_triangle_mesh,
+                           "the mesh", ".ply, .obj, .glb")
 
 
 def export_points(scene, path: str | Path, cameras=None, **cloud_kwargs) -> Path:
     """Write `scene_to_point_cloud(scene, cameras, **cloud_kwargs)` as a binary PLY with colours; returns the path."""
-    import open3d as o3d
+    import open3d as o3d  # start-up time: open3d
 
-    from nfldm_sdk.viz.viz import scene_to_point_cloud
+    return _write_geometry(path, lambda: scene_to_point_cloud(scene, cameras, **cloud_kwargs), o3d.io.write_point_cloud,
+                           "the point cloud", ".ply, .pcd")
 
+
+def _write_geometry(path: str | Path, build: Callable[[], object], write: Callable[..., bool], what: str,
+                    suffixes: str) -> Path:
+    """Create `path`'s folder, then write ``build()`` there with the Open3D writer `write` (binary); `what` and
+    `suffixes` name the geometry and the formats that writer supports in the error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cloud = scene_to_point_cloud(scene, cameras, **cloud_kwargs)
-    if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
-        raise OSError(f"Open3D could not write the point cloud to {path}: check the folder is writable and the suffix "
-                      "(.ply, .pcd) is one Open3D writes")
+    if not write(str(path), build(), write_ascii=False):
+        raise OSError(f"Open3D could not write {what} to {path}: check the folder is writable and the suffix "
+                      f"({suffixes}) is one Open3D writes")
     return path
 
 
@@ -90,8 +94,6 @@ def export_voxels(scene, path: str | Path, overwrite: bool = False) -> Path | st
     ``conventions`` (VoxelField's), ``grid_shape``, ``num_channels``, ``voxel_size`` (x,y,z metres), ``seed`` and
     ``bundle_hash`` (when the scene has them). Returns the store's `Path` (or the URL as given).
     """
-    import zarr
-
     field = _field(scene)
     path = str(path)
     if "://" not in path and Path(path).exists() and not overwrite:
@@ -188,8 +190,6 @@ def write_frames(frames: Iterable[list[Frame]] | FrameBatch, out: str | Path, fp
     size = (0, 0)
     for tick in it:
         for f in tick:
-            import imageio.v3 as iio
-
             cam_dir = out / f.camera
             cam_dir.mkdir(exist_ok=True)
             stem = f"{f.frame:06d}"
@@ -214,11 +214,8 @@ def write_frames(frames: Iterable[list[Frame]] | FrameBatch, out: str | Path, fp
 
 def _write_video(it, out: Path, fps, with_depth, columns, quality) -> WrittenFrames:
     try:
-        import imageio.v2 as iio2
-        import imageio_ffmpeg  # noqa: F401 - the backend imageio needs for mp4
+        import imageio_ffmpeg  # noqa: F401  # optional dependency: imageio-ffmpeg (the `video` extra), imageio's mp4 backend
     except ImportError as e:
-        from nfldm_sdk.errors import MissingExtraError
-
         raise MissingExtraError(f"writing {out.suffix} needs imageio-ffmpeg: pip install 'nfldm[video]' (or imageio-ffmpeg), "
                                 "or write a frame folder instead") from e
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,206 +17,29 @@ a stand-in client (tests/carla_standin.py).
 from __future__ import annotations
 
 import logging
-import math
-import re
-import socket
-import threading
-import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from sim_bridge import conventions as conv
 from sim_bridge.backends.base import EpisodeSpec, FrameData
-from sim_bridge.errors import SimBridgeError
+from sim_bridge.backends.carla_sensors import SENSOR_BLUEPRINTS, SENSOR_KINDS, CameraSensors, FrameQueue
+from sim_bridge.backends.carla_server import (
+    CarlaConnectionError,
+    CarlaEpisodeLostError,
+    check_versions,
+    is_timeout,
+    map_basename,
+    physics_substeps,
+    weather_preset,
+)
 from sim_bridge.rig import Rig
 
 logger = logging.getLogger(__name__)
 
 #: Preferred ego blueprint; the first vehicle blueprint (sorted by id) is used when the server lacks it.
 EGO_BLUEPRINT = "vehicle.tesla.model3"
-#: The three camera sensors spawned per rig camera, in the order they are collected.
-SENSOR_KINDS = ("rgb", "depth", "semantic")
-_SENSOR_BLUEPRINTS = {"rgb": "sensor.camera.rgb", "depth": "sensor.camera.depth",
-                      "semantic": "sensor.camera.semantic_segmentation"}
 #: Height (m) the ego is lifted when respawned at a recorded pose, so it does not collide with the ground.
 RESUME_LIFT_M = 0.5
-
-
-class CarlaConnectionError(SimBridgeError, RuntimeError):
-    """No CARLA server answered (or it stopped answering)."""
-
-
-class CarlaEpisodeLostError(SimBridgeError, RuntimeError):
-    """The server lost the episode (restarted): reconnecting cannot continue it; resume instead."""
-
-
-class CarlaVersionError(SimBridgeError, RuntimeError):
-    """Client and server versions are incompatible."""
-
-
-class SensorTimeoutError(SimBridgeError, RuntimeError):
-    """A sensor delivered no image for a ticked frame in time."""
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-def _parse_version(v: str) -> tuple[int, ...] | None:
-    m = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", str(v))
-    if not m:
-        return None
-    return tuple(int(x) for x in m.groups(default="0"))
-
-
-def check_versions(client_version: str, server_version: str) -> str | None:
-    """Compare CARLA client and server versions.
-
-    CARLA numbers releases ``0.9.N``; the leading ``0.9`` plays the part of the major version (0.9 → 0.10 is
-    the UE4 → UE5 break, with an incompatible protocol) and ``N`` the minor. A major mismatch raises
-    `CarlaVersionError` naming both; a minor mismatch (``0.9.15`` vs ``0.9.16``) returns a warning message (and
-    logs it), as libcarla itself only warns; equal versions return None.
-    """
-    c, s = _parse_version(client_version), _parse_version(server_version)
-    if c is None or s is None:
-        msg = f"cannot parse CARLA versions (client {client_version!r}, server {server_version!r}); continuing"
-        logger.warning(msg)
-        return msg
-    if c[:2] != s[:2]:
-        raise CarlaVersionError(
-            f"CARLA client {client_version} cannot talk to server {server_version} (major versions differ): "
-            f"install the matching client, e.g. pip install carla=={server_version.strip()}")
-    if c != s:
-        msg = (f"CARLA client {client_version} and server {server_version} differ in minor version: the API may "
-               f"not match; pip install carla=={server_version.strip()} to be safe")
-        logger.warning(msg)
-        return msg
-    return None
-
-
-#: CARLA accepts 1..16 physics substeps per tick.
-MAX_SUBSTEPS = 16
-#: Largest physics substep CARLA recommends (s); above it vehicle dynamics degrade.
-MAX_GOOD_SUBSTEP_S = 1.0 / 60.0
-
-
-def physics_substeps(fixed_delta_seconds: float, max_substep_delta_time: float, max_substeps: int) -> tuple[float, int]:
-    """Substepping settings `(max_substep_delta_time, max_substeps)` that cover one tick of `fixed_delta_seconds`.
-
-    CARLA needs ``max_substep_delta_time × max_substeps ≥ fixed_delta_seconds`` with 1..16 substeps. The
-    server's values are kept when they suffice; otherwise the number of substeps grows (to 16 at most), then the
-    substep length (with a warning beyond 1/60 s, where physics gets coarse — e.g. below ~3.75 fps).
-    """
-    dt = float(fixed_delta_seconds)
-    if max_substep_delta_time * max_substeps >= dt - 1e-9:
-        return float(max_substep_delta_time), int(max_substeps)
-    steps = math.ceil(dt / max_substep_delta_time - 1e-9)
-    if steps <= MAX_SUBSTEPS:
-        return float(max_substep_delta_time), int(steps)
-    sub = dt / MAX_SUBSTEPS
-    if sub > MAX_GOOD_SUBSTEP_S + 1e-12:
-        logger.warning("a CARLA tick of %.3f s needs physics substeps of %.4f s (> 1/60 s): vehicle physics will be "
-                       "coarse; use a higher fps", dt, sub)
-    return sub, MAX_SUBSTEPS
-
-
-def weather_names() -> list[str]:
-    """Names of CARLA's weather presets (attributes of `carla.WeatherParameters`)."""
-    carla = conv._import_carla()
-    return sorted(n for n in dir(carla.WeatherParameters)
-                  if n[:1].isupper() and isinstance(getattr(carla.WeatherParameters, n), carla.WeatherParameters))
-
-
-def weather_preset(name: str):
-    """The `carla.WeatherParameters` preset `name`, or ValueError listing the valid names."""
-    carla = conv._import_carla()
-    w = getattr(carla.WeatherParameters, name, None) if name[:1].isupper() else None
-    if not isinstance(w, carla.WeatherParameters):
-        raise ValueError(f"unknown CARLA weather {name!r}: use one of {', '.join(weather_names())}")
-    return w
-
-
-def _map_basename(name: str) -> str:
-    return str(name).rstrip("/").split("/")[-1]
-
-
-def _is_timeout(err: BaseException) -> bool:
-    return isinstance(err, CarlaConnectionError) or (isinstance(err, RuntimeError) and "time-out" in str(err))
-
-
-def probe_carla(host: str = "127.0.0.1", port: int = 2000, timeout: float = 1.0, client_factory=None) -> str | None:
-    """The server version if a CARLA server answers at `host:port` within `timeout` seconds, else None.
-
-    Checks first that the TCP port accepts a connection (fast when nothing listens), then asks the server
-    its version through the client (`carla.Client` unless `client_factory` is given). Returns None for an
-    absent, slow or foreign server; raises ImportError (with the install command) only when something listens
-    but the `carla` package is missing, so the caller can say so.
-    """
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError:
-        return None
-    factory = client_factory or conv._import_carla().Client
-    try:
-        client = factory(host, int(port))
-        client.set_timeout(float(timeout))
-        return str(client.get_server_version())
-    except (RuntimeError, OSError):
-        return None
-
-
-class _FrameQueue:
-    """Per-sensor inbox matching data to frame ids (thread-safe: libcarla calls `put` from its own threads).
-
-    Items with ``.frame <= floor`` (already consumed or discarded) are dropped on arrival; newer items wait in
-    `pending` until asked for, so late and out-of-order deliveries are both handled.
-    """
-
-    def __init__(self, name: str):
-        self.name = name
-        self.pending: dict[int, object] = {}
-        self.floor = -1
-        self.dropped = 0
-        self._cond = threading.Condition()
-
-    def put(self, item) -> None:
-        with self._cond:
-            if item.frame <= self.floor:
-                self.dropped += 1
-                return
-            self.pending[int(item.frame)] = item
-            self._cond.notify_all()
-
-    def discard_through(self, frame: int) -> None:
-        """Forget everything up to and including `frame` (warm-up ticks), now and on late arrival."""
-        with self._cond:
-            self.floor = max(self.floor, int(frame))
-            for f in [f for f in self.pending if f <= self.floor]:
-                del self.pending[f]
-                self.dropped += 1
-
-    def get(self, frame: int, timeout: float):
-        """The item of `frame`, waiting up to `timeout` s; older items are discarded, newer ones kept."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while frame not in self.pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise SensorTimeoutError(
-                        f"sensor {self.name} delivered no image for frame {frame} within {timeout:g}s "
-                        f"(pending frames {sorted(self.pending)}): the server may be overloaded; raise --timeout")
-                self._cond.wait(left)
-            item = self.pending.pop(frame)
-        self.discard_through(frame)
-        return item
-
-
-@dataclass
-class _CameraSensors:
-    """The three CARLA sensors of one rig camera and their inboxes."""
-
-    name: str
-    actors: dict  # kind -> carla.Sensor
-    queues: dict  # kind -> _FrameQueue
 
 
 # ------------------------------------------------------------------------------------------------- backend
@@ -257,7 +80,7 @@ class CarlaBackend:
         self._fovs = [conv.fov_from_intrinsics(c.K, c.width, c.height) for c in rig.cameras]
         self._mounts = [conv.cam_to_ego_to_carla(c.cam_to_ego) for c in rig.cameras]
         self._weather = weather_preset(weather)
-        self._client_factory = client_factory or conv._import_carla().Client
+        self._client_factory = client_factory or conv.import_carla().Client
 
         self._closed = False
         self._client = self._world = self._tm = None
@@ -265,7 +88,7 @@ class CarlaBackend:
         self._original_settings = None
         self._tm_sync_set = False
         self._ego = None
-        self._cameras: list[_CameraSensors] = []
+        self._cameras: list[CameraSensors] = []
         self._last_frame = -1
         self._t0: float | None = None
         self._start_frame = 0
@@ -293,18 +116,18 @@ class CarlaBackend:
         self.client_version = str(self._client.get_client_version())
         check_versions(self.client_version, self.server_version)
         world = self._client.get_world()
-        current = _map_basename(world.get_map().name)
-        if current != _map_basename(self.town):
+        current = map_basename(world.get_map().name)
+        if current != map_basename(self.town):
             logger.info("loading CARLA map %s (was %s)", self.town, current)
             self._client.set_timeout(self.load_timeout)
             try:
                 world = self._client.load_world(self.town)
             except RuntimeError as err:
-                if _is_timeout(err):
+                if is_timeout(err):
                     raise CarlaConnectionError(f"loading map {self.town} took longer than {self.load_timeout:g}s: "
                                                f"raise load_timeout ({err})") from err
                 try:
-                    maps = ", ".join(sorted(_map_basename(m) for m in self._client.get_available_maps()))
+                    maps = ", ".join(sorted(map_basename(m) for m in self._client.get_available_maps()))
                 except RuntimeError:
                     maps = "?"
                 raise ValueError(f"CARLA cannot load map {self.town!r} ({err}); available maps: {maps}") from err
@@ -362,7 +185,7 @@ class CarlaBackend:
                 self._last_frame = frame
                 return frame
             except RuntimeError as e:
-                if not _is_timeout(e):
+                if not is_timeout(e):
                     raise
                 err = e
         raise CarlaConnectionError(f"CARLA at {self.host}:{self.port} did not answer after {self.retries} "
@@ -426,18 +249,18 @@ class CarlaBackend:
         for cam, fov, mount in zip(self.rig.cameras, self._fovs, self._mounts):
             actors, queues = {}, {}
             for kind in SENSOR_KINDS:
-                bp = lib.find(_SENSOR_BLUEPRINTS[kind])
+                bp = lib.find(SENSOR_BLUEPRINTS[kind])
                 bp.set_attribute("image_size_x", str(int(cam.width)))
                 bp.set_attribute("image_size_y", str(int(cam.height)))
                 bp.set_attribute("fov", repr(float(fov)))
                 if kind == "rgb" and bp.has_attribute("motion_blur_intensity"):
                     bp.set_attribute("motion_blur_intensity", "0.0")  # sharp images for reconstruction
                 actor = self._world.spawn_actor(bp, mount, attach_to=self._ego)
-                q = _FrameQueue(f"{cam.name}/{kind}")
+                q = FrameQueue(f"{cam.name}/{kind}")
                 actors[kind], queues[kind] = actor, q
                 # Register before listening so that cleanup finds the actor even if listen() fails.
                 if kind == SENSOR_KINDS[0]:
-                    self._cameras.append(_CameraSensors(cam.name, actors, queues))
+                    self._cameras.append(CameraSensors(cam.name, actors, queues))
                 actor.listen(q.put)
 
     # -- Backend protocol

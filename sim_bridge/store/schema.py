@@ -32,7 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import zarr
+from fsspec.core import url_to_fs
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
+from sim_bridge import __version__ as nfldm_version
 from sim_bridge.errors import SimBridgeError
 
 #: Version of the capture-store layout written by this code. Bump on any incompatible change.
@@ -134,8 +138,6 @@ ARRAY_BY_NAME = {a.name: a for a in ARRAYS}
 
 def compressors_for(layout: ArrayLayout) -> list:
     """The zarr v3 bytes->bytes codec chain of an array (see the module docstring for the choice)."""
-    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
-
     if layout.image:
         shuffle = "shuffle" if layout.dtype.itemsize > 1 else "noshuffle"
         return [BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=layout.dtype.itemsize), Crc32cCodec()]
@@ -177,12 +179,6 @@ def to_json(value: Any, where: str = "attribute") -> Any:
 
 def software_versions(extra: dict | None = None) -> dict:
     """Versions recorded in the root attribute ``software``: nfldm, zarr, numpy, python (+ `extra`, e.g. carla)."""
-    import zarr
-
-    try:
-        from sim_bridge import __version__ as nfldm_version
-    except ImportError:  # pragma: no cover
-        nfldm_version = "unknown"
     versions = {"nfldm": nfldm_version, "zarr": zarr.__version__, "numpy": np.__version__,
                 "python": sys.version.split()[0]}
     versions.update({str(k): str(v) for k, v in (extra or {}).items()})
@@ -191,8 +187,6 @@ def software_versions(extra: dict | None = None) -> dict:
 
 def open_group(path: str, mode: str, storage_options: dict | None = None):
     """`zarr.open_group` for a local path or an fsspec URL (storage_options only passed for URLs)."""
-    import zarr
-
     kwargs: dict[str, Any] = {"mode": mode, "zarr_format": 3, "use_consolidated": False}
     if storage_options:
         kwargs["storage_options"] = storage_options
@@ -201,8 +195,6 @@ def open_group(path: str, mode: str, storage_options: dict | None = None):
 
 def filesystem(path: str, storage_options: dict | None = None):
     """`(fsspec filesystem, root path within it)` of a local path or fsspec URL."""
-    from fsspec.core import url_to_fs
-
     return url_to_fs(str(path), **(storage_options or {}))
 
 

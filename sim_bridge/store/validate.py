@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from zarr.core.sync import sync
 
 from sim_bridge.rig import Rig
 from sim_bridge.rigid import rigid_problems
@@ -273,8 +274,6 @@ def _chunk_grid(arr) -> list[int]:
 
 def _existing_keys(arr) -> set[str] | None:
     """Chunk keys stored under `arr` (relative to the store root), or None if the store cannot list."""
-    from zarr.core.sync import sync
-
     store, prefix = arr.store_path.store, arr.store_path.path
     if not getattr(store, "supports_listing", False):
         return None

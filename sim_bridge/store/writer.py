@@ -19,6 +19,7 @@ import asyncio
 from datetime import datetime, timezone
 
 import numpy as np
+from zarr.core.sync import sync
 
 from sim_bridge.backends.base import FrameData
 from sim_bridge.rig import Rig
@@ -246,8 +247,6 @@ class EpisodeWriter:
                              "nothing more can be appended")
         values = self._check(frame)
         t = self.committed
-        from zarr.core.sync import sync
-
         async def _write_all():
             await asyncio.gather(*(self._arrays[k].async_array.setitem(t, v) for k, v in values.items()))
 

@@ -1,1 +1,2 @@
-"""`nfldm bench`: every benchmark of the project in one table, and the start-up and sampling benchmarks."""
+"""`nfldm bench`: every benchmark of the project in one table, and the benchmarks sized by the preset table
+(sampling, sensors, refinement) and the start-up benchmark."""

@@ -8,9 +8,9 @@ Runs, in order (each with its own warm-up; sizes from `BENCH_SIZES`):
   per-sample loop on the same scene and cameras (ratio = speed-up).
 * **sampling** — `nfldm_training.benchmarks.sampling.run_sampling_bench`: seconds per generated scene (random weights
   of the preset: the time does not depend on them); no baseline (other samplers of the run are listed).
-* **sensors** — `nfldm_sdk.benchmarks.sensors.run_sensor_bench`: camera images/s of the capture rig along a trajectory
+* **sensors** — `nfldm_training.benchmarks.sensors.run_sensor_bench`: camera images/s of the capture rig along a trajectory
   (decoder included, to host memory); no baseline.
-* **refine** — `nfldm_sdk.benchmarks.refine.bench` (SDS refinement seconds per step), when that module is present.
+* **refine** — `nfldm_training.benchmarks.refine.bench` (SDS refinement seconds per step).
 * **startup** — `nfldm_training.benchmarks.startup.run_startup_bench`: seconds until ``nfldm --help``, ``nfldm generate
   --help`` and an argument error return (fresh processes; the figure is the slowest); baseline: ``sim_bridge --help``
   in the same run (ratio = baseline ÷ figure).
@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from sim_bridge.bench import cpu_name, load_average
+
 from nfldm_training.errors import TrainingError
 
 __all__ = ["BenchRow", "BenchReport", "BENCH_SIZES", "machine_line", "run_bench", "format_bench"]
@@ -35,19 +37,9 @@ __all__ = ["BenchRow", "BenchReport", "BENCH_SIZES", "machine_line", "run_bench"
 
 def machine_line(device: str = "cpu") -> str:
     """One line naming the machine: CPU model, cores, torch threads; the GPU name when `device` is CUDA."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = f", load {os.getloadavg()[0]:.2f}"
-    except OSError:
-        load = ""
-    s = f"{cpu}, {os.cpu_count()} cores{load}, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    load = load_average()
+    s = (f"{cpu_name()}, {os.cpu_count()} cores{'' if load is None else f', load {load:.2f}'}, "
+         f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     if str(device).startswith("cuda") and torch.cuda.is_available():
         s += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
     return s
@@ -99,9 +91,7 @@ BENCH_SIZES: dict[str, dict] = {
         "capture": dict(town="Town01", width=64, height=64, frames=3, baseline_repeats=2),
         "render": dict(size=64, n_samples=32, grid=(8, 32, 32), channels=8, batch=2, rounds=1),
         "sampling": dict(bundle_or_preset="tiny", samplers=("ddim",), steps=(10,), batch=1),
-        "sensors": dict(size=64, ticks=2, batch_size=6, rounds=1,
-                        decoder=dict(channels=8, render_samples=32, decoder_widths=(32, 32, 16), blocks_per_stage=1,
-                                     grid=(8, 32, 32))),
+        "sensors": dict(size=64, ticks=2, batch_size=6, rounds=1, decoder=dict(preset="tiny")),
         "refine": dict(size="tiny", steps=2, views=1),
         "startup": dict(repeats=3),
     },
@@ -109,7 +99,7 @@ BENCH_SIZES: dict[str, dict] = {
         "capture": dict(town="Town03", width=256, height=256, frames=10, baseline_repeats=3),
         "render": dict(size=128, n_samples=64, grid=(16, 64, 64), channels=16, rounds=2),
         "sampling": dict(bundle_or_preset="small", samplers=("ddim", "dpmsolver++"), steps=(25,), batch=1),
-        "sensors": dict(size=128, ticks=2, batch_size=12, rounds=2, decoder={}),
+        "sensors": dict(size=128, ticks=2, batch_size=12, rounds=2, decoder=dict(preset="small")),
         "refine": dict(size="small", steps=5, views=2),
         "startup": dict(repeats=5),
     },
@@ -117,7 +107,7 @@ BENCH_SIZES: dict[str, dict] = {
 
 
 def _capture(cfg: dict, device: str) -> BenchRow:
-    from sim_bridge.bench import run_capture_bench
+    from sim_bridge.bench import run_capture_bench  # start-up time: loaded only when this benchmark runs
 
     r = run_capture_bench(**cfg)
     return BenchRow("capture", f"procedural {r.town}, {r.cameras} cams {r.width}x{r.height}, {r.frames} ticks (CPU)",
@@ -126,7 +116,7 @@ def _capture(cfg: dict, device: str) -> BenchRow:
 
 
 def _render(cfg: dict, device: str) -> BenchRow:
-    from nfldm_sdk.benchmarks.render import run_render_bench
+    from nfldm_sdk.benchmarks.render import run_render_bench  # start-up time: loaded only when this benchmark runs
 
     r = run_render_bench(device=device, **cfg)
     return BenchRow("render", f"render_field ({r.implementation}) {r.size}px, {r.n_samples} samples, grid "
@@ -135,7 +125,7 @@ def _render(cfg: dict, device: str) -> BenchRow:
 
 
 def _sampling(cfg: dict, device: str) -> BenchRow:
-    from nfldm_training.benchmarks.sampling import run_sampling_bench
+    from nfldm_training.benchmarks.sampling import run_sampling_bench  # start-up time: loaded only when this benchmark runs
 
     r = run_sampling_bench(device=device, **cfg)
     first = r.timings[0]
@@ -145,7 +135,7 @@ def _sampling(cfg: dict, device: str) -> BenchRow:
 
 
 def _sensors(cfg: dict, device: str) -> BenchRow:
-    from nfldm_sdk.benchmarks.sensors import bench_decoder, run_sensor_bench
+    from nfldm_training.benchmarks.sensors import bench_decoder, run_sensor_bench  # start-up time: loaded only when this benchmark runs
 
     cfg = dict(cfg)
     dec = bench_decoder(**cfg.pop("decoder"))
@@ -155,17 +145,15 @@ def _sensors(cfg: dict, device: str) -> BenchRow:
 
 
 def _refine(cfg: dict, device: str) -> BenchRow:
-    try:
-        from nfldm_sdk.benchmarks.refine import bench
-    except ImportError as e:
-        return BenchRow("refine", "SDS refinement", float("nan"), "s/step", error=f"not available ({e})")
+    from nfldm_training.benchmarks.refine import bench  # start-up time: loaded only when this benchmark runs
+
     r = bench(cfg["size"], cfg["steps"], cfg["views"], device)
     return BenchRow("refine", f"SDS refine_scene, {r['size']} sizes, {r['views']} views/step, {r['steps']} steps",
                     float(r["per_step"]), "s/step")
 
 
 def _startup(cfg: dict, device: str) -> BenchRow:
-    from nfldm_training.benchmarks.startup import run_startup_bench
+    from nfldm_training.benchmarks.startup import run_startup_bench  # start-up time: loaded only when this benchmark runs
 
     r = run_startup_bench(**cfg)
     each = ", ".join(f"{label} {s:.2f}" for label, s in r.seconds.items())

@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from nfldm_sdk.pipelines.generator import SceneGenerator
+from nfldm_training.configs.ldm import random_generator
 
 __all__ = ["SamplingTiming", "SamplingBenchResult", "run_sampling_bench", "format_sampling_bench", "main"]
 
@@ -56,8 +57,6 @@ class SamplingBenchResult:
 
 def _generator_for_preset(name: str, device: str | torch.device) -> SceneGenerator:
     """Randomly initialised models of preset `name` (timings do not depend on the weights)."""
-    from nfldm_training.configs.ldm import random_generator
-
     return random_generator(name, seed=0).to(device)
 
 

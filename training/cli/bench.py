@@ -17,6 +17,7 @@ import click
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON here.")
 def bench(quick, device, only, threads, out):
     """Run the capture, render, sampling, sensor, refinement and start-up benchmarks; print one table."""
+    # start-up time: the benchmarks import torch
     import torch
 
     from nfldm_training.benchmarks.bench import format_bench, run_bench, write_bench

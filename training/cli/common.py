@@ -1,8 +1,10 @@
-"""Click pieces shared by the `nfldm train ...` commands: the preset-override and Lightning options, and their parsers.
+"""Click pieces shared by the training commands: their common options, the parsers of those options, and the
+resolution of a run's preset and model folder.
 
-The stage commands (training/cli/train.py, cli_latent.py, cli_ldm.py, cli_prior.py) stack these decorators, so each
-shared option (name, default, help text) is declared once. This module imports
-only click, so any command module can use it at import time without an import cycle through training/cli/train.py.
+The commands (training/cli/train.py, latent.py, ldm.py, prior.py, eval.py, train_all.py) stack these decorators,
+so each shared option (name, default, help text) is declared once. This module imports only click and the preset
+names, so every command module can use it at import time (``--help`` imports no torch, see
+tests/test_cli_startup.py) without an import cycle through training/cli/train.py.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Any
 
 import click
 
+from nfldm_training.configs.names import PRESET_NAMES  # the names only: the preset tables import torch (start-up time)
+
 
 def _stack(*decorators: Callable) -> Callable:
     """One decorator applying `decorators` so that their options appear in the given order in ``--help``."""
@@ -21,6 +25,56 @@ def _stack(*decorators: Callable) -> Callable:
             f = d(f)
         return f
     return apply
+
+
+def store_options(what: str) -> Callable:
+    """``--data STORE`` (repeatable) and the stores listed after it (parameters ``data, more_stores``; join them
+    with `capture_stores`).
+
+    Args:
+        what: the stores' role, the start of ``--data``'s help (e.g. "Capture store(s) to encode").
+    """
+    return _stack(
+        click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
+                     help=f"{what}; repeat the option or list stores after it."),
+        click.argument("more_stores", nargs=-1, metavar="[STORE...]"),
+    )
+
+
+def capture_stores(data: tuple[str, ...], more: tuple[str, ...], *, required: bool = True) -> list[str] | None:
+    """The capture stores of ``--data`` plus any listed after it (`store_options`); local paths must exist.
+
+    Args:
+        required: without stores, raise `click.UsageError` (True) or return None (False).
+    Raises:
+        click.UsageError: no store given and `required`.
+        click.BadParameter: a local store path does not exist.
+    """
+    stores = [*data, *more]
+    if not stores:
+        if not required:
+            return None
+        raise click.UsageError("no capture store given: pass --data STORE [STORE ...]")
+    for s in stores:
+        if "://" not in s and not Path(s).exists():
+            raise click.BadParameter(f"capture store {s} does not exist: collect one with `sim_bridge collect --out {s}`",
+                                     param_hint="--data")
+    return stores
+
+
+def preset_option(help: str) -> Callable:
+    """``--preset`` (parameter ``preset``): one of the preset names, default ``small``."""
+    return click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True, help=help)
+
+
+def run_dir_option(help: str = "Run directory.") -> Callable:
+    """``--out`` (parameter ``out``, required): the folder a command writes its run into."""
+    return click.option("--out", "out", required=True, type=click.Path(file_okay=False), help=help)
+
+
+def progress_option(help: str = "Show the progress bar.") -> Callable:
+    """``--progress/--no-progress`` (parameter ``progress``, default on)."""
+    return click.option("--progress/--no-progress", default=True, help=help)
 
 
 def override_options(batch_help: str, set_help: str | None = None) -> Callable:
@@ -65,6 +119,23 @@ def lightning_options(strategy_help: str = "Lightning strategy: auto, ddp, fsdp,
     )
 
 
+def stage_options(preset_help: str, batch_help: str, *, set_help: str | None = None,
+                  strategy_help: str = "Lightning strategy: auto, ddp, fsdp, ...", extra: tuple[Callable, ...] = (),
+                  progress_help: str = "Show the progress bar.") -> Callable:
+    """The options every ``nfldm train <stage>`` command ends with, in this order: `preset_option`,
+    `run_dir_option`, `override_options`, `lightning_options`, the `extra` options, `progress_option`.
+
+    Args:
+        preset_help: ``--preset`` help (what the preset sizes).
+        batch_help, set_help: as in `override_options`.
+        strategy_help: as in `lightning_options`.
+        extra: the stage's own option decorators, listed before ``--progress``.
+        progress_help: ``--progress`` help.
+    """
+    return _stack(preset_option(preset_help), run_dir_option(), override_options(batch_help, set_help),
+                  lightning_options(strategy_help), *extra, progress_option(progress_help))
+
+
 def parse_devices(value: str):
     """``--devices``: "auto", a count ("2") or a list ("0,1")."""
     if value == "auto":
@@ -91,53 +162,80 @@ def parse_set(items: tuple[str, ...]) -> dict:
     return out
 
 
+def given(**values: Any) -> dict:
+    """The `values` that are not None: the shortcut options (``max_steps, batch_size, seed, num_workers``) a
+    command was given, as overrides of the preset's training section."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def collect_overrides(settings: tuple[str, ...], section: str, **values: Any) -> dict:
     """The ``--set`` pairs of `settings`, plus ``section.key = value`` for each of `values` that is not None
     (the shortcut options: max_steps, batch_size, seed, num_workers)."""
     overrides = parse_set(settings)
-    for key, value in values.items():
-        if value is not None:
-            overrides[f"{section}.{key}"] = value
+    overrides.update({f"{section}.{key}": value for key, value in given(**values).items()})
     return overrides
 
 
-def resumed_run_config(ctx: click.Context, run: Path, preset: str, resume: bool,
-                       load: Callable[[Path], tuple[str, Any]]) -> tuple[str, Any] | None:
-    """The saved config of a run that resumes: ``load(RUN/config.json) -> (preset name, config)``, when `resume`
-    and the run has a ``last.ckpt`` (or a ``last-v*.ckpt`` of older runs) and a ``config.json``; None for a fresh
-    run (the caller then resolves ``--preset``).
+def resumed_run_config(ctx: click.Context, run: Path, preset: str, resume: bool, stage: str) -> Any | None:
+    """The saved config of a run of `stage` that resumes, when `resume` and the run has a ``last.ckpt`` (or a
+    ``last-v*.ckpt`` of older runs) and a ``config.json``: its `nfldm_training.configs.run_config.RunConfig`
+    ``(preset name, section, extra)``; None for a fresh run (the caller then resolves ``--preset``).
 
     Every stage resumes with its saved config: ``--preset`` may only repeat the run's preset, and the shortcut and
     ``--set`` overrides are applied on top of the saved config by the caller.
 
     Raises:
         click.UsageError: ``--preset`` names another preset than the resumed run's.
+        nfldm_training.errors.TrainingError: the run's ``config.json`` is another stage's, or unreadable.
     """
+    # start-up time: the run-config reader imports the section types, which import torch
+    from nfldm_training.configs.run_config import RUN_CONFIG_NAME, load_run_config
+
     ckpts = run / "checkpoints"
     has_last = ckpts.is_dir() and any(p.is_file() for p in [ckpts / "last.ckpt", *ckpts.glob("last-v*.ckpt")])
-    if not (resume and has_last and (run / "config.json").is_file()):
+    if not (resume and has_last and (run / RUN_CONFIG_NAME).is_file()):
         return None
-    name, config = load(run / "config.json")
+    saved = load_run_config(run / RUN_CONFIG_NAME, stage)
     explicit = ctx.get_parameter_source("preset") == click.core.ParameterSource.COMMANDLINE
-    if explicit and preset != name:
-        raise click.UsageError(f"{run} is a {name!r} run; resume it without --preset (or --preset {name}), or start "
-                               "over with --no-resume")
-    return name, config
+    if explicit and preset != saved.preset:
+        raise click.UsageError(f"{run} is a {saved.preset!r} run; resume it without --preset (or --preset "
+                               f"{saved.preset}), or start over with --no-resume")
+    return saved
 
 
-def resolve_run_preset(ctx: click.Context, run: Path, preset: str, overrides: dict, resume: bool, *,
-                       load: Callable[[Path], Any], get: Callable[[str, dict], Any]) -> Any:
-    """The preset of a run: the run's saved ``config.json`` (via `load`, with `overrides` applied) when it resumes
-    (`resumed_run_config`), else ``get(preset, overrides)``.
+def resolve_run_preset(ctx: click.Context, run: Path, preset: str, overrides: dict, resume: bool, *, stage: str,
+                       get: Callable[[str, dict], Any]) -> Any:
+    """The preset section of a run of `stage`: the run's saved ``config.json`` with `overrides` applied when it
+    resumes (`resumed_run_config`), else ``get(preset, overrides)``.
 
-    Raises `click.UsageError` when ``--preset`` names another preset than the resumed run's, or an override is bad.
+    Raises `click.UsageError` when ``--preset`` names another preset than the resumed run's, or an override is bad;
+    `nfldm_training.errors.TrainingError` when the run's ``config.json`` is another stage's or unreadable.
     """
-    from nfldm_training.configs.presets import apply_overrides
+    from nfldm_training.configs.presets import apply_overrides  # start-up time: the preset table imports torch
 
+    saved = resumed_run_config(ctx, run, preset, resume, stage)
     try:
-        saved = resumed_run_config(ctx, run, preset, resume, lambda path: ((p := load(path)).name, p))
         if saved is not None:
-            return apply_overrides(saved[1], overrides)
+            return apply_overrides(saved.section, overrides)
         return get(preset, overrides)
     except (KeyError, ValueError, TypeError) as e:
         raise click.UsageError(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
+
+
+def run_model_dir(path: str | Path, what: str, option: str | None = None) -> Path:
+    """The model folder of a `nfldm train <what>` run: `nfldm_sdk.persistence.resolve_model_dir` (a run
+    directory's ``RUN/model``, or that folder itself), its error as a click error naming the option.
+
+    Args:
+        path: the run directory or its model folder.
+        what: the ``nfldm train`` command that writes such runs (``scene-ae``, ``ldm-g``), named in the error.
+        option: the option that gave `path` (default: ``--<what>``).
+    Raises:
+        click.BadParameter: `path` holds no model.
+    """
+    from nfldm_sdk.persistence import resolve_model_dir  # start-up time: nfldm_sdk.persistence imports torch
+
+    try:
+        return resolve_model_dir(path)
+    except FileNotFoundError as e:
+        raise click.BadParameter(f"{e} (`nfldm train {what}`)", param_hint=f"--{option or what}") from e

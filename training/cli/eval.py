@@ -7,15 +7,18 @@ Writes ``OUT/eval.json`` and ``OUT/eval.md`` (see `nfldm_training.evaluation.eva
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from nfldm_sdk.cli.names import default_device
+from nfldm_training.cli.common import capture_stores, store_options
 
 
 @click.command("eval")
 @click.option("--model", "model", default=None, type=click.Path(file_okay=False),
               help="Model bundle folder (default: the shipped default model, as SceneGenerator.from_pretrained()).")
-@click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
-              help="Capture store(s) whose held-out split is the reference; repeat the option or list stores after it.")
-@click.argument("more_stores", nargs=-1, metavar="[STORE...]")
+@store_options("Capture store(s) whose held-out split is the reference")
 @click.option("--num-scenes", type=click.IntRange(2), default=16, show_default=True,
               help="Generated scenes (and at most as many held-out reference windows).")
 @click.option("--window", type=click.IntRange(1), default=2, show_default=True,
@@ -39,22 +42,18 @@ def eval_command(model, data, more_stores, num_scenes, window, val_fraction, max
     """Evaluate a model bundle: stage-1 and LAE reconstruction (PSNR, SSIM, depth AbsRel) on held-out windows, and
     generation against held-out captured scenes (MMD/COV/1-NNA with Chamfer distance, BEV occupancy and height
     statistics, depth histograms; FID/KID with the standard Inception weights only)."""
-    import torch
-
-    from nfldm_sdk.pipelines.generator import BundleError, default_model_path
-    from nfldm_training.cli.train import _stores
+    # start-up time: the bundle loader and the evaluation import torch
+    from nfldm_sdk.pipelines.bundle import BundleError, default_model_path
     from nfldm_training.evaluation.evaluate import EvalConfig, evaluate, report_markdown, write_report
 
-    stores = _stores(data, more_stores)
+    stores = capture_stores(data, more_stores)
     if inception_weights is not None:
-        from pathlib import Path
-
         if not Path(inception_weights).is_file():
             raise click.BadParameter(f"{inception_weights} does not exist", param_hint="--inception-weights")
     cfg = EvalConfig(num_scenes=num_scenes, window=window, val_fraction=val_fraction,
                      max_recon_windows=max_recon_windows or None, points_per_scene=points, steps=steps, sampler=sampler,
                      seed=seed, inception_weights=inception_weights)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     try:
         report = evaluate(model or default_model_path(), stores, cfg, device=device, log=click.echo)
     except (BundleError, FileNotFoundError, ValueError) as e:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from nfldm_training.cli.common import (collect_overrides, lightning_options, override_options, parse_devices,
-                                       resolve_run_preset)
-from nfldm_training.configs.names import PRESET_NAMES  # not LATENT_PRESETS: it imports torch (start-up time)
+from nfldm_sdk.cli.names import default_device
+from nfldm_training.cli.common import (capture_stores, collect_overrides, parse_devices, progress_option,
+                                       resolve_run_preset, stage_options, store_options)
 
 
 @click.command("latent-ae")
@@ -20,17 +20,11 @@ from nfldm_training.configs.names import PRESET_NAMES  # not LATENT_PRESETS: it 
               help="Voxel store written by `nfldm encode-voxels`.")
 @click.option("--scene-ae", "scene_ae", required=True, type=click.Path(exists=True, file_okay=False),
               help="The stage-1 run directory (or its model/ folder) that encoded the voxels; its renderer is frozen.")
-@click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
-              help="Capture store(s) the voxels were encoded from, in the same order (default: the paths recorded in "
-                   "the voxel store); repeat the option or list stores after it.")
-@click.argument("more_stores", nargs=-1, metavar="[STORE...]")
-@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True,
-              help="Model and training sizes (the preset table, training/configs/presets.py).")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@override_options("Override the preset's scenes per step (per device).",
-                  set_help="Override any preset setting, e.g. --set latent_ae_train.lr=5e-4 --set latent_ae.g_dim=64.")
-@lightning_options()
-@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@store_options("Capture store(s) the voxels were encoded from, in the same order (default: the paths recorded in "
+               "the voxel store)")
+@stage_options("Model and training sizes (the preset table, training/configs/presets.py).",
+               "Override the preset's scenes per step (per device).",
+               set_help="Override any preset setting, e.g. --set latent_ae_train.lr=5e-4 --set latent_ae.g_dim=64.")
 @click.pass_context
 def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_steps, batch_size, seed, workers, settings,
                     accelerator, devices, strategy, num_nodes, resume, progress):
@@ -40,17 +34,15 @@ def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_s
     OUT/metrics.json (voxel errors, PSNR of renders, codebook usage before and after training), OUT/checkpoints
     and OUT/val_images.
     """
+    # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.modules.latent_ae import train_latent_ae as run_train
-    from nfldm_training.configs.latent import get_latent_preset, load_latent_preset
+    from nfldm_training.configs.latent import get_latent_preset
 
-    stores = [*data, *more_stores] or None
-    for s in stores or []:
-        if "://" not in s and not Path(s).exists():
-            raise click.BadParameter(f"capture store {s} does not exist", param_hint="--data")
+    stores = capture_stores(data, more_stores, required=False)
     overrides = collect_overrides(settings, "latent_ae_train", max_steps=max_steps, batch_size=batch_size, seed=seed,
                                   num_workers=workers)
     run = Path(out)
-    resolved = resolve_run_preset(ctx, run, preset, overrides, resume, load=load_latent_preset, get=get_latent_preset)
+    resolved = resolve_run_preset(ctx, run, preset, overrides, resume, stage="latent-ae", get=get_latent_preset)
     try:
         result = run_train(voxels, scene_ae, resolved, run, stores, resume=resume, accelerator=accelerator,
                            devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, progress=progress,
@@ -69,25 +61,24 @@ def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_s
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Scenes encoded at once.")
 @click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at OUT instead of resuming it.")
-@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@progress_option()
 def encode_latents(model_path, voxels, out, batch_size, device, overwrite, progress):
     """Encode every scene of a voxel store into its latents g, c, f (stage-3 training data).
 
     Also computes the latent normalisation statistics over all scenes (g: one mean/std; c, f: per channel),
     stored in the latent store's root attrs and in the model's config.json (latent_stats). Resumable.
     """
-    import torch
-
+    # start-up time: the model and the store writer import torch
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder
     from nfldm_sdk.persistence import resolve_model_dir
-    from nfldm_training.data.latent_scenes import encode_latents as run_encode
+    from nfldm_training.stores.latent_store import encode_latents as run_encode
 
     try:
         model_dir = resolve_model_dir(model_path)
         model = LatentAutoEncoder.from_pretrained(model_dir)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     try:
         result = run_encode(model, voxels, out, model_dir=model_dir, batch_size=batch_size, device=device,
                             overwrite=overwrite, progress=progress, log=click.echo)

@@ -9,55 +9,44 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import click
 
-from nfldm_training.cli.common import lightning_options, override_options, parse_devices, resumed_run_config
-# The preset table and nfldm_sdk.persistence import torch: they are imported inside the commands (start-up time).
-from nfldm_training.configs.names import PRESET_NAMES
+from nfldm_training.cli.common import given, parse_devices, resumed_run_config, run_model_dir, stage_options
 
-__all__ = ["train_ldm", "export_bundle", "resolve_model_dir"]
+__all__ = ["train_ldm", "export_bundle"]
 
 
 @click.command("ldm")
 @click.option("--level", type=click.Choice(["g", "c", "f"]), required=True,
               help="Which denoiser: g (global), c (coarse, conditioned on g), f (fine, conditioned on g and c).")
 @click.option("--latents", required=True, type=click.Path(), help="Latent store written by `nfldm encode-latents`.")
-@click.option("--preset", type=click.Choice(list(PRESET_NAMES)), default="small", show_default=True,
-              help="Denoiser sizes and training settings.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@override_options("Override the preset's scenes per step (per device).")
-@lightning_options(strategy_help="Lightning strategy: auto, ddp, ...")
-@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@stage_options("Denoiser sizes and training settings.", "Override the preset's scenes per step (per device).",
+               strategy_help="Lightning strategy: auto, ddp, ...")
 @click.pass_context
 def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, workers, accelerator, devices, strategy,
               num_nodes, resume, progress):
     """Train one denoiser of the hierarchical latent diffusion (v-prediction, EMA weights saved to OUT/model)."""
-    import dataclasses
-
+    # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.modules.ldm import train_ldm as run
-    from nfldm_training.configs.ldm import get_ldm_preset, load_ldm_preset
+    from nfldm_training.configs.ldm import get_ldm_preset
 
     if "://" not in latents and not Path(latents).exists():
         raise click.BadParameter(f"{latents} does not exist: write it with `nfldm encode-latents`", param_hint="--latents")
 
-    def load(path: Path):
-        saved_level, name, saved_ldm = load_ldm_preset(path)
-        return name, (saved_level, saved_ldm)
-
     # a resumed run continues with its saved config; the shortcut options below still override it
-    saved = resumed_run_config(ctx, Path(out), preset, resume, load)
+    saved = resumed_run_config(ctx, Path(out), preset, resume, "ldm")
     if saved is None:
         ldm = get_ldm_preset(preset)
     else:
-        preset, (saved_level, ldm) = saved
+        preset, ldm, saved_level = saved.preset, saved.section, saved.extra["level"]
         if saved_level != level:
             raise click.UsageError(f"{out} trains level {saved_level!r}; resume it with --level {saved_level}, or "
                                    "start over with --no-resume")
-    overrides = {k: v for k, v in (("max_steps", max_steps), ("batch_size", batch_size), ("seed", seed),
-                                   ("num_workers", workers)) if v is not None}
+    overrides = given(max_steps=max_steps, batch_size=batch_size, seed=seed, num_workers=workers)
     if overrides:
         ldm = dataclasses.replace(ldm, **{f"train_{level}": dataclasses.replace(ldm.train_config(level), **overrides)})
     result = run(latents, level, ldm, out, preset_name=preset, resume=resume, accelerator=accelerator,
@@ -66,30 +55,28 @@ def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, wor
     click.echo(f"ψ_{level}: {result.global_step} steps in {result.seconds:.0f} s; EMA model in {result.model_dir}")
 
 
-def resolve_model_dir(path: str | Path, what: str) -> Path:
-    """`nfldm_sdk.persistence.resolve_model_dir` (a run directory's ``RUN/model`` or that folder) as a click error
-    naming the option ``--<what>``."""
-    from nfldm_sdk.persistence import resolve_model_dir as resolve
-
-    try:
-        return resolve(path)
-    except FileNotFoundError as e:
-        raise click.BadParameter(f"{e} (`nfldm train {what}`)", param_hint=f"--{what}") from e
-
-
 def _run_info(path: str | Path, level: str) -> dict:
+    """``RUN/ldm_run.json`` of the `nfldm train ldm --level <level>` run at `path` (the run or its model folder),
+    with the level and preset of the run's ``config.json`` (`nfldm_training.configs.run_config`)."""
+    # start-up time: the stage-3 module and the run-config reader import torch
+    from nfldm_training.configs.run_config import RUN_CONFIG_NAME, load_run_config
+    from nfldm_training.errors import TrainingError, TrainingInputNotFound
     from nfldm_training.modules.ldm import RUN_INFO
 
     p = Path(path)
-    info_path = resolve_model_dir(p, f"ldm-{level}").parent / RUN_INFO  # RUN/ldm_run.json beside RUN/model
-    if not info_path.is_file():
+    run = run_model_dir(p, f"ldm-{level}").parent  # RUN/ldm_run.json and RUN/config.json beside RUN/model
+    if not (run / RUN_INFO).is_file():
         raise click.BadParameter(f"{p} has no {RUN_INFO}: pass the run directory of `nfldm train ldm --level {level}`",
                                  param_hint=f"--ldm-{level}")
-    info = json.loads(info_path.read_text())
-    if info.get("level") != level:
-        raise click.BadParameter(f"{p} trained level {info.get('level')!r}, not {level!r}: pass the run of "
+    try:
+        saved = load_run_config(run / RUN_CONFIG_NAME, "ldm")
+    except (TrainingError, TrainingInputNotFound) as e:
+        raise click.BadParameter(str(e), param_hint=f"--ldm-{level}") from e
+    trained = saved.extra["level"]
+    if trained != level:
+        raise click.BadParameter(f"{p} trained level {trained!r}, not {level!r}: pass the run of "
                                  f"`nfldm train ldm --level {level}`", param_hint=f"--ldm-{level}")
-    return info
+    return {**json.loads((run / RUN_INFO).read_text()), "level": trained, "preset": saved.preset}
 
 
 @click.command("export-bundle")
@@ -103,10 +90,12 @@ def _run_info(path: str | Path, level: str) -> dict:
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite):
     """Assemble a model bundle (what `SceneGenerator.from_pretrained` loads) from the runs of the three stages."""
-    from nfldm_sdk.pipelines.generator import BundleError, write_bundle
+    # start-up time: the bundle writer and the model classes import torch
+    from nfldm_sdk.pipelines.bundle import BundleError, write_bundle
     from nfldm_sdk.persistence import config_from_dict, config_to_dict, load_pretrained
     from nfldm_sdk.models.latent_ae import LatentStats
-    from nfldm_sdk.pipelines.sampling import NoiseSchedule, SamplerDefaults
+    from nfldm_sdk.pipelines.sampling import SamplerDefaults
+    from nfldm_sdk.models.noise_schedule import NoiseSchedule
 
     runs = {"g": ldm_g, "c": ldm_c, "f": ldm_f}
     infos = {k: _run_info(v, k) for k, v in runs.items()}
@@ -118,9 +107,9 @@ def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite
                                    f"({', '.join(f'{k}: {v[:40]}' for k, v in values.items())}): train all three levels "
                                    "on the same `nfldm encode-latents` store")
     info = infos["g"]
-    models = {"scene_ae": load_pretrained(resolve_model_dir(scene_ae, "scene-ae")),
-              "latent_ae": load_pretrained(resolve_model_dir(latent_ae, "latent-ae")),
-              **{k: load_pretrained(resolve_model_dir(v, f"ldm-{k}")) for k, v in runs.items()}}
+    models = {"scene_ae": load_pretrained(run_model_dir(scene_ae, "scene-ae")),
+              "latent_ae": load_pretrained(run_model_dir(latent_ae, "latent-ae")),
+              **{k: load_pretrained(run_model_dir(v, f"ldm-{k}")) for k, v in runs.items()}}
     stats = config_from_dict(LatentStats, info["latent_stats"])
     lae_stats = getattr(models["latent_ae"].config, "latent_stats", None)
     if lae_stats is not None and config_to_dict(lae_stats) != config_to_dict(stats):

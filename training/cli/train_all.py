@@ -25,13 +25,16 @@ from pathlib import Path
 
 import click
 
-#: Step overrides of ``--budget cpu`` (everything else is the preset's). Chosen so that the tiny architecture trains
-#: in ~30 min on 2 CPU cores otherwise idle (stage 1 ~18, LAE ~10, denoisers ~3; 2-4x that when the cores are
-#: shared); `nfldm_training.evaluation.evaluate` figures of the result are in the model card. Why these counts (held-out
-#: figures on the default model's data): stage 1's PSNR still rises to 4000 steps (20.81 dB at 600, 23.39 at 4000)
-#: and only then are its fields opaque enough (rays reaching opacity 0.5: 10 % at 600 steps, 18 % at 4000) for
-#: generated scenes of half the MMD-CD; the LAE on such sharp fields needs as long (r(V̂) vs images 18.83 dB at
-#: 1500 steps, 19.84 at 4000); ψ_f's loss is lowest near 1600 steps on 144 scenes, so more denoiser steps do not help.
+from nfldm_sdk.cli.names import default_device
+from nfldm_training.cli.common import capture_stores, progress_option, store_options
+from nfldm_training.cli.ldm import export_bundle
+
+#: Step overrides of ``--budget cpu`` (everything else is the preset's): the tiny architecture trains in ~30 min on
+#: 2 idle CPU cores (stage 1 ~18, LAE ~10, denoisers ~3; 2-4x that when the cores are shared). Stage 1 gets 4000
+#: steps because its held-out PSNR rises until then and only then are its fields opaque enough for generated scenes
+#: with surfaces; the LAE needs as many steps on fields that sharp; the denoisers' validation loss no longer falls
+#: well before their step counts on the default data. The held-out figures per step count are in
+#: assets/models/default/MODEL_CARD.md.
 CPU_BUDGET: dict[str, dict] = {
     "scene_ae": {"scene_ae_train.max_steps": 4000, "scene_ae_train.stride": 2, "scene_ae_train.val_interval": 200,
                  "scene_ae_train.val_batches": 4, "scene_ae_train.num_workers": 0, "scene_ae_train.precision": "32-true"},
@@ -46,6 +49,7 @@ CPU_BUDGET: dict[str, dict] = {
 def stage_presets(name: str, budget: str):
     """The stage-1, stage-2 and stage-3 presets of `name` with the `budget`'s overrides (views of the one preset
     table, `nfldm_training.configs.presets`, per stage)."""
+    # start-up time: the preset tables import torch
     from nfldm_training.configs.presets import apply_overrides, get_preset
     from nfldm_training.configs.latent import get_latent_preset
     from nfldm_training.configs.ldm import get_ldm_preset
@@ -58,9 +62,7 @@ def stage_presets(name: str, budget: str):
 
 
 @click.command("train-all")
-@click.option("--data", "data", multiple=True, metavar="STORE [STORE...]",
-              help="Capture store(s); repeat the option or list stores after it.")
-@click.argument("more_stores", nargs=-1, metavar="[STORE...]")
+@store_options("Capture store(s)")
 @click.option("--preset", default="small", show_default=True, help="Preset of every stage (tiny, small, paper).")
 @click.option("--budget", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
               help="gpu: the preset's step counts; cpu: the reduced CPU_BUDGET step counts (training/cli/train_all.py).")
@@ -70,30 +72,27 @@ def stage_presets(name: str, budget: str):
 @click.option("--half/--no-half", default=True, show_default=True, help="Store the bundle's weights as float16.")
 @click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu.")
 @click.option("--device", default=None, help="Torch device of the encode steps (default: cuda when available).")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@progress_option("Show progress bars.")
 def train_all(data, more_stores, preset, budget, out, bundle, half, accelerator, device, progress):
     """Train stages 1–3 in order on the capture stores (resumable), then export the model bundle."""
-    import torch
-
+    # start-up time: the models, the stages' training modules and the store writers import torch and Lightning
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
     from nfldm_training.benchmarks.bench import machine_line
-    from nfldm_training.cli.train import _stores
-    from nfldm_training.cli.ldm import export_bundle
     from nfldm_training.modules.latent_ae import train_latent_ae
-    from nfldm_training.data.latent_scenes import encode_latents
     from nfldm_training.modules.ldm import train_ldm
     from nfldm_training.modules.scene_ae import train_scene_ae
+    from nfldm_training.stores.latent_store import encode_latents
     from nfldm_training.stores.voxel_store import encode_voxels
 
-    stores = _stores(data, more_stores)
+    stores = capture_stores(data, more_stores)
     try:
         p1, p2, p3 = stage_presets(preset, budget)
     except KeyError as e:
         raise click.UsageError(str(e.args[0] if e.args else e))
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     record_path = run / "train_all.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record.update(preset=preset, budget=budget, stores=stores, machine=machine_line(device))

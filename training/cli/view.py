@@ -1,10 +1,11 @@
 """`nfldm view TARGET`: open a capture store or a generated scene in Open3D (or screenshot it offscreen).
 
     nfldm view data/town03.zarr --episode 0 --stride 4 --screenshot capture.png   # fused RGB-D points + ego path
-    nfldm view out/scene_000000 --model assets/models/small --trajectory arc       # scene mesh (nfldm_sdk.cli.render)
+    nfldm view out/scene_000000 --model assets/models/small --trajectory arc       # scene mesh, box, trajectory
 
-Lives in nfldm_training because reading capture stores needs `sim_bridge`, which nfldm_sdk must not import; the
-scene branch is `nfldm_sdk.cli.render.view_scene`. Registered as the ``view`` entry point of ``nfldm.commands``.
+The one ``view`` command (the ``view`` entry point of ``nfldm.commands``). It lives in nfldm_training because
+reading capture stores needs `sim_bridge`, which nfldm_sdk must not import; the scene branch is
+`nfldm_sdk.cli.render.view_scene`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from nfldm_sdk.cli.render import (DEVICE_DEFAULT_HELP, VIEW_NAMES, default_device, friendly_errors, trajectory_options,
-                                  view_scene)
+from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, default_device
+from nfldm_sdk.cli.render import VIEW_NAMES, friendly_errors, trajectory_options, view_scene
 
 __all__ = ["view", "view_capture", "is_capture_store"]
 
@@ -22,7 +23,7 @@ def is_capture_store(path: str) -> bool:
     """Whether `path` is a zarr v3 group with an ``episodes`` group (a `sim_bridge` capture store)."""
     if "://" not in path and not (Path(path) / "zarr.json").is_file():
         return False
-    import zarr
+    import zarr  # start-up time: zarr, imported only when the command runs
 
     try:
         group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
@@ -52,12 +53,15 @@ def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None 
                  width: int = 1280, height: int = 720, view: str = "above_behind", frustum_every: int = 4):
     """Fuse an episode's RGB-D into coloured points and show them with the ego path and camera frustums (every
     `frustum_every` selected frames). Returns the screenshot path or None."""
+    # start-up time: numpy, torch, the capture reader and Open3D, imported only when the command runs
     import numpy as np
     import torch
     from sim_bridge import open_store
 
     from nfldm_sdk.cameras.pinhole import Cameras
-    from nfldm_sdk.viz.viz import camera_frustum_lines, capture_to_point_cloud, show, trajectory_lines
+    from nfldm_sdk.viz.lines import camera_frustum_lines, trajectory_lines
+    from nfldm_sdk.viz.points import capture_to_point_cloud
+    from nfldm_sdk.viz.viewer import show
 
     store = open_store(store_path)
     try:
@@ -87,7 +91,7 @@ def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None 
 @trajectory_options(None)
 @click.option("--geometry", type=click.Choice(["mesh", "points"]), default="mesh", show_default=True,
               help="Scenes: draw the density iso-surface or rendered RGB-D points.")
-@click.option("--level", type=float, default=None, help="Scenes: mesh iso-level σ (1/m).")
+@click.option("--level", type=float, default=None, help="Scenes: mesh iso-level σ (1/m); default ln2 / voxel size.")
 @click.option("--episode", default="0", show_default=True, help="Captures: episode index or name.")
 @click.option("--frames", default=None, help="Captures: frames to fuse, START:STOP[:STEP] or I,J,K (default all).")
 @click.option("--stride", type=int, default=4, show_default=True, help="Captures: keep every STRIDE-th pixel.")

@@ -6,9 +6,11 @@
   ``grid_shape (Z, Y, X) = (32, 128, 128)``.
 
 A `Preset` is nested dataclasses, one section per stage (``scene_ae`` + ``scene_ae_train`` for stage 1, ``latent_ae`` +
-``latent_ae_train`` for stage 2, ``ldm`` for stage 3, ``prior`` for stage 4). `get_preset` returns a copy with overrides applied (dotted keys, e.g.
-``{"scene_ae_train.max_steps": 10}``); `save_preset` writes the resolved preset as JSON beside a checkpoint and
-`load_preset` reads it back.
+``latent_ae_train`` for stage 2, ``ldm`` for stage 3, ``prior`` for stage 4; the types are in
+`nfldm_training.configs.sections`). `get_preset` returns a copy with overrides applied (dotted keys, e.g.
+``{"scene_ae_train.max_steps": 10}``). The stages' views of this table are `nfldm_training.configs.latent`,
+`nfldm_training.configs.ldm` and `nfldm_training.configs.prior`; a run's resolved section is written to and read from
+``RUN/config.json`` by `nfldm_training.configs.run_config`.
 
 The voxel box (all presets): ``x ∈ [−16, 48], y ∈ [−32, 32], z ∈ [−2, 6]`` metres in the scene frame (the ego
 frame at the window's anchor frame: x forward, y left, z up, origin on the ground). Why: a driving scene is seen
@@ -23,103 +25,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
-from nfldm_sdk.guidance.guidance import PriorConfig
+from nfldm_sdk.models.prior_unet import PriorConfig
 from nfldm_sdk.models.denoisers import CDenoiserConfig, FDenoiserConfig, GDenoiserConfig
 from nfldm_sdk.models.latent_ae import LatentAEConfig
 from nfldm_sdk.models.scene_ae import SceneAEConfig
-from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
-from nfldm_sdk.pipelines.sampling import NoiseSchedule, SamplerDefaults
-# The stage modules define their sections' dataclasses (and read this table); the values live here only.
-from nfldm_training.configs.latent import LatentAETrainConfig
-from nfldm_training.configs.ldm import LDMPreset, LDMTrainConfig
-from nfldm_training.configs.prior import PriorPreset, PriorTrainConfig
-from nfldm_training.errors import TrainingInputNotFound
+from nfldm_sdk.persistence import config_from_dict, config_to_dict
+from nfldm_sdk.pipelines.sampling import SamplerDefaults
+from nfldm_sdk.models.noise_schedule import NoiseSchedule
+from nfldm_training.configs.sections import (LatentAETrainConfig, LDMPreset, LDMTrainConfig, Preset, PriorPreset,
+                                             PriorTrainConfig, SceneAETrainConfig)
+
+__all__ = ["DRIVING_BOX", "PRESETS", "apply_overrides", "get_preset"]
+
+T = TypeVar("T")
 
 #: The default voxel box, ((xmin, ymin, zmin), (xmax, ymax, zmax)) metres in the scene frame (see module docstring).
 DRIVING_BOX = ((-16.0, -32.0, -2.0), (48.0, 32.0, 6.0))
-
-
-@dataclass
-class SceneAETrainConfig:
-    """Stage-1 training settings (`nfldm_training.modules.scene_ae`, `nfldm_training.data.capture_windows`).
-
-    The image size is not repeated here: training uses ``Preset.scene_ae.image_size``.
-    """
-
-    window: int = 2
-    """Consecutive frames per scene window (one training item); the scene frame is the ego frame at the
-    window's anchor, its middle frame ``start + (window - 1) // 2``."""
-    stride: int = 1
-    """Frames between the first frames of consecutive windows of an episode."""
-    cameras: tuple[str, ...] | None = None
-    """Rig cameras used per frame (names); None = all cameras of the store's rig."""
-    target_holdout: int = 0
-    """Views per window held out of the encoder input and used only as render targets (chosen at random with a
-    seeded generator each step). 0: every view is both an encoder input and a target."""
-    val_fraction: float = 0.2
-    """Fraction of each store's episodes held out for validation (by episode, deterministic; at least one when a
-    store has two or more episodes)."""
-    batch_size: int = 2
-    """Scene windows per optimisation step (per device)."""
-    lr: float = 1e-3
-    """AdamW learning rate (constant after a linear warm-up)."""
-    warmup_steps: int = 0
-    """Linear learning-rate warm-up steps."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    max_steps: int = 1000
-    """Optimisation steps."""
-    image_loss: str = "l1"
-    """Image reconstruction loss: ``"l1"`` or ``"l2"``."""
-    image_weight: float = 1.0
-    """Weight of the image loss."""
-    depth_loss: str = "l1"
-    """Depth loss on valid pixels within [near, far]: ``"l1"`` (metres) or ``"inverse"`` (L1 on near/depth)."""
-    depth_weight: float = 0.02
-    """Weight of the depth loss (with ``"l1"`` the loss is in metres: 0.02 makes 1 m error count like 0.02 of
-    mean absolute colour error)."""
-    grad_clip: float = 1.0
-    """Gradient-norm clipping (0 disables)."""
-    val_interval: int = 100
-    """Optimisation steps between validations."""
-    val_batches: int | None = None
-    """Validation batches per validation (None = the whole validation split)."""
-    num_workers: int = 0
-    """DataLoader worker processes."""
-    cache_windows: bool = False
-    """Keep decoded scene windows in memory after their first read (small stores only)."""
-    precision: str = "32-true"
-    """Lightning precision (``"32-true"``, ``"bf16-mixed"``, ...)."""
-    seed: int = 0
-    """Seed of weights, data order and view hold-out."""
-    log_every: int = 10
-    """Steps between training-loss log rows."""
-
-
-@dataclass
-class Preset:
-    """Everything one named configuration fixes: a section per stage."""
-
-    name: str = "custom"
-    """Preset name (``tiny``, ``small``, ``paper``) or ``custom``."""
-    description: str = ""
-    """One line: what the preset is for."""
-    scene_ae: SceneAEConfig = field(default_factory=SceneAEConfig)
-    """Stage 1 model: the scene auto-encoder."""
-    scene_ae_train: SceneAETrainConfig = field(default_factory=SceneAETrainConfig)
-    """Stage 1 training."""
-    latent_ae: LatentAEConfig = field(default_factory=LatentAEConfig)
-    """Stage 2 model: the latent voxel auto-encoder (grid, channels and box equal ``scene_ae``'s)."""
-    latent_ae_train: LatentAETrainConfig = field(default_factory=LatentAETrainConfig)
-    """Stage 2 training."""
-    ldm: LDMPreset = field(default_factory=LDMPreset)
-    """Stage 3: the three denoisers, their noise schedule, training and sampler defaults."""
-    prior: PriorPreset = field(default_factory=PriorPreset)
-    """Stage 4: the SDS guidance prior and its training."""
 
 
 # Stage-1 models first: the stage-2 grid, channels and box follow them.
@@ -269,9 +192,10 @@ def _apply_override(obj: Any, key: str, value: Any, full_key: str) -> Any:
     return dataclasses.replace(obj, **{head: value})
 
 
-def apply_overrides(preset: Preset, overrides: Mapping[str, Any] | None) -> Preset:
-    """A copy of `preset` with dotted-key `overrides` applied (``{"scene_ae_train.max_steps": 10}``); every value is
-    validated by rebuilding its config dataclass. Raises ``KeyError`` naming the section's fields for an unknown key."""
+def apply_overrides(preset: T, overrides: Mapping[str, Any] | None) -> T:
+    """A copy of `preset` (a `Preset` or any section dataclass of one: `LatentPreset`, `LDMPreset`, ...) with
+    dotted-key `overrides` applied (``{"scene_ae_train.max_steps": 10}``); every value is validated by rebuilding its
+    config dataclass. Raises ``KeyError`` naming the section's fields for an unknown key."""
     for key, value in (overrides or {}).items():
         preset = _apply_override(preset, key, value, key)
     return preset
@@ -285,24 +209,3 @@ def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     return apply_overrides(copy.deepcopy(PRESETS[name]), overrides)
-
-
-def preset_to_dict(preset: Preset) -> dict:
-    """The preset as a JSON-ready dict (plus the writing nfldm version under ``_nfldm_version``)."""
-    return {**config_to_dict(preset), "_nfldm_version": nfldm_version()}
-
-
-def save_preset(preset: Preset, path: str | Path) -> Path:
-    """Write the resolved preset as JSON to `path` (parents created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(preset_to_dict(preset), indent=2) + "\n")
-    return path
-
-
-def load_preset(path: str | Path) -> Preset:
-    """Read a preset written by `save_preset` (sections written by a newer nfldm with unknown keys are an error)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingInputNotFound(f"{path} not found: expected the resolved preset JSON written beside the checkpoints")
-    return config_from_dict(Preset, json.loads(path.read_text()))

@@ -26,21 +26,17 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import warnings
 from dataclasses import dataclass, fields
 from typing import Sequence
 
 import numpy as np
+import sim_bridge
 import torch
 import torch.nn.functional as F
 
-try:  # LightningDataModule: only the data module needs it; the dataset is plain PyTorch.
-    from lightning.pytorch import LightningDataModule
-except ImportError:  # pragma: no cover
-    LightningDataModule = object  # type: ignore[misc,assignment]
-
 from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_training.data.loaders import SeededDataModule
 from nfldm_training.errors import TrainingError
 
 
@@ -201,7 +197,17 @@ class WindowRef:
     start: int
 
 
-def _val_episodes(n_episodes: int, val_fraction: float, val_episodes: Sequence[int] | None) -> set[int]:
+def held_out_episodes(n_episodes: int, val_fraction: float, val_episodes: Sequence[int] | None = None) -> set[int]:
+    """The validation episodes of a store of `n_episodes` episodes (the split rule of the module docstring).
+
+    Args:
+        n_episodes: episodes in the store.
+        val_fraction: fraction held out: the last ``round(val_fraction · n_episodes)`` episodes, at least 1 and at
+            most ``n_episodes − 1``; none for a single-episode store or ``val_fraction <= 0``.
+        val_episodes: explicit validation episode indices; they override `val_fraction`.
+    Returns:
+        episode indices (positions in the store).
+    """
     if val_episodes is not None:
         return {int(e) for e in val_episodes}
     if n_episodes < 2 or val_fraction <= 0:
@@ -229,8 +235,6 @@ class SceneWindowDataset(torch.utils.data.Dataset):
     def __init__(self, stores: Sequence[str], window: int, cameras: Sequence[str] | None = None,
                  image_size: tuple[int, int] = (64, 64), split: str = "train", val_fraction: float = 0.2,
                  val_episodes: Sequence[int] | None = None, stride: int = 1, cache: bool = False):
-        import sim_bridge
-
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
         if window < 1 or stride < 1:
@@ -262,7 +266,7 @@ class SceneWindowDataset(torch.utils.data.Dataset):
             self.camera_indices.append(idx)
             self.intrinsics.append(scale_intrinsics(rig.K()[idx], (rig.height, rig.width), self.image_size))
             n_eps = len(store.episode_names)
-            val = _val_episodes(n_eps, val_fraction, val_episodes)
+            val = held_out_episodes(n_eps, val_fraction, val_episodes)
             for e in range(n_eps):
                 T = store.episode(e).num_frames
                 starts = list(range(0, T - self.window + 1, self.stride))
@@ -291,13 +295,16 @@ class SceneWindowDataset(torch.utils.data.Dataset):
 
     # one open store per process: zarr handles are not shared with DataLoader workers
     def _store(self, i: int):
-        import sim_bridge
-
         if os.getpid() != self._pid:
             self._opened, self._pid = {}, os.getpid()
         if i not in self._opened:
             self._opened[i] = sim_bridge.open_store(self.stores[i])
         return self._opened[i]
+
+    def episode(self, ref: WindowRef):
+        """The capture-store episode (`sim_bridge` reader) that window `ref` (one of `refs`) comes from, opened once
+        per process."""
+        return self._store(ref.store_index).episode(ref.episode)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -322,7 +329,7 @@ class SceneWindowDataset(torch.utils.data.Dataset):
 
     def _read(self, i: int) -> SceneWindow:
         ref = self.refs[i]
-        ep = self._store(ref.store_index).episode(ref.episode)
+        ep = self.episode(ref)
         cams = self.camera_indices[ref.store_index]
         anchor = ref.start + self.anchor_offset
         frames = list(range(ref.start, ref.start + self.window))
@@ -343,16 +350,8 @@ class SceneWindowDataset(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------------------------------ data module
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive numpy/random seeds from torch's per-worker seed (itself from the
-    loader's generator), so augmentations, if any, are reproducible per worker."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-class SceneDataModule(LightningDataModule):
-    """Train/val `SceneWindowDataset` s and their loaders for stage 1.
+class SceneDataModule(SeededDataModule):
+    """Train/val `SceneWindowDataset` s and their seeded loaders for stage 1.
 
     Args:
         stores: capture-store paths.
@@ -362,13 +361,9 @@ class SceneDataModule(LightningDataModule):
     """
 
     def __init__(self, stores: Sequence[str], image_size: tuple[int, int], train, batch_size: int | None = None):
-        super().__init__()
+        super().__init__(train, batch_size or train.batch_size, collate_windows, pin_memory=torch.cuda.is_available())
         self.store_paths = [str(s) for s in stores]
         self.image_size = tuple(image_size)
-        self.cfg = train
-        self.batch_size = int(batch_size or train.batch_size)
-        self.train_set: SceneWindowDataset | None = None
-        self.val_set: SceneWindowDataset | None = None
 
     def _dataset(self, split: str) -> SceneWindowDataset:
         c = self.cfg
@@ -388,21 +383,6 @@ class SceneDataModule(LightningDataModule):
 
     @property
     def has_val(self) -> bool:
+        """Whether there is at least one validation window."""
         self.setup()
         return len(self.val_set) > 0
-
-    def _loader(self, dataset: SceneWindowDataset, shuffle: bool, offset: int) -> torch.utils.data.DataLoader:
-        g = torch.Generator().manual_seed(int(self.cfg.seed) + offset)
-        workers = int(self.cfg.num_workers)
-        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=workers,
-                                           collate_fn=collate_windows, worker_init_fn=seed_worker, generator=g,
-                                           drop_last=shuffle and len(dataset) >= self.batch_size,
-                                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
-
-    def train_dataloader(self):
-        self.setup()
-        return self._loader(self.train_set, True, 0)
-
-    def val_dataloader(self):
-        self.setup()
-        return self._loader(self.val_set, False, 1)

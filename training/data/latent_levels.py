@@ -1,6 +1,6 @@
-"""Training data of stage 3: the latents written by ``nfldm encode-latents`` (`nfldm_training.data.latent_scenes.LatentStore`).
+"""Training data of stage 3: the latents written by ``nfldm encode-latents`` (`nfldm_training.stores.latent_store`).
 
-The store (format ``nfldm.latent_store``, read through the LAE side's `LatentStore`) holds per scene
+The store (format ``nfldm.latent_store``, read through `LatentStore`) holds per scene
 ``g [S, g_dim]``, ``c [S, 4, Zc, Yc, Xc]``, ``f [S, 4, Y, X]`` (un-normalised), the ids ``store_index``,
 ``episode``, ``anchor_frame``, and in its root attrs ``scenes_written`` and ``latent_stats`` (the `LatentStats`
 over all scenes, written when the store is complete; an incomplete store is refused).
@@ -25,8 +25,9 @@ from lightning.pytorch import LightningDataModule
 
 from nfldm_sdk.models.latent_ae import LatentStats
 from nfldm_sdk.pipelines.sampling import LEVELS, normalize_level
-from nfldm_training.data.latent_scenes import LatentStore
+from nfldm_training.data.capture_windows import held_out_episodes
 from nfldm_training.errors import TrainingError
+from nfldm_training.stores.latent_store import LatentStore
 
 __all__ = ["LatentLevels", "LatentLevelDataset", "LatentLevelDataModule", "split_indices", "split_by_episode", "LEVEL_CONDITIONS"]
 
@@ -56,8 +57,6 @@ def split_by_episode(ids: np.ndarray, val_fraction: float) -> tuple[list[int], l
         the LAE hold out and `nfldm eval` uses as the reference. Scenes of single-episode stores are split every k-th
         (`split_indices`), as no episode can be spared there.
     """
-    from nfldm_training.data.capture_windows import _val_episodes
-
     ids = np.asarray(ids)
     val: list[int] = []
     single: list[int] = []
@@ -67,7 +66,7 @@ def split_by_episode(ids: np.ndarray, val_fraction: float) -> tuple[list[int], l
         if len(episodes) < 2:
             single.extend(int(r) for r in rows)
             continue
-        held = {episodes[p] for p in _val_episodes(len(episodes), val_fraction, None)}
+        held = {episodes[p] for p in held_out_episodes(len(episodes), val_fraction)}
         val.extend(int(r) for r in rows if int(ids[r, 1]) in held)
     if single:
         val.extend(single[i] for i in split_indices(len(single), val_fraction)[1])

@@ -7,7 +7,7 @@ bundle's image size. Evaluate on stores (or episodes) the model did not train on
 Reconstruction (per held-out window, all its views are encoder inputs and render targets):
 
 * **stage 1** — ``SceneAutoEncoder.encode`` → ``decode``: PSNR (dB), SSIM (Gaussian, skimage settings) and depth
-  AbsRel on the pixels whose captured surface lies in the voxel box (`losses.box_depth_mask`);
+  AbsRel on the pixels whose captured surface lies in the voxel box (`nfldm_training.modules.losses.box_depth_mask`);
 * **stage 1 + LAE** — encode → ``LatentAutoEncoder.encode`` → ``decode`` → stage-1 render: the same figures.
 
 Generation (``num_scenes`` generated scenes vs up to ``num_scenes`` held-out windows spread evenly over the split).
@@ -17,7 +17,7 @@ i uses those of reference window ``i mod m``), at the bundle's image size.
 * **3D point sets** — captured: the captured depth of the anchor views back-projected, kept where the surface is in
   the box; generated: the rendered depth (where the accumulated opacity ≥ 0.5) back-projected and kept likewise.
   Each set is subsampled to ``points_per_scene`` points (seeded). Chamfer distance (metres) gives MMD, COV and
-  1-NNA (`metrics_3d.mmd_cov_1nna`).
+  1-NNA (`nfldm_training.metrics.scene_3d.mmd_cov_1nna`).
 * **BEV layout** — our generated scenes carry no semantics, so the layout comparison is geometric: the fraction of
   observed 1 m ground cells holding structure (a point ≥ 0.5 m above ground) and the histogram of point heights,
   pooled per side, compared as |difference| and TV/W1. The captured set's semantic class fractions (points per
@@ -41,10 +41,15 @@ import numpy as np
 import torch
 
 from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.pipelines.generator import SceneGenerator
 from nfldm_training.benchmarks.bench import machine_line
-from nfldm_training.metrics.scene_3d import (BEVStats, HistDistances, SetMetrics, bev_stats, chamfer_matrix, depth_histogram,
-                                       histogram_distances, mmd_cov_1nna, ssim, subsample_points)
+from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows, resize_depth
 from nfldm_training.errors import TrainingError
+from nfldm_training.metrics.fid import FID_WEIGHTS_HELP, FIDInceptionV3, feature_fid, kernel_inception_distance
+from nfldm_training.metrics.image import depth_abs_rel, psnr
+from nfldm_training.metrics.scene_3d import (BEVStats, HistDistances, SetMetrics, bev_stats, chamfer_matrix,
+                                             depth_histogram, histogram_distances, mmd_cov_1nna, ssim, subsample_points)
+from nfldm_training.modules.losses import box_depth_mask
 
 __all__ = ["EvalConfig", "ReconFigures", "GenerationFigures", "EvalReport", "evaluate", "write_report",
            "backproject", "SEMANTIC_GROUPS"]
@@ -169,12 +174,6 @@ def _spread(n: int, k: int | None) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
 
 
-def _in_box_mask(depth, valid, cams, bounds, near, far):
-    from nfldm_training.modules.losses import box_depth_mask
-
-    return box_depth_mask(depth, valid, cams, bounds, near, far)
-
-
 def _pool_bev(stats: Sequence[BEVStats]) -> dict:
     return {"occupied_fraction": float(np.mean([s.occupied_fraction for s in stats])),
             "observed_fraction": float(np.mean([s.observed_fraction for s in stats])),
@@ -184,9 +183,6 @@ def _pool_bev(stats: Sequence[BEVStats]) -> dict:
 # ------------------------------------------------------------------------------------------------ reconstruction
 @torch.no_grad()
 def _reconstruction(gen, dataset, indices: list[int], batch_size: int, device) -> tuple[ReconFigures, ReconFigures]:
-    from nfldm_training.data.capture_windows import collate_windows
-    from nfldm_training.metrics.image import depth_abs_rel, psnr
-
     ae, lae = gen.scene_ae, gen.latent_ae
     mc = ae.config
     acc = {k: {"psnr": [], "ssim": [], "rel": 0.0, "n": 0.0} for k in ("s1", "lae")}
@@ -194,7 +190,7 @@ def _reconstruction(gen, dataset, indices: list[int], batch_size: int, device) -
         batch = collate_windows([dataset[i] for i in indices[start:start + batch_size]]).to(device)
         cams = batch.cameras()
         field = ae.encode(batch.images, cams)
-        usable = _in_box_mask(batch.depth, batch.valid, cams, ae.bounds, mc.near, mc.far)
+        usable = box_depth_mask(batch.depth, batch.valid, cams, ae.bounds, mc.near, mc.far)
         for key, f in (("s1", field), ("lae", lae.decode(lae.encode(field)))):
             out = ae.decode(f, cams)
             acc[key]["psnr"].append(psnr(out.rgb, batch.images).flatten().cpu())
@@ -219,10 +215,8 @@ def _anchor_views(window) -> torch.Tensor:
 
 def _captured_semantics(dataset, i: int, views: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """Counts per semantic tag (0..255) of the masked pixels of window i's anchor views."""
-    from nfldm_training.data.capture_windows import resize_depth
-
     ref = dataset.refs[i]
-    ep = dataset._store(ref.store_index).episode(ref.episode)
+    ep = dataset.episode(ref)
     cams = dataset.camera_indices[ref.store_index]
     anchor = ref.start + dataset.anchor_offset
     sem = np.asarray(ep.semantic[anchor, cams]).astype(np.float32)                     # [n, H0, W0]
@@ -247,7 +241,7 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
         H, W = w.images.shape[-2:]
         cams = Cameras(w.K[views], w.cam_to_scene[views], W, H)
         depth = w.depth[views]
-        mask = _in_box_mask(depth, w.valid[views], cams, bounds, mc.near, mc.far)
+        mask = box_depth_mask(depth, w.valid[views], cams, bounds, mc.near, mc.far)
         pts = backproject(depth, mask, cams)
         if len(pts) == 0:
             continue
@@ -270,7 +264,7 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
         img = scene.render(cams.to(device=device))
         depth, alpha = img.depth.cpu(), img.alpha.cpu()
         hit = (alpha >= 0.5) & torch.isfinite(depth)
-        mask = _in_box_mask(depth, hit, cams, bounds, mc.near, mc.far)
+        mask = box_depth_mask(depth, hit, cams, bounds, mc.near, mc.far)
         pts = backproject(depth, mask, cams)
         gen_hist += depth_histogram(torch.where(mask, depth, torch.full_like(depth, math.inf)), mc.near, mc.far, cfg.depth_bins)
         gen_rgb.append(img.rgb.cpu().permute(0, 3, 1, 2).float() / 255.0)
@@ -291,8 +285,6 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
     semantics["other"] = float(max(0.0, 1.0 - sum(semantics.values())))
     fid = kid_m = kid_s = None
     if cfg.inception_weights:
-        from nfldm_training.metrics.fid import FIDInceptionV3, feature_fid, kernel_inception_distance
-
         net = FIDInceptionV3.load(cfg.inception_weights, device=device)
         feats = lambda imgs: torch.cat([net(x.to(device)).cpu() for x in torch.cat(imgs).split(16)]).numpy()  # noqa: E731
         fg, fr = feats(gen_rgb), feats(ref_rgb)
@@ -301,8 +293,6 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
         note = (f"FID/KID on {len(fg)} generated vs {len(fr)} captured {mc.image_size[0]}x{mc.image_size[1]} images "
                 "(anchor-frame views), resized to 299x299; small sets bias FID upwards")
     else:
-        from nfldm_training.metrics.fid import FID_WEIGHTS_HELP
-
         note = "not computed: " + FID_WEIGHTS_HELP
     return GenerationFigures(
         sets=sets, bev_generated=bg, bev_captured=bc,
@@ -317,9 +307,6 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
 def evaluate(model, stores: Sequence[str], config: EvalConfig | None = None, *, device: str | torch.device = "cpu",
              log: Callable[[str], None] = print) -> EvalReport:
     """Evaluate a bundle (path) or a `SceneGenerator` on the held-out windows of `stores` (module docstring)."""
-    from nfldm_sdk.pipelines.generator import SceneGenerator
-    from nfldm_training.data.capture_windows import SceneWindowDataset
-
     cfg = config or EvalConfig()
     start = time.perf_counter()
     gen = SceneGenerator.from_pretrained(model, device=device) if isinstance(model, (str, Path)) else model.to(device)

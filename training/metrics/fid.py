@@ -31,7 +31,8 @@ FID_WEIGHTS_HELP = (f"FID/KID need the standard FID Inception weights: download 
 
 
 def _blocks():
-    from torchvision.models import inception as tv
+    """pytorch-fid's FID Inception blocks, built on torchvision's (module docstring)."""
+    from torchvision.models import inception as tv  # start-up time: torchvision loads only when FID is computed
 
     class FIDInceptionA(tv.InceptionA):
         def forward(self, x):
@@ -124,7 +125,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
     Worked example: 1-D N(0, 1) vs N(3, 4): 9 + 1 + 4 − 2·2 = 10.
     """
-    from scipy import linalg
+    from scipy import linalg  # start-up time: scipy loads only when FID is computed
 
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)

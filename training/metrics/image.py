@@ -29,8 +29,9 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-10) -> torch.
 def depth_abs_rel(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, near: float, far: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Absolute relative depth error ``|ρ̂ − ρ| / ρ`` summed per image over usable pixels.
 
-    Usable pixels: `valid` and within ``[near, far]`` (see `losses.depth_mask`; pass `losses.box_depth_mask` as
-    `valid` to count only surfaces inside the voxel box). A predicted ``inf`` (no hit) counts as `far`.
+    Usable pixels: `valid` and within ``[near, far]`` (see `nfldm_training.modules.losses.depth_mask`; pass
+    `box_depth_mask` as `valid` to count only surfaces inside the voxel box). A predicted ``inf`` (no hit) counts
+    as `far`.
 
     Args:
         pred, target: ``[..., H, W]`` planar depth, metres.

@@ -13,13 +13,13 @@ Why the density is compared as L2 in log space: stage-1 fields are almost empty 
 of the voxels have σ = 0, the 99th percentile is 0.23 /m, and about 13 voxels per scene are surfaces of 1–6 /m)
 and the LAE's density is ``softplus(raw)``, whose gradient ``sigmoid(raw) ≈ σ̂`` vanishes once the empty majority
 has pushed σ̂ towards 0. With a loss on σ itself (and through the image loss, which also reaches σ̂ through
-softplus) the decoder cannot grow surfaces back: the tiny model trained that way decoded σ̂ ≤ 0.14 /m, 0.7 % of
-the target density on σ > 1 /m voxels and a low, even density elsewhere — renders were fog. In log space the
+softplus) the decoder cannot grow surfaces back: a tiny model trained that way decodes σ̂ ≤ 0.14 /m, 0.7 % of
+the target density on σ > 1 /m voxels, and a low, even density elsewhere, so its renders are fog. In log space the
 gradient on ``raw`` is ``∝ σ̂ / (σ̂ + ε)``, O(1) down to σ̂ ≈ ε, and the square weights a missed surface (off by
 ``log(σ/ε)`` ≈ 7) far above the many near-empty voxels; an L1 in log space still recovers 0 % of the surfaces
-(it fits the conditional median, 0). Measured on the default model's held-out scenes after 600 steps: decoded
-σ on σ > 1 /m voxels 62 % of the target (L1 on σ: 0 %), mean σ 0.0122 vs the target's 0.0126 /m, renders' mean
-opacity 0.26 vs stage 1's 0.28.
+(it fits the conditional median, 0). On the default model's held-out scenes after 600 steps the log-L2 loss gives
+a decoded σ on σ > 1 /m voxels of 62 % of the target (L1 on σ: 0 %), a mean σ of 0.0122 vs the target's
+0.0126 /m, and renders of mean opacity 0.26 vs stage 1's 0.28.
 
 ``r`` is ``SceneAutoEncoder.decode`` with ``requires_grad=False`` on every weight and kept in eval mode; the
 gradient of the image loss reaches the LAE through the rendered field V̂ only. The image targets ``i`` are the
@@ -55,15 +55,18 @@ from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.latent_ae import LatentAEConfig, LatentAutoEncoder
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import resolve_model_dir
+from nfldm_training.configs.run_config import save_run_config
+from nfldm_training.configs.sections import LatentAETrainConfig, LatentPreset
 from nfldm_training.data.latent_scenes import LatentBatch, LatentDataModule
-from nfldm_training.modules.losses import image_loss
-from nfldm_training.metrics.image import psnr
-from nfldm_training.configs.latent import LatentAETrainConfig, LatentPreset, save_latent_preset
-from nfldm_training.modules.scene_ae import save_val_grid
-from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
-                                    on_run_writer, start_run)
-from nfldm_training.stores.voxel_store import VoxelStore, weights_sha256
 from nfldm_training.errors import TrainingError
+from nfldm_training.metrics.image import psnr
+from nfldm_training.modules.losses import image_loss
+from nfldm_training.modules.scene_ae import save_val_grid
+from nfldm_training.runs.result import RunResult
+from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
+                                         on_run_writer, start_run)
+from nfldm_training.stores.scene_store import weights_sha256
+from nfldm_training.stores.voxel_store import VoxelStore
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -253,25 +256,16 @@ class LatentAELightningModule(LightningModule):
 
 # ------------------------------------------------------------------------------------------------ the run
 @dataclass
-class LatentTrainResult:
-    """Outcome of `train_latent_ae`.
+class LatentTrainResult(RunResult):
+    """Outcome of `train_latent_ae`: the `RunResult` fields (load ``model_dir`` with
+    ``LatentAutoEncoder.from_pretrained``) and
 
     Attributes:
-        run_dir: the run directory.
-        model_dir: ``run_dir/model`` (load with ``LatentAutoEncoder.from_pretrained``).
         untrained, final: validation figures before and after training (None without a validation split).
-        global_step: optimisation steps done in total (including those of a resumed run).
-        resumed_from: the checkpoint the run continued from, or None.
-        seconds: wall time of this call.
     """
 
-    run_dir: Path
-    model_dir: Path
     untrained: LatentValMetrics | None
     final: LatentValMetrics | None
-    global_step: int
-    resumed_from: str | None
-    seconds: float
 
 
 def _val_metrics(results: list[dict], step: int) -> LatentValMetrics | None:
@@ -313,7 +307,7 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
     preset = dataclasses.replace(preset, latent_ae=resolved)
     tc = preset.latent_ae_train
 
-    resumed_from = start_run(run_dir, resume, lambda path: save_latent_preset(preset, path))
+    resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "latent-ae", preset.name, preset))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     module = LatentAELightningModule(resolved, tc, scene_model, image_dir=run_dir / "val_images")

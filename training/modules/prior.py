@@ -1,19 +1,17 @@
-"""Training of the offline SDS prior (`nfldm_sdk.guidance.guidance.PriorUNet`) and the run `nfldm train prior` performs.
+"""Training of the offline SDS prior (`nfldm_sdk.models.prior_unet.PriorUNet`) and the run `nfldm train prior` performs.
 
-Data (two classes, images resized to the prior's size, bilinear + antialiased):
+Data (`nfldm_training.data.prior_images`: two classes, images resized to the prior's size, bilinear + antialiased):
 
-* class 1 "dataset": every ``frame_stride``-th frame of every camera of every episode of the capture stores
-  (read lazily through `sim_bridge.store.reader.open_store`);
+* class 1 "dataset": every ``frame_stride``-th frame of every camera of every episode of the capture stores;
 * class 2 "artifact": renders of raw generated scenes — ``artifact_scenes`` scenes sampled from the model bundle
-  (seeds ``seed, seed+1, …``), each rendered from ``artifact_views`` cameras of the SDS camera distribution
-  (`nfldm_sdk.guidance.sds.sample_sds_cameras`, so the prior sees the views refinement will show it) — plus the image files of
-  ``--artifacts DIR`` (png/jpg). They are rendered once and kept in ``RUN/artifacts.safetensors`` (uint8), which a
-  resumed run reuses.
+  (seeds ``seed, seed+1, …``), each rendered from ``artifact_views`` cameras of the SDS camera distribution (so the
+  prior sees the views refinement will show it) — plus the image files of ``--artifacts DIR`` (png/jpg). They are
+  rendered once and kept in ``RUN/artifacts.safetensors`` (uint8), which a resumed run reuses.
 
 Batches mix the classes with expected artifact share ``artifact_fraction`` (weighted sampling with replacement).
-One step (v-prediction, `nfldm_training.modules.ldm.v_prediction_loss`): ``x_0 = 2·image − 1``, the class label is
-replaced by the null class 0 with probability ``cond_dropout``, ``t ~ U{0…T−1}``, loss ``‖ψ(x_t, t, class) − v‖²``.
-The EMA of the weights is validated and saved, as in stage 3.
+One step (v-prediction, `nfldm_training.modules.diffusion.v_prediction_loss`): ``x_0 = 2·image − 1``, the class
+label is replaced by the null class 0 with probability ``cond_dropout``, ``t ~ U{0…T−1}``, loss
+``‖ψ(x_t, t, class) − v‖²``. The EMA of the weights is validated and saved, as in stage 3 (`EMADenoiserModule`).
 
 The run directory::
 
@@ -34,215 +32,71 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
-from lightning.pytorch import LightningModule, seed_everything
-from torch.optim.swa_utils import AveragedModel
+from lightning.pytorch import seed_everything
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from nfldm_sdk.guidance.guidance import PRIOR_CLASSES, PriorUNet
+from nfldm_sdk.models.prior_unet import PRIOR_CLASSES, PriorUNet
 from nfldm_sdk.persistence import nfldm_version
-from nfldm_sdk.pipelines.sampling import training_scheduler
-from nfldm_training.data.capture_windows import resize_images
-from nfldm_training.modules.ldm import ema_multi_avg_fn, v_prediction_loss
-from nfldm_training.configs.prior import PriorPreset, save_prior_preset
-from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_loss, make_trainer, on_run_writer,
-                                    start_run)
-from nfldm_training.errors import TrainingError, TrainingInputNotFound
+from nfldm_training.configs.run_config import save_run_config
+from nfldm_training.configs.sections import PriorPreset
+from nfldm_training.data.prior_images import (CaptureImageDataset, LabelledImages, interleaved_split, read_image_folder,
+                                              render_artifact_images)
+from nfldm_training.errors import TrainingError
+from nfldm_training.modules.diffusion import EMADenoiserModule
+from nfldm_training.runs.result import RunResult
+from nfldm_training.runs.trainer import finish_run, fit_with_val_loss, make_trainer, on_run_writer, start_run
 
-__all__ = ["CaptureImageDataset", "render_artifact_images", "read_image_folder", "PriorLightningModule",
-           "PriorTrainResult", "train_prior", "RUN_INFO", "ARTIFACTS_NAME"]
+__all__ = ["PriorLightningModule", "PriorTrainResult", "train_prior", "RUN_INFO", "ARTIFACTS_NAME"]
 
 RUN_INFO = "prior_run.json"
 ARTIFACTS_NAME = "artifacts.safetensors"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-# ============================================================================================ data
-class CaptureImageDataset(torch.utils.data.Dataset):
-    """Single captured images of capture stores: item ``i`` -> ``uint8 [3, H, W]`` at ``image_size``.
-
-    Args:
-        stores: capture store paths/URLs.
-        image_size: ``(H, W)`` output size.
-        frame_stride: every k-th committed frame of each episode.
-    Items are ordered store, episode, frame, camera. Stores are opened lazily per process (picklable for workers).
-    """
-
-    def __init__(self, stores: Sequence[str], image_size: tuple[int, int], frame_stride: int = 1):
-        from sim_bridge.store.reader import open_store
-
-        self.stores, self.image_size = [str(s) for s in stores], tuple(int(v) for v in image_size)
-        self.index: list[tuple[int, str, int, int]] = []
-        for si, path in enumerate(self.stores):
-            store = open_store(path)
-            for ep in store:
-                for t in range(0, ep.num_frames, max(1, int(frame_stride))):
-                    self.index.extend((si, ep.name, t, n) for n in range(ep.num_cameras))
-        self._open: dict[int, Any] = {}
-
-    def __getstate__(self):
-        return {**self.__dict__, "_open": {}}
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        from sim_bridge.store.reader import open_store
-
-        si, name, t, n = self.index[i]
-        if si not in self._open:
-            self._open[si] = open_store(self.stores[si])
-        rgb = self._open[si].episode(name).rgb[t, n]                                  # [H, W, 3] uint8
-        return _to_uint8(resize_images(rgb[None], self.image_size))[0]               # [3, h, w]
-
-
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float in [0, 1] -> uint8 (round)."""
-    return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
-
-
-def read_image_folder(folder: str | Path, image_size: tuple[int, int]) -> torch.Tensor:
-    """All png/jpg files of `folder` (sorted by name) as ``uint8 [M, 3, H, W]`` at ``image_size``."""
-    import imageio.v3 as iio
-
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise TrainingInputNotFound(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
-    out = []
-    for p in files:
-        img = np.asarray(iio.imread(p))
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, -1)
-        out.append(_to_uint8(resize_images(img[None, ..., :3], image_size))[0])
-    return torch.stack(out)
-
-
-def render_artifact_images(bundle: str | Path, num_scenes: int, views: int, image_size: tuple[int, int], *,
-                           steps: int = 25, seed: int = 0, device: str | torch.device = "cpu",
-                           progress: bool = False) -> torch.Tensor:
-    """Renders of raw generated scenes: ``uint8 [num_scenes · views, 3, H, W]`` at ``image_size``.
-
-    Scene i is generated with seed ``seed + i`` and rendered at the decoder's image size from `views` cameras of
-    the SDS distribution (`sample_sds_cameras`, CPU generator seeded ``seed + i``), then resized.
-    """
-    from nfldm_sdk.pipelines.generator import SceneGenerator
-    from nfldm_sdk.guidance.sds import sample_sds_cameras
-
-    gen = SceneGenerator.from_pretrained(bundle, device=device)
-    h, w = gen.scene_ae.config.image_size
-    out = []
-    for scene in gen.generate(int(num_scenes), seed=int(seed), steps=int(steps), progress=progress):
-        cams = sample_sds_cameras((int(views),), w, h, torch.Generator().manual_seed(scene.seed))
-        rgb = scene.render(cams).rgb.cpu().numpy()                                   # [V, h, w, 3] uint8
-        out.append(_to_uint8(resize_images(rgb, image_size)))
-    return torch.cat(out)
-
-
-class _LabelledImages(torch.utils.data.Dataset):
-    """(image uint8 [3,H,W], class) pairs from a list of (dataset, class, indices)."""
-
-    def __init__(self, parts: Sequence[tuple[Any, int, Sequence[int]]]):
-        self.items = [(d, c, i) for d, c, idx in parts for i in idx]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
-        d, c, i = self.items[k]
-        return d[i], c
-
-
-def _split(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """Every k-th index (k = round(1 / val_fraction)) is validation; none when that leaves no training item."""
-    if val_fraction <= 0 or n < 2:
-        return list(range(n)), []
-    k = max(2, int(round(1.0 / val_fraction)))
-    val = list(range(k - 1, n, k))
-    return [i for i in range(n) if i % k != k - 1], val
 
 
 # ============================================================================================ Lightning
-class PriorLightningModule(LightningModule):
+class PriorLightningModule(EMADenoiserModule):
     """Trains `PriorUNet` with v-prediction and condition dropout; keeps its EMA (module docstring).
 
     Batches are ``(images uint8 [B, 3, H, W], labels int64 [B])``.
     """
 
     def __init__(self, preset: PriorPreset):
-        super().__init__()
-        if preset.prior.schedule.prediction_type != "v_prediction":
-            raise ValueError(f"the prior trains with v-prediction; the schedule says {preset.prior.schedule.prediction_type!r}")
-        self.preset, self.cfg = preset, preset.train
-        self.model = PriorUNet(preset.prior)
-        self.ema = AveragedModel(self.model, multi_avg_fn=ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=False)
-        self.ema.requires_grad_(False)
-        self.noise = training_scheduler(preset.prior.schedule)
+        super().__init__(lambda: PriorUNet(preset.prior), preset.train, preset.prior.schedule, "the prior")
+        self.preset = preset
 
-    @property
-    def ema_model(self) -> PriorUNet:
-        return self.ema.module
-
-    @staticmethod
-    def _x0(images: torch.Tensor) -> torch.Tensor:
-        return images.float() / 127.5 - 1.0                                         # uint8 -> [-1, 1]
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def inputs(self, batch, train: bool) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+        """``(x0 = images / 127.5 − 1 [B, 3, H, W], (labels,))``; in training the labels are replaced by the null
+        class with probability ``cond_dropout``."""
         images, labels = batch
-        drop = torch.rand(labels.shape, device=labels.device) < float(self.cfg.cond_dropout)
-        labels = torch.where(drop, torch.full_like(labels, PRIOR_CLASSES["null"]), labels)
-        loss = v_prediction_loss(self.model, self._x0(images), (labels,), self.noise)
-        self.log("train/loss", loss, batch_size=images.shape[0], prog_bar=True)
-        return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.ema.update_parameters(self.model)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
-        g = torch.Generator().manual_seed(int(self.cfg.seed) * 7919 + batch_idx)  # same noise every validation
-        loss = v_prediction_loss(self.ema_model, self._x0(images), (labels,), self.noise, generator=g)
-        self.log("val/loss", loss, batch_size=images.shape[0], on_epoch=True, sync_dist=True)
-
-    def configure_optimizers(self):
-        return adamw_with_warmup(self.model.parameters(), self.cfg)
+        if train:
+            drop = torch.rand(labels.shape, device=labels.device) < float(self.cfg.cond_dropout)
+            labels = torch.where(drop, torch.full_like(labels, PRIOR_CLASSES["null"]), labels)
+        return images.float() / 127.5 - 1.0, (labels,)                              # uint8 -> [-1, 1]
 
 
 # ============================================================================================ the run
 @dataclass
-class PriorTrainResult:
-    """Outcome of `train_prior`.
+class PriorTrainResult(RunResult):
+    """Outcome of `train_prior`: the `RunResult` fields (``model_dir`` holds the EMA prior) and
 
     Attributes:
-        run_dir: the run directory; model_dir: ``run_dir/model`` (the EMA prior).
         num_dataset_images, num_artifact_images: images of each class (train + val).
         val_loss_untrained, val_loss: validation loss (EMA) before and after training (None without a split).
-        global_step: optimisation steps in total (including a resumed run's).
-        resumed_from: the checkpoint continued from, or None.
-        seconds: wall time of this call.
     """
 
-    run_dir: Path
-    model_dir: Path
     num_dataset_images: int
     num_artifact_images: int
     val_loss_untrained: float | None
     val_loss: float | None
-    global_step: int
-    resumed_from: str | None
-    seconds: float
 
 
 def _artifact_images(run_dir: Path, preset: PriorPreset, bundle: str | Path | None, artifacts: str | Path | None,
                      device: str, log: Callable[[str], None], progress: bool) -> torch.Tensor:
     """Load ``RUN/artifacts.safetensors`` when a previous call of this run wrote it, else render/read and write it."""
-    from safetensors.torch import load_file
-
     path = run_dir / ARTIFACTS_NAME
     source = {"bundle": str(bundle) if bundle else None, "artifacts": str(artifacts) if artifacts else None}
     if path.is_file():
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("source", "{}"))
         if meta == source:
@@ -266,8 +120,7 @@ def _artifact_images(run_dir: Path, preset: PriorPreset, bundle: str | Path | No
 
 
 def _save_images(images: torch.Tensor, path: Path, source: dict) -> None:
-    from safetensors.torch import save_file
-
+    """Write `images` to `path` with its `source` as metadata, whole or not at all (beside it, then renamed)."""
     partial = path.with_name(path.name + ".partial")
     save_file({"images": images}, str(partial), metadata={"source": json.dumps(source)})
     os.replace(partial, path)
@@ -286,7 +139,7 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.train
-    resumed_from = start_run(run_dir, resume, lambda path: save_prior_preset(preset, path, preset_name))
+    resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "prior", preset_name, preset))
     seed_everything(int(tc.seed), workers=True, verbose=False)
 
     render_device = render_device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -294,11 +147,11 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     captured = CaptureImageDataset(stores, preset.prior.image_size, tc.frame_stride)
     if len(captured) == 0:
         raise TrainingError(f"the capture stores {list(stores)} hold no committed frames")
-    d_train, d_val = _split(len(captured), tc.val_fraction)
-    a_train, a_val = _split(len(art), tc.val_fraction)
+    d_train, d_val = interleaved_split(len(captured), tc.val_fraction)
+    a_train, a_val = interleaved_split(len(art), tc.val_fraction)
     c_data, c_art = PRIOR_CLASSES["dataset"], PRIOR_CLASSES["artifact"]
-    train_set = _LabelledImages([(captured, c_data, d_train), (art, c_art, a_train)])
-    val_set = _LabelledImages([(captured, c_data, d_val), (art, c_art, a_val)])
+    train_set = LabelledImages([(captured, c_data, d_train), (art, c_art, a_train)])
+    val_set = LabelledImages([(captured, c_data, d_val), (art, c_art, a_val)])
     on_run_writer((run_dir / RUN_INFO).write_text, json.dumps({
         "preset": preset_name, "stores": [str(s) for s in stores], "bundle": str(bundle) if bundle else None,
         "artifacts": str(artifacts) if artifacts else None, "dataset_images": len(captured), "artifact_images": len(art),

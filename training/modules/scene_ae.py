@@ -2,9 +2,9 @@
 
 `SceneAELightningModule` — one step: encode the window's input views into a voxel field, render it at the target
 views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂‖`` (depth only where the captured surface lies in
-the voxel box, see `losses.box_depth_mask`). Validation on held-out episodes: PSNR of every view's
-reconstruction and depth AbsRel pooled over usable pixels, plus a PNG grid (ground truth, reconstruction, both
-depths) written to ``<run>/val_images/`` at every validation.
+the voxel box, see `nfldm_training.modules.losses.box_depth_mask`). Validation on held-out episodes: PSNR of every
+view's reconstruction and depth AbsRel pooled over usable pixels, plus a PNG grid (ground truth, reconstruction,
+both depths) written to ``<run>/val_images/`` at every validation.
 
 `train_scene_ae` — the whole run in a run directory::
 
@@ -24,18 +24,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule, seed_everything
 from torchmetrics import MeanMetric, SumMetric
 
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
+from nfldm_training.configs.run_config import save_run_config
+from nfldm_training.configs.sections import Preset, SceneAETrainConfig
 from nfldm_training.data.capture_windows import SceneBatch, SceneDataModule, split_views
-from nfldm_training.modules.losses import box_depth_mask, depth_loss, image_loss
 from nfldm_training.metrics.image import depth_abs_rel, psnr
-from nfldm_training.configs.presets import Preset, SceneAETrainConfig, save_preset
+from nfldm_training.modules.losses import box_depth_mask, depth_loss, image_loss
+from nfldm_training.runs.result import RunResult
 from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
-                                    on_run_writer, start_run)
+                                         on_run_writer, start_run)
 
 
 @dataclass
@@ -138,8 +141,6 @@ def save_val_grid(path: Path, gt_rgb: torch.Tensor, rgb: torch.Tensor, gt_depth:
 
     Args: ``gt_rgb, rgb [V, 3, H, W]`` in [0, 1]; ``gt_depth, depth [V, H, W]`` metres; `far` scales the depth rows.
     """
-    import imageio.v3 as iio
-
     rows = [gt_rgb, rgb.clamp(0, 1), _depth_to_gray(gt_depth, far), _depth_to_gray(depth, far)]
     grid = torch.cat([torch.cat(list(r.detach().float().cpu()), dim=-1) for r in rows], dim=-2)  # [3, 4H, V*W]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,26 +150,17 @@ def save_val_grid(path: Path, gt_rgb: torch.Tensor, rgb: torch.Tensor, gt_depth:
 
 # ------------------------------------------------------------------------------------------------ the run
 @dataclass
-class TrainResult:
-    """Outcome of `train_scene_ae`.
+class TrainResult(RunResult):
+    """Outcome of `train_scene_ae`: the `RunResult` fields (load ``model_dir`` with
+    ``SceneAutoEncoder.from_pretrained``) and
 
     Attributes:
-        run_dir: the run directory.
-        model_dir: ``run_dir/model`` (load with ``SceneAutoEncoder.from_pretrained``).
         untrained: validation figures of the untrained model (None without a validation split).
         final: validation figures after training (None without a validation split).
-        global_step: optimisation steps done in total (including those of a resumed run).
-        resumed_from: the checkpoint the run continued from, or None.
-        seconds: wall time of this call.
     """
 
-    run_dir: Path
-    model_dir: Path
     untrained: ValMetrics | None
     final: ValMetrics | None
-    global_step: int
-    resumed_from: str | None
-    seconds: float
 
 
 def _val_metrics(results: list[dict], step: int) -> ValMetrics | None:
@@ -192,7 +184,7 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.scene_ae_train
-    resumed_from = start_run(run_dir, resume, lambda path: save_preset(preset, path))
+    resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "scene-ae", preset.name, preset))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     module = SceneAELightningModule(preset.scene_ae, tc, image_dir=run_dir / "val_images")

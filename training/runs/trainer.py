@@ -6,12 +6,13 @@ Every stage's run directory has the same training-state layout::
     RUN/logs/version_N/metrics.csv  training curves (CSVLogger), one version per start: a resume keeps the old ones
     RUN/metrics.json             validation figures; the untrained model's are measured once and kept across resumes
 
-    RUN/config.json              the resolved preset of the stage (written at the start; a resume reads it back)
+    RUN/config.json              the resolved preset of the stage, in the one schema of every stage
+                                 (`nfldm_training.configs.run_config`; written at the start, a resume reads it back)
     RUN/model/                   the trained network (save_pretrained; `nfldm_sdk.persistence.resolve_model_dir`
                                  turns ``RUN`` or ``RUN/model`` into this folder)
 
 and the same protocol: `start_run` finds ``last.ckpt`` (resume) or clears stale checkpoints (fresh run) and
-writes ``config.json``; build the `Trainer` (`make_trainer`); validate the untrained model unless a resumed run
+writes ``config.json`` (the stage passes a writer calling `save_run_config` with its stage name and section); build the `Trainer` (`make_trainer`); validate the untrained model unless a resumed run
 kept its figures (`kept_untrained`); fit and always leave ``last.ckpt`` resumable (`fit_resumable`);
 `finish_run` saves ``model/`` and ``metrics.json``. What differs between the stages (the module, the data, the
 figures, Trainer flags such as ``inference_mode``) stays in each stage's ``train_*`` function.
@@ -34,8 +35,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from nfldm_training.configs.run_config import RUN_CONFIG_NAME
+
 METRICS_NAME = "metrics.json"
-CONFIG_NAME = "config.json"
 MODEL_DIR = "model"
 
 
@@ -64,7 +66,8 @@ def model_dir(run_dir: str | Path) -> Path:
 def start_run(run_dir: str | Path, resume: bool, write_config: Callable[[Path], Any]) -> str | None:
     """Open a run directory: the checkpoint to continue from (`find_resume_checkpoint`), then, on the writing
     rank only, clear stale checkpoints when there is none (a fresh run), create the folder and write the resolved
-    config with ``write_config(RUN/config.json)``.
+    config with ``write_config(RUN/config.json)`` (the stages pass
+    ``lambda path: save_run_config(path, stage, preset_name, section, ...)``).
 
     Returns:
         the checkpoint a resume continues from, or None (fresh run).
@@ -76,7 +79,7 @@ def start_run(run_dir: str | Path, resume: bool, write_config: Callable[[Path], 
         if resumed_from is None:
             clear_checkpoints(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir / CONFIG_NAME)
+        write_config(run_dir / RUN_CONFIG_NAME)
 
     on_run_writer(prepare)
     return resumed_from

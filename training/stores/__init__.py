@@ -1,1 +1,1 @@
-"""On-disk stores that training writes and reads (voxel store)."""
+"""On-disk stores that training writes between stages and reads back (the scene-store frame, voxel store, latent store)."""

@@ -14,24 +14,25 @@ Layout (one store per `nfldm encode-voxels` run)::
 
 Scenes are written in order, a batch at a time; ``scenes_written`` is updated after each batch's data, so a crash
 loses at most the batch in flight and a rerun continues after the last complete batch (`encode_voxels` checks that
-the model and the data are the same first). Only the first ``scenes_written`` scenes are valid.
+the model and the data are the same first). Only the first ``scenes_written`` scenes are valid (the frame of every
+scene store, `nfldm_training.stores.scene_store`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.persistence import class_path, config_to_dict, nfldm_version
-from nfldm_training.errors import TrainingError, TrainingInputNotFound
+from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows
+from nfldm_training.errors import TrainingError
+from nfldm_training.stores.scene_store import SceneStore, create_or_resume_scene_store, weights_sha256
 
 VOXEL_STORE_FORMAT = "nfldm.voxel_store"
 VOXEL_STORE_VERSION = 1
@@ -40,104 +41,24 @@ _CONVENTIONS = ("scene frame = ego frame at the window's anchor frame (x forward
                 "grids [S,C?,Z,Y,X]; bounds [S,2,3] = (x,y,z) min and max, metres; voxel centres at min + (i+0.5)*size")
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's state dict (keys in sorted order, raw little-endian bytes), to tell models apart."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        v = v.detach().to("cpu")
-        h.update((v.float() if v.dtype == torch.bfloat16 else v).contiguous().numpy().tobytes())  # numpy has no bf16
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------------------------------ scene stores
-# The voxel store and the latent store (training/data/latent_scenes.py) share the same frame: a zarr v3 group of per-scene
-# arrays with root attrs ``format, format_version, scenes_planned, scenes_written``, written in order and resumable.
-def open_scene_store(path: str | Path, fmt: str, version: int, kind: str, command: str):
-    """Open a scene store for reading (a read-only ``zarr.Group``) after checking its format attrs.
-
-    Args:
-        path: the store.
-        fmt, version: the expected ``format`` attr and the newest ``format_version`` this nfldm reads.
-        kind: the store's name in messages ("voxel", "latent").
-        command: the nfldm command that writes it ("encode-voxels"), named in the error for a missing store.
-    """
-    import zarr
-
-    try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    except FileNotFoundError as e:
-        raise TrainingInputNotFound(f"no {kind} store at {path}: write one with `nfldm {command} --out {path}`") from e
-    attrs = dict(group.attrs)
-    if attrs.get("format") != fmt:
-        raise TrainingError(f"{path} is not a {kind} store (format {attrs.get('format')!r}, expected {fmt!r})")
-    if int(attrs.get("format_version", -1)) > version:
-        raise TrainingError(f"{path} is {kind}-store format {attrs['format_version']}; this nfldm reads up to "
-                            f"{version}: upgrade nfldm")
-    return group
-
-
-def create_or_resume_scene_store(out: str, attrs: dict, identity: Sequence[str], kind: str, overwrite: bool,
-                                 create_arrays: Callable[[Any], None]):
-    """Open the scene store `out` for writing (a ``zarr.Group``, mode r+ or w): continue an existing one, or create it.
-
-    An existing store (unless `overwrite`, which deletes it first) must have ``attrs["format"]`` and the same
-    values of the `identity` attrs as `attrs` (compared as JSON), else this raises; writing continues after its
-    ``scenes_written`` scenes. A new store gets its arrays from ``create_arrays(group)``, then `attrs` with
-    ``scenes_written = 0``.
-    """
-    import zarr
-
-    exists = Path(out).exists()
-    if exists and overwrite:
-        shutil.rmtree(out)
-        exists = False
-    if exists:
-        group = zarr.open_group(out, mode="r+", zarr_format=3)
-        old = dict(group.attrs)
-        if old.get("format") != attrs["format"]:
-            raise TrainingError(f"{out} exists and is not a {kind} store: choose another --out or pass --overwrite")
-        differs = [k for k in identity if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(attrs[k]))]
-        if differs:
-            raise TrainingError(f"{out} was started with a different {', '.join(differs)}: pass --overwrite to replace it "
-                                "or choose another --out")
-        return group
-    group = zarr.open_group(out, mode="w", zarr_format=3)
-    create_arrays(group)
-    group.attrs.update({**attrs, "scenes_written": 0})
-    return group
-
-
-class VoxelStore:
+class VoxelStore(SceneStore):
     """Read access to a voxel store (see the module docstring). ``len(store)`` = scenes written."""
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        self.group = open_scene_store(path, VOXEL_STORE_FORMAT, VOXEL_STORE_VERSION, "voxel", "encode-voxels")
-        self.attrs = dict(self.group.attrs)
-
-    def __len__(self) -> int:
-        return int(self.attrs.get("scenes_written", 0))
+    FORMAT, VERSION, KIND, COMMAND = VOXEL_STORE_FORMAT, VOXEL_STORE_VERSION, "voxel", "encode-voxels"
 
     @property
     def source_stores(self) -> list[str]:
+        """The capture stores the scenes were encoded from (``store_index`` indexes this list)."""
         return list(self.attrs["source_stores"])
 
     @property
     def model_config(self) -> dict:
+        """The config (as JSON) of the stage-1 model that encoded the scenes."""
         return dict(self.attrs["model"]["config"])
-
-    def ids(self) -> np.ndarray:
-        """``[S, 3]`` int64 rows ``(store_index, episode, anchor_frame)`` of the written scenes."""
-        n = len(self)
-        return np.stack([np.asarray(self.group[k][:n], dtype=np.int64) for k in ("store_index", "episode", "anchor_frame")], 1)
 
     def fields(self, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32) -> VoxelField:
         """Scenes ``start:stop`` as one batched `VoxelField` (cast to `dtype`)."""
-        n = len(self)
-        stop = n if stop is None else min(int(stop), n)
-        if not 0 <= start < stop:
-            raise IndexError(f"scenes {start}:{stop} out of range: {self.path} has {n} scene(s) written")
+        start, stop = self.scene_range(start, stop)
         t = lambda k: torch.from_numpy(np.asarray(self.group[k][start:stop])).to(dtype)  # noqa: E731
         return VoxelField(t("density"), t("features"), t("bounds"))
 
@@ -148,9 +69,6 @@ class VoxelStore:
             raise IndexError(f"scene {i} out of range: {self.path} has {n} scene(s) written")
         i %= n
         return self.fields(i, i + 1, dtype)[0]
-
-    def __repr__(self) -> str:
-        return f"VoxelStore({self.path!r}, {len(self)}/{self.attrs.get('scenes_planned')} scenes)"
 
 
 def open_voxel_store(path: str | Path) -> VoxelStore:
@@ -178,8 +96,6 @@ def encode_voxels(model, stores: Sequence[str], out: str | Path, *, window: int,
     in dataset order. An existing store at `out` is continued if it was started with the same model weights,
     stores, window, stride, cameras and dtype, else this raises (pass ``overwrite=True`` to replace it).
     """
-    from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows
-
     if dtype not in _DTYPES:
         raise TrainingError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     start_time = time.perf_counter()
@@ -218,8 +134,6 @@ def encode_voxels(model, stores: Sequence[str], out: str | Path, *, window: int,
         return EncodeResult(out, S, 0, time.perf_counter() - start_time)
     if done:
         log(f"{out}: resuming after {done}/{S} scenes")
-
-    from tqdm.auto import tqdm
 
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(done, S)), batch_size=batch_size,
                                          shuffle=False, collate_fn=collate_windows)

@@ -1,8 +1,9 @@
 """Ray casting of a rig against the town (Open3D `RaycastingScene`, Embree on the CPU) and per-pixel shading.
 
-Per tick: all cameras' primary rays go into ONE `cast_rays` call on the static town; moving cars live in a small
-second scene rebuilt per tick, cast only for the pixels covered by the cars' projected bounding boxes, and merged
-by nearest hit; one `test_occlusions` call (per scene) checks the sun for lit hit points.
+Per tick: all cameras' primary rays (`camera_rays`) go into ONE `cast_rays` call on the static town; moving cars
+live in a small second scene rebuilt per tick, cast only for the pixels covered by the cars' projected bounding
+boxes (`car_culling`), and merged by nearest hit; one `test_occlusions` call (per scene) checks the sun for lit
+hit points.
 
 The terrain beyond the town (hills, water: thousands of large triangles in a ring around a hole) is kept out of the
 town's scene: in one BVH its nodes overlap the whole town and cost every ray (~27% of the primary cast time on
@@ -20,14 +21,12 @@ computation is independent of the others, so the images are bit-identical whatev
 The capture process keeps freed memory for reuse (`keep_freed_memory`): the per-tick buffers of tens of MB would
 otherwise be mapped and unmapped by glibc every tick, and their page faults cost ~5% of a tick.
 
-Ray directions are `R_cw · K⁻¹ (u + 0.5, v + 0.5, 1)ᵀ` — not normalised, with camera-z component exactly 1 —
-so the hit parameter `t_hit` IS the planar z-depth (metres) of the pixel, exactly consistent with K and
-cam_to_world. The Euclidean distance is `t_hit · |K⁻¹(u,v,1)|`.
+The hit parameter `t_hit` of a ray is the planar z-depth of its pixel (the rays' camera-z component is 1, see
+`camera_rays`).
 """
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -36,93 +35,18 @@ import numpy as np
 import open3d as o3d
 
 from sim_bridge import semantics as sem
+from sim_bridge.backends.procedural import compiled_shading as cs
 from sim_bridge.backends.procedural import materials as M
-from sim_bridge.backends.procedural import shade_kernel as sk
 from sim_bridge.backends.procedural import shading
-from sim_bridge.backends.procedural.meshes import CarFleet, MeshData
+from sim_bridge.backends.procedural.camera_rays import CameraRays
+from sim_bridge.backends.procedural.car_culling import CarShadowGrid, car_pixel_mask
+from sim_bridge.backends.procedural.car_meshes import CarFleet
+from sim_bridge.backends.procedural.lighting import LampMap, Lighting, light_vector
+from sim_bridge.backends.procedural.meshes import MeshData, concat_tables
+from sim_bridge.backends.procedural.scenes import commit_scene, make_scene, outside_rect, rays_tensor, reorder_triangles
 from sim_bridge.rig import Rig
 
 _F32 = np.float32
-
-
-def make_scene(mesh: MeshData, triangles: slice = slice(None)) -> o3d.t.geometry.RaycastingScene:
-    """A RaycastingScene holding the `triangles` of `mesh` (one geometry; primitive ids count from the slice start)."""
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(mesh.vertices)),
-                        o3d.core.Tensor(np.ascontiguousarray(mesh.triangles[triangles])))
-    return scene
-
-
-def outside_rect(mesh: MeshData, rect: tuple[float, float, float, float]) -> np.ndarray:
-    """`[T]` bool: triangles of `mesh` lying entirely in a closed half-plane outside the open rectangle
-    `rect` = (x0, y0, x1, y1) (x ≤ x0, x ≥ x1, y ≤ y0 or y ≥ y1), so no point of them is inside it."""
-    x0, y0, x1, y1 = rect
-    p = mesh.vertices[mesh.triangles]                                       # [T,3,3]
-    px, py = p[..., 0], p[..., 1]
-    return (px.max(1) <= x0) | (px.min(1) >= x1) | (py.max(1) <= y0) | (py.min(1) >= y1)
-
-
-def reorder_triangles(mesh: MeshData, order: np.ndarray) -> MeshData:
-    """`mesh` with its triangles (and their per-triangle attributes) in `order` `[T]`; vertices are shared."""
-    return dataclasses.replace(mesh, triangles=mesh.triangles[order], tag=mesh.tag[order], material=mesh.material[order],
-                               albedo=mesh.albedo[order], params=mesh.params[order])
-
-
-class CameraRays:
-    """Per-pixel camera-frame ray directions of a rig.
-
-    Attributes:
-        dirs_cam: `[N,H*W,3]` float64, K⁻¹ (u+0.5, v+0.5, 1) (camera z = 1), row-major pixels.
-        norm: `[N*H*W]` float32, |dirs_cam| (distance = depth · norm).
-    """
-
-    def __init__(self, rig: Rig):
-        self.rig = rig
-        self.N, self.H, self.W = len(rig), rig.height, rig.width
-        dirs = []
-        for cam in rig.cameras:
-            Kinv = np.linalg.inv(np.asarray(cam.K, float))
-            u, v = np.meshgrid(np.arange(cam.width) + 0.5, np.arange(cam.height) + 0.5)
-            pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
-            d = pix @ Kinv.T
-            d /= d[:, 2:3]  # exactly z = 1 even for a skewed K
-            dirs.append(d)
-        self.dirs_cam = np.stack(dirs)
-        self._dx = self.dirs_cam[..., 0].astype(_F32)
-        self._dy = self.dirs_cam[..., 1].astype(_F32)
-        self.norm = np.linalg.norm(self.dirs_cam, axis=2).astype(_F32).reshape(-1)
-        self.inv_norm = (1.0 / self.norm).astype(_F32)
-
-    def world(self, cam_to_world: np.ndarray, cams: range | None = None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Rays for camera poses `cam_to_world [N,4,4]` of the cameras `cams` (default: all; n = len(cams)).
-
-        Returns (rays `[n*H*W,6]` float32 for Open3D: origin, direction with camera-z 1; origins `[n,3]` float32;
-        the direction components [dx, dy, dz], each `[n*H*W]` float32 contiguous).
-        """
-        cams = range(self.N) if cams is None else cams
-        N, P = len(cams), self.H * self.W
-        rays = np.empty((N * P, 6), _F32)
-        comps = np.empty((3, N * P), _F32)
-        R = np.ascontiguousarray(cam_to_world[cams.start:cams.stop, :3, :3], dtype=_F32)
-        o = np.ascontiguousarray(cam_to_world[cams.start:cams.stop, :3, 3], dtype=_F32)
-        _world_rays(self._dx[cams.start:cams.stop], self._dy[cams.start:cams.stop], R, o, rays, comps)
-        return rays, o, [comps[0], comps[1], comps[2]]
-
-
-@numba.njit(nogil=True, cache=True, parallel=True)
-def _world_rays(dx, dy, R, o, rays, comps):  # pragma: no cover - compiled
-    """World rays of cameras with camera-frame directions (dx, dy, 1) `[N,P]`, rotations `R [N,3,3]` and origins
-    `o [N,3]` (float32): `rays [N*P,6]` (origin, direction) and the direction components `comps [3,N*P]`.
-    d_world = R (x, y, 1), in float32 as (x·R_i0 + y·R_i1) + R_i2 (no fused multiply-add: numba does not contract)."""
-    N, P = dx.shape
-    for k in numba.prange(N * P):
-        n, p = k // P, k % P
-        x, y = dx[n, p], dy[n, p]
-        for i in range(3):
-            d = x * R[n, i, 0] + y * R[n, i, 1] + R[n, i, 2]
-            comps[i, k] = d
-            rays[k, i] = o[n, i]
-            rays[k, 3 + i] = d
 
 
 @numba.njit(nogil=True, cache=True)
@@ -170,44 +94,6 @@ class RenderOutput:
 
 SHADERS = ("compiled", "numpy")
 _GROUP_PIXELS = 1 << 20  # pixels per camera group (1M rays: ~100 MB of per-ray buffers)
-_BOX_EDGES = np.array([(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)])
-_NEAR = 0.05
-
-
-def _car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig, cams: range | None = None) -> np.ndarray:
-    """`[n,H,W]` bool: pixels of the cameras `cams` (default: all) whose rays may hit one of the car boxes
-    `[K,8,3]` (world corners); `cam_to_world [n,4,4]` are those cameras' poses.
-
-    Each box is clipped at the camera's near plane (z = 5 cm) before projecting, so a car beside the camera
-    only claims the part of the image it can cover.
-    """
-    cams = range(len(rig)) if cams is None else cams
-    N, H, W = len(cams), rig.height, rig.width
-    mask = np.zeros((N, H, W), bool)
-    world_to_cam = np.linalg.inv(cam_to_world)
-    for n, cam in enumerate(rig.cameras[cams.start:cams.stop]):
-        pc = boxes @ world_to_cam[n, :3, :3].T + world_to_cam[n, :3, 3]  # [K,8,3]
-        z = pc[..., 2]
-        keep = (z > _NEAR).any(1)
-        if not keep.any():
-            continue
-        pc, z = pc[keep], z[keep]
-        a, b = pc[:, _BOX_EDGES[:, 0]], pc[:, _BOX_EDGES[:, 1]]  # [K,12,3]
-        za, zb = a[..., 2], b[..., 2]
-        cross = (za - _NEAR) * (zb - _NEAR) < 0
-        t = np.where(cross, (_NEAR - za) / np.where(cross, zb - za, 1.0), 0.0)
-        clip = a + (b - a) * t[..., None]
-        pts = np.concatenate([pc, clip], axis=1)  # [K,20,3]
-        valid = np.concatenate([z > _NEAR, cross], axis=1)
-        K = np.asarray(cam.K)
-        uv = pts[..., :2] / np.maximum(pts[..., 2:3], _NEAR) @ K[:2, :2].T + K[:2, 2]
-        lo = np.floor(np.where(valid[..., None], uv, np.inf).min(1)).astype(int) - 1
-        hi = np.ceil(np.where(valid[..., None], uv, -np.inf).max(1)).astype(int) + 1
-        for (u0, v0), (u1, v1) in zip(lo, hi):
-            u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, W), min(v1, H)
-            if u1 > u0 and v1 > v0:
-                mask[n, v0:v1, u0:u1] = True
-    return mask
 
 
 class Renderer:
@@ -221,6 +107,12 @@ class Renderer:
             (`self.static`, same triangles and attributes, reordered) so one primitive id indexes both.
         shader: ``"compiled"`` (default: the numba kernels of `shade_kernel`, one pass per hit) or ``"numpy"``
             (`shading`, the readable vectorised reference the kernels are tested against; ~3× the CPU time).
+
+    Attributes:
+        tables: the per-triangle tables shading reads (`static`'s, followed by the fleet's cars once set).
+        params_t, albedo_t: `[8,T]` and `[3,T]` float32, `tables.params` and `tables.albedo` transposed (the
+            shaders gather one column per hit).
+        groups: the camera ranges rendered together (`render_group`), one for a usual rig.
     """
 
     def __init__(self, static: MeshData, rig: Rig, inner_rect: tuple[float, float, float, float] | None = None,
@@ -239,38 +131,38 @@ class Renderer:
                 self.inner_rect = tuple(float(v) for v in inner_rect)
                 self.outer = make_scene(static, slice(self.n_inner, None))
                 self.outer_top = float(static.vertices[static.triangles[self.n_inner:]][..., 2].max())
-                _commit(self.outer)
+                commit_scene(self.outer)
         self.static = static
         self.scene = make_scene(static, slice(0, self.n_inner))
         self.rays = CameraRays(rig)
         self.rig = rig
         self.fleet: CarFleet | None = None
         self.tables = static
-        self._params_t = np.ascontiguousarray(static.params.T)
-        self._albedo_t = np.ascontiguousarray(static.albedo.T)
+        self.params_t = np.ascontiguousarray(static.params.T)
+        self.albedo_t = np.ascontiguousarray(static.albedo.T)
         # Camera groups: contiguous ranges of cameras of at most _GROUP_PIXELS pixels (all of a usual rig).
         per_group = max(1, _GROUP_PIXELS // (rig.width * rig.height))
         self.groups = [range(a, min(a + per_group, len(rig))) for a in range(0, len(rig), per_group)]
         # Embree threads per query (0: all cores).
         self.embree_threads = 0
-        _commit(self.scene)
+        commit_scene(self.scene)
         keep_freed_memory()
 
     def set_fleet(self, fleet: CarFleet | None) -> None:
         """Use `fleet` for the moving cars (their attribute tables are appended to the static ones once)."""
         self.fleet = fleet if fleet is not None and len(fleet) else None
-        self.tables = _concat_tables(self.static, self.fleet.mesh) if self.fleet is not None else self.static
-        self._params_t = np.ascontiguousarray(self.tables.params.T)
-        self._albedo_t = np.ascontiguousarray(self.tables.albedo.T)
+        self.tables = concat_tables(self.static, self.fleet.mesh) if self.fleet is not None else self.static
+        self.params_t = np.ascontiguousarray(self.tables.params.T)
+        self.albedo_t = np.ascontiguousarray(self.tables.albedo.T)
 
     def cast_primary(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw raycaster on the town's scene (without the outer terrain): (t_hit `[R]`, primitive ids `[R]`
         uint32, normals `[R,3]`)."""
-        r = self.scene.cast_rays(_rays_tensor(rays), nthreads=self.embree_threads)
+        r = self.scene.cast_rays(rays_tensor(rays), nthreads=self.embree_threads)
         return r["t_hit"].numpy(), r["primitive_ids"].numpy(), r["primitive_normals"].numpy()
 
-    def render(self, cam_to_world: np.ndarray, lighting: shading.Lighting, car_poses: np.ndarray | None = None,
-               headlight=None, lamps: shading.LampMap | None = None) -> RenderOutput:
+    def render(self, cam_to_world: np.ndarray, lighting: Lighting, car_poses: np.ndarray | None = None,
+               headlight=None, lamps: LampMap | None = None) -> RenderOutput:
         """Render all cameras at poses `cam_to_world [N,4,4]` (float64, OpenCV camera -> world).
 
         `car_poses [K,3]` (x, y, yaw) of the fleet's cars; at night `headlight` (position [3], forward [3]) of the
@@ -282,11 +174,11 @@ class Renderer:
             # The cars' scene is built once per tick and shared by the camera groups.
             car_scene = o3d.t.geometry.RaycastingScene()
             car_scene.add_triangles(o3d.core.Tensor(self.fleet.vertices(car_poses)), o3d.core.Tensor(self.fleet.mesh.triangles))
-            _commit(car_scene)
+            commit_scene(car_scene)
             cars = (car_scene, self.fleet.boxes(car_poses), CarShadowGrid(car_poses, lighting.sun_dir, self.fleet.HEIGHT))
         t_cars = time.perf_counter() - t0
         args = (cam_to_world, lighting, cars, headlight, lamps)
-        outs = [self._render_group(g, *args) for g in self.groups]
+        outs = [self.render_group(g, *args) for g in self.groups]
         timing = {k: sum(o.timing[k] for o in outs) for k in outs[0].timing}
         timing["cars"] += t_cars
         if len(outs) == 1:
@@ -294,7 +186,7 @@ class Renderer:
         return RenderOutput(*(np.concatenate([getattr(o, f) for o in outs]) for f in
                               ("rgb", "depth", "semantic", "sun_lit", "sun_facing")), timing)
 
-    def _render_group(self, cams: range, cam_to_world, lighting, cars, headlight, lamps) -> RenderOutput:
+    def render_group(self, cams: range, cam_to_world, lighting, cars, headlight, lamps) -> RenderOutput:
         """Render the cameras `cams` (a contiguous range) of the rig; `cars` = (scene, boxes, poses) or None."""
         N, H, W = len(cams), self.rig.height, self.rig.width
         P = H * W
@@ -309,23 +201,23 @@ class Renderer:
         car_scene, car_shadows = self._cast_cars(rays, cam_to_world[cams.start:cams.stop], cams, cars, t_hit, pid, nrm)
         t2 = time.perf_counter()
         hi, mi = _hits_and_misses(t_hit)
-        h = self._hits(origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm)
+        h = self.hits(origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm)
         compiled = self.shader == "compiled"
         if compiled:
-            lv = sk.light_vector(lighting)
-            spec, emis = sk.surface_detail(h, self.tables.road_styles, self.tables.buildings, lighting, lv)
+            lv = light_vector(lighting)
+            spec, emis = cs.surface_detail(h, self.tables.road_styles, self.tables.buildings, lighting, lv)
         else:
             emis, spec = shading.surface_detail(h, self.tables.road_styles, self.tables.buildings, lighting)
         t3 = time.perf_counter()
-        lit, facing, t_car_shadow = self._shadows(h, lighting, car_scene, car_shadows)
+        lit, facing, t_car_shadow = self.shadows(h, lighting, car_scene, car_shadows)
         t4 = time.perf_counter()
         if compiled:
             rgb, semantic = np.empty((N * P, 3), np.uint8), np.empty(N * P, np.uint8)
-            sk.shade_srgb8(h, lit, spec, emis, lighting, headlight, lamps, rgb, hi, semantic, lv)
-            sk.sky_srgb8(dirs, inv_norm, mi, lighting, rgb, semantic, lv)
+            cs.shade_srgb8(h, lit, spec, emis, lighting, headlight, lamps, rgb, hi, semantic, lv)
+            cs.sky_srgb8(dirs, inv_norm, mi, lighting, rgb, semantic, lv)
         else:
             col = shading.shade(h, lit, emis, spec, lighting, headlight, lamps)
-            rgb, semantic = self._compose(dirs, t_hit, hi, col, h.tag, lighting, inv_norm)
+            rgb, semantic = self.compose(dirs, t_hit, hi, col, h.tag, lighting, inv_norm)
         sun_lit, sun_facing = np.empty(N * H * W, bool), np.empty(N * H * W, bool)
         _scatter_sun_flags(hi, mi, lit, facing, sun_lit, sun_facing)
         t5 = time.perf_counter()
@@ -341,7 +233,7 @@ class Renderer:
         sub = _outside_hits(t_hit, dirs[0], dirs[1], origins, self.rays.H * self.rays.W, *self.inner_rect)
         if not len(sub):
             return
-        r = self.outer.cast_rays(_rays_tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
+        r = self.outer.cast_rays(rays_tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
         tc = r["t_hit"].numpy()
         better = np.flatnonzero(tc < np.take(t_hit, sub))
         k = sub[better]
@@ -357,9 +249,9 @@ class Renderer:
         if cars is None:
             return None, None
         car_scene, boxes, car_shadows = cars
-        sub = np.flatnonzero(_car_pixel_mask(boxes, cam_to_world, self.rig, cams).reshape(-1))
+        sub = np.flatnonzero(car_pixel_mask(boxes, cam_to_world, self.rig, cams).reshape(-1))
         if len(sub):
-            rc = car_scene.cast_rays(_rays_tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
+            rc = car_scene.cast_rays(rays_tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
             tc = rc["t_hit"].numpy()
             better = np.flatnonzero(tc < np.take(t_hit, sub))
             k = sub[better]
@@ -368,15 +260,15 @@ class Renderer:
             nrm[k] = rc["primitive_normals"].numpy()[better]
         return car_scene, car_shadows
 
-    def _hits(self, origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm) -> shading.SurfaceHits:
+    def hits(self, origins, dirs, hi, t_hit, pid, nrm, N, norm, inv_norm) -> shading.SurfaceHits:
         """Hit points, unit directions, viewer-facing normals and gathered attributes of the rays `hi`.
 
         `origins [N,3]` per camera, `dirs` the [dx, dy, dz] ray components `[P]` (camera-z 1), `nrm [P,3]`;
         `norm`, `inv_norm` `[P]` the rays' |direction| and its inverse.
         """
         if self.shader == "compiled":
-            return sk.gather_hits(origins, dirs, hi, t_hit, pid, nrm, self.rays.H * self.rays.W, norm, inv_norm,
-                                  self.tables, self._params_t, self._albedo_t)
+            return cs.gather_hits(origins, dirs, hi, t_hit, pid, nrm, self.rays.H * self.rays.W, norm, inv_norm,
+                                  self.tables, self.params_t, self.albedo_t)
         tb = self.tables
         th = np.take(t_hit, hi)
         ph = np.take(pid, hi).astype(np.int64)
@@ -393,7 +285,7 @@ class Renderer:
         nz[flip] = -nz[flip]
         albedo = np.empty((3, len(hi)), _F32)
         for c in range(3):
-            np.take(self._albedo_t[c], ph, out=albedo[c])
+            np.take(self.albedo_t[c], ph, out=albedo[c])
         # Hit points: r·t plus the camera origin added per camera segment (in place; no per-hit origin gather).
         pts = []
         for i, r in enumerate((rx, ry, rz)):
@@ -404,9 +296,9 @@ class Renderer:
         return shading.SurfaceHits(
             x=pts[0], y=pts[1], z=pts[2], dx=rx * inv, dy=ry * inv, dz=rz * inv,
             nx=nx, ny=ny, nz=nz, dist=th * np.take(norm, hi), prim=ph, material=np.take(tb.material, ph), tag=np.take(tb.tag, ph),
-            albedo=albedo, params_t=self._params_t)
+            albedo=albedo, params_t=self.params_t)
 
-    def _shadows(self, h: shading.SurfaceHits, lighting: shading.Lighting, car_scene, car_shadows: CarShadowGrid | None):
+    def shadows(self, h: shading.SurfaceHits, lighting: Lighting, car_scene, car_shadows: CarShadowGrid | None):
         """One occlusion query from sun-facing hit points towards the sun (cars: only points near a car).
 
         Returns (lit `[R]` float 0/1, facing `[R]` bool, seconds spent on the cars' part).
@@ -418,7 +310,7 @@ class Renderer:
         if not lighting.sun_rgb.max() > 0:
             return lit, facing, 0.0
         if self.shader == "compiled":
-            facing, fi, srays = sk.shadow_rays(h, sd)
+            facing, fi, srays = cs.shadow_rays(h, sd)
         else:
             facing = (h.nx * sd[0] + h.ny * sd[1] + h.nz * sd[2]) > 0.0
             fi = np.flatnonzero(facing)
@@ -432,14 +324,14 @@ class Renderer:
             srays[:, 3:] = sd
         if not len(fi):
             return lit, facing, 0.0
-        occ = self.scene.test_occlusions(_rays_tensor(srays), nthreads=self.embree_threads).numpy()
+        occ = self.scene.test_occlusions(rays_tensor(srays), nthreads=self.embree_threads).numpy()
         if self.outer is not None:
             self._occlude_outer(srays, sd, occ)
         t0 = time.perf_counter()
         if car_scene is not None:
             near = np.flatnonzero(car_shadows.near(srays))
             if len(near):
-                occ[near] |= car_scene.test_occlusions(_rays_tensor(np.take(srays, near, axis=0)),
+                occ[near] |= car_scene.test_occlusions(rays_tensor(np.take(srays, near, axis=0)),
                                                         nthreads=self.embree_threads).numpy()
         lit[fi] = ~occ
         return lit, facing, time.perf_counter() - t0
@@ -450,7 +342,7 @@ class Renderer:
         free = np.flatnonzero(~occ)
         if not len(free) or sd[2] <= 0:
             if len(free):
-                occ[free] |= self.outer.test_occlusions(_rays_tensor(np.take(srays, free, axis=0)),
+                occ[free] |= self.outer.test_occlusions(rays_tensor(np.take(srays, free, axis=0)),
                                                         nthreads=self.embree_threads).numpy()
             return
         x0, y0, x1, y1 = self.inner_rect
@@ -463,10 +355,10 @@ class Renderer:
                 np.minimum(s_exit, ((hi if d > 0 else lo) - o) * _F32(1.0 / d), out=s_exit)
         need = free[~inside | (oz + s_exit * sd[2] <= self.outer_top)]
         if len(need):
-            occ[need] |= self.outer.test_occlusions(_rays_tensor(np.take(srays, need, axis=0)),
+            occ[need] |= self.outer.test_occlusions(rays_tensor(np.take(srays, need, axis=0)),
                                                     nthreads=self.embree_threads).numpy()
 
-    def _compose(self, dirs, t_hit, hi, col, tags, lighting, inv_norm):
+    def compose(self, dirs, t_hit, hi, col, tags, lighting, inv_norm):
         """Images from shaded hits `col [3,R]` and the sky for the misses: (rgb `[P,3]` u8, semantic `[P]` u8)."""
         P = len(t_hit)
         rgb_lin = np.empty((3, P), _F32)
@@ -482,12 +374,6 @@ class Renderer:
         semantic = np.full(P, sem.SKY, np.uint8)
         semantic[hi] = tags
         return rgb, semantic
-
-
-def _rays_tensor(rays: np.ndarray) -> o3d.core.Tensor:
-    """`rays [R,6]` float32 as an Open3D tensor sharing their memory (no 10-MB copy per query; the array outlives
-    the query, which is synchronous)."""
-    return o3d.core.Tensor.from_numpy(np.ascontiguousarray(rays))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -517,12 +403,6 @@ def _scatter_sun_flags(hi, mi, lit, facing, sun_lit, sun_facing):  # pragma: no 
         sun_facing[mi[i]] = False
 
 
-def _commit(scene: o3d.t.geometry.RaycastingScene) -> None:
-    """Build `scene`'s BVH now (Open3D does it lazily on the first query, which is not safe to trigger from two
-    threads at once) by casting one ray."""
-    scene.test_occlusions(o3d.core.Tensor(np.array([[0, 0, 0, 0, 0, 1]], _F32)))
-
-
 _MEMORY_KEPT = False
 
 
@@ -542,60 +422,3 @@ def keep_freed_memory() -> None:
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)
     libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-
-
-class CarShadowGrid:
-    """A conservative 2D raster of where the cars' shadows may fall (built once per tick, shared by the camera
-    groups): `near(srays)` says which shadow rays need the cars' occlusion test.
-
-    Args:
-        car_poses: `[K,3]` (x, y, yaw) of the cars. sun_dir: `[3]` unit vector towards the sun.
-        height: the cars' height, m. cell: raster cell, m.
-    """
-
-    def __init__(self, car_poses: np.ndarray, sun_dir: np.ndarray, height: float, cell: float = 2.0):
-        self.height, self.cell = float(height), float(cell)
-        reach = height / max(float(sun_dir[2]), 0.05) * float(np.hypot(sun_dir[0], sun_dir[1])) + 3.2
-        self.x0, self.y0 = car_poses[:, 0].min() - reach, car_poses[:, 1].min() - reach
-        self.nx = int((car_poses[:, 0].max() + reach - self.x0) / cell) + 2
-        self.ny = int((car_poses[:, 1].max() + reach - self.y0) / cell) + 2
-        self.grid = None
-        if self.nx * self.ny > 4_000_000:  # cars spread over a huge area: `near` tests everything low enough
-            return
-        grid = np.zeros((self.nx, self.ny), bool)
-        r = int(np.ceil(reach / cell)) + 1
-        oi, oj = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
-        disc = (oi * oi + oj * oj) * cell * cell <= (reach + cell) ** 2
-        oi, oj = oi[disc], oj[disc]
-        ci = ((car_poses[:, 0] - self.x0) / cell).astype(int)
-        cj = ((car_poses[:, 1] - self.y0) / cell).astype(int)
-        gi = np.clip(ci[:, None] + oi[None], 0, self.nx - 1)
-        gj = np.clip(cj[:, None] + oj[None], 0, self.ny - 1)
-        grid[gi.ravel(), gj.ravel()] = True
-        self.grid = grid
-
-    def near(self, srays: np.ndarray) -> np.ndarray:
-        """`[S]` bool: shadow rays `srays [S,6]` whose origin may lie in the shadow of a car."""
-        if self.grid is None:
-            return srays[:, 2] < self.height
-        out = np.empty(len(srays), bool)
-        _near_grid(srays, self.grid, self.x0, self.y0, 1.0 / self.cell, self.height, out)
-        return out
-
-
-@numba.njit(nogil=True, cache=True, parallel=True)
-def _near_grid(srays, grid, x0, y0, inv_cell, height, out):  # pragma: no cover - compiled
-    """out[k] = the origin of shadow ray k lies below `height` in a marked cell of `grid [nx, ny]`."""
-    nx, ny = grid.shape
-    for k in numba.prange(srays.shape[0]):
-        fi = (srays[k, 0] - x0) * inv_cell
-        fj = (srays[k, 1] - y0) * inv_cell
-        ok = srays[k, 2] < height and fi >= 0 and fj >= 0 and fi < nx and fj < ny
-        out[k] = ok and grid[int(fi), int(fj)]
-
-
-def _concat_tables(a: MeshData, b: MeshData) -> MeshData:
-    """Per-triangle tables of `a` followed by `b` (vertices/triangles are not needed for shading)."""
-    return MeshData(vertices=a.vertices, triangles=a.triangles, tag=np.concatenate([a.tag, b.tag]),
-                    material=np.concatenate([a.material, b.material]), albedo=np.concatenate([a.albedo, b.albedo]),
-                    params=np.concatenate([a.params, b.params]), road_styles=a.road_styles, buildings=a.buildings)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim_bridge.backends.procedural.layout import Edge, TownLayout
+from sim_bridge.backends.procedural.layout import TownLayout
+from sim_bridge.backends.procedural.road_graph import Edge
 
 _SHARP, _REFLEX = math.radians(150.0), math.radians(210.0)
 

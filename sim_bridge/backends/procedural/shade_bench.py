@@ -8,31 +8,38 @@ both on the same Town03 tick:
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import json
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from sim_bridge import semantics as sem
+from sim_bridge.backends.base import EpisodeSpec
 from sim_bridge.backends.procedural import materials as M
 from sim_bridge.backends.procedural import shading
-from sim_bridge.backends.procedural.shade_kernel import (
+from sim_bridge.backends.procedural.compiled_shading import (
     dense_emissions,
     gather_hits,
-    light_vector,
     shade_srgb8,
     shadow_rays,
     sky_srgb8,
     surface_detail,
 )
-from sim_bridge.backends.procedural.shading import LampMap, Lighting, SurfaceHits
+from sim_bridge.backends.procedural.lighting import LampMap, Lighting, light_vector
+from sim_bridge.backends.procedural.shading import SurfaceHits
+from sim_bridge.backends.procedural.simulator import ProceduralBackend
+from sim_bridge.rig import Rig
 
 _F32 = np.float32
 
+
 @dataclass(eq=False)
 class TickHits:
-    """One tick's ray casts, ready to shade (what `Renderer._render_group` has before `surface_detail`), for all
+    """One tick's ray casts, ready to shade (what `Renderer.render_group` has before `surface_detail`), for all
     cameras as one group.
 
     Attributes:
@@ -40,7 +47,7 @@ class TickHits:
         sun_lit: `[R]` float32 0/1. hi: `[R]` int64 hit pixels. mi: `[M]` int64 sky pixels. P: pixels.
         t_hit: `[P]` float32. dirs: [dx, dy, dz] `[P]` float32. inv_norm: `[P]` float32.
         lighting, headlight, lamps: the light of the tick. road_styles, buildings: the town's tables.
-        hits_args: the arguments the renderer passed to `Renderer._hits` (origins, dirs, hi, t_hit, pid, nrm, N,
+        hits_args: the arguments the renderer passed to `Renderer.hits` (origins, dirs, hi, t_hit, pid, nrm, N,
             norm, inv_norm). tables, albedo_t: the renderer's `MeshData` tables and `[3,T]` albedo table.
         rendered_rgb, rendered_semantic: `[P,3]`, `[P]` uint8, what the renderer made of this group.
     """
@@ -74,12 +81,12 @@ class TickHits:
 
 def tick_hits(backend) -> list[TickHits]:
     """Render the next frame of a started `ProceduralBackend` (`step()`, its camera groups one after the other)
-    and keep, per camera group, what its `Renderer` had before shading: the hits from `Renderer._hits` (copied
-    before surface detail edits them) and the sun visibility from `Renderer._shadows` (both methods wrapped for
+    and keep, per camera group, what its `Renderer` had before shading: the hits from `Renderer.hits` (copied
+    before surface detail edits them) and the sun visibility from `Renderer.shadows` (both methods wrapped for
     this one call). Returns one `TickHits` per group of `Renderer.groups`."""
     rd = backend.renderer
     got: list = []
-    hits_fn, shadows_fn = rd._hits, rd._shadows
+    hits_fn, shadows_fn = rd.hits, rd.shadows
 
     def hits(*args, **kw):
         h = hits_fn(*args, **kw)
@@ -94,14 +101,14 @@ def tick_hits(backend) -> list[TickHits]:
         got[-1][1] = out[0].copy()
         return out
 
-    rd._hits, rd._shadows = hits, shadows
+    rd.hits, rd.shadows = hits, shadows
     try:
         frame = backend.step()
     finally:
-        del rd._hits, rd._shadows
+        del rd.hits, rd.shadows
     if len(got) != len(rd.groups):
-        raise RuntimeError(f"captured {len(got)} camera groups, expected {len(rd.groups)}: Renderer._render_group no "
-                           "longer calls _hits / _shadows once per group; update tick_hits")
+        raise RuntimeError(f"captured {len(got)} camera groups, expected {len(rd.groups)}: Renderer.render_group no "
+                           "longer calls hits / shadows once per group; update tick_hits")
     L = backend.lighting
     head = None
     if L.night:  # as ProceduralBackend.step
@@ -115,7 +122,7 @@ def tick_hits(backend) -> list[TickHits]:
         _, _, dirs = rd.rays.world(frame.cam_to_world, cams)
         out.append(TickHits(h, lit, np.flatnonzero(t_hit < np.inf), np.flatnonzero(t_hit == np.inf), len(t_hit),
                             t_hit, dirs, rd.rays.inv_norm[cams.start * HW:cams.stop * HW], L, head, backend.lamps,
-                            rd.tables.road_styles, rd.tables.buildings, args, rd.tables, rd._albedo_t,
+                            rd.tables.road_styles, rd.tables.buildings, args, rd.tables, rd.albedo_t,
                             frame.rgb[g].reshape(-1, 3), frame.semantic[g].reshape(-1)))
     return out
 
@@ -149,9 +156,9 @@ def kernel_srgb8(t: TickHits, h: SurfaceHits | None = None):
 
 
 def _numpy_tick(rd, t: TickHits, _h=None):
-    """The renderer's numpy path of one group after the ray casts: `_hits`, surface detail, the shadow rays'
+    """The renderer's numpy path of one group after the ray casts: `hits`, surface detail, the shadow rays'
     numpy lines (the occlusion query itself is left out: it is the same in both paths), shade, compose."""
-    h = rd._hits(*t.hits_args)
+    h = rd.hits(*t.hits_args)
     emis, spec = shading.surface_detail(h, t.road_styles, t.buildings, t.lighting)
     sd = t.lighting.sun_dir
     facing = (h.nx * sd[0] + h.ny * sd[1] + h.nz * sd[2]) > 0.0
@@ -163,7 +170,7 @@ def _numpy_tick(rd, t: TickHits, _h=None):
     srays[:, 3:] = sd
     col = shading.shade(h, t.sun_lit, emis, spec, t.lighting, t.headlight, t.lamps)
     _, dirs, hi, t_hit, _, _, _, _, inv_norm = t.hits_args
-    return rd._compose(dirs, t_hit, hi, col, h.tag, t.lighting, inv_norm)
+    return rd.compose(dirs, t_hit, hi, col, h.tag, t.lighting, inv_norm)
 
 
 def _kernel_tick(rd, t: TickHits, _h=None):
@@ -183,19 +190,15 @@ def _kernel_tick(rd, t: TickHits, _h=None):
 
 def bench(town: str = "Town03", weather: str = "ClearNoon", size: int = 256, repeats: int = 7, seed: int = 0) -> dict:
     """CPU time (time.process_time, median of `repeats`) of the numpy and the compiled paths on the same ray casts
-    of one 6-camera tick (`size`×`size`, default rig; the renderer's camera groups one after the other).
+    of one 6-camera tick (`size`×`size`, capture rig; the renderer's camera groups one after the other).
 
     Two comparisons: "shade" — surface detail + shade + sky + tone map of given hits (`reference_srgb8` vs
-    `kernel_srgb8`); "tick" — everything between the ray casts of `Renderer._render_group` (hit gathering,
+    `kernel_srgb8`); "tick" — everything between the ray casts of `Renderer.render_group` (hit gathering,
     surface detail, the shadow rays' construction, shade, compose) except the Open3D queries themselves.
 
     Returns a dict of ms per tick, the ratios, hits, pixels and the largest image difference (uint8 levels).
     """
-    from sim_bridge.backends.base import EpisodeSpec
-    from sim_bridge.backends.procedural import ProceduralBackend
-    from sim_bridge.rig import Rig
-
-    with ProceduralBackend(town, weather, Rig.resolve("default", size, size), seed=seed) as b:
+    with ProceduralBackend(town, weather, Rig.resolve("capture", size, size), seed=seed) as b:
         b.start_episode(EpisodeSpec(0, 11))
         rd = b.renderer
         groups = tick_hits(b)
@@ -228,10 +231,6 @@ def bench(town: str = "Town03", weather: str = "ClearNoon", size: int = 256, rep
 
 
 def _main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-    import os
-
     ap = argparse.ArgumentParser(description="Time the numpy and the compiled shading of one tick (single thread).")
     ap.add_argument("--town", default="Town03")
     ap.add_argument("--weather", nargs="+", default=["ClearNoon"])

@@ -1,26 +1,21 @@
 """Compiled (numba) per-hit shading: the same images as the numpy reference `shading`, in a few loops.
 
-`shading` stays the readable reference; this module reproduces its formulas hit by hit so that a tick costs a few
-passes over memory instead of ~400 numpy calls with their gathers and temporaries. All kernels are
+`shading` stays the readable reference; the kernels here reproduce its formulas hit by hit so that a tick costs a
+few passes over memory instead of ~400 numpy calls with their gathers and temporaries. All kernels are
 `@njit(nogil=True, cache=True)`, and the per-hit ones `parallel=True` (their hits split over numba's threads; every
 hit is independent, so the bytes do not depend on the thread count). They may be called from several Python
 threads at once (OpenMP threading layer). The machine code is cached in `__pycache__` (gitignored), so only the
 first run on a machine compiles (10–15 s on 2 cores; well under a second to load after).
 
-In the order `Renderer._render_group` needs them (R hits, P pixels of the camera group):
-
-* `gather_hits(origins, dirs, hi, t_hit, pid, nrm, pix_per_cam, norm, inv_norm, tables, params_t, albedo_t)` —
-  kernel D, the twin of `Renderer._hits`: the `SurfaceHits` of the rays `hi` (bit-identical).
-* `surface_detail(h, road_styles, buildings, L) -> (spec [R], emis [3,R])` — kernel A, the twin of
-  `shading.surface_detail`: albedo, road-line tags, foliage normals edited in place; returns the specular strength
-  and the emitted radiance (dense, 0 where nothing glows) instead of a list of emissions.
-* `shadow_rays(h, sun_dir) -> (facing [R], fi [S], srays [S,6])` — kernel E, the numpy lines of
-  `Renderer._shadows` before its Open3D occlusion query (bit-identical).
-* `shade_srgb8(h, sun_lit, spec, emis, L, headlight, lamps, out, rows, semantic)` — kernel B, the twin of
-  `shading.shade` followed by `shading.to_srgb8`: writes sRGB uint8 straight into `out[rows]` (and the tags into
-  `semantic[rows]`).
-* `sky_srgb8(dirs, inv_norm, rows, L, out, semantic)` — kernel C, the twin of `shading.sky` (with clouds) +
-  `to_srgb8` for the rays that hit nothing (and sem.SKY into `semantic[rows]`).
+The kernels and the scalar helpers they inline live in this one file because numba's cache checks only the file
+of a cached function: what the kernels compile in from other modules — the constants of `shading_tables`,
+`materials` and `semantics`, the `LV_*` offsets and `LampMap.CELL` of `lighting`, `shading.glow_powers` — does not
+make them compile again when it changes (after editing those, delete
+``sim_bridge/backends/procedural/__pycache__/shade_kernel.*``). The kernels are called
+through `compiled_shading` (argument checks, output arrays), in the order `Renderer.render_group` needs them:
+kernel D (`hits_kernel`: the hits' points, directions, normals and attributes), A (`detail_kernel`: surface
+detail), E (`shadow_rays_kernel`: the rays towards the sun), B (`shade_hits_kernel`: shade + tone map of the hits)
+and C (`sky_kernel`: the sky of the misses).
 
 Precision: numpy computes in float32 wherever its operands are float32 (NEP 50: a Python float next to a float32
 array is float32) and in float64 where a bool or int array meets a Python float (e.g. `0.04 * (spec > 0.3)`,
@@ -34,7 +29,6 @@ implementation and libm's `expf` (a handful of pixels per 256×256 tick, off by 
 """
 from __future__ import annotations
 
-
 import os
 
 import numba
@@ -42,28 +36,36 @@ import numpy as np
 
 from sim_bridge import semantics as sem
 from sim_bridge.backends.procedural import materials as M
-from sim_bridge.backends.procedural import shading
-from sim_bridge.backends.procedural.shading import (
-    _LUT_N,
-    _LUT_RES,
-    _NOISE,
-    _TEX_N,
-    _TONE_LUT,
-    _TONE_N,
-    _TONE_SCALE,
-    MK_DASH_CENTRE,
-    MK_DASH_LANE,
-    MK_PARKING,
-    MK_TRACK,
-    MK_WHITE,
-    MK_YELLOW,
+from sim_bridge.backends.procedural.lighting import (
+    LV_AMBIENT,
+    LV_ASPHALT_SPEC,
+    LV_CLOUD,
+    LV_CLOUD_OFF,
+    LV_CLOUD_RGB,
+    LV_EXPOSURE,
+    LV_FOG_RGB,
+    LV_FOG_START,
+    LV_GLOW,
+    LV_HAS_SUN,
+    LV_HORIZON,
+    LV_NEG_FOG_BETA,
+    LV_NIGHT,
+    LV_PUDDLE_TH,
+    LV_PUDDLES,
+    LV_SIDEWALK_SPEC,
+    LV_SUN_DIR,
+    LV_SUN_DISC,
+    LV_SUN_RGB,
+    LV_WET,
+    LV_WET_DIM,
+    LV_ZENITH,
     LampMap,
-    Lighting,
-    SurfaceHits,
 )
+from sim_bridge.backends.procedural.shading import glow_powers
+from sim_bridge.backends.procedural.shading_tables import (LUT_N, LUT_RES, MK_DASH_CENTRE, MK_DASH_LANE, MK_PARKING,
+                                                           MK_TRACK, MK_WHITE, MK_YELLOW, TEX_N, TONE_N, TONE_SCALE)
 
 f32 = np.float32
-_F32 = np.float32
 # error_model="numpy": a float division by zero gives inf/nan as in numpy instead of a Python exception (and no
 # zero test before every division).
 _JIT = {"nogil": True, "cache": True, "fastmath": False, "error_model": "numpy"}
@@ -76,7 +78,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 # Idle OpenMP threads sleep instead of spinning: between kernels the cores belong to Open3D's ray casts (TBB).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-_MASK = _TEX_N - 1
+_MASK = TEX_N - 1
 _U32 = 0xFFFFFFFF
 _LAMP_INV_CELL = 1.0 / LampMap.CELL
 
@@ -85,48 +87,6 @@ _ASPHALT, _ROAD, _SIDEWALK, _FACADE, _FOLIAGE = M.ASPHALT, M.ROAD, M.SIDEWALK, M
 _GRASS, _HILL, _GLASS, _PAINT, _WATER, _METAL = M.GRASS, M.HILL, M.GLASS, M.PAINT, M.WATER, M.METAL
 _LAMP, _TAILLIGHT = M.LAMP, M.TAILLIGHT
 _TAG_ROAD, _TAG_ROADLINE, _TAG_SKY = sem.ROAD, sem.ROADLINE, sem.SKY
-
-# ------------------------------------------------------------------------------------------- lighting vector
-# `Lighting` packed into one float64 vector (one kernel argument instead of twenty). Values numpy uses as float32
-# are stored exactly (float32 -> float64 is lossless) and cast back in the kernels.
-LV_SUN_DIR, LV_SUN_RGB, LV_ZENITH, LV_HORIZON, LV_GLOW, LV_AMBIENT, LV_FOG_RGB = 0, 3, 6, 9, 12, 15, 18
-LV_CLOUD_RGB, LV_SUN_DISC = 21, 24          # cloud colour; sun disc radiance (6 · sun_rgb), both float32 in numpy
-LV_FOG_START, LV_NEG_FOG_BETA = 27, 28
-LV_CLOUD, LV_CLOUD_OFF = 29, 30             # cover 0..1; 1 - cover (the threshold of the cloud noise)
-LV_WET, LV_WET_DIM = 31, 32                 # wetness; 1 - 0.45 wet (light on a wet road)
-LV_PUDDLES, LV_PUDDLE_TH = 33, 34           # puddle amount; noise threshold 0.75 - 0.6 puddles
-LV_EXPOSURE, LV_HAS_SUN, LV_NIGHT = 35, 36, 37
-LV_ASPHALT_SPEC, LV_SIDEWALK_SPEC = 38, 39  # 0.02 + 0.35 wet; 0.15 wet
-LV_SIZE = 40
-
-
-def light_vector(L: Lighting) -> np.ndarray:
-    """`Lighting` -> `[LV_SIZE]` float64 (layout: the `LV_*` offsets), with the derived terms numpy computes
-    (cloud colour, sun disc, thresholds) evaluated here exactly as `shading` does."""
-    v = np.zeros(LV_SIZE, np.float64)
-    for off, arr in ((LV_SUN_DIR, L.sun_dir), (LV_SUN_RGB, L.sun_rgb), (LV_ZENITH, L.zenith), (LV_HORIZON, L.horizon),
-                     (LV_GLOW, L.glow), (LV_AMBIENT, L.ambient), (LV_FOG_RGB, L.fog_rgb),
-                     (LV_CLOUD_RGB, L.horizon * 1.05 + L.glow * 0.3 + L.sun_rgb * 0.05),
-                     (LV_SUN_DISC, L.sun_rgb * 6.0)):
-        a = np.asarray(arr)
-        if a.dtype != np.float32:
-            raise TypeError(f"Lighting arrays must be float32 (as lighting_from_weather makes them), got {a.dtype}")
-        v[off:off + 3] = a
-    v[LV_FOG_START] = L.fog_start
-    v[LV_NEG_FOG_BETA] = -L.fog_beta
-    v[LV_CLOUD] = L.cloud
-    v[LV_CLOUD_OFF] = 1.0 - L.cloud
-    v[LV_WET] = L.wet
-    v[LV_WET_DIM] = 1.0 - 0.45 * L.wet
-    v[LV_PUDDLES] = L.puddles
-    v[LV_PUDDLE_TH] = 0.75 - 0.6 * L.puddles
-    v[LV_EXPOSURE] = L.exposure
-    v[LV_HAS_SUN] = 1.0 if L.sun_rgb.max() > 0 else 0.0
-    v[LV_NIGHT] = 1.0 if L.night else 0.0
-    v[LV_ASPHALT_SPEC] = 0.02 + 0.35 * L.wet
-    v[LV_SIDEWALK_SPEC] = 0.15 * L.wet
-    return v
-
 
 # ------------------------------------------------------------------------------------------- scalar helpers
 
@@ -142,9 +102,9 @@ def _noise2(tex, x, y, inv_cell):
     j0 = np.int64(fv)
     a = u - fu
     b = v - fv
-    i1 = ((i0 + 1) & _MASK) * _TEX_N
+    i1 = ((i0 + 1) & _MASK) * TEX_N
     j1 = (j0 + 1) & _MASK
-    i0 = (i0 & _MASK) * _TEX_N
+    i0 = (i0 & _MASK) * TEX_N
     j0 = j0 & _MASK
     n00 = tex[i0 + j0]
     n10 = tex[i1 + j0]
@@ -159,7 +119,7 @@ def _grain(tex, x, y, inv_cell):
     """`shading.grain` at one point (nearest texel; the float -> int cast truncates towards zero as astype does)."""
     i = np.int64(x * inv_cell) & _MASK
     j = np.int64(y * inv_cell) & _MASK
-    return tex[i * _TEX_N + j]
+    return tex[i * TEX_N + j]
 
 
 @numba.njit(inline="always", **_JIT)
@@ -187,8 +147,27 @@ def _clip01(x):
 
 
 @numba.njit(inline="always", **_JIT)
+def _scale3(albedo, i, f):
+    """albedo[:, i] *= f, in the precision of `f` (float32, or float64 as numpy's bool-times-float factors)."""
+    for c in range(3):
+        albedo[c, i] = albedo[c, i] * f
+
+
+@numba.njit(inline="always", **_JIT)
+def _paint3(albedo, i, r, g, b):
+    """albedo[:, i] = (r, g, b)."""
+    albedo[0, i] = r
+    albedo[1, i] = g
+    albedo[2, i] = b
+
+
+# The sun glow's powers, compiled from the reference's own function (the same roundings in both shaders).
+_glow_powers = numba.njit(inline="always", **_JIT)(glow_powers)
+
+
+@numba.njit(inline="always", **_JIT)
 def _mix32(h, v, k):
-    """One round of `shading._hash01` in uint32 arithmetic, carried in int64 and masked to 32 bits."""
+    """One round of `shading.hash01` in uint32 arithmetic, carried in int64 and masked to 32 bits."""
     m = ((v & _U32) * (0x9E3779B1 + 2 * k)) & _U32
     h = ((h ^ m) * 0x85EBCA6B) & _U32
     return h ^ (h >> 13)
@@ -203,13 +182,13 @@ def _fin32(h):
 
 @numba.njit(inline="always", **_JIT)
 def _hash3(a, b, c):
-    """`shading._hash01(a, b, c)` of int64 scalars, float32 in [0, 1)."""
+    """`shading.hash01(a, b, c)` of int64 scalars, float32 in [0, 1)."""
     return _fin32(_mix32(_mix32(_mix32(np.int64(0), a, 0), b, 1), c, 2))
 
 
 @numba.njit(inline="always", **_JIT)
 def _hash2(a, b):
-    """`shading._hash01(a, b)` of int64 scalars, float32 in [0, 1)."""
+    """`shading.hash01(a, b)` of int64 scalars, float32 in [0, 1)."""
     return _fin32(_mix32(_mix32(np.int64(0), a, 0), b, 1))
 
 
@@ -234,12 +213,7 @@ def _sky(dx, dy, dz, k, tex, clouds):
     dz = min(max(dz, f32(-1.0)), f32(1.0))
     t = np.sqrt(max(dz, f32(0.0)))
     mu = _clip01(dx * k[0] + dy * k[1] + dz * k[2])
-    mu8 = mu * mu
-    mu8 *= mu8
-    mu8 *= mu8
-    mu64 = mu8 * mu8
-    mu64 *= mu64
-    mu64 *= mu64
+    mu8, mu64 = _glow_powers(mu)
     g = f32(0.6) * mu8 + mu64
     c0 = k[3] + k[6] * t + k[9] * g
     c1 = k[4] + k[7] * t + k[10] * g
@@ -264,8 +238,8 @@ def _sky(dx, dy, dz, k, tex, clouds):
 @numba.njit(inline="always", **_JIT)
 def _tone(x, expo, lut):
     """`shading.to_srgb8` of one float32 channel value."""
-    q = np.sqrt(max(x * expo, f32(0.0))) * f32(_TONE_SCALE)
-    q = min(q, f32(_TONE_N - 1))
+    q = np.sqrt(max(x * expo, f32(0.0))) * f32(TONE_SCALE)
+    q = min(q, f32(TONE_N - 1))
     return lut[np.int64(q)]
 
 
@@ -273,9 +247,9 @@ def _tone(x, expo, lut):
 
 
 @numba.njit(**_PJIT)
-def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, lut, road_styles, buildings,
+def detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, lut, road_styles, buildings,
                    tex, lv, spec, emis):
-    """Kernel A: `shading.surface_detail` hit by hit (see `surface_detail` for the arguments)."""
+    """Kernel A: `shading.surface_detail` hit by hit (see `compiled_shading.surface_detail` for the arguments)."""
     wet = lv[LV_WET]
     puddles = lv[LV_PUDDLES] > 0
     puddle_th = f32(lv[LV_PUDDLE_TH])
@@ -298,7 +272,7 @@ def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, l
                 s = params_t[4, p] + rx * ux + ry * uy
                 a = abs(ux * ry - uy * rx)
                 si = np.int64(params_t[6, p])
-                cls = lut[si * _LUT_N + min(np.int64(a * f32(1.0 / _LUT_RES)), _LUT_N - 1)]
+                cls = lut[si * LUT_N + min(np.int64(a * f32(1.0 / LUT_RES)), LUT_N - 1)]
                 white = cls == MK_WHITE
                 yellow = cls == MK_YELLOW
                 if cls == MK_DASH_LANE:
@@ -314,36 +288,28 @@ def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, l
                     white = True
                 if cls == MK_TRACK:
                     f *= f32(0.92)
-                for c in range(3):
-                    albedo[c, i] = albedo[c, i] * f
+                _scale3(albedo, i, f)
                 if white:
-                    albedo[0, i] = f32(0.62)
-                    albedo[1, i] = f32(0.62)
-                    albedo[2, i] = f32(0.6)
+                    _paint3(albedo, i, f32(0.62), f32(0.62), f32(0.6))
                 if yellow:
-                    albedo[0, i] = f32(0.55)
-                    albedo[1, i] = f32(0.38)
-                    albedo[2, i] = f32(0.05)
+                    _paint3(albedo, i, f32(0.55), f32(0.38), f32(0.05))
                 line = white or yellow
                 if line:
                     tag[i] = _TAG_ROADLINE
                 if wet > 0:
                     spec[i] = 0.02 + wet * (0.35 - 0.25 * (1.0 if line else 0.0))  # float64, as numpy
             else:
-                for c in range(3):
-                    albedo[c, i] = albedo[c, i] * f
+                _scale3(albedo, i, f)
                 if wet > 0:
                     spec[i] = lv[LV_ASPHALT_SPEC]
             if puddles and _noise2(tex, xi + f32(17.0), yi - f32(5.0), f32(1.0 / 1.6)) > puddle_th:
-                for c in range(3):
-                    albedo[c, i] = albedo[c, i] * f32(0.45)
+                _scale3(albedo, i, f32(0.45))
                 spec[i] = 0.85
         elif m == _SIDEWALK:
             fx = _mod(xi, f32(1.2))
             fy = _mod(yi, f32(1.2))
             if min(fx, f32(1.2) - fx) < f32(0.035) or min(fy, f32(1.2) - fy) < f32(0.035):
-                for c in range(3):
-                    albedo[c, i] = albedo[c, i] * f32(0.75)
+                _scale3(albedo, i, f32(0.75))
             if wet > 0:
                 spec[i] = lv[LV_SIDEWALK_SPEC]
         elif m == _FACADE:
@@ -380,16 +346,11 @@ def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, l
             # Floor bands, plinth and window reveals: bool × Python float is float64 in numpy, so here too.
             fd = (1.0 - 0.12 * (1.0 if (fz < f32(0.08) and zi > gh) else 0.0) - 0.18 * (1.0 if zi < f32(0.6) else 0.0)
                   - 0.45 * (1.0 if frame else 0.0))
-            for c in range(3):
-                albedo[c, i] = np.float64(albedo[c, i]) * fd
+            _scale3(albedo, i, fd)  # float64 factor: float64 product, as numpy
             if punched or shop:
-                albedo[0, i] = f32(0.035)
-                albedo[1, i] = f32(0.04)
-                albedo[2, i] = f32(0.05)
+                _paint3(albedo, i, f32(0.035), f32(0.04), f32(0.05))
             if glass_c:
-                albedo[0, i] = f32(0.05)
-                albedo[1, i] = f32(0.08)
-                albedo[2, i] = f32(0.1)
+                _paint3(albedo, i, f32(0.05), f32(0.08), f32(0.1))
             if punched or shop or glass_c:
                 spec[i] = 0.55
                 if night:
@@ -420,8 +381,7 @@ def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, l
             ny[i] = gy * inv
             nz[i] = gz * inv
             v = f32(0.9) + f32(0.15) * _noise2(tex, xi + zi, yi - zi, f32(1.0 / 0.6))
-            for c in range(3):
-                albedo[c, i] = albedo[c, i] * v
+            _scale3(albedo, i, v)
         elif m == _GRASS or m == _HILL:
             v = f32(0.85) + f32(0.18) * _noise2(tex, xi, yi, f32(1.0 / 9.0)) + f32(0.08) * _grain(tex, xi, yi, f32(1.0 / 0.3))
             if m == _HILL:
@@ -431,11 +391,9 @@ def _detail_kernel(x, y, z, nx, ny, nz, prim, material, tag, albedo, params_t, l
                     albedo[1, i] = albedo[1, i] * (f32(0.6) * v)
                     albedo[2, i] = albedo[2, i] * (f32(0.4) * v)
                 else:
-                    for c in range(3):
-                        albedo[c, i] = albedo[c, i] * (f32(1.0) * v)
+                    _scale3(albedo, i, f32(1.0) * v)
             else:
-                for c in range(3):
-                    albedo[c, i] = albedo[c, i] * v
+                _scale3(albedo, i, v)
         elif m == _GLASS:
             spec[i] = 0.5
         elif m == _PAINT:
@@ -476,7 +434,7 @@ def _lamp_sample(grid, gx0, gy0, gnx, gny, x, y):
 
 
 @numba.njit(**_PJIT)
-def _shade_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, spec, emis, lv, tex, tone,
+def shade_hits_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, spec, emis, lv, tex, tone,
                   use_head, head_pos, head_fwd, use_lamps, grid, gx0, gy0, gnx, gny, out, rows, semantic, write_sem):
     """Kernel B: `shading.shade` hit by hit, then `shading.to_srgb8`, written to `out[rows[i]]` (and the tag to
     `semantic[rows[i]]` when `write_sem`)."""
@@ -566,8 +524,8 @@ def _shade_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, s
     # Tone map in two more passes: a branch-free one that the compiler vectorises (the square roots dominate
     # it), then the table lookups and the scattered stores into the image rows.
     idx = np.empty(3 * R, np.int32)
-    scale = f32(_TONE_SCALE)
-    top = f32(_TONE_N - 1)
+    scale = f32(TONE_SCALE)
+    top = f32(TONE_N - 1)
     for j in numba.prange(3 * R):
         idx[j] = np.int32(min(np.sqrt(max(lin[j] * expo, f32(0.0))) * scale, top))
     for i in numba.prange(R):
@@ -583,7 +541,7 @@ def _shade_kernel(x, y, z, dx, dy, dz, nx, ny, nz, dist, tag, albedo, sun_lit, s
 
 
 @numba.njit(**_PJIT)
-def _sky_kernel(dx, dy, dz, inv_norm, rows, lv, tex, tone, out, semantic, write_sem):
+def sky_kernel(dx, dy, dz, inv_norm, rows, lv, tex, tone, out, semantic, write_sem):
     """Kernel C: the sky (with clouds) of the rays `rows` and its tone map, written to `out[rows[i]]` (and
     sem.SKY to `semantic[rows[i]]` when `write_sem`)."""
     sk = _sky_consts(lv)
@@ -603,9 +561,9 @@ def _sky_kernel(dx, dy, dz, inv_norm, rows, lv, tex, tone, out, semantic, write_
 
 
 @numba.njit(**_PJIT)
-def _hits_kernel(origins, rdx, rdy, rdz, hi, t_hit, pid, nrm, pix_per_cam, norm, inv_norm, material_t, tag_t,
+def hits_kernel(origins, rdx, rdy, rdz, hi, t_hit, pid, nrm, pix_per_cam, norm, inv_norm, material_t, tag_t,
                  albedo_t, x, y, z, dx, dy, dz, nx, ny, nz, dist, prim, material, tag, albedo):
-    """Kernel D: `Renderer._hits` (float32 throughout, as numpy). A few passes with a handful of arrays each:
+    """Kernel D: `Renderer.hits` (float32 throughout, as numpy). A few passes with a handful of arrays each:
     one pass writing all 14 outputs is slower (too many memory streams at once)."""
     R = hi.shape[0]
     for i in numba.prange(R):
@@ -645,8 +603,8 @@ def _hits_kernel(origins, rdx, rdy, rdz, hi, t_hit, pid, nrm, pix_per_cam, norm,
 
 
 @numba.njit(**_JIT)
-def _shadow_rays_kernel(x, y, z, nx, ny, nz, material, sd, facing, fi, srays):
-    """Kernel E: the sun-facing hits and their shadow rays (the numpy lines of `Renderer._shadows`); returns S."""
+def shadow_rays_kernel(x, y, z, nx, ny, nz, material, sd, facing, fi, srays):
+    """Kernel E: the sun-facing hits and their shadow rays (the numpy lines of `Renderer.shadows`); returns S."""
     sdx, sdy, sdz = sd[0], sd[1], sd[2]
     S = 0
     for i in range(x.shape[0]):
@@ -667,174 +625,3 @@ def _shadow_rays_kernel(x, y, z, nx, ny, nz, material, sd, facing, fi, srays):
             fi[S] = i
             S += 1
     return S
-
-
-# ------------------------------------------------------------------------------------------- wrappers
-
-
-def _need(a: np.ndarray, dtype, name: str) -> np.ndarray:
-    """`a` itself when it is C-contiguous of `dtype` (arrays the kernels edit in place must be), else an error."""
-    if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous):
-        got = f"{a.dtype}, contiguous={a.flags.c_contiguous}" if isinstance(a, np.ndarray) else type(a).__name__
-        raise TypeError(f"{name} must be a C-contiguous {np.dtype(dtype)} array (got {got}); build the hits with "
-                        "Renderer._hits or convert with np.ascontiguousarray(..., dtype)")
-    return a
-
-
-def _c(a, dtype) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=dtype)
-
-
-def marking_lut(road_styles: np.ndarray) -> np.ndarray:
-    """`shading.road_marking_lut(road_styles)`, cached in the same dict as the numpy path (`[S*_LUT_N]` uint8)."""
-    key = road_styles.tobytes()
-    if key not in shading._LUT_CACHE:
-        shading._LUT_CACHE[key] = shading.road_marking_lut(road_styles)
-    return shading._LUT_CACHE[key]
-
-
-def surface_detail(h: SurfaceHits, road_styles: np.ndarray, buildings: np.ndarray, L: Lighting,
-                   lv: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel A, the compiled twin of `shading.surface_detail`: edits `h.albedo [3,R]`, `h.tag [R]` (road lines)
-    and the foliage normals `h.nx/ny/nz` in place.
-
-    Args:
-        h: the hits (float32 / int64 prim / uint8 material and tag, C-contiguous, as `Renderer._hits` makes them).
-        road_styles: `[S,8]` float32, buildings: `[B,8]` float32 — the town's tables (`MeshData`).
-        L: the lighting; `lv`: its `light_vector(L)` when the caller already has it.
-
-    Returns:
-        (spec `[R]` float32 specular strength 0..1, emis `[3,R]` float32 emitted linear radiance — the dense
-        form of the reference's list of emissions; 0 where nothing glows).
-    """
-    lv = light_vector(L) if lv is None else lv
-    R = len(h.x)
-    spec = np.zeros(R, _F32)
-    emis = np.zeros((3, R), _F32)
-    if R == 0:
-        return spec, emis
-    _detail_kernel(*(_need(getattr(h, k), _F32, f"h.{k}") for k in ("x", "y", "z", "nx", "ny", "nz")),
-                   _need(h.prim, np.int64, "h.prim"), _need(h.material, np.uint8, "h.material"),
-                   _need(h.tag, np.uint8, "h.tag"), _need(h.albedo, _F32, "h.albedo"), _need(h.params_t, _F32, "h.params_t"),
-                   marking_lut(road_styles), _c(road_styles, _F32), _c(buildings, _F32), _NOISE, lv, spec, emis)
-    return spec, emis
-
-
-def shade_srgb8(h: SurfaceHits, sun_lit: np.ndarray, spec: np.ndarray, emis: np.ndarray, L: Lighting,
-                headlight: tuple[np.ndarray, np.ndarray] | None, lamps: LampMap | None, out: np.ndarray,
-                rows: np.ndarray, semantic: np.ndarray | None = None, lv: np.ndarray | None = None) -> np.ndarray:
-    """Kernel B, the compiled twin of `shading.shade` + `shading.to_srgb8`: shade the hits and write their sRGB
-    bytes into `out[rows]` (and their tags into `semantic[rows]`).
-
-    Args:
-        h: the hits after `surface_detail` (R of them).
-        sun_lit: `[R]` float32 0/1, the sun reaches the hit (`Renderer._shadows`).
-        spec, emis: `[R]`, `[3,R]` float32 from `surface_detail`.
-        L: the lighting. headlight: (position `[3]`, forward `[3]`, float32 as `ProceduralBackend.step` makes
-            them) of the ego's headlights or None; lamps: the street-lamp raster or None (both used at night only,
-            as in the reference).
-        out: `[P,3]` uint8 image rows (all pixels of the cameras, row-major), written at `rows`.
-        rows: `[R]` int64, the pixel of each hit (the `hi` of `Renderer._render_group`).
-        semantic: `[P]` uint8 or None: receives `h.tag` at `rows` (the hit half of `Renderer._compose`'s labels).
-        lv: `light_vector(L)` when the caller already has it.
-
-    Returns:
-        `out`.
-    """
-    lv = light_vector(L) if lv is None else lv
-    if len(h.x) == 0:
-        return out
-    use_head = headlight is not None and L.night
-    hp, hf = (headlight if use_head else (np.zeros(3), np.zeros(3)))
-    use_lamps = lamps is not None and L.night
-    grid = lamps.grid if use_lamps else np.zeros(4, _F32)
-    gx0, gy0 = (_F32(lamps.x0), _F32(lamps.y0)) if use_lamps else (_F32(0), _F32(0))
-    gnx, gny = (lamps.nx, lamps.ny) if use_lamps else (2, 2)
-    sem_out = _need(semantic, np.uint8, "semantic") if semantic is not None else np.zeros(1, np.uint8)
-    _shade_kernel(*(_need(getattr(h, k), _F32, f"h.{k}") for k in ("x", "y", "z", "dx", "dy", "dz", "nx", "ny", "nz", "dist")),
-                  _need(h.tag, np.uint8, "h.tag"), _need(h.albedo, _F32, "h.albedo"), _c(sun_lit, _F32), _c(spec, _F32),
-                  _c(emis, _F32), lv, _NOISE, _TONE_LUT, use_head, _c(hp, _F32), _c(hf, _F32), use_lamps,
-                  _c(grid, _F32), gx0, gy0, int(gnx), int(gny), _need(out, np.uint8, "out"), _c(rows, np.int64),
-                  sem_out, semantic is not None)
-    return out
-
-
-def sky_srgb8(dirs: list[np.ndarray], inv_norm: np.ndarray, rows: np.ndarray, L: Lighting, out: np.ndarray,
-              semantic: np.ndarray | None = None, lv: np.ndarray | None = None) -> np.ndarray:
-    """Kernel C: sky radiance (`shading.sky` with clouds) + `to_srgb8` of the rays `rows` (the misses), into
-    `out[rows]` (and sem.SKY into `semantic[rows]`).
-
-    Args:
-        dirs: [dx, dy, dz], each `[P]` float32, the rays' directions (any length; `inv_norm` makes them unit).
-        inv_norm: `[P]` float32, 1 / |direction|.
-        rows: `[M]` int64 rays to fill. L: the lighting. out: `[P,3]` uint8. semantic: `[P]` uint8 or None.
-        lv: `light_vector(L)` when the caller already has it.
-    """
-    lv = light_vector(L) if lv is None else lv
-    if len(rows):
-        sem_out = _need(semantic, np.uint8, "semantic") if semantic is not None else np.zeros(1, np.uint8)
-        _sky_kernel(*(_need(d, _F32, "dirs[i]") for d in dirs), _need(inv_norm, _F32, "inv_norm"), _c(rows, np.int64),
-                    lv, _NOISE, _TONE_LUT, _need(out, np.uint8, "out"), sem_out, semantic is not None)
-    return out
-
-
-def gather_hits(origins: np.ndarray, dirs: list[np.ndarray], hi: np.ndarray, t_hit: np.ndarray, pid: np.ndarray,
-                nrm: np.ndarray, pix_per_cam: int, norm: np.ndarray, inv_norm: np.ndarray, tables,
-                params_t: np.ndarray, albedo_t: np.ndarray) -> SurfaceHits:
-    """Kernel D, the compiled twin of `Renderer._hits`: hit points, unit directions, camera-facing normals and
-    the gathered per-triangle attributes of the rays `hi`, in one pass.
-
-    Args:
-        origins: `[N,3]` float32 camera centres; dirs: [dx, dy, dz] `[P]` float32 ray components (camera-z 1),
-            P = N · pix_per_cam; hi: `[R]` int64 hit rays; t_hit: `[P]` float32; pid: `[P]` uint32 triangle ids;
-            nrm: `[P,3]` float32 triangle normals (as cast); norm, inv_norm: `[P]` float32 |direction| and inverse.
-        tables: the renderer's `MeshData` tables (`material`, `tag` `[T]` uint8).
-        params_t: `[8,T]` float32, albedo_t: `[3,T]` float32 — the renderer's transposed tables.
-
-    Returns:
-        the `SurfaceHits` of the R rays (equal to what `Renderer._hits` returns).
-    """
-    R = len(hi)
-    f = [np.empty(R, _F32) for _ in range(10)]
-    prim = np.empty(R, np.int64)
-    material = np.empty(R, np.uint8)
-    tag = np.empty(R, np.uint8)
-    albedo = np.empty((3, R), _F32)
-    if R:
-        _hits_kernel(_c(origins, _F32), *(_need(d, _F32, "dirs[i]") for d in dirs), _c(hi, np.int64),
-                     _need(t_hit, _F32, "t_hit"), _need(pid, np.uint32, "pid"), _need(nrm, _F32, "nrm"),
-                     int(pix_per_cam), _need(norm, _F32, "norm"), _need(inv_norm, _F32, "inv_norm"),
-                     _need(tables.material, np.uint8, "tables.material"), _need(tables.tag, np.uint8, "tables.tag"),
-                     _need(albedo_t, _F32, "albedo_t"), *f, prim, material, tag, albedo)
-    x, y, z, dx, dy, dz, nx, ny, nz, dist = f
-    return SurfaceHits(x=x, y=y, z=z, dx=dx, dy=dy, dz=dz, nx=nx, ny=ny, nz=nz, dist=dist, prim=prim,
-                       material=material, tag=tag, albedo=albedo, params_t=params_t)
-
-
-def shadow_rays(h: SurfaceHits, sun_dir: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kernel E, the numpy lines of `Renderer._shadows` before its occlusion query: which hits face the sun, and a
-    ray towards the sun from each (3 cm off the surface; foliage 1.2 m further towards the sun).
-
-    Args:
-        h: the hits after `surface_detail` (foliage normals final). sun_dir: `[3]` float32 unit vector.
-
-    Returns:
-        (facing `[R]` bool, fi `[S]` int64 the facing hits, srays `[S,6]` float32 origin + direction for Open3D).
-    """
-    R = len(h.x)
-    facing = np.empty(R, np.bool_)
-    fi = np.empty(R, np.int64)
-    srays = np.empty((R, 6), _F32)
-    S = 0
-    if R:
-        S = _shadow_rays_kernel(*(_need(getattr(h, k), _F32, f"h.{k}") for k in ("x", "y", "z", "nx", "ny", "nz")),
-                                _need(h.material, np.uint8, "h.material"), _c(sun_dir, _F32), facing, fi, srays)
-    return facing, fi[:S], srays[:S]
-
-
-def dense_emissions(emis: list, R: int) -> np.ndarray:
-    """The reference's list of emissions (hit indices, `[3]` or `[3,k]`) as a dense `[3,R]` float32 array."""
-    out = np.zeros((3, R), _F32)
-    for idx, e in emis:
-        out[:, idx] = e[:, None] if np.ndim(e) == 1 else e
-    return out

@@ -1,127 +1,39 @@
-"""Vectorised shading of ray hits: sun and sky light from the weather, cast shadows, fog, wet roads, night.
+"""Vectorised shading of ray hits, the readable numpy reference of the compiled shader (`shade_kernel`): sun and
+sky light (`lighting`), cast shadows, fog, wet roads, night.
 
 Inputs are flat per-ray arrays (R rays): hit points, unit ray directions, hit normals, per-triangle attributes
 gathered by primitive id. Colours are linear RGB until `to_srgb8`. Procedural surface detail (lane markings,
 crosswalks, windows, paving, foliage and grass variation) is computed here from world hit coordinates and the
-per-triangle parameters of `materials`, so there are no textures and no per-pixel Python.
-
-Sun direction from `WeatherParams`: azimuth φ (degrees, counter-clockwise from world +x; CARLA's "-1 = map
-default" maps to `DEFAULT_SUN_AZIMUTH_DEG`) and altitude θ: l = (cos θ cos φ, cos θ sin φ, sin θ).
+per-triangle parameters of `materials`, so there are no textures and no per-pixel Python; the lookup tables
+(noise, road markings, tone curve) are those of `shading_tables`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from sim_bridge import semantics as sem
 from sim_bridge.backends.procedural import materials as M
-from sim_bridge.backends.procedural.layout import CENTRE_BARRIER, CENTRE_DASHED_WHITE, CENTRE_DOUBLE_YELLOW
-from sim_bridge.weather import DEFAULT_SUN_AZIMUTH_DEG, WeatherParams
+from sim_bridge.backends.procedural.lighting import LampMap, Lighting
+from sim_bridge.backends.procedural.shading_tables import (
+    LUT_N,
+    LUT_RES,
+    MK_DASH_CENTRE,
+    MK_DASH_LANE,
+    MK_PARKING,
+    MK_TRACK,
+    MK_WHITE,
+    MK_YELLOW,
+    NOISE,
+    TEX_N,
+    TONE_LUT,
+    TONE_N,
+    TONE_SCALE,
+    marking_lut,
+)
 
 _F32 = np.float32
-
-
-def _lerp(a, b, t):
-    return np.asarray(a, _F32) + (np.asarray(b, _F32) - np.asarray(a, _F32)) * _F32(t)
-
-
-def _smooth(e0: float, e1: float, x: float) -> float:
-    t = min(max((x - e0) / (e1 - e0), 0.0), 1.0)
-    return t * t * (3 - 2 * t)
-
-
-@dataclass(frozen=True)
-class Lighting:
-    """Light of a weather preset (linear RGB radiance units; 1 ≈ a white surface in full sun at exposure 1).
-
-    Attributes:
-        sun_dir: `[3]` unit vector towards the sun (world).
-        sun_rgb: `[3]` direct sun light (0 at night).
-        zenith, horizon: `[3]` sky colours straight up and at the horizon.
-        glow: `[3]` extra sky colour around the sun (sunsets).
-        ambient: `[3]` sky light on an upward-facing surface.
-        fog_rgb: `[3]` colour of the fog / haze.
-        fog_beta: extinction, 1/m. fog_start: m before fog starts.
-        cloud: cloud cover 0..1. wet: road wetness 0..1. puddles: 0..1. rain: 0..1.
-        night: the sun is below the horizon (lamps, lit windows and headlights are on).
-        exposure: camera exposure multiplier.
-    """
-
-    sun_dir: np.ndarray
-    sun_rgb: np.ndarray
-    zenith: np.ndarray
-    horizon: np.ndarray
-    glow: np.ndarray
-    ambient: np.ndarray
-    fog_rgb: np.ndarray
-    fog_beta: float
-    fog_start: float
-    cloud: float
-    wet: float
-    puddles: float
-    rain: float
-    night: bool
-    exposure: float
-
-
-def lighting_from_weather(w: WeatherParams) -> Lighting:
-    """Sun, sky, fog and wetness of a weather preset."""
-    az = math.radians(w.sun_azimuth_angle if w.sun_azimuth_angle >= 0 else DEFAULT_SUN_AZIMUTH_DEG)
-    alt_deg = float(w.sun_altitude_angle)
-    alt = math.radians(alt_deg)
-    sun_dir = np.array([math.cos(alt) * math.cos(az), math.cos(alt) * math.sin(az), math.sin(alt)], _F32)
-    cloud = min(max(w.cloudiness / 100.0, 0.0), 1.0)
-    rain = min(max(w.precipitation / 100.0, 0.0), 1.0)
-    day = _smooth(-4.0, 10.0, alt_deg)           # 0 at night, 1 by 10° altitude
-    low = 1.0 - _smooth(8.0, 40.0, alt_deg)      # 1 at sunset, 0 at noon
-    sun_col = _lerp((1.0, 0.97, 0.92), (1.0, 0.55, 0.28), low)
-    direct = 3.1 * day * (1.0 - 0.88 * cloud ** 1.5) * (1.0 - 0.5 * rain)
-    zenith = _lerp((0.16, 0.33, 0.78), (0.17, 0.24, 0.48), low)
-    horizon = _lerp((0.62, 0.74, 0.90), (0.95, 0.62, 0.38), low)
-    glow = _lerp((0.25, 0.22, 0.18), (1.1, 0.5, 0.2), low) * _F32(1.0 - 0.8 * cloud)
-    grey = _F32(0.62 - 0.25 * rain - 0.15 * low) * np.array([0.95, 0.97, 1.0], _F32)
-    zenith = _lerp(zenith, grey * 0.9, cloud * 0.9)
-    horizon = _lerp(horizon, grey, cloud * 0.85)
-    night_z, night_h = np.array([0.004, 0.007, 0.018], _F32), np.array([0.025, 0.025, 0.035], _F32)
-    zenith = _lerp(night_z, zenith, day)
-    horizon = _lerp(night_h, horizon, day)
-    glow = glow * _F32(day)
-    ambient = (0.55 * zenith + 0.45 * horizon) * _F32(0.75 + 0.5 * cloud)
-    ambient = ambient + _F32(1 - day) * np.array([0.02, 0.018, 0.015], _F32)  # city glow at night
-    haze = 0.0012 + 0.00025 * w.fog_density + 0.006 * rain + (0.02 if w.dust_storm > 0 else 0.0)
-    fog_rgb = horizon * _F32(0.95)
-    if w.dust_storm > 0:
-        fog_rgb = np.array([0.55, 0.42, 0.28], _F32) * _F32(max(day, 0.1))
-    return Lighting(
-        sun_dir=sun_dir, sun_rgb=(sun_col * _F32(direct)).astype(_F32), zenith=zenith.astype(_F32),
-        horizon=horizon.astype(_F32), glow=glow.astype(_F32), ambient=ambient.astype(_F32), fog_rgb=fog_rgb.astype(_F32),
-        fog_beta=float(haze), fog_start=float(min(w.fog_distance, 60.0)), cloud=cloud,
-        wet=float(min(1.0, max(w.wetness, w.precipitation_deposits, 70.0 * rain) / 100.0)),
-        puddles=float(min(1.0, w.precipitation_deposits / 100.0)), rain=rain, night=alt_deg < 0.0,
-        exposure=1.0 if day > 0.5 else 2.2)
-
-
-# A tileable 256×256 noise texture in [-1, 1] (a few integer-frequency waves on the torus), built once.
-_TEX_N = 256
-
-
-def _make_noise_texture() -> np.ndarray:
-    rng = np.random.default_rng(12345)
-    i, j = np.meshgrid(np.arange(_TEX_N), np.arange(_TEX_N), indexing="ij")
-    tex = np.zeros((_TEX_N, _TEX_N))
-    for k in range(24):
-        fx, fy = rng.integers(-12, 13, 2)
-        if fx == 0 and fy == 0:
-            continue
-        amp = 1.0 / math.hypot(fx, fy)
-        tex += amp * np.sin(2 * math.pi * (fx * i + fy * j) / _TEX_N + rng.uniform(0, 2 * math.pi))
-    tex /= np.abs(tex).max()
-    return tex.astype(_F32).ravel()
-
-
-_NOISE = _make_noise_texture()
 
 
 def noise2(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
@@ -134,25 +46,37 @@ def noise2(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
     j0 = fv.astype(np.int32)
     a = u - fu
     b = v - fv
-    i1 = (i0 + 1) & (_TEX_N - 1)
-    j1 = (j0 + 1) & (_TEX_N - 1)
-    i0 &= _TEX_N - 1
-    j0 &= _TEX_N - 1
-    i0 *= _TEX_N
-    i1 *= _TEX_N
-    n00 = np.take(_NOISE, i0 + j0)
-    n10 = np.take(_NOISE, i1 + j0)
-    n01 = np.take(_NOISE, i0 + j1)
-    n11 = np.take(_NOISE, i1 + j1)
+    i1 = (i0 + 1) & (TEX_N - 1)
+    j1 = (j0 + 1) & (TEX_N - 1)
+    i0 &= TEX_N - 1
+    j0 &= TEX_N - 1
+    i0 *= TEX_N
+    i1 *= TEX_N
+    n00 = np.take(NOISE, i0 + j0)
+    n10 = np.take(NOISE, i1 + j0)
+    n01 = np.take(NOISE, i0 + j1)
+    n11 = np.take(NOISE, i1 + j1)
     top = n00 + (n10 - n00) * a
     return top + ((n01 + (n11 - n01) * a) - top) * b
 
 
 def grain(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
     """Blocky fine noise in [-1, 1] (nearest texel; for detail smaller than a pixel's footprint)."""
-    i = (x * _F32(1.0 / cell)).astype(np.int32) & (_TEX_N - 1)
-    j = (y * _F32(1.0 / cell)).astype(np.int32) & (_TEX_N - 1)
-    return np.take(_NOISE, i * _TEX_N + j)
+    i = (x * _F32(1.0 / cell)).astype(np.int32) & (TEX_N - 1)
+    j = (y * _F32(1.0 / cell)).astype(np.int32) & (TEX_N - 1)
+    return np.take(NOISE, i * TEX_N + j)
+
+
+def glow_powers(mu):
+    """(mu^8, mu^64) of the sun's cosine `mu` (float32 array or scalar) by repeated squaring, in this order of
+    roundings; `shade_kernel` compiles this same function for its sky, so both shaders round alike."""
+    mu8 = mu * mu
+    mu8 *= mu8
+    mu8 *= mu8
+    mu64 = mu8 * mu8
+    mu64 *= mu64
+    mu64 *= mu64
+    return mu8, mu64
 
 
 def sky(dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, L: Lighting, clouds: bool = True) -> np.ndarray:
@@ -161,12 +85,7 @@ def sky(dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, L: Lighting, clouds: boo
     t = np.sqrt(np.maximum(dz, 0.0))
     sd = L.sun_dir
     mu = np.clip(dx * sd[0] + dy * sd[1] + dz * sd[2], 0.0, 1.0)
-    mu8 = mu * mu
-    mu8 *= mu8
-    mu8 *= mu8
-    mu64 = mu8 * mu8
-    mu64 *= mu64
-    mu64 *= mu64
+    mu8, mu64 = glow_powers(mu)
     g = 0.6 * mu8 + mu64
     col = np.empty((3, len(dz)), _F32)
     for c in range(3):
@@ -186,7 +105,7 @@ def sky(dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, L: Lighting, clouds: boo
     return col
 
 
-def _hash01(*ints: np.ndarray) -> np.ndarray:
+def hash01(*ints: np.ndarray) -> np.ndarray:
     """Deterministic pseudo-random floats in [0, 1) from integer arrays (window lights)."""
     h = np.zeros(np.shape(ints[0]), dtype=np.uint32)
     for k, v in enumerate(ints):
@@ -195,43 +114,6 @@ def _hash01(*ints: np.ndarray) -> np.ndarray:
     h = h * np.uint32(0xC2B2AE35)
     h ^= h >> np.uint32(16)
     return (h >> np.uint32(8)).astype(_F32) / _F32(1 << 24)
-
-
-# Road marking lookup: per road style, the lateral profile |offset| -> marking class at 2 cm resolution.
-_LUT_RES = 0.02
-_LUT_N = 1200  # 24 m of half-width
-MK_NONE, MK_WHITE, MK_YELLOW, MK_DASH_CENTRE, MK_DASH_LANE, MK_PARKING, MK_TRACK = 0, 1, 2, 3, 4, 5, 6
-
-
-def road_marking_lut(road_styles: np.ndarray) -> np.ndarray:
-    """`[S*_LUT_N]` uint8 marking class of each style at |lateral offset| = (i + 0.5) · 2 cm (see MK_*).
-
-    Dashes (MK_DASH_*) and parking ticks are resolved along the road by the shader; MK_TRACK marks the darker
-    wheel tracks in the middle of each lane half.
-    """
-    out = np.zeros((len(road_styles), _LUT_N), np.uint8)
-    a = (np.arange(_LUT_N) + 0.5) * _LUT_RES
-    for k, (lanes, lw, med, park, shoulder, centre, cross, hw) in enumerate(road_styles):
-        c = np.zeros(_LUT_N, np.uint8)
-        outer = med + lanes * lw
-        lane_pos = np.mod(a - med, lw) / lw
-        c[(a > med) & (a < outer) & (np.abs(np.abs(lane_pos - 0.5) - 0.25) < 0.08)] = MK_TRACK
-        c[(park > 0) & (a > outer + 0.2)] = MK_PARKING
-        for j in range(1, int(lanes)):
-            c[np.abs(a - med - j * lw) < 0.07] = MK_DASH_LANE
-        if park > 0 or hw - outer > 0.5:
-            c[np.abs(a - outer - 0.12) < 0.08] = MK_WHITE
-        if centre == CENTRE_DOUBLE_YELLOW:
-            c[np.abs(a - 0.16) < 0.065] = MK_YELLOW
-        elif centre == CENTRE_DASHED_WHITE:
-            c[a < 0.07] = MK_DASH_CENTRE
-        elif centre == CENTRE_BARRIER:
-            c[np.abs(a - (med - 0.25)) < 0.08] = MK_YELLOW
-        out[k] = c
-    return out.ravel()
-
-
-_LUT_CACHE: dict = {}
 
 
 @dataclass
@@ -320,10 +202,7 @@ def _roads(h: SurfaceHits, idx, road_styles, spec, L: Lighting) -> None:
     """Lane markings, crosswalks, asphalt grain (ROAD hits `idx`), from each triangle's road frame."""
     if not len(idx):
         return
-    key = road_styles.tobytes()
-    if key not in _LUT_CACHE:
-        _LUT_CACHE[key] = road_marking_lut(road_styles)
-    lut = _LUT_CACHE[key]
+    lut = marking_lut(road_styles)
     ax, ay, ux, uy, s0, length, style = h.cols(idx, range(7))
     xi, yi = _sel(h.x, idx), _sel(h.y, idx)
     rx = xi - ax
@@ -331,7 +210,7 @@ def _roads(h: SurfaceHits, idx, road_styles, spec, L: Lighting) -> None:
     s = s0 + rx * ux + ry * uy                    # along the edge, m
     a = np.abs(ux * ry - uy * rx)                 # |lateral offset| from the centre line, m
     si = style.astype(np.int32)
-    cls = np.take(lut, si * _LUT_N + np.minimum((a * _F32(1 / _LUT_RES)).astype(np.int32), _LUT_N - 1))
+    cls = np.take(lut, si * LUT_N + np.minimum((a * _F32(1 / LUT_RES)).astype(np.int32), LUT_N - 1))
     white = cls == MK_WHITE
     yellow = cls == MK_YELLOW
     k = np.flatnonzero(cls == MK_DASH_LANE)
@@ -425,9 +304,9 @@ def _facades(h: SurfaceHits, idx, buildings, spec, emis, L: Lighting) -> None:
     glass = punched | shop | glass_c
     spec[idx[glass]] = 0.55
     if L.night:
-        lit = np.flatnonzero(glass & (_hash01(bid, col, floor) < np.where(shop, 0.8, 0.38)))
+        lit = np.flatnonzero(glass & (hash01(bid, col, floor) < np.where(shop, 0.8, 0.38)))
         warm = np.array([1.0, 0.78, 0.45], _F32) * 0.28
-        emis.append((idx[lit], warm[:, None] * (0.6 + 0.8 * _hash01(col[lit], floor[lit] + 7))[None]))
+        emis.append((idx[lit], warm[:, None] * (0.6 + 0.8 * hash01(col[lit], floor[lit] + 7))[None]))
 
 
 def _foliage(h: SurfaceHits, idx) -> None:
@@ -465,55 +344,6 @@ def _ground(h: SurfaceHits, idx, forest: bool) -> None:
             h.albedo[c, idx] *= np.where(woods, _F32(k), _F32(1.0)) * v
     else:
         _scale(h.albedo, idx, v)
-
-
-class LampMap:
-    """Ground irradiance of the street lamps at night, precomputed on a 0.5 m raster and sampled bilinearly.
-
-    Args:
-        bounds: (xmin, ymin, xmax, ymax) of the raster, m.
-        lamps: `[K,3]` lamp-head positions, m.
-        intensity: radiant intensity of one lamp (linear units × m²).
-    """
-
-    CELL = 0.5
-    REACH = 25.0
-
-    def __init__(self, bounds, lamps: np.ndarray, intensity: float = 14.0):
-        x0, y0, x1, y1 = bounds
-        self.x0, self.y0 = float(x0), float(y0)
-        self.nx = int(math.ceil((x1 - x0) / self.CELL)) + 2
-        self.ny = int(math.ceil((y1 - y0) / self.CELL)) + 2
-        grid = np.zeros((self.nx, self.ny), np.float32)
-        r = int(self.REACH / self.CELL)
-        for lx, ly, lz in lamps:
-            i0 = int((lx - self.x0) / self.CELL)
-            j0 = int((ly - self.y0) / self.CELL)
-            ii = np.clip(np.arange(i0 - r, i0 + r + 1), 0, self.nx - 1)
-            jj = np.clip(np.arange(j0 - r, j0 + r + 1), 0, self.ny - 1)
-            dx = (self.x0 + ii * self.CELL - lx)[:, None]
-            dy = (self.y0 + jj * self.CELL - ly)[None, :]
-            d2 = dx * dx + dy * dy + lz * lz
-            # Point light above the ground: E = I cos(θ) / d² = I h / d³.
-            grid[np.ix_(ii, jj)] += (intensity * lz / (d2 * np.sqrt(d2))).astype(np.float32)
-        self.grid = grid.ravel()
-
-    def sample(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Irradiance `[R]` at ground positions (x, y) `[R]` (0 outside the raster)."""
-        u = (x - self.x0) * _F32(1 / self.CELL)
-        v = (y - self.y0) * _F32(1 / self.CELL)
-        inside = (u >= 0) & (v >= 0) & (u < self.nx - 1) & (v < self.ny - 1)
-        u = np.where(inside, u, 0)
-        v = np.where(inside, v, 0)
-        i = u.astype(np.int32)
-        j = v.astype(np.int32)
-        a = u - i
-        b = v - j
-        k = i * self.ny + j
-        g = self.grid
-        top = np.take(g, k) * (1 - a) + np.take(g, k + self.ny) * a
-        bot = np.take(g, k + 1) * (1 - a) + np.take(g, k + self.ny + 1) * a
-        return np.where(inside, top * (1 - b) + bot * b, 0.0).astype(_F32)
 
 
 def shade(h: SurfaceHits, sun_lit: np.ndarray, emis: list, spec: np.ndarray, L: Lighting,
@@ -582,26 +412,12 @@ def shade(h: SurfaceHits, sun_lit: np.ndarray, emis: list, spec: np.ndarray, L: 
     return col
 
 
-_TONE_N = 8192
-_TONE_SCALE = (_TONE_N - 1) / 3.0  # the table covers k·x in [0, 9] (sqrt in [0, 3]); brighter saturates anyway
-
-
-def _tone_lut() -> np.ndarray:
-    x = ((np.arange(_TONE_N) + 0.5) / _TONE_SCALE) ** 2   # k·x at the centre of each bin
-    y = 1.0 - np.exp(-x)
-    srgb = np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1 / 2.4) - 0.055)
-    return np.round(255.0 * np.clip(srgb, 0.0, 1.0)).astype(np.uint8)
-
-
-_TONE_LUT = _tone_lut()
-
-
 def to_srgb8(col: np.ndarray, exposure: float, out: np.ndarray) -> np.ndarray:
     """Planar linear radiance `[3,R]` -> sRGB uint8 written into `out [R,3]` (a soft shoulder 1 - exp(-k x) and
     the sRGB curve, both in one lookup table indexed by sqrt(k x))."""
     for c in range(3):
         q = np.sqrt(np.maximum(col[c] * _F32(exposure), 0.0))
-        q *= _F32(_TONE_SCALE)
-        np.minimum(q, _F32(_TONE_N - 1), out=q)
-        out[:, c] = np.take(_TONE_LUT, q.astype(np.int32))
+        q *= _F32(TONE_SCALE)
+        np.minimum(q, _F32(TONE_N - 1), out=q)
+        out[:, c] = np.take(TONE_LUT, q.astype(np.int32))
     return out

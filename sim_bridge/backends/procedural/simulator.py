@@ -14,13 +14,15 @@ import numpy as np
 import open3d as o3d
 
 from sim_bridge.backends.base import EpisodeSpec, FrameData
+from sim_bridge.backends.procedural.car_meshes import CarFleet
 from sim_bridge.backends.procedural.driving import RoadNet, Traffic
 from sim_bridge.backends.procedural.layout import build_layout
-from sim_bridge.backends.procedural.meshes import CarFleet, MeshData, build_static_mesh, land_rect
+from sim_bridge.backends.procedural.lighting import LampMap, lighting_from_weather
+from sim_bridge.backends.procedural.meshes import MeshData
 from sim_bridge.backends.procedural.placement import CAR_COLOURS, plan_town
 from sim_bridge.backends.procedural.render import Renderer, RenderOutput
 from sim_bridge.backends.procedural.roads import build_roads
-from sim_bridge.backends.procedural.shading import LampMap, lighting_from_weather
+from sim_bridge.backends.procedural.town_mesh import build_static_mesh, land_rect
 from sim_bridge.rig import Rig
 from sim_bridge.towns import check_town
 from sim_bridge.weather import WEATHER_PRESETS, check_weather

@@ -1,31 +1,36 @@
 """Sensor throughput benchmark: frames/s of `render_trajectory` for the 6-camera capture rig (RGB + depth,
 volume rendering and the stage-1 CNN decoder included, host numpy frames out).
 
-Scene: `nfldm_sdk.benchmarks.render.driving_like_field` (ground, cars, buildings) on a ``grid`` with ``channels`` feature
-channels. Decoder: a randomly initialised `SceneAutoEncoder` with the sizes below (the ``small`` preset's stage-1
-sizes by default; weights do not change the cost), or the ``scene_ae`` of a model bundle with ``--model``. The ego
-drives straight through the scene at 10 m/s, 10 Hz.
+Scene: `nfldm_sdk.fields.synthetic.driving_like_field` (ground, cars, buildings) on the decoder's grid with its feature
+channels. Decoder: a randomly initialised `SceneAutoEncoder` of a preset's stage-1 sizes (`bench_decoder`:
+``PRESETS[preset].scene_ae`` of `nfldm_training.configs.presets`, ``small`` by default; weights do not change the
+cost), or the ``scene_ae`` of a model bundle with ``--model``. The ego drives straight through the scene at 10 m/s,
+10 Hz.
 
 Run::
 
-    python -m nfldm_sdk.benchmarks.sensors                       # CPU, 256×256, 2 ticks × 6 cameras
-    python -m nfldm_sdk.benchmarks.sensors --device cuda --ticks 20 --batch-size 24
+    python -m nfldm_training.benchmarks.sensors                       # CPU, 256×256, 2 ticks × 6 cameras
+    python -m nfldm_training.benchmarks.sensors --device cuda --ticks 20 --batch-size 24 [--preset tiny]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
-from nfldm_sdk.benchmarks.render import driving_like_field
-from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
 from nfldm_sdk.cameras.rig import CameraRig
-from nfldm_sdk.sensors.sensors import RenderableScene, render_trajectory
 from nfldm_sdk.cameras.trajectory import Trajectory
+from nfldm_sdk.fields.synthetic import driving_like_field
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.models.scene_ae import SceneAutoEncoder
+from nfldm_sdk.pipelines.bundle import load_part
+from nfldm_sdk.sensors.renderer import RenderableScene
+from nfldm_sdk.sensors.trajectory_render import render_trajectory
+from nfldm_training.configs.presets import PRESETS
 
 __all__ = ["SensorBenchResult", "run_sensor_bench", "format_sensor_bench", "bench_decoder", "main"]
 
@@ -54,16 +59,24 @@ class SensorBenchResult:
     """Peak CUDA memory, MiB (None on CPU)."""
 
 
-def bench_decoder(channels: int = 16, render_samples: int = 64, downsample: int = 4,
-                  decoder_widths: tuple[int, ...] = (128, 64, 32), blocks_per_stage: int = 2,
-                  grid: tuple[int, int, int] = (16, 64, 64), seed: int = 0) -> SceneAutoEncoder:
-    """A randomly initialised stage-1 model of the given sizes (defaults: the ``small`` preset's stage 1)."""
+def bench_decoder(preset: str = "small", seed: int = 0, **sizes) -> SceneAutoEncoder:
+    """A randomly initialised stage-1 model of preset `preset`'s sizes (``PRESETS[preset].scene_ae``), in eval mode.
+
+    Args:
+        preset: a preset of the table (``tiny``, ``small``, ``paper``).
+        seed: seed of the initial weights.
+        **sizes: `SceneAEConfig` fields replacing the preset's (``feature_channels``, ``grid_shape``,
+            ``render_samples``, ``decoder_widths``, ...); given ``decoder_widths`` alone, the encoder takes them
+            reversed, so the two stay of one length.
+    Raises:
+        KeyError: unknown preset. TypeError: a size that is no `SceneAEConfig` field.
+    """
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if "decoder_widths" in sizes and "encoder_widths" not in sizes:
+        sizes["encoder_widths"] = tuple(reversed(sizes["decoder_widths"]))
+    cfg = dataclasses.replace(PRESETS[preset].scene_ae, **sizes)
     torch.manual_seed(seed)
-    levels = len(decoder_widths)
-    cfg = SceneAEConfig(image_size=(128, 128), downsample=downsample, depth_bins=32, near=1.0, far=60.0,
-                        feature_channels=channels, grid_shape=grid, render_samples=render_samples,
-                        encoder_widths=tuple(reversed(decoder_widths))[:levels], decoder_widths=tuple(decoder_widths),
-                        blocks_per_stage=blocks_per_stage)
     return SceneAutoEncoder(cfg).eval()
 
 
@@ -120,20 +133,18 @@ def format_sensor_bench(r: SensorBenchResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> SensorBenchResult:
-    """``python -m nfldm_sdk.benchmarks.sensors [--device cuda] [--size 256] [--ticks 2] [--batch-size 12] [--model B]``"""
-    p = argparse.ArgumentParser(prog="python -m nfldm_sdk.benchmarks.sensors", description=__doc__.split("\n")[0])
+    """``python -m nfldm_training.benchmarks.sensors [--device cuda] [--size 256] [--ticks 2] [--batch-size 12]
+    [--preset P | --model B]``"""
+    p = argparse.ArgumentParser(prog="python -m nfldm_training.benchmarks.sensors", description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=256, help="image width = height, pixels")
     p.add_argument("--ticks", type=int, default=2, help="trajectory ticks rendered per round")
     p.add_argument("--batch-size", type=int, default=12, help="views per decoder call")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--rounds", type=int, default=2, help="timed rounds (median counts)")
-    p.add_argument("--model", default=None, help="a model bundle (its scene_ae is benchmarked)")
+    p.add_argument("--preset", default="small", choices=list(PRESETS), help="stage-1 sizes of the random decoder")
+    p.add_argument("--model", default=None, help="a model bundle (its scene_ae is benchmarked instead)")
     a = p.parse_args(argv)
-    decoder = None
-    if a.model:
-        from nfldm_sdk.pipelines.generator import load_part
-
-        decoder = load_part(a.model, "scene_ae", device=a.device)
+    decoder = load_part(a.model, "scene_ae", device=a.device) if a.model else bench_decoder(a.preset)
     r = run_sensor_bench(a.size, a.ticks, a.batch_size, a.device, decoder=decoder, rounds=a.rounds)
     print(format_sensor_bench(r))
     return r

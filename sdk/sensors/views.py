@@ -1,0 +1,83 @@
+"""The one decode-and-quantise step: views of a voxel field through the stage-1 decoder, as `SceneImages`.
+
+`NeuralScene.render` and the sensors' batched renderer (`nfldm_sdk.sensors.renderer`) both decode through
+`decode_views`, so a pixel is quantised one way everywhere: ``rgb = round(255 · clamp(decoder rgb, 0, 1))`` as uint8,
+depth planar z in metres with ``inf`` where the accumulated opacity stayed below
+`nfldm_sdk.rendering.api.HIT_ALPHA`, alpha in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.rendering.api import HIT_ALPHA
+
+__all__ = ["SceneImages", "decode_views", "ray_length_per_depth"]
+
+
+@dataclass(eq=False)
+class SceneImages:
+    """Renders of one scene from N cameras (on the render device).
+
+    Attributes:
+        rgb: ``[N, H, W, 3]`` uint8 RGB (the project's image convention; ``round(255 · decoder output)``).
+        depth: ``[N, H, W]`` float32 planar z-depth in metres; ``inf`` where the ray met nothing (valid = isfinite).
+        alpha: ``[N, H, W]`` float32 accumulated opacity in [0, 1].
+        range: ``[N, H, W]`` float32 ray length from the camera centre in metres (``inf`` for no hit), or None when
+            not requested (``decode_views(..., with_range=True)``).
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    alpha: torch.Tensor
+    range: torch.Tensor | None = None
+
+    @staticmethod
+    def cat(parts: Sequence["SceneImages"]) -> "SceneImages":
+        """The views of `parts` one after the other (``[sum N_i, ...]``); all parts have a range or none has."""
+        return SceneImages(torch.cat([p.rgb for p in parts]), torch.cat([p.depth for p in parts]),
+                           torch.cat([p.alpha for p in parts]),
+                           None if parts[0].range is None else torch.cat([p.range for p in parts]))
+
+    def __getitem__(self, index) -> "SceneImages":
+        """Views `index` (an int, slice or index tensor over N) of every image."""
+        return SceneImages(self.rgb[index], self.depth[index], self.alpha[index],
+                           None if self.range is None else self.range[index])
+
+
+def ray_length_per_depth(cameras: Cameras) -> torch.Tensor:
+    """``[V, H, W]`` ``|K^-1 (u, v, 1)|`` of flattened cameras ``[V]``: a pixel at planar depth z lies at ray distance
+    ``z ·`` this (metres per metre)."""
+    uv = cameras.pixel_centers()                                                       # [H, W, 2]
+    uv1 = torch.cat([uv, torch.ones_like(uv[..., :1])], -1)                            # [H, W, 3]
+    d_cam = torch.einsum("vij,hwj->vhwi", torch.linalg.inv(cameras.K), uv1)            # [V, H, W, 3], z = 1
+    return d_cam.norm(dim=-1)
+
+
+@torch.no_grad()
+def decode_views(decoder: torch.nn.Module, field: VoxelField, cameras: Cameras, *,
+                 with_range: bool = False) -> SceneImages:
+    """Decode one scene from `cameras` in one decoder call and quantise the result (module docstring).
+
+    Args:
+        decoder: a `SceneAutoEncoder` (anything with ``decode(field [1], cameras [1, n], *, min_hit_alpha) ->
+            SceneRender``), in eval mode, on the device of `field` and `cameras`.
+        field: the scene as a batch of one (``VoxelField.stack([field])``, float32); an unbatched field is stacked.
+        cameras: flattened ``[n]`` `Cameras` (float32, on the decoder's device); ``width``/``height`` divisible by
+            the decoder's downsample factor.
+        with_range: also return the ray length (``depth · |K^-1 (u, v, 1)|``, ``inf`` stays ``inf``).
+    Returns:
+        `SceneImages` with rgb ``[n, H, W, 3]`` uint8, depth/alpha ``[n, H, W]`` float32 and range (or None).
+    """
+    if not field.is_batched:
+        field = VoxelField.stack([field])
+    n = cameras.batch_shape[0]
+    out = decoder.decode(field, cameras.reshape(1, n), min_hit_alpha=HIT_ALPHA)          # rgb [1, n, 3, H, W]
+    rgb = (out.rgb[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)    # [n, H, W, 3]
+    depth = out.depth[0].float()                                                         # [n, H, W]
+    rng = depth * ray_length_per_depth(cameras).float() if with_range else None          # inf stays inf
+    return SceneImages(rgb.contiguous(), depth, out.alpha[0].float(), rng)

@@ -1,0 +1,263 @@
+"""The sections of the preset table, one per stage, and the `Preset` that nests them (types only, no values).
+
+* stage 1 — `SceneAETrainConfig` (beside the model's `SceneAEConfig`);
+* stage 2 — `LatentAETrainConfig` (beside `LatentAEConfig`), and `LatentPreset`, the stage-2 view of a preset;
+* stage 3 — `LDMTrainConfig` per level, and `LDMPreset`: the three denoisers, their schedule and training;
+* stage 4 — `PriorTrainConfig`, and `PriorPreset`: the SDS prior and its training.
+
+The training sections derive from `nfldm_training.configs.base.TrainConfig` (the settings every stage shares) and
+redeclare a shared field only where the stage's default differs or the field counts the stage's own items. The
+values live in the one table, `nfldm_training.configs.presets.PRESETS`; this module imports nothing of it, so the
+table and its stage views (`nfldm_training.configs.latent`, `.ldm`, `.prior`) import the types from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nfldm_sdk.models.denoisers import CDenoiserConfig, FDenoiserConfig, GDenoiserConfig
+from nfldm_sdk.models.latent_ae import LatentAEConfig
+from nfldm_sdk.models.prior_unet import PriorConfig
+from nfldm_sdk.models.scene_ae import SceneAEConfig
+from nfldm_sdk.pipelines.sampling import SamplerDefaults
+from nfldm_sdk.models.noise_schedule import NoiseSchedule
+from nfldm_training.configs.base import TrainConfig
+
+__all__ = ["SceneAETrainConfig", "LatentAETrainConfig", "LDMTrainConfig", "PriorTrainConfig", "LatentPreset",
+           "LDMPreset", "PriorPreset", "Preset", "LEVELS"]
+
+#: The denoiser levels of stage 3, coarsest first.
+LEVELS = ("g", "c", "f")
+
+
+@dataclass
+class SceneAETrainConfig(TrainConfig):
+    """Stage-1 training settings (`nfldm_training.modules.scene_ae`, `nfldm_training.data.capture_windows`).
+
+    The image size is not repeated here: training uses ``Preset.scene_ae.image_size``. ``seed`` seeds the weights,
+    the data order and the view hold-out.
+    """
+
+    batch_size: int = 2
+    """Scene windows per optimisation step (per device)."""
+    val_fraction: float = 0.2
+    """Fraction of each store's episodes held out for validation (by episode, deterministic; at least one when a
+    store has two or more episodes)."""
+    window: int = 2
+    """Consecutive frames per scene window (one training item); the scene frame is the ego frame at the
+    window's anchor, its middle frame ``start + (window - 1) // 2``."""
+    stride: int = 1
+    """Frames between the first frames of consecutive windows of an episode."""
+    cameras: tuple[str, ...] | None = None
+    """Rig cameras used per frame (names); None = all cameras of the store's rig."""
+    target_holdout: int = 0
+    """Views per window held out of the encoder input and used only as render targets (chosen at random with a
+    seeded generator each step). 0: every view is both an encoder input and a target."""
+    image_loss: str = "l1"
+    """Image reconstruction loss: ``"l1"`` or ``"l2"``."""
+    image_weight: float = 1.0
+    """Weight of the image loss."""
+    depth_loss: str = "l1"
+    """Depth loss on valid pixels within [near, far]: ``"l1"`` (metres) or ``"inverse"`` (L1 on near/depth)."""
+    depth_weight: float = 0.02
+    """Weight of the depth loss (with ``"l1"`` the loss is in metres: 0.02 makes 1 m error count like 0.02 of
+    mean absolute colour error)."""
+    val_batches: int | None = None
+    """Validation batches per validation (None = the whole validation split)."""
+    cache_windows: bool = False
+    """Keep decoded scene windows in memory after their first read (small stores only)."""
+
+
+@dataclass
+class LatentAETrainConfig(TrainConfig):
+    """Stage-2 training settings (`nfldm_training.modules.latent_ae`, `nfldm_training.data.latent_scenes`).
+
+    Scene windows (frames, cameras, image size) are those the voxel store was encoded from (its root attrs); the
+    KL weight and commitment β live in the model config (``latent_ae.kl_weight``, ``latent_ae.commitment_beta``).
+    ``seed`` seeds the weights, the data order, g's noise and the rendered-view draw.
+    """
+
+    batch_size: int = 2
+    """Scenes per optimisation step (per device)."""
+    val_fraction: float = 0.2
+    """Fraction of each capture store's episodes held out for validation (the stage-1 split rule,
+    `nfldm_training.data.capture_windows.SceneWindowDataset`)."""
+    voxel_loss: str = "l1"
+    """Voxel reconstruction ‖V − V̂‖ of the features (and of the density when `density_loss` is None): ``"l1"``
+    (mean absolute error) or ``"l2"`` (mean squared error)."""
+    density_loss: str | None = "l2"
+    """``"l1"`` or ``"l2"`` for the density part of the voxel loss (None: `voxel_loss`). L2 of ``log(σ + ε)``: the
+    rare surface voxels are off by several units of log density while the LAE has not found them, and the square
+    makes them count (overfitting two scenes: 75 % of their mean σ recovered in 600 steps, L1 0 %)."""
+    density_weight: float = 1.0
+    """Weight of the density part of the voxel loss (σ in 1/m)."""
+    density_log_eps: float = 1e-3
+    """ε (1/m): the voxel loss compares densities as ``log(σ + ε)``; 0 compares σ itself. Why log space (a loss on σ
+    left the LAE decoding fog): `nfldm_training.modules.latent_ae`."""
+    feature_weight: float = 1.0
+    """Weight of the feature part of the voxel loss."""
+    image_loss: str = "l1"
+    """Image reconstruction ‖i − r(V̂, κ)‖ through the frozen stage-1 decoder: ``"l1"`` or ``"l2"``."""
+    image_weight: float = 1.0
+    """Weight of the image loss (0 trains on voxels only; the renders are then skipped in training)."""
+    render_views: int | None = None
+    """Views per window rendered for the image loss, drawn at random each step with a seeded generator
+    (None = all views of the window). Validation renders every view."""
+    sample_g: bool = True
+    """Sample g with the reparameterisation trick in training (False: use the posterior mean)."""
+    val_batches: int | None = None
+    """Validation batches per validation (None = the whole validation split)."""
+
+
+@dataclass
+class LDMTrainConfig(TrainConfig):
+    """Training of one level's denoiser (`nfldm_training.modules.ldm`). ``seed`` seeds the weights, the data order,
+    the noise and the timesteps."""
+
+    batch_size: int = 32
+    """Scenes per optimisation step (per device)."""
+    lr: float = 2e-4
+    """AdamW learning rate (constant after a linear warm-up)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    val_fraction: float = 0.2
+    """Fraction of each capture store's episodes held out (stage 1's rule and default fraction, so the denoisers never
+    train on the episodes stage 1, the LAE and `nfldm eval` hold out); single-episode stores: every k-th scene."""
+    val_interval: int = 200
+    """Optimisation steps between validations (and checkpoints)."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of the weights (the EMA weights are what gets saved). The
+    effective decay warms up as ``min(ema_decay, (1 + n) / (10 + n))`` after n updates, so short runs still
+    move away from the initial weights."""
+    loss_weighting: str = "none"
+    """``"none"``: plain ``‖v̂ − v‖²`` (the usual v-prediction loss; on x_0 it is the weight ``SNR_t + 1``);
+    ``"min_snr"``: Min-SNR-γ weighting for v-prediction (Hang et al. 2023), ``min(SNR_t, γ) / (SNR_t + 1)`` per
+    sample, which caps the weight of nearly clean timesteps (but gives ~0 weight to the noisiest ones with a
+    zero-terminal-SNR schedule). The paper's ``w(λ_t)`` is not given; plain v-MSE is our default."""
+    snr_gamma: float = 5.0
+    """γ of the Min-SNR weighting."""
+
+
+@dataclass
+class PriorTrainConfig(TrainConfig):
+    """Training of the prior (`nfldm_training.modules.prior`). ``seed`` seeds the weights, the data order, the noise,
+    the timesteps, the condition dropout and the generated artifact scenes."""
+
+    batch_size: int = 32
+    """Images per optimisation step (per device)."""
+    lr: float = 2e-4
+    """AdamW learning rate (constant after a linear warm-up)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_steps: int = 2000
+    """Optimisation steps (total, across resumes)."""
+    val_fraction: float = 0.05
+    """Fraction of each class's images held out for the validation loss (every k-th image)."""
+    val_interval: int = 500
+    """Optimisation steps between validations (and checkpoints)."""
+    ema_decay: float = 0.999
+    """Decay of the EMA of the weights (what gets saved); warms up as ``min(decay, (1+n)/(10+n))``."""
+    cond_dropout: float = 0.1
+    """Fraction of training images whose class is replaced by the null class (classifier-free guidance needs the
+    unconditional model)."""
+    artifact_fraction: float = 0.5
+    """Expected fraction of each batch drawn from the artifact images (balanced sampling with replacement: there are
+    usually far fewer renders than captured images)."""
+    artifact_scenes: int = 16
+    """Scenes generated from the bundle whose renders are the artifact images."""
+    artifact_views: int = 8
+    """Views rendered per generated scene, from the SDS camera distribution (`nfldm_sdk.cameras.builders.sample_sds_cameras`)."""
+    generate_steps: int = 25
+    """Sampler steps per level when generating those scenes."""
+    frame_stride: int = 1
+    """Use every k-th captured frame (consecutive frames are nearly identical)."""
+
+    def __post_init__(self):
+        if not (0.0 <= self.cond_dropout < 1.0):
+            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not (0.0 <= self.artifact_fraction <= 1.0):
+            raise ValueError(f"artifact_fraction must be in [0, 1], got {self.artifact_fraction}")
+
+
+@dataclass
+class LatentPreset:
+    """The stage-2 view of a preset: its name and its two stage-2 sections (what `nfldm train latent-ae` trains)."""
+
+    name: str = "custom"
+    """Preset name (``tiny``, ``small``, ``paper``) or ``custom``."""
+    description: str = ""
+    """One line: what the preset is for."""
+    latent_ae: LatentAEConfig = field(default_factory=LatentAEConfig)
+    """Stage 2 model: the latent voxel auto-encoder."""
+    latent_ae_train: LatentAETrainConfig = field(default_factory=LatentAETrainConfig)
+    """Stage 2 training."""
+
+
+@dataclass
+class LDMPreset:
+    """Stage 3: the three denoisers, their noise schedule, their training and the sampler defaults."""
+
+    denoiser_g: GDenoiserConfig = field(default_factory=GDenoiserConfig)
+    """ψ_g network sizes (``g_dim`` is filled in from the latents)."""
+    denoiser_c: CDenoiserConfig = field(default_factory=CDenoiserConfig)
+    """ψ_c network sizes (``latent_shape``, ``g_dim`` filled in from the latents)."""
+    denoiser_f: FDenoiserConfig = field(default_factory=FDenoiserConfig)
+    """ψ_f network sizes (``latent_shape``, ``c_shape``, ``g_dim`` filled in from the latents)."""
+    schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
+    """Forward process (T = 1000, cosine, v-prediction) shared by the three levels."""
+    train_g: LDMTrainConfig = field(default_factory=LDMTrainConfig)
+    """Training of ψ_g."""
+    train_c: LDMTrainConfig = field(default_factory=LDMTrainConfig)
+    """Training of ψ_c."""
+    train_f: LDMTrainConfig = field(default_factory=LDMTrainConfig)
+    """Training of ψ_f."""
+    sampler: SamplerDefaults = field(default_factory=SamplerDefaults)
+    """Sampler defaults written into model bundles."""
+
+    def train_config(self, level: str) -> LDMTrainConfig:
+        """The training section of `level` (``"g"``, ``"c"`` or ``"f"``)."""
+        if level not in LEVELS:
+            raise KeyError(f"unknown level {level!r}: choose g, c or f")
+        return getattr(self, f"train_{level}")
+
+    def denoiser_config(self, level: str):
+        """The denoiser config of `level`."""
+        if level not in LEVELS:
+            raise KeyError(f"unknown level {level!r}: choose g, c or f")
+        return getattr(self, f"denoiser_{level}")
+
+
+@dataclass
+class PriorPreset:
+    """Stage 4: the prior network and its training."""
+
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """The U-Net (image size, channels, noise schedule: v-prediction)."""
+    train: PriorTrainConfig = field(default_factory=PriorTrainConfig)
+    """Its training."""
+
+
+@dataclass
+class Preset:
+    """Everything one named configuration fixes: a section per stage."""
+
+    name: str = "custom"
+    """Preset name (``tiny``, ``small``, ``paper``) or ``custom``."""
+    description: str = ""
+    """One line: what the preset is for."""
+    scene_ae: SceneAEConfig = field(default_factory=SceneAEConfig)
+    """Stage 1 model: the scene auto-encoder."""
+    scene_ae_train: SceneAETrainConfig = field(default_factory=SceneAETrainConfig)
+    """Stage 1 training."""
+    latent_ae: LatentAEConfig = field(default_factory=LatentAEConfig)
+    """Stage 2 model: the latent voxel auto-encoder (grid, channels and box equal ``scene_ae``'s)."""
+    latent_ae_train: LatentAETrainConfig = field(default_factory=LatentAETrainConfig)
+    """Stage 2 training."""
+    ldm: LDMPreset = field(default_factory=LDMPreset)
+    """Stage 3: the three denoisers, their noise schedule, training and sampler defaults."""
+    prior: PriorPreset = field(default_factory=PriorPreset)
+    """Stage 4: the SDS prior and its training."""
+
+    def latent_view(self) -> LatentPreset:
+        """The stage-2 view of this preset (its name, description and stage-2 sections, not copied)."""
+        return LatentPreset(name=self.name, description=self.description, latent_ae=self.latent_ae,
+                            latent_ae_train=self.latent_ae_train)

@@ -1,0 +1,1 @@
+"""The run protocol shared by all stages: run directories, checkpoints, the Lightning trainer."""
