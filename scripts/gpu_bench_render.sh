@@ -24,7 +24,7 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "nvidia-smi not available" > "$O
 
 status=0
 "$PY" -m nfldm_sdk.benchmarks.triton_report --arch 90 --indent 1 > "$OUT/compile_report.json" || status=1
-"$PY" -m pytest tests/test_render_triton.py tests/test_render.py -q -rA -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt"
+"$PY" -m pytest tests/sdk/rendering/test_render_triton.py tests/sdk/rendering/test_render.py -q -rA -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 "$PY" -m nfldm_sdk.benchmarks.render --device cuda --batch 12 --triton-batch "${TRITON_BATCH:-32}" \
     --json "$OUT/render_bench.json" 2>&1 | tee "$OUT/render_bench.txt"

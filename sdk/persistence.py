@@ -30,7 +30,7 @@ silently dropped, because a config that does not round-trip is a model that does
 
 Class paths are recorded in saved files (``config.json``'s ``_class``, a bundle manifest's ``parts.*.class``), so a
 class that moves keeps its old path loadable through `CLASS_PATH_ALIASES`: `import_class`, the ``_class`` check of
-`PretrainedMixin.from_pretrained` and the bundle part check (`nfldm_sdk.pipelines.bundle.load_part`) read an old path
+`PretrainedMixin.from_pretrained` and the bundle part check (`nfldm_sdk.models.bundle.load_part`) read an old path
 as the class it now names (`names_class`).
 """
 from __future__ import annotations

@@ -16,6 +16,7 @@ try:  # keep the suite within the 2 cores of CI machines
 except ImportError:  # pragma: no cover
     pass
 
+# Project modules are imported inside the fixtures (start-up time: a run of a few tests imports only what they use).
 TINY_CAPTURE = dict(town="Town03", episodes=2, frames=8, width=64, height=64, rig="default", weather="ClearNoon", seed=7, fps=5.0)
 
 
@@ -26,6 +27,13 @@ def make_capture(path: str, **overrides) -> str:
     cfg = CollectConfig(out=str(path), backend="procedural", **{**TINY_CAPTURE, **overrides})
     collect(cfg, progress=False, log=lambda m: None)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def capture_factory():
+    """``capture_factory(path, **overrides) -> path``: `make_capture`, for tests that need a capture of their own
+    (other episodes, frames or size than `tiny_capture`)."""
+    return make_capture
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +66,7 @@ def write_tiny_bundle():
     """``write_tiny_bundle(path, generator, latent_stats=None) -> path``: `generator`'s parts written as a model bundle
     (preset "tiny", a zero training-data hash); `latent_stats` replaces the generator's statistics (and is set on it)."""
     def write(path, generator, latent_stats=None):
-        from nfldm_sdk.pipelines.bundle import write_bundle
+        from nfldm_sdk.models.bundle import write_bundle
 
         if latent_stats is not None:
             generator.latent_stats = latent_stats
@@ -68,3 +76,47 @@ def write_tiny_bundle():
                             preset="tiny", training_data_hash="0" * 64)
 
     return write
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory, tiny_generator, write_tiny_bundle):
+    """Path of a bundle of `tiny_generator` with non-trivial latent statistics, so that de-normalisation is exercised.
+    The statistics are set on `tiny_generator` too: the bundle and the generator make the same scenes."""
+    from nfldm_sdk.models.latent_ae import LatentStats
+
+    stats = LatentStats(g_mean=0.1, g_std=0.5, c_mean=(0.0, 0.1, 0.2, 0.3), c_std=(1.0, 2.0, 0.5, 1.0),
+                        f_mean=(0.0,) * 4, f_std=(0.7,) * 4)
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", tiny_generator, latent_stats=stats)
+
+
+@pytest.fixture(scope="module")
+def default_stats_bundle(tmp_path_factory, tiny_generator, write_tiny_bundle):
+    """Path of a bundle of `tiny_generator` with the generator's own (default) latent statistics."""
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", tiny_generator)
+
+
+class Oracle(torch.nn.Module):
+    """A 'denoiser' that knows the clean sample x*: returns the exact v of x_t, ``(√ᾱ_t x_t − x*) / √(1−ᾱ_t)``
+    (from ``x_t = √ᾱ x* + √(1−ᾱ) ε`` and ``v = √ᾱ ε − √(1−ᾱ) x*``).
+
+    Args:
+        target: x*, [B, ...] (the shape of the samples it denoises).
+        alphas_cumprod: ᾱ_t of the schedule, [T].
+    """
+
+    def __init__(self, target: torch.Tensor, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        self.register_buffer("target", target)
+        self.register_buffer("ac", alphas_cumprod.double())
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # sample_level reads the device/dtype from a parameter
+
+    def forward(self, x_t, t):
+        """v for x_t [B, ...] at integer timesteps t [B]: [B, ...], the dtype of x_t."""
+        a = self.ac[t].reshape(-1, *[1] * (x_t.dim() - 1))
+        return ((a.sqrt() * x_t.double() - self.target.double()) / (1 - a).sqrt()).to(x_t.dtype)
+
+
+@pytest.fixture(scope="session")
+def oracle_factory():
+    """``oracle_factory(target, alphas_cumprod) -> Oracle``: the exact v-predictor of a known clean sample."""
+    return Oracle

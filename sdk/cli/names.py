@@ -1,7 +1,7 @@
 """What the `nfldm` commands' options list in ``--help``, without importing the modules that define it.
 
 ``nfldm --help``, ``nfldm <command> --help`` and argument errors must not import torch (seconds of start-up), so
-option choices and defaults that live in torch-importing modules are named here; `tests/test_cli_startup.py`
+option choices and defaults that live in torch-importing modules are named here; `tests/project/test_cli_startup.py`
 checks that each tuple equals the table it mirrors (`nfldm_sdk.models.noise_schedule.SAMPLERS`, `nfldm_sdk.cameras.rig.RIG_PRESETS`).
 """
 from __future__ import annotations

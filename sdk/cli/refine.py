@@ -104,8 +104,9 @@ def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, vi
     from nfldm_sdk.cameras.builders import sample_sds_cameras
     from nfldm_sdk.guidance.base import GuidanceNotAvailable, load_conditions
     from nfldm_sdk.guidance.base import save_conditions as write_conditions
-    from nfldm_sdk.guidance.sds import RefineConfig, refine_scene, refinement_record
-    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.guidance.sds import RefineConfig, refine_scene
+    from nfldm_sdk.pipelines.refine import refinement_record
+    from nfldm_sdk.models.bundle import BundleError
     from nfldm_sdk.pipelines.scene import NeuralScene
     from nfldm_sdk.viz.previews import save_preview
 

@@ -29,7 +29,7 @@ unconditional embedding replaced by y′" — the formula above. The literal ``p
 p_y′``) has exponents summing to α − 1: at α = 1 it would cancel the data term altogether, and its ε̂ is not a
 noise estimate of unit scale. We implement the operational description; α = 1 gives plain conditional SDS with y,
 α > 1 moves away from y′. Plain CFG (`cfg_eps`, u = ∅) realises ``p(x|y)^s · p(x)^(1−s)`` — the comparison
-baseline. ``tests/test_sds.py`` checks the formula against autograd scores of Gaussians.
+baseline. ``tests/sdk/guidance/test_sds.py`` checks the formula against autograd scores of Gaussians.
 
 Implementations
 ---------------

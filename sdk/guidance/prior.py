@@ -4,7 +4,7 @@ of a trained `nfldm_sdk.models.prior_unet.PriorUNet`, and the prior as a model b
 The prior is a small class-conditional pixel-space diffusion U-Net (classes null / dataset / artifact,
 `PRIOR_CLASSES`) trained by ``nfldm train prior``. It loads from its run (`PriorGuidance.from_pretrained`) or from a
 bundle (`PriorGuidance.from_bundle`), into which `add_prior_to_bundle` copies it; the part is read and checked by
-the bundle's one part loader, `nfldm_sdk.pipelines.bundle.load_part`.
+the bundle's one part loader, `nfldm_sdk.models.bundle.load_part`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch import nn
 from nfldm_sdk.guidance.base import GuidanceNotAvailable, eps_from_prediction, images_to_model_range
 from nfldm_sdk.models.prior_unet import PRIOR_CLASSES, PriorUNet
 from nfldm_sdk.persistence import resolve_model_dir
-from nfldm_sdk.pipelines.bundle import add_part, load_part, read_manifest
+from nfldm_sdk.models.bundle import add_part, load_part, read_manifest
 from nfldm_sdk.models.noise_schedule import training_scheduler
 
 __all__ = ["PriorGuidance", "PRIOR_PART", "add_prior_to_bundle", "bundle_has_prior", "load_prior_part"]
@@ -102,11 +102,11 @@ def bundle_has_prior(bundle: str | Path) -> bool:
 
 def load_prior_part(bundle: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> PriorUNet:
     """The `PriorUNet` of a bundle's ``prior/`` part, loaded and checked (class, sha256 when `verify`) by
-    `nfldm_sdk.pipelines.bundle.load_part`.
+    `nfldm_sdk.models.bundle.load_part`.
 
     Raises:
         `GuidanceNotAvailable`: the manifest lists no prior part.
-        `nfldm_sdk.pipelines.bundle.BundleError`: the part is missing, of another class, changed or unreadable.
+        `nfldm_sdk.models.bundle.BundleError`: the part is missing, of another class, changed or unreadable.
     """
     manifest = read_manifest(bundle)
     if PRIOR_PART not in manifest.parts:
@@ -123,7 +123,7 @@ def add_prior_to_bundle(bundle: str | Path, prior_dir: str | Path) -> Path:
     An existing prior part is replaced. The prior is verified by its own sha256; the ``bundle_hash`` (the identity
     of the generative model) does not change, so scenes generated earlier still load with this bundle. The part is
     copied to a temporary folder first and the manifest is replaced atomically last
-    (`nfldm_sdk.pipelines.bundle.add_part`).
+    (`nfldm_sdk.models.bundle.add_part`).
     """
     manifest = read_manifest(bundle)
     src = resolve_model_dir(prior_dir)

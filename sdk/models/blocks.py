@@ -1,4 +1,5 @@
-"""Small 2D CNN building blocks shared by the image encoder and decoder of the scene auto-encoder.
+"""Small 2D CNN building blocks shared by the networks: the image encoder and decoder of the scene auto-encoder, and the vector-conditioned
+blocks of the latent auto-encoder (`CondGroupNorm`, `CondResBlock`).
 
 All blocks take and return ``[N, C, H, W]`` float tensors. GroupNorm (not BatchNorm) so that results do not
 depend on the batch composition: a view's encoding is the same whatever else is in the batch, which the
@@ -60,3 +61,46 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class CondGroupNorm(nn.Module):
+    """Group normalisation whose per-channel scale and shift are predicted from a condition vector.
+
+    ``y = GN(x) · (1 + scale(cond)) + shift(cond)`` with ``[scale, shift] = Linear(cond)``; the linear layer starts
+    at zero, so an untrained block is a plain (affine-free) GroupNorm.
+
+    Shapes: ``x [B, C, H, W]``, ``cond [B, cond_dim]`` -> ``[B, C, H, W]``.
+    """
+
+    def __init__(self, channels: int, cond_dim: int, max_groups: int = 8):
+        super().__init__()
+        gn = group_norm(channels, max_groups)
+        self.norm = nn.GroupNorm(gn.num_groups, channels, affine=False)
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.proj(cond)[:, :, None, None].chunk(2, dim=1)       # [B, C, 1, 1] each
+        return self.norm(x) * (1.0 + scale) + shift
+
+
+class CondResBlock(nn.Module):
+    """`ResBlock` with both normalisations conditioned on a vector (`CondGroupNorm`).
+
+    ``x [B, c_in, H, W]``, ``cond [B, cond_dim]`` -> ``[B, c_out, H, W]``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int):
+        super().__init__()
+        self.norm1 = CondGroupNorm(c_in, cond_dim)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = CondGroupNorm(c_out, cond_dim)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.act(self.norm1(x, cond)))
+        h = self.conv2(self.act(self.norm2(h, cond)))
+        return self.skip(x) + h

@@ -19,7 +19,7 @@ softplus without gradient where surfaces should grow).
 * encoder c: 2D CNN downsampling X/Y by ``coarse_downsample_xy`` -> ``[B, 4·Zc, Yc, Xc]`` -> ``[B, 4, Zc, Yc, Xc]``;
 * encoder f: 2D CNN at full X/Y resolution -> ``[B, 4, Y, X]``;
 * decoder: c with Zc folded into channels ``[B, 4·Zc, Yc, Xc]`` -> residual blocks whose group normalisation
-  is **conditioned on g** (per-channel scale and shift predicted from g, `CondGroupNorm`) -> upsampling to the
+  is **conditioned on g** (per-channel scale and shift predicted from g, `nfldm_sdk.models.blocks.CondGroupNorm`) -> upsampling to the
   grid's X/Y -> **concatenate f** -> more conditioned blocks -> ``[B, (1+C)·Z, Y, X]`` -> density
   ``softplus(·) ≥ 0`` and features -> `VoxelField` over ``config.bounds``.
 
@@ -39,13 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
+from nfldm_sdk.models.blocks import CondGroupNorm, CondResBlock, Downsample, ResBlock, Upsample, group_norm
 from nfldm_sdk.models.layout import fold_z, unfold_z
 from nfldm_sdk.models.vq import VectorQuantizer
 from nfldm_sdk.persistence import PretrainedMixin
 
-__all__ = ["LatentAEConfig", "LatentStats", "Latents", "LatentAEOutput", "LatentAutoEncoder", "CondGroupNorm",
-           "CondResBlock"]
+__all__ = ["LEVELS", "LatentAEConfig", "LatentStats", "Latents", "LatentAEOutput", "LatentAutoEncoder"]
+
+#: The levels of the latent hierarchy (global g, coarse c, fine f), in sampling order.
+LEVELS = ("g", "c", "f")
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -271,50 +273,6 @@ class LatentAEOutput:
     indices_f: torch.Tensor
     g_mean: torch.Tensor
     g_logvar: torch.Tensor
-
-
-# ------------------------------------------------------------------------------------------------ blocks
-class CondGroupNorm(nn.Module):
-    """Group normalisation whose per-channel scale and shift are predicted from a condition vector.
-
-    ``y = GN(x) · (1 + scale(cond)) + shift(cond)`` with ``[scale, shift] = Linear(cond)``; the linear layer starts
-    at zero, so an untrained block is a plain (affine-free) GroupNorm.
-
-    Shapes: ``x [B, C, H, W]``, ``cond [B, cond_dim]`` -> ``[B, C, H, W]``.
-    """
-
-    def __init__(self, channels: int, cond_dim: int, max_groups: int = 8):
-        super().__init__()
-        gn = group_norm(channels, max_groups)
-        self.norm = nn.GroupNorm(gn.num_groups, channels, affine=False)
-        self.proj = nn.Linear(cond_dim, 2 * channels)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.proj(cond)[:, :, None, None].chunk(2, dim=1)       # [B, C, 1, 1] each
-        return self.norm(x) * (1.0 + scale) + shift
-
-
-class CondResBlock(nn.Module):
-    """`nfldm_sdk.models.blocks.ResBlock` with both normalisations conditioned on a vector (`CondGroupNorm`).
-
-    ``x [B, c_in, H, W]``, ``cond [B, cond_dim]`` -> ``[B, c_out, H, W]``.
-    """
-
-    def __init__(self, c_in: int, c_out: int, cond_dim: int):
-        super().__init__()
-        self.norm1 = CondGroupNorm(c_in, cond_dim)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2 = CondGroupNorm(c_out, cond_dim)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
-        self.act = nn.SiLU()
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.act(self.norm1(x, cond)))
-        h = self.conv2(self.act(self.norm2(h, cond)))
-        return self.skip(x) + h
 
 
 def _stages(c_in: int, widths: tuple[int, ...], blocks: int, resample: type) -> nn.Sequential:

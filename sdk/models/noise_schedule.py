@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-__all__ = ["SAMPLERS", "Scheduler", "NoiseSchedule", "make_scheduler", "training_scheduler"]
+__all__ = ["SAMPLERS", "Scheduler", "NoiseSchedule", "SamplerDefaults", "make_scheduler", "training_scheduler"]
 
 #: Sampler names `make_scheduler` understands.
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
@@ -91,3 +91,22 @@ def make_scheduler(name: str, num_train_timesteps: int = 1000, prediction_type: 
 def training_scheduler(schedule: NoiseSchedule) -> DDPMScheduler:
     """The ``DDPMScheduler`` whose ``add_noise`` / ``get_velocity`` define the training targets of `schedule`."""
     return schedule.scheduler("ddpm")  # type: ignore[return-value]
+
+
+@dataclass
+class SamplerDefaults:
+    """How `SceneGenerator.generate` samples when the caller does not say (stored in a bundle's manifest)."""
+
+    sampler: str = "ddim"
+    """``"ddim"``, ``"dpmsolver++"`` or ``"ddpm"``."""
+    steps: int = 50
+    """Denoising steps per level."""
+    snap_to_codebook: bool = True
+    """Snap the sampled c and f to their nearest codebook vectors before the LAE decodes them (the LAE decoder
+    was trained on quantised latents only)."""
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")

@@ -10,7 +10,7 @@ Seeds: scene ``i`` of ``generate(num_scenes, seed=s)`` is sampled with its own C
 size or on the other scenes, and ``generate(1, seed=scene.seed)`` regenerates a scene. Same seed, same bytes on one
 device and batch size; across batch sizes the scenes agree up to float rounding of batched kernels.
 
-Model bundles (the folder format, `write_bundle`, `load_part`, `BundleError`) live in `nfldm_sdk.pipelines.bundle` and are
+Model bundles (the folder format, `write_bundle`, `load_part`, `BundleError`) live in `nfldm_sdk.models.bundle` and are
 re-exported here; `SceneGenerator.from_pretrained` reads one and fails with a `BundleError` naming the part, the
 file and the fix when a part is missing, holds the wrong class, changed since export (sha256), does not parse or
 does not fit the others (latent shapes, voxel grid), or when the manifest's format version is unknown.
@@ -33,16 +33,18 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from nfldm_sdk.pipelines.bundle import (PART_CLASSES,
+from nfldm_sdk.models.bundle import (PART_CLASSES,
                               BundleError, BundleManifest, PartMismatch, changed_parts,
                               check_consistency, default_model_path, describe_part, export_fix, load_part, read_manifest)
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.guidance.sds import refine_neural_scene
+from nfldm_sdk.pipelines.refine import refine_neural_scene
 from nfldm_sdk.models.latent_ae import LatentAutoEncoder, Latents, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import CONFIG_NAME, WEIGHTS_NAME, config_from_dict
 from nfldm_sdk.pipelines.scene import NeuralScene
-from nfldm_sdk.pipelines.sampling import LEVELS, SamplerDefaults, denormalize_level, sample_level
+from nfldm_sdk.pipelines.sampling import denormalize_level, sample_level
+from nfldm_sdk.models.latent_ae import LEVELS
+from nfldm_sdk.models.noise_schedule import SamplerDefaults
 from nfldm_sdk.models.noise_schedule import SAMPLERS, NoiseSchedule
 
 from nfldm_sdk.pipelines.generate_args import GenerateArgumentError, check_generate_args, check_int

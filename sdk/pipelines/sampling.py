@@ -15,38 +15,15 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from nfldm_sdk.models.latent_ae import LatentStats
-from nfldm_sdk.models.noise_schedule import SAMPLERS, Scheduler
+from nfldm_sdk.models.latent_ae import LEVELS, LatentStats
+from nfldm_sdk.models.noise_schedule import Scheduler
 
-__all__ = ["LEVELS", "SamplerDefaults", "sample_level", "normalize_level", "denormalize_level"]
-
-#: The levels of the latent hierarchy, in sampling order.
-LEVELS = ("g", "c", "f")
-
-
-@dataclass
-class SamplerDefaults:
-    """How `SceneGenerator.generate` samples when the caller does not say (stored in a bundle's manifest)."""
-
-    sampler: str = "ddim"
-    """``"ddim"``, ``"dpmsolver++"`` or ``"ddpm"``."""
-    steps: int = 50
-    """Denoising steps per level."""
-    snap_to_codebook: bool = True
-    """Snap the sampled c and f to their nearest codebook vectors before the LAE decodes them (the LAE decoder
-    was trained on quantised latents only)."""
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+__all__ = ["sample_level", "normalize_level", "denormalize_level"]
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from nfldm_sdk.errors import NfldmError
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import ModelFileError, nfldm_version, read_config
-from nfldm_sdk.pipelines.bundle import BundleError, load_part, read_manifest
+from nfldm_sdk.models.bundle import BundleError, load_part, read_manifest
 from nfldm_sdk.rendering.api import HIT_ALPHA
 from nfldm_sdk.rendering.sizes import warn_if_unsupported_size
 from nfldm_sdk.sensors.renderer import DEFAULT_BATCH_SIZE
@@ -70,7 +70,7 @@ class NeuralScene:
             `render` then asks for one).
         sampler, steps: how it was sampled.
         refinements: one record per SDS refinement applied since sampling, oldest first (empty: the raw sample);
-            each is `nfldm_sdk.guidance.sds.refinement_record`'s dict (steps, guidance, alpha, negative, lr, views, seed).
+            each is `nfldm_sdk.pipelines.refine.refinement_record`'s dict (steps, guidance, alpha, negative, lr, views, seed).
     """
 
     field: VoxelField

@@ -134,7 +134,7 @@ def field_to_mesh(scene_or_field, level: float | None = None, *, decoder=None, c
     lo = field.bounds[0].detach().double().cpu().numpy()
     verts = lo + (verts_zyx[:, ::-1].astype(np.float64) - 0.5) * vs                    # [P, 3] (x, y, z) metres
     # skimage winds the faces with normals towards higher values in its (z, y, x) index space; reordering the axes to
-    # (x, y, z) is a mirror image, which turns them outward (towards lower density). tests/test_viz_export checks it.
+    # (x, y, z) is a mirror image, which turns them outward (towards lower density). tests/sdk/viz/test_viz_export checks it.
     faces = faces.astype(np.int32)
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(faces))
     mesh.compute_vertex_normals()

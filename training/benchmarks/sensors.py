@@ -27,7 +27,7 @@ from nfldm_sdk.cameras.trajectory import Trajectory
 from nfldm_sdk.fields.synthetic import driving_like_field
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
-from nfldm_sdk.pipelines.bundle import load_part
+from nfldm_sdk.models.bundle import load_part
 from nfldm_sdk.sensors.renderer import RenderableScene
 from nfldm_sdk.sensors.trajectory_render import render_trajectory
 from nfldm_training.configs.presets import PRESETS

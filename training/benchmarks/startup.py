@@ -6,7 +6,7 @@ take, with ``sim_bridge --help`` (a CLI that imports no torch) as the same-run b
 Each command runs as a fresh process (`subprocess`, the console scripts beside the running interpreter), so the
 figure is what a user waits for: interpreter start, imports, entry-point discovery, click. The target is under
 2 s per command on the 2-core CI machine; the command modules keep torch, Lightning, diffusers and Open3D out of
-their module-level imports for it (`tests/test_cli_startup.py` checks that ``--help`` imports none of them).
+their module-level imports for it (`tests/project/test_cli_startup.py` checks that ``--help`` imports none of them).
 """
 from __future__ import annotations
 

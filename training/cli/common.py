@@ -4,7 +4,7 @@ resolution of a run's preset and model folder.
 The commands (training/cli/train.py, latent.py, ldm.py, prior.py, eval.py, train_all.py) stack these decorators,
 so each shared option (name, default, help text) is declared once. This module imports only click and the preset
 names, so every command module can use it at import time (``--help`` imports no torch, see
-tests/test_cli_startup.py) without an import cycle through training/cli/train.py.
+tests/project/test_cli_startup.py) without an import cycle through training/cli/train.py.
 """
 from __future__ import annotations
 

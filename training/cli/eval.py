@@ -43,7 +43,7 @@ def eval_command(model, data, more_stores, num_scenes, window, val_fraction, max
     generation against held-out captured scenes (MMD/COV/1-NNA with Chamfer distance, BEV occupancy and height
     statistics, depth histograms; FID/KID with the standard Inception weights only)."""
     # start-up time: the bundle loader and the evaluation import torch
-    from nfldm_sdk.pipelines.bundle import BundleError, default_model_path
+    from nfldm_sdk.models.bundle import BundleError, default_model_path
     from nfldm_training.evaluation.evaluate import EvalConfig, evaluate, report_markdown, write_report
 
     stores = capture_stores(data, more_stores)

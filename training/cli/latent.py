@@ -71,7 +71,7 @@ def encode_latents(model_path, voxels, out, batch_size, device, overwrite, progr
     # start-up time: the model and the store writer import torch
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder
     from nfldm_sdk.persistence import resolve_model_dir
-    from nfldm_training.stores.latent_store import encode_latents as run_encode
+    from nfldm_training.encoding.latents import encode_latents as run_encode
 
     try:
         model_dir = resolve_model_dir(model_path)

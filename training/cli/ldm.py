@@ -91,10 +91,10 @@ def _run_info(path: str | Path, level: str) -> dict:
 def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite):
     """Assemble a model bundle (what `SceneGenerator.from_pretrained` loads) from the runs of the three stages."""
     # start-up time: the bundle writer and the model classes import torch
-    from nfldm_sdk.pipelines.bundle import BundleError, write_bundle
+    from nfldm_sdk.models.bundle import BundleError, write_bundle
     from nfldm_sdk.persistence import config_from_dict, config_to_dict, load_pretrained
     from nfldm_sdk.models.latent_ae import LatentStats
-    from nfldm_sdk.pipelines.sampling import SamplerDefaults
+    from nfldm_sdk.models.noise_schedule import SamplerDefaults
     from nfldm_sdk.models.noise_schedule import NoiseSchedule
 
     runs = {"g": ldm_g, "c": ldm_c, "f": ldm_f}

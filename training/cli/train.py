@@ -77,7 +77,7 @@ def encode_voxels(model_path, data, more_stores, out, batch_size, dtype, window,
     # start-up time: the model, the preset table and the store writer import torch
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
     from nfldm_training.configs.run_config import RUN_CONFIG_NAME, load_run_config
-    from nfldm_training.stores.voxel_store import encode_voxels as run_encode
+    from nfldm_training.encoding.voxels import encode_voxels as run_encode
 
     stores = capture_stores(data, more_stores)
     path = Path(model_path)

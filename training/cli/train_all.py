@@ -79,11 +79,11 @@ def train_all(data, more_stores, preset, budget, out, bundle, half, accelerator,
     from nfldm_sdk.models.latent_ae import LatentAutoEncoder
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
     from nfldm_training.benchmarks.bench import machine_line
+    from nfldm_training.encoding.latents import encode_latents
+    from nfldm_training.encoding.voxels import encode_voxels
     from nfldm_training.modules.latent_ae import train_latent_ae
     from nfldm_training.modules.ldm import train_ldm
     from nfldm_training.modules.scene_ae import train_scene_ae
-    from nfldm_training.stores.latent_store import encode_latents
-    from nfldm_training.stores.voxel_store import encode_voxels
 
     stores = capture_stores(data, more_stores)
     try:

@@ -17,10 +17,9 @@ Latent sizes per preset (grid ``(Z, Y, X)`` -> g, c ``[4, Zc, Yc, Xc]``, f ``[4,
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
-from nfldm_training.configs.presets import PRESETS, apply_overrides
+from nfldm_training.configs.presets import PRESETS, copy_with_overrides
 from nfldm_training.configs.sections import LatentPreset
 
 __all__ = ["LATENT_PRESETS", "get_latent_preset"]
@@ -34,6 +33,4 @@ def get_latent_preset(name: str, overrides: Mapping[str, Any] | None = None) -> 
 
     Raises ``KeyError`` listing the presets for an unknown name, or naming the section's fields for an unknown key.
     """
-    if name not in LATENT_PRESETS:
-        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(LATENT_PRESETS)}")
-    return apply_overrides(copy.deepcopy(LATENT_PRESETS[name]), overrides)
+    return copy_with_overrides(LATENT_PRESETS, name, overrides)

@@ -18,7 +18,6 @@ Sizes (ours; the paper gives none for stage 3):
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any, Mapping
 
@@ -28,7 +27,7 @@ from nfldm_sdk.models.denoisers import CDenoiser, FDenoiser, GDenoiser
 from nfldm_sdk.models.latent_ae import LatentAutoEncoder, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.pipelines.generator import SceneGenerator
-from nfldm_training.configs.presets import PRESETS, apply_overrides
+from nfldm_training.configs.presets import PRESETS, copy_with_overrides
 from nfldm_training.configs.sections import LDMPreset
 
 __all__ = ["LDM_PRESETS", "get_ldm_preset", "with_latent_shapes", "random_generator"]
@@ -42,9 +41,7 @@ def get_ldm_preset(name: str, overrides: Mapping[str, Any] | None = None) -> LDM
 
     Raises ``KeyError`` listing the names for an unknown one, or naming the section's fields for an unknown key.
     """
-    if name not in LDM_PRESETS:
-        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(LDM_PRESETS)}")
-    return apply_overrides(copy.deepcopy(LDM_PRESETS[name]), overrides)
+    return copy_with_overrides(LDM_PRESETS, name, overrides)
 
 
 def with_latent_shapes(ldm: LDMPreset, g_dim: int, c_shape: tuple[int, int, int, int], f_shape: tuple[int, int, int]) -> LDMPreset:

@@ -32,12 +32,12 @@ from nfldm_sdk.models.denoisers import CDenoiserConfig, FDenoiserConfig, GDenois
 from nfldm_sdk.models.latent_ae import LatentAEConfig
 from nfldm_sdk.models.scene_ae import SceneAEConfig
 from nfldm_sdk.persistence import config_from_dict, config_to_dict
-from nfldm_sdk.pipelines.sampling import SamplerDefaults
+from nfldm_sdk.models.noise_schedule import SamplerDefaults
 from nfldm_sdk.models.noise_schedule import NoiseSchedule
 from nfldm_training.configs.sections import (LatentAETrainConfig, LDMPreset, LDMTrainConfig, Preset, PriorPreset,
                                              PriorTrainConfig, SceneAETrainConfig)
 
-__all__ = ["DRIVING_BOX", "PRESETS", "apply_overrides", "get_preset"]
+__all__ = ["DRIVING_BOX", "PRESETS", "apply_overrides", "copy_with_overrides", "get_preset"]
 
 T = TypeVar("T")
 
@@ -201,11 +201,21 @@ def apply_overrides(preset: T, overrides: Mapping[str, Any] | None) -> T:
     return preset
 
 
+def copy_with_overrides(table: Mapping[str, T], name: str, overrides: Mapping[str, Any] | None = None,
+                        what: str = "preset") -> T:
+    """A deep copy of ``table[name]`` (the whole preset or one stage's view of it) with dotted `overrides` applied.
+
+    Raises ``KeyError`` listing the names for an unknown `name` (`what` names the kind in the message), and naming
+    the section's fields for an unknown key.
+    """
+    if name not in table:
+        raise KeyError(f"unknown {what} {name!r}: choose one of {', '.join(table)}")
+    return apply_overrides(copy.deepcopy(table[name]), overrides)
+
+
 def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
     """A copy of preset `name` with `overrides` (dotted keys, e.g. ``{"scene_ae_train.max_steps": 10}``) applied.
 
     Raises ``KeyError`` listing the presets for an unknown name, and naming the section's fields for an unknown key.
     """
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    return apply_overrides(copy.deepcopy(PRESETS[name]), overrides)
+    return copy_with_overrides(PRESETS, name, overrides)

@@ -15,10 +15,9 @@ generated scenes (class "artifact"), with condition dropout to the null class. S
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
-from nfldm_training.configs.presets import PRESETS, apply_overrides
+from nfldm_training.configs.presets import PRESETS, copy_with_overrides
 from nfldm_training.configs.sections import PriorPreset
 
 __all__ = ["PRIOR_PRESETS", "get_prior_preset"]
@@ -32,6 +31,4 @@ def get_prior_preset(name: str, overrides: Mapping[str, Any] | None = None) -> P
 
     Raises ``KeyError`` listing the names for an unknown one, or naming the section's fields for an unknown key.
     """
-    if name not in PRIOR_PRESETS:
-        raise KeyError(f"unknown prior preset {name!r}: choose one of {', '.join(PRIOR_PRESETS)}")
-    return apply_overrides(copy.deepcopy(PRIOR_PRESETS[name]), overrides)
+    return copy_with_overrides(PRIOR_PRESETS, name, overrides, what="prior preset")

@@ -18,7 +18,7 @@ from nfldm_sdk.models.denoisers import CDenoiserConfig, FDenoiserConfig, GDenois
 from nfldm_sdk.models.latent_ae import LatentAEConfig
 from nfldm_sdk.models.prior_unet import PriorConfig
 from nfldm_sdk.models.scene_ae import SceneAEConfig
-from nfldm_sdk.pipelines.sampling import SamplerDefaults
+from nfldm_sdk.models.noise_schedule import SamplerDefaults
 from nfldm_sdk.models.noise_schedule import NoiseSchedule
 from nfldm_training.configs.base import TrainConfig
 

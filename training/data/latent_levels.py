@@ -24,7 +24,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 
 from nfldm_sdk.models.latent_ae import LatentStats
-from nfldm_sdk.pipelines.sampling import LEVELS, normalize_level
+from nfldm_sdk.pipelines.sampling import normalize_level
+from nfldm_sdk.models.latent_ae import LEVELS
 from nfldm_training.data.capture_windows import held_out_episodes
 from nfldm_training.errors import TrainingError
 from nfldm_training.stores.latent_store import LatentStore

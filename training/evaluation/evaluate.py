@@ -7,7 +7,7 @@ bundle's image size. Evaluate on stores (or episodes) the model did not train on
 Reconstruction (per held-out window, all its views are encoder inputs and render targets):
 
 * **stage 1** — ``SceneAutoEncoder.encode`` → ``decode``: PSNR (dB), SSIM (Gaussian, skimage settings) and depth
-  AbsRel on the pixels whose captured surface lies in the voxel box (`nfldm_training.modules.losses.box_depth_mask`);
+  AbsRel on the pixels whose captured surface lies in the voxel box (`nfldm_training.metrics.masks.box_depth_mask`);
 * **stage 1 + LAE** — encode → ``LatentAutoEncoder.encode`` → ``decode`` → stage-1 render: the same figures.
 
 Generation (``num_scenes`` generated scenes vs up to ``num_scenes`` held-out windows spread evenly over the split).
@@ -47,9 +47,9 @@ from nfldm_training.data.capture_windows import SceneWindowDataset, collate_wind
 from nfldm_training.errors import TrainingError
 from nfldm_training.metrics.fid import FID_WEIGHTS_HELP, FIDInceptionV3, feature_fid, kernel_inception_distance
 from nfldm_training.metrics.image import depth_abs_rel, psnr
+from nfldm_training.metrics.masks import box_depth_mask
 from nfldm_training.metrics.scene_3d import (BEVStats, HistDistances, SetMetrics, bev_stats, chamfer_matrix,
                                              depth_histogram, histogram_distances, mmd_cov_1nna, ssim, subsample_points)
-from nfldm_training.modules.losses import box_depth_mask
 
 __all__ = ["EvalConfig", "ReconFigures", "GenerationFigures", "EvalReport", "evaluate", "write_report",
            "backproject", "SEMANTIC_GROUPS"]

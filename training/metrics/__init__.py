@@ -1,1 +1,1 @@
-"""Metrics: image (PSNR, depth AbsRel), 3D scene sets, FID/KID."""
+"""Metrics: image (PSNR, depth AbsRel), the pixel masks they and the losses share, 3D scene sets, FID/KID."""

@@ -1,13 +1,13 @@
 """Stage-1 evaluation metrics: PSNR of reconstructed images, depth AbsRel on valid pixels.
 
 Both are returned per image (so a validation loop can average over images, not over batches of different
-sizes) and have an exact worked example in tests/test_training.py.
+sizes) and have an exact worked example in tests/training/test_losses_metrics.py.
 """
 from __future__ import annotations
 
 import torch
 
-from nfldm_training.modules.losses import depth_mask
+from nfldm_training.metrics.masks import depth_mask
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -29,7 +29,7 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-10) -> torch.
 def depth_abs_rel(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, near: float, far: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Absolute relative depth error ``|ρ̂ − ρ| / ρ`` summed per image over usable pixels.
 
-    Usable pixels: `valid` and within ``[near, far]`` (see `nfldm_training.modules.losses.depth_mask`; pass
+    Usable pixels: `valid` and within ``[near, far]`` (see `nfldm_training.metrics.masks.depth_mask`; pass
     `box_depth_mask` as `valid` to count only surfaces inside the voxel box). A predicted ``inf`` (no hit) counts
     as `far`.
 

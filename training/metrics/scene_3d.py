@@ -1,6 +1,6 @@
 """Generation metrics of `nfldm eval`: point-set distances and distribution statistics of 3D scenes.
 
-All functions are plain PyTorch/numpy, deterministic, and have worked examples in tests/test_eval.py.
+All functions are plain PyTorch/numpy, deterministic, and have worked examples in tests/training/test_eval.py.
 
 * `chamfer_matrix` — pairwise Chamfer distance between two lists of point sets (vectorised ``torch.cdist``).
 * `mmd_cov_1nna` — the shape-generation metrics of Achlioptas et al. 2018 / Yang et al. 2019 (PointFlow) on a

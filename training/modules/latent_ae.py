@@ -63,7 +63,7 @@ from nfldm_training.metrics.image import psnr
 from nfldm_training.modules.losses import image_loss
 from nfldm_training.modules.scene_ae import save_val_grid
 from nfldm_training.runs.result import RunResult
-from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
+from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
                                          on_run_writer, start_run)
 from nfldm_training.stores.scene_store import weights_sha256
 from nfldm_training.stores.voxel_store import VoxelStore
@@ -326,20 +326,15 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
         # otherwise become inference tensors that the validation inside `fit` cannot update in place.
         inference_mode=False, **(trainer_kwargs or {}))
 
-    untrained = None
-    if has_val:
-        kept = kept_untrained(run_dir, "untrained", resumed_from)
-        if kept is not None:
-            untrained = LatentValMetrics(**kept)
-        else:
-            untrained = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), 0)
-            log(f"untrained: density error {untrained.density_error:.4f}, PSNR vs r(V) {untrained.psnr_render:.2f} dB")
-    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=data)
-    final = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), trainer.global_step) if has_val else None
-    if final:
-        log(f"step {trainer.global_step}: density error {final.density_error:.4f}, feature error {final.feature_error:.4f}, "
-            f"PSNR vs r(V) {final.psnr_render:.2f} dB, vs images {final.psnr_images:.2f} dB (stage 1: {final.psnr_stage1:.2f} dB), "
-            f"codebook usage c {final.usage_c:.2f} f {final.usage_f:.2f}")
+    untrained, final = fit_with_val_metrics(
+        trainer, module, data, run_dir, resumed_from, log, has_val=has_val, measure=_val_metrics,
+        metrics_type=LatentValMetrics,
+        describe_untrained=lambda m: (f"untrained: density error {m.density_error:.4f}, PSNR vs r(V) "
+                                      f"{m.psnr_render:.2f} dB"),
+        describe_final=lambda m: (f"step {trainer.global_step}: density error {m.density_error:.4f}, feature error "
+                                  f"{m.feature_error:.4f}, PSNR vs r(V) {m.psnr_render:.2f} dB, vs images "
+                                  f"{m.psnr_images:.2f} dB (stage 1: {m.psnr_stage1:.2f} dB), codebook usage "
+                                  f"c {m.usage_c:.2f} f {m.usage_f:.2f}"))
 
     metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
                "global_step": int(trainer.global_step), "voxels": str(voxels), "scene_ae": str(scene_ae),

@@ -1,10 +1,14 @@
 """Stage-1 losses: image reconstruction and depth on valid pixels (docs/method.md, stage 1, step 5).
 
-Functional: tensors in, a scalar out. Shapes use ``...`` for any leading batch/view axes.
+Functional: tensors in, a scalar out. Shapes use ``...`` for any leading batch/view axes. The pixels depth is
+supervised on are those of `nfldm_training.metrics.masks` (`depth_mask`, `box_depth_mask`), the ones the depth metrics
+count.
 """
 from __future__ import annotations
 
 import torch
+
+from nfldm_training.metrics.masks import depth_mask
 
 
 def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -24,35 +28,6 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> to
     if kind == "l2":
         return diff.square().mean()
     raise ValueError(f"unknown image loss {kind!r}: use 'l1' or 'l2'")
-
-
-def depth_mask(depth: torch.Tensor, valid: torch.Tensor, near: float, far: float) -> torch.Tensor:
-    """Pixels whose target depth is usable: valid (finite) and within ``[near, far]`` metres. Same shape as `depth`.
-
-    Depths beyond `far` are not supervised: the voxel box cannot represent them, so asking the renderer for
-    them would only teach it to smear density to the box's edge.
-    """
-    return valid & torch.isfinite(depth) & (depth >= near) & (depth <= far)
-
-
-def box_depth_mask(depth: torch.Tensor, valid: torch.Tensor, cameras, bounds: torch.Tensor, near: float,
-                   far: float) -> torch.Tensor:
-    """Pixels whose captured surface lies inside the voxel box (and within ``[near, far]``): the only depths a
-    render of the box can reproduce. Same shape as `depth`.
-
-    Args:
-        depth: ``[..., H, W]`` planar depth, metres (``inf`` = no hit).
-        valid: ``[..., H, W]`` bool.
-        cameras: ``nfldm_sdk.cameras.pinhole.Cameras`` of batch shape ``[...]`` at ``H×W`` (``cam_to_world`` = camera -> scene).
-        bounds: ``[2, 3]`` box min/max (x, y, z) in the scene frame, metres.
-    """
-    mask = depth_mask(depth, valid, near, far)
-    rays = cameras.rays()                                                    # [..., H, W, 3] origins/directions
-    t = torch.where(mask, depth, torch.zeros_like(depth)) / rays.z_per_t     # ray distance of the surface
-    p = rays.origins + rays.directions * t[..., None]                        # [..., H, W, 3] scene frame
-    b = bounds.to(p)
-    inside = ((p >= b[0]) & (p <= b[1])).all(-1)
-    return mask & inside
 
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, near: float, far: float,

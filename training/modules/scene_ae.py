@@ -2,7 +2,7 @@
 
 `SceneAELightningModule` — one step: encode the window's input views into a voxel field, render it at the target
 views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂‖`` (depth only where the captured surface lies in
-the voxel box, see `nfldm_training.modules.losses.box_depth_mask`). Validation on held-out episodes: PSNR of every
+the voxel box, see `nfldm_training.metrics.masks.box_depth_mask`). Validation on held-out episodes: PSNR of every
 view's reconstruction and depth AbsRel pooled over usable pixels, plus a PNG grid (ground truth, reconstruction,
 both depths) written to ``<run>/val_images/`` at every validation.
 
@@ -35,9 +35,10 @@ from nfldm_training.configs.run_config import save_run_config
 from nfldm_training.configs.sections import Preset, SceneAETrainConfig
 from nfldm_training.data.capture_windows import SceneBatch, SceneDataModule, split_views
 from nfldm_training.metrics.image import depth_abs_rel, psnr
-from nfldm_training.modules.losses import box_depth_mask, depth_loss, image_loss
+from nfldm_training.metrics.masks import box_depth_mask
+from nfldm_training.modules.losses import depth_loss, image_loss
 from nfldm_training.runs.result import RunResult
-from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_resumable, kept_untrained, make_trainer,
+from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
                                          on_run_writer, start_run)
 
 
@@ -202,22 +203,11 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
         inference_mode=False,  # no_grad instead: metric states reset under inference_mode could not be updated later
         **(trainer_kwargs or {}))
 
-    untrained = None
-    if has_val:
-        kept = kept_untrained(run_dir, "untrained", resumed_from)
-        if kept is not None:
-            untrained = ValMetrics(**kept)
-        else:
-            untrained = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), 0)
-            log(f"untrained: PSNR {untrained.psnr:.2f} dB, depth AbsRel {untrained.abs_rel:.3f}")
-    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=data)
-    final = None
-    if has_val:
-        final = module.last_val
-        if final is None or final.step != trainer.global_step:  # no validation ran at the last step: run one
-            final = _val_metrics(trainer.validate(module, datamodule=data, verbose=False), trainer.global_step)
-    if final:
-        log(f"step {trainer.global_step}: PSNR {final.psnr:.2f} dB, depth AbsRel {final.abs_rel:.3f}")
+    untrained, final = fit_with_val_metrics(
+        trainer, module, data, run_dir, resumed_from, log, has_val=has_val, measure=_val_metrics,
+        metrics_type=ValMetrics, last_measured=lambda: module.last_val,
+        describe_untrained=lambda m: f"untrained: PSNR {m.psnr:.2f} dB, depth AbsRel {m.abs_rel:.3f}",
+        describe_final=lambda m: f"step {trainer.global_step}: PSNR {m.psnr:.2f} dB, depth AbsRel {m.abs_rel:.3f}")
 
     metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
                "global_step": int(trainer.global_step), "stores": [str(s) for s in stores], "preset": preset.name,

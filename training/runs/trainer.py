@@ -189,6 +189,40 @@ def fit_resumable(trainer: Trainer, module: LightningModule, run_dir: str | Path
     trainer.save_checkpoint(last_checkpoint(run_dir))
 
 
+def fit_with_val_metrics(trainer: Trainer, module: LightningModule, datamodule: Any, run_dir: str | Path,
+                         resumed_from: str | None, log: Callable[[str], None], *, has_val: bool,
+                         measure: Callable[[list[dict], int], Any], metrics_type: type,
+                         describe_untrained: Callable[[Any], str], describe_final: Callable[[Any], str],
+                         last_measured: Callable[[], Any] | None = None) -> tuple[Any, Any]:
+    """For the stages scored by a metrics record (the two auto-encoders): measure the untrained model (or keep the
+    record of an earlier start when resuming: ``metrics.json["untrained"]``), `fit_resumable`, then the final model.
+
+    Args:
+        measure: ``(trainer.validate results, step) -> record`` (None when nothing was measured).
+        metrics_type: the record's dataclass, rebuilt from the kept ``untrained`` dict on resume.
+        describe_untrained / describe_final: the log line of each record.
+        last_measured: the record of the validation that ran inside ``fit`` (reused when it is of the last step).
+    Returns:
+        ``(untrained, final)`` records; both None without validation data.
+    """
+    untrained = final = None
+    if has_val:
+        kept = kept_untrained(run_dir, "untrained", resumed_from)
+        if kept is not None:
+            untrained = metrics_type(**kept)
+        else:
+            untrained = measure(trainer.validate(module, datamodule=datamodule, verbose=False), 0)
+            log(describe_untrained(untrained))
+    fit_resumable(trainer, module, run_dir, resumed_from, log, datamodule=datamodule)
+    if has_val:
+        final = last_measured() if last_measured is not None else None
+        if final is None or final.step != trainer.global_step:  # no validation ran at the last step: run one
+            final = measure(trainer.validate(module, datamodule=datamodule, verbose=False), trainer.global_step)
+    if final:
+        log(describe_final(final))
+    return untrained, final
+
+
 def fit_with_val_loss(trainer: Trainer, module: LightningModule, run_dir: str | Path, resumed_from: str | None,
                       log: Callable[[str], None], *, has_val: bool, validate_kwargs: dict, fit_kwargs: dict,
                       key: str = "val_loss_untrained") -> tuple[float | None, float | None]:

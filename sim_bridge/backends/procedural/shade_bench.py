@@ -1,7 +1,7 @@
 """Parity and speed of the compiled shader (`shade_kernel`) against its numpy reference (`shading`).
 
 `tick_hits(backend)` captures what a `Renderer` had before shading one tick (per camera group); `reference_srgb8`
-and `kernel_srgb8` shade such a capture with either path (tests/test_shade_kernel.py compares them); `bench` times
+and `kernel_srgb8` shade such a capture with either path (tests/sim_bridge/test_shade_kernel.py compares them); `bench` times
 both on the same Town03 tick:
 
     python -m sim_bridge.backends.procedural.shade_bench [--weather ClearNoon HardRainNight ...]

@@ -23,7 +23,7 @@ facade shading factors, the lamp raster's bilinear weights). The kernels follow 
 every constant is wrapped in `f32(...)` where numpy would round it to float32, and the operation order is the
 reference's — so the images agree to the last bit except where `exp` differs by an ulp between numpy's SIMD
 implementation and libm's `expf` (a handful of pixels per 256×256 tick, off by one level;
-`tests/test_shade_kernel.py` bounds it).
+`tests/sim_bridge/test_shade_kernel.py` bounds it).
 
 `python -m sim_bridge.backends.procedural.shade_bench` times both paths on the same Town03 tick.
 """

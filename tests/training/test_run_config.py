@@ -26,7 +26,7 @@ from nfldm_training.configs.sections import (LatentAETrainConfig, LDMTrainConfig
                                              SceneAETrainConfig)
 from nfldm_training.errors import TrainingError, TrainingInputNotFound
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: The tiny preset's section of each stage, and the keys a run records beside it.
 SECTIONS = {

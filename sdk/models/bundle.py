@@ -39,8 +39,8 @@ from nfldm_sdk.models.latent_ae import LatentAutoEncoder, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import (CONFIG_NAME, WEIGHTS_NAME, ModelFileError, class_path, config_to_dict, names_class,
                                    nfldm_version, read_config, read_json_object)
-from nfldm_sdk.pipelines.sampling import LEVELS, SamplerDefaults
-from nfldm_sdk.models.noise_schedule import NoiseSchedule
+from nfldm_sdk.models.latent_ae import LEVELS
+from nfldm_sdk.models.noise_schedule import NoiseSchedule, SamplerDefaults
 from nfldm_sdk.errors import NfldmError
 from nfldm_sdk.models.denoisers import CDenoiser, FDenoiser, GDenoiser
 

@@ -357,27 +357,15 @@ def test_clip_ldm_missing_or_incomplete_folder_names_the_download(tmp_path, monk
 
 
 # ============================================================================================ bundle, training, CLI
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    from nfldm_sdk.pipelines.bundle import write_bundle
-    from nfldm_training.configs.ldm import random_generator
-
-    gen = random_generator("tiny", seed=0)
-    path = tmp_path_factory.mktemp("bundle") / "tiny"
-    return write_bundle(path, scene_ae=gen.scene_ae, latent_ae=gen.latent_ae, denoisers=gen.denoisers,
-                        latent_stats=gen.latent_stats, noise_schedule=gen.noise_schedule,
-                        sampler_defaults=gen.sampler_defaults, preset="tiny", training_data_hash="0" * 64)
-
-
-def test_prior_as_a_bundle_part(tiny_bundle, tmp_path):
+def test_prior_as_a_bundle_part(default_stats_bundle, tmp_path):
     import shutil
 
-    from nfldm_sdk.pipelines.bundle import BundleError
+    from nfldm_sdk.models.bundle import BundleError
     from nfldm_sdk.pipelines.generator import SceneGenerator
     from nfldm_sdk.guidance.prior import add_prior_to_bundle, bundle_has_prior
 
     bundle = tmp_path / "b"
-    shutil.copytree(tiny_bundle, bundle)
+    shutil.copytree(default_stats_bundle, bundle)
     assert not bundle_has_prior(bundle)
     with pytest.raises(GuidanceNotAvailable, match="has no 'prior' part"):
         PriorGuidance.from_bundle(bundle)
@@ -398,10 +386,10 @@ def test_prior_as_a_bundle_part(tiny_bundle, tmp_path):
         add_prior_to_bundle(bundle, bundle / "scene_ae")
 
 
-def test_generate_refined_is_seeded_per_scene(tiny_bundle):
+def test_generate_refined_is_seeded_per_scene(default_stats_bundle):
     from nfldm_sdk.pipelines.generator import SceneGenerator
 
-    gen = SceneGenerator.from_pretrained(tiny_bundle)
+    gen = SceneGenerator.from_pretrained(default_stats_bundle)
     prior = _tiny_prior()
     cfg = RefineConfig(steps=2, render_size=(16, 16))
     raw = gen.generate(2, seed=7, steps=2)
@@ -418,11 +406,11 @@ def test_generate_refined_is_seeded_per_scene(tiny_bundle):
         gen.generate(1, refine=True)
 
 
-def test_refined_scenes_record_their_refinement(tiny_bundle, tmp_path):
+def test_refined_scenes_record_their_refinement(default_stats_bundle, tmp_path):
     from nfldm_sdk.pipelines.generator import SceneGenerator
     from nfldm_sdk.pipelines.scene import NeuralScene
 
-    gen = SceneGenerator.from_pretrained(tiny_bundle)
+    gen = SceneGenerator.from_pretrained(default_stats_bundle)
     cfg = RefineConfig(steps=2, alpha=2.5, views_per_step=1, render_size=(16, 16))
     raw = gen.generate(1, seed=7, steps=2)[0]
     refined = gen.generate(1, seed=7, steps=2, refine=True, guidance=_tiny_prior(), refine_config=cfg)[0]
@@ -435,20 +423,19 @@ def test_refined_scenes_record_their_refinement(tiny_bundle, tmp_path):
     assert NeuralScene.load(tmp_path / "refined").refinements == refined.refinements
 
 
-def test_cli_train_prior_then_refine(tiny_bundle, tmp_path):
+def test_cli_train_prior_then_refine(default_stats_bundle, tmp_path, capture_factory):
     import shutil
 
     from click.testing import CliRunner
 
-    from conftest import make_capture
     from nfldm_sdk.cli.refine import refine
     from nfldm_sdk.pipelines.generator import SceneGenerator
     from nfldm_sdk.pipelines.scene import NeuralScene
     from nfldm_training.cli.prior import train_prior
 
-    capture = make_capture(tmp_path / "cap.zarr", episodes=1, frames=4)
+    capture = capture_factory(tmp_path / "cap.zarr", episodes=1, frames=4)
     bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
+    shutil.copytree(default_stats_bundle, bundle)
     runner = CliRunner()
     args = ["--data", capture, "--bundle", str(bundle), "--preset", "tiny", "--out", str(tmp_path / "prior"),
             "--max-steps", "3", "--batch-size", "4", "--accelerator", "cpu", "--devices", "1", "--no-progress"]
@@ -496,7 +483,7 @@ def test_cli_train_prior_then_refine(tiny_bundle, tmp_path):
     assert res.exit_code != 0 and "huggingface-cli download" in res.output
 
 
-def test_cli_refine_with_clip_ldm_conditions(tiny_bundle, tmp_path):
+def test_cli_refine_with_clip_ldm_conditions(default_stats_bundle, tmp_path):
     """clip-ldm: y from --dataset-images, y′ from renders of the raw scene, saved with --save-conditions and reused."""
     import imageio.v3 as iio
     import numpy as np
@@ -513,8 +500,8 @@ def test_cli_refine_with_clip_ldm_conditions(tiny_bundle, tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
         iio.imwrite(images / f"{i}.png", rng.integers(0, 256, (24 + 8 * i, 40, 3), dtype=np.uint8))
-    SceneGenerator.from_pretrained(tiny_bundle).generate(1, seed=2, steps=2)[0].save(tmp_path / "scene")
-    base = [str(tmp_path / "scene"), "--model", str(tiny_bundle), "--guidance", "clip-ldm", "--guidance-path", str(folder),
+    SceneGenerator.from_pretrained(default_stats_bundle).generate(1, seed=2, steps=2)[0].save(tmp_path / "scene")
+    base = [str(tmp_path / "scene"), "--model", str(default_stats_bundle), "--guidance", "clip-ldm", "--guidance-path", str(folder),
             "--steps", "1", "--device", "cpu", "--no-progress", "--no-preview"]
     runner = CliRunner()
     res = runner.invoke(refine, base + ["--out", str(tmp_path / "a")])

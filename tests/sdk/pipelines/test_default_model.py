@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nfldm_sdk
-from nfldm_sdk.pipelines.bundle import DEFAULT_MODEL_ENV, BundleError, default_model_path
+from nfldm_sdk.models.bundle import DEFAULT_MODEL_ENV, BundleError, default_model_path
 from nfldm_sdk.pipelines.generator import SceneGenerator
 
 SHIPPED = Path(nfldm_sdk.__file__).resolve().parents[1] / "assets" / "models" / "default"

@@ -265,7 +265,7 @@ def test_lae_reconstruction_error_falls_and_codebook_usage_recovers_from_far_ini
 
 # ------------------------------------------------------------------------------------------------ stats
 def test_latent_stats_accumulator_matches_numpy_and_normalize_inverts():
-    from nfldm_training.stores.latent_store import LatentStatsAccumulator
+    from nfldm_training.encoding.latents import LatentStatsAccumulator
 
     rng = np.random.default_rng(0)
     g = rng.normal(3.0, 2.0, (7, 5)).astype(np.float32)
@@ -356,7 +356,7 @@ def stage2(tiny_capture, tmp_path_factory):
     from nfldm_sdk.models.scene_ae import SceneAutoEncoder
     from nfldm_training.cli.latent import encode_latents, train_latent_ae
     from nfldm_training.configs.presets import get_preset
-    from nfldm_training.stores.voxel_store import encode_voxels
+    from nfldm_training.encoding.voxels import encode_voxels
 
     root = tmp_path_factory.mktemp("stage2")
     torch.manual_seed(0)

@@ -1,5 +1,5 @@
 """Every `nfldm` and `sim_bridge` command ends with one ``Error:`` line and a non-zero exit for the project's own
-errors (issue 12, item 10); a bug (any other exception) keeps its traceback."""
+errors; a bug (any other exception) keeps its traceback."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from nfldm_sdk.cli.main import error_message, main as nfldm_main
 from sim_bridge.cli import error_message as bridge_error_message, main as bridge_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

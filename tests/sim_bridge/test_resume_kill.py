@@ -1,5 +1,5 @@
 """A real `sim_bridge collect` of 2 episodes, SIGKILLed at chosen points, resumed: the store validates and its
-chunks are byte-identical to an uninterrupted run's (issue 12, item 1)."""
+chunks are byte-identical to an uninterrupted run's."""
 import json
 import os
 import signal

@@ -1,4 +1,4 @@
-"""Start-up contract of the command lines (issue 12): ``--help`` and argument errors import no heavy library.
+"""Start-up contract of the command lines: ``--help`` and argument errors import no heavy library.
 
 The time itself is a benchmark (`nfldm_training.benchmarks.startup`, a row of `nfldm bench`), not a test; what is
 tested is the deterministic cause of the time: which modules a fresh interpreter has imported after ``--help``.

@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 FOLDERS = {"nfldm_sdk": "sdk", "nfldm_training": "training", "sim_bridge": "sim_bridge"}
 DESIGN_DOCS = ("method.md", "architecture.md", "conventions.md")

@@ -4,7 +4,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"nfldm_sdk": "sdk", "nfldm_training": "training", "sim_bridge": "sim_bridge"}
 
 

@@ -1,5 +1,5 @@
 """`SceneGenerator.generate` / `generate_iter` arguments, streaming in bounded memory, and the `nfldm generate` /
-`nfldm render` argument and output checks (issue 12, items 4 and 7)."""
+`nfldm render` argument and output checks."""
 from __future__ import annotations
 
 import gc
@@ -16,11 +16,6 @@ from nfldm_sdk.pipelines.generate_args import GenerateArgumentError
 from nfldm_sdk.pipelines.scene import NeuralScene
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory, tiny_generator, write_tiny_bundle):
-    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", tiny_generator)
 
 
 # ============================================================================================ generate arguments
@@ -105,21 +100,21 @@ def test_generate_progress_bar_counts_scenes(tiny_generator, capsys):
 # ============================================================================================ nfldm generate
 @pytest.mark.parametrize("option,value", [("--num", "0"), ("--steps", "0"), ("--steps", "-5"), ("--batch-size", "0"),
                                           ("--batch-size", "-1"), ("--seed", "-1"), ("--seed", "1.5")])
-def test_generate_cli_rejects_bad_numbers_before_writing(tiny_bundle, tmp_path, option, value):
+def test_generate_cli_rejects_bad_numbers_before_writing(default_stats_bundle, tmp_path, option, value):
     from nfldm_sdk.cli.generate import generate
 
     out = tmp_path / "scenes"
-    res = CliRunner().invoke(generate, ["--model", str(tiny_bundle), "--out", str(out), "--device", "cpu",
+    res = CliRunner().invoke(generate, ["--model", str(default_stats_bundle), "--out", str(out), "--device", "cpu",
                                         option, value])
     assert res.exit_code == 2 and f"Invalid value for '{option}'" in res.output and value in res.output
     assert not out.exists()
 
 
-def test_generate_cli_writes_every_scene_of_several_batches(tiny_bundle, tmp_path):
+def test_generate_cli_writes_every_scene_of_several_batches(default_stats_bundle, tmp_path):
     from nfldm_sdk.cli.generate import generate
 
     out = tmp_path / "scenes"
-    res = CliRunner().invoke(generate, ["--model", str(tiny_bundle), "--num", "3", "--batch-size", "2", "--seed", "4",
+    res = CliRunner().invoke(generate, ["--model", str(default_stats_bundle), "--num", "3", "--batch-size", "2", "--seed", "4",
                                         "--steps", "1", "--out", str(out), "--device", "cpu", "--no-preview"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == ["scene_000004", "scene_000005", "scene_000006"]
@@ -128,10 +123,10 @@ def test_generate_cli_writes_every_scene_of_several_batches(tiny_bundle, tmp_pat
 
 # ============================================================================================ nfldm render
 @pytest.fixture(scope="module")
-def saved_scene(tiny_bundle, tmp_path_factory):
+def saved_scene(default_stats_bundle, tmp_path_factory):
     from nfldm_sdk.pipelines.generator import SceneGenerator
 
-    scene = SceneGenerator.from_pretrained(tiny_bundle).generate(1, seed=1, steps=1)[0]
+    scene = SceneGenerator.from_pretrained(default_stats_bundle).generate(1, seed=1, steps=1)[0]
     return scene.save(tmp_path_factory.mktemp("scene") / "scene_000001")
 
 
@@ -143,53 +138,53 @@ def _render(scene, bundle, out, *extra):
                                        "--device", "cpu", "--out", str(out), *extra])
 
 
-def test_render_refuses_an_existing_output_without_overwrite(saved_scene, tiny_bundle, tmp_path):
+def test_render_refuses_an_existing_output_without_overwrite(saved_scene, default_stats_bundle, tmp_path):
     out = tmp_path / "frames"
-    res = _render(saved_scene, tiny_bundle, out)
+    res = _render(saved_scene, default_stats_bundle, out)
     assert res.exit_code == 0, res.output
     assert (out / "frames.json").is_file() and not (tmp_path / "frames.partial").exists()
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     (out / "mine.txt").write_text("keep")
-    res = _render(saved_scene, tiny_bundle, out)                         # again, no --overwrite: refused
+    res = _render(saved_scene, default_stats_bundle, out)                         # again, no --overwrite: refused
     assert res.exit_code == 1
     assert f"--out {out} exists: pass --overwrite to replace it, or choose another --out" in res.output
     assert (out / "mine.txt").read_text() == "keep" and not (tmp_path / "frames.partial").exists()
-    res = _render(saved_scene, tiny_bundle, out, "--overwrite")          # --overwrite: replaced as a whole
+    res = _render(saved_scene, default_stats_bundle, out, "--overwrite")          # --overwrite: replaced as a whole
     assert res.exit_code == 0, res.output
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before and not (out / "mine.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]      # no staging folder left behind
 
 
-def test_render_overwrite_never_replaces_what_it_did_not_write(saved_scene, tiny_bundle, tmp_path):
+def test_render_overwrite_never_replaces_what_it_did_not_write(saved_scene, default_stats_bundle, tmp_path):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "a.txt").write_text("mine")
-    res = _render(saved_scene, tiny_bundle, other, "--overwrite")
+    res = _render(saved_scene, default_stats_bundle, other, "--overwrite")
     assert res.exit_code == 1 and "is not an output of this command" in res.output
     assert (other / "a.txt").read_text() == "mine"
     video = tmp_path / "drive.mp4"
     video.write_bytes(b"old video")
-    res = _render(saved_scene, tiny_bundle, video)
+    res = _render(saved_scene, default_stats_bundle, video)
     assert res.exit_code == 1 and "exists: pass --overwrite" in res.output and video.read_bytes() == b"old video"
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert _render(saved_scene, tiny_bundle, empty).exit_code == 0 and (empty / "frames.json").is_file()
+    assert _render(saved_scene, default_stats_bundle, empty).exit_code == 0 and (empty / "frames.json").is_file()
 
 
 @pytest.mark.parametrize("option", ["--width", "--height", "--batch-size"])
-def test_render_rejects_zero_sizes(saved_scene, tiny_bundle, tmp_path, option):
+def test_render_rejects_zero_sizes(saved_scene, default_stats_bundle, tmp_path, option):
     from nfldm_sdk.cli.render import render
 
-    res = CliRunner().invoke(render, [str(saved_scene), "--model", str(tiny_bundle), "--out", str(tmp_path / "o"),
+    res = CliRunner().invoke(render, [str(saved_scene), "--model", str(default_stats_bundle), "--out", str(tmp_path / "o"),
                                       "--device", "cpu", option, "0"])
     assert res.exit_code == 2 and f"Invalid value for '{option}'" in res.output
     assert not (tmp_path / "o").exists()
 
 
-def test_render_writes_the_frames_it_reports(saved_scene, tiny_bundle, tmp_path):
+def test_render_writes_the_frames_it_reports(saved_scene, default_stats_bundle, tmp_path):
     out = tmp_path / "f"
-    res = _render(saved_scene, tiny_bundle, out)
+    res = _render(saved_scene, default_stats_bundle, out)
     assert res.exit_code == 0, res.output
     meta = json.loads((out / "frames.json").read_text())
     assert f"-> {out}" in res.output and len(meta) >= 1 and (out / meta[0]["rgb"]).is_file()

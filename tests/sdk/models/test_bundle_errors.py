@@ -15,8 +15,8 @@ from nfldm_sdk.guidance.prior import PRIOR_PART, PriorGuidance, add_prior_to_bun
 from nfldm_sdk.models.prior_unet import PriorConfig, PriorUNet
 from nfldm_sdk.persistence import (CLASS_PATH_ALIASES, ModelFileError, ModelNotFoundError, UnknownClassError, class_path,
                                    import_class, load_pretrained, names_class, read_config, resolve_model_dir)
-from nfldm_sdk.pipelines.bundle import PART_CLASSES, part_hash, read_manifest, shipped_model_path
-from nfldm_sdk.pipelines.bundle import BundleError
+from nfldm_sdk.models.bundle import PART_CLASSES, part_hash, read_manifest, shipped_model_path
+from nfldm_sdk.models.bundle import BundleError
 from nfldm_sdk.pipelines.generator import SceneGenerator
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from nfldm_sdk.viz.export import export_mesh, export_points, export_voxels, tile_frames, write_frames
 from nfldm_sdk.rendering.api import HIT_ALPHA
-from nfldm_sdk.pipelines.bundle import read_manifest, write_bundle
+from nfldm_sdk.models.bundle import read_manifest, write_bundle
 from nfldm_sdk.pipelines.scene import NeuralScene
 from nfldm_sdk.cameras.rig import CameraRig
 from nfldm_sdk.sensors.trajectory_render import render_trajectory, render_trajectory_batched

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"nfldm_sdk": ROOT / "sdk", "nfldm_training": ROOT / "training", "sim_bridge": ROOT / "sim_bridge"}
 #: Modules allowed above the size guideline, with why (kernels keep their launch code beside them).
 LARGE_MODULES = {
@@ -104,12 +104,8 @@ def test_no_private_name_is_imported_across_modules():
     assert not offenders, "private names imported across modules (make them public):\n" + "\n".join(offenders)
 
 
-def test_no_import_cycles_between_modules():
-    graph = {m: _module_level_imports(m, t) for m, t in TREES.items()}
-    # A package's __init__ importing its own submodules is how a package exposes them, not a cycle of two modules;
-    # edges from a module to its own parent packages are implied by Python and left out.
-    for m in graph:
-        graph[m] = {t for t in graph[m] if not m.startswith(t + ".")}
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node of `graph` (node -> nodes it imports): Tarjan."""
     index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
 
     def strong(v):
@@ -117,7 +113,7 @@ def test_no_import_cycles_between_modules():
         counter[0] += 1
         stack.append(v)
         on.add(v)
-        for w in graph[v]:
+        for w in graph.get(v, ()):
             if w not in index:
                 strong(w)
                 low[v] = min(low[v], low[w])
@@ -134,10 +130,40 @@ def test_no_import_cycles_between_modules():
             if len(comp) > 1:
                 cycles.append(sorted(comp))
 
-    for v in graph:
+    for v in list(graph):
         if v not in index:
             strong(v)
+    return cycles
+
+
+def test_cycle_finder_finds_a_known_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_between_modules():
+    graph = {m: _module_level_imports(m, t) for m, t in TREES.items()}
+    # Edges from a module to its own parent packages are implied by Python and left out.
+    for m in graph:
+        graph[m] = {t for t in graph[m] if not m.startswith(t + ".")}
+    cycles = _cycles(graph)
     assert not cycles, f"import cycles between modules: {cycles}"
+
+
+def test_subpackages_are_layered():
+    # Within a package, subpackages (and top-level modules) form a DAG: if `pipelines` imports `guidance`, nothing
+    # of `guidance` imports `pipelines`, directly or through others; the folder tree then reads bottom-up as the
+    # architecture (docs/architecture.md).
+    graph: dict[str, set[str]] = {}
+    for m, t in TREES.items():
+        pkg = m.split(".")[0]
+        a = ".".join(m.split(".")[:2])
+        for d in _module_level_imports(m, t):
+            b = ".".join(d.split(".")[:2])
+            if d.startswith(pkg + ".") and a != b and "." in a:
+                graph.setdefault(a, set()).add(b)
+    cycles = _cycles(graph)
+    assert not cycles, f"subpackages importing each other: {cycles}"
 
 
 def _comment_near(lines: list[str], lineno: int, func_start: int) -> str:

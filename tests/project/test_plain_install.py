@@ -1,4 +1,4 @@
-"""A plain ``pip install .`` (no extras) runs every user-facing command (issue 12, item 15).
+"""A plain ``pip install .`` (no extras) runs every user-facing command.
 
 `test_every_third_party_import_is_declared` checks the source: each third-party import of ``sdk/``,
 ``sim_bridge/`` and ``training/`` (module-level or inside a function) belongs to a distribution that
@@ -25,7 +25,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 FIRST_PARTY = {"nfldm_sdk", "nfldm_training", "sim_bridge"}
 #: Extras a user installs for a feature (the feature says which when it is missing); `dev` is not one of them.
@@ -192,7 +192,7 @@ def test_plain_install_has_no_dev_packages(plain_env, tmp_path):
 #: Loads the default model with no path and prints where it came from, its bundle hash and a digest of one scene.
 DEFAULT_MODEL_PROBE = """
 import hashlib
-from nfldm_sdk.pipelines.bundle import default_model_path
+from nfldm_sdk.models.bundle import default_model_path
 from nfldm_sdk.pipelines.generator import SceneGenerator
 g = SceneGenerator.from_pretrained(device="cpu")
 f = g.generate(1, seed=0, steps=3)[0].field

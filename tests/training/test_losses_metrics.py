@@ -1,0 +1,52 @@
+"""Stage-1 losses and metrics on known values: PSNR and the image loss, the depth loss and AbsRel on usable pixels
+only, and the mask of depth surfaces inside the scene box."""
+import math
+
+import pytest
+import torch
+
+from nfldm_sdk.cameras.pinhole import Cameras
+from nfldm_training.metrics.image import depth_abs_rel, psnr
+from nfldm_training.metrics.masks import box_depth_mask
+from nfldm_training.modules.losses import depth_loss, image_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+def test_psnr_and_image_loss_known_values():
+    target = torch.full((2, 3, 3, 4, 4), 0.5)
+    pred = target + 0.1                                    # uniform error 0.1: MSE 0.01 -> 20 dB
+    assert torch.allclose(psnr(pred, target), torch.full((2, 3), 20.0), atol=1e-4)
+    assert math.isclose(image_loss(pred, target, "l1").item(), 0.1, rel_tol=1e-5)
+    assert math.isclose(image_loss(pred, target, "l2").item(), 0.01, rel_tol=1e-4)
+    with pytest.raises(ValueError, match="l1"):
+        image_loss(pred, target, "huber")
+
+
+def test_depth_loss_and_abs_rel_use_only_usable_pixels():
+    target = torch.tensor([[2.0, 4.0, math.inf, 100.0]])    # the inf (sky) and the 100 m (beyond far) are ignored
+    valid = torch.isfinite(target)
+    pred = torch.tensor([[3.0, 3.0, 7.0, 1.0]])
+    # usable: 2 m (error 1) and 4 m (error 1) -> L1 = 1; AbsRel = (1/2 + 1/4) over 2 pixels
+    assert math.isclose(depth_loss(pred, target, valid, 1.0, 60.0, "l1").item(), 1.0, rel_tol=1e-6)
+    # inverse: |1/3 - 1/2| and |1/3 - 1/4| (near = 1)
+    assert math.isclose(depth_loss(pred, target, valid, 1.0, 60.0, "inverse").item(), (1 / 6 + 1 / 12) / 2, rel_tol=1e-5)
+    s, n = depth_abs_rel(pred, target, valid, 1.0, 60.0)
+    assert n.item() == 2 and math.isclose(s.item(), 0.75, rel_tol=1e-6)
+    # a prediction of inf (no hit) carries no gradient and is skipped by the loss, counts as `far` in AbsRel
+    pred_inf = torch.tensor([[math.inf, 3.0, 7.0, 1.0]], requires_grad=True)
+    loss = depth_loss(pred_inf, target, valid, 1.0, 60.0)
+    loss.backward()
+    assert loss.item() == 1.0 and torch.isfinite(pred_inf.grad).all()
+    s, n = depth_abs_rel(pred_inf.detach(), target, valid, 1.0, 60.0)
+    assert math.isclose(s.item(), (60 - 2) / 2 + 0.25, rel_tol=1e-6)
+
+
+def test_box_depth_mask_keeps_surfaces_inside_the_box():
+    # A camera at the origin looking along scene +x (OpenCV z -> scene x): planar depth = x of the surface.
+    c2s = torch.tensor([[0.0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
+    cam = Cameras.from_fov(90.0, 2, 2, c2s)
+    depth = torch.tensor([[5.0, 30.0], [math.inf, 9.0]])
+    bounds = torch.tensor([[-10.0, -10.0, -10.0], [10.0, 10.0, 10.0]])
+    mask = box_depth_mask(depth, torch.isfinite(depth), cam, bounds, 1.0, 60.0)
+    assert mask.tolist() == [[True, False], [False, True]]  # 30 m is beyond x = 10; inf is no hit
