@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 SCENE="$OUT/scenes/scene_$(printf '%06d' "$SEED")"
 
 echo "== 1/4 generate a scene (seed $SEED) with $MODEL"
-"$BIN/nfldm" generate --model "$MODEL" --num 1 --seed "$SEED" --out "$OUT/scenes" --device "$DEVICE"
+"$BIN/nfldm" generate --model "$MODEL" --num 1 --seed "$SEED" --out "$OUT/scenes" --device "$DEVICE" --overwrite
 
 echo "== 2/4 render a 20 m lane change of the 6-camera capture rig to MP4 (RGB + inverse-depth rows)"
 "$BIN/nfldm" render "$SCENE" --model "$MODEL" --rig capture --trajectory lane_change --length 20 --speed 10 \

@@ -14,6 +14,15 @@ from pathlib import Path
 import click
 
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, SAMPLER_NAMES, default_device
+from nfldm_sdk.cli.output_path import check_output, staged_output
+
+#: The file every scene folder holds (`NeuralScene.save`); `--overwrite` replaces only folders that have it.
+SCENE_MARKER = "scene.json"
+
+
+def scene_folder_name(seed: int) -> str:
+    """The folder `nfldm generate` writes the scene of `seed` to, inside ``--out``: ``scene_<seed, 6 digits>``."""
+    return f"scene_{int(seed):06d}"
 
 __all__ = ["generate"]
 
@@ -31,19 +40,27 @@ __all__ = ["generate"]
               help="Scenes sampled together (default min(--num, 8); does not change the scenes).")
 @click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write preview.png of each scene.")
-def generate(model, num, seed, out, steps, sampler, batch_size, device, preview):
-    """Generate scenes with a model bundle; writes OUT/scene_<seed>/ (field, scene.json, preview.png) per scene."""
+@click.option("--overwrite", is_flag=True, help="Replace scene folders of the same seeds already in OUT.")
+def generate(model, num, seed, out, steps, sampler, batch_size, device, preview, overwrite):
+    """Generate scenes with a model bundle; writes OUT/scene_<seed>/ (field, scene.json, preview.png) per scene.
+
+    A scene folder of the same seed already in OUT is refused before anything is sampled unless --overwrite is given
+    (which replaces only scene folders); each scene is written beside its folder and moved into place once complete."""
     # start-up time: these import torch, so only a running command loads them (`--help` stays fast)
     from nfldm_sdk.pipelines.generator import SceneGenerator
     from nfldm_sdk.viz.previews import save_preview
 
-    gen = SceneGenerator.from_pretrained(model, device=device)
     out = Path(out)
+    for i in range(num):                     # before the bundle loads: a refusal costs nothing and writes nothing
+        check_output(out / scene_folder_name(seed + i), overwrite, marker=SCENE_MARKER, file_suffixes=())
+    gen = SceneGenerator.from_pretrained(model, device=device)
     count, how = 0, ""
     for scene in gen.generate_iter(num, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size, progress=True):
-        folder = scene.save(out / f"scene_{scene.seed:06d}")
-        if preview:
-            save_preview(scene, folder / "preview.png")
+        folder = out / scene_folder_name(scene.seed)
+        with staged_output(folder) as tmp:
+            scene.save(tmp)
+            if preview:
+                save_preview(scene, tmp / "preview.png")
         count, how = count + 1, f"{scene.sampler}, {scene.steps} steps"
         del scene                            # written: drop it, so that only the batch being sampled is held
     click.echo(f"{count} scene(s) in {out} (bundle {gen.bundle_hash[:12]}…, {how})")

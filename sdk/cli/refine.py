@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from nfldm_sdk.cli.generate import SCENE_MARKER
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, default_device
+from nfldm_sdk.cli.output_path import check_output, staged_output
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `--help` start-up time
     import torch
@@ -95,9 +97,13 @@ def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device
 @click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write preview.png of the refined scene.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a scene folder.")
 def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, views, seed, dataset_images, conditions,
-           save_conditions, out, device, preview, progress):
-    """Refine a generated scene by score distillation with negative guidance; writes the refined scene to OUT."""
+           save_conditions, out, device, preview, progress, overwrite):
+    """Refine a generated scene by score distillation with negative guidance; writes the refined scene to OUT.
+
+    An existing OUT (other than an empty folder) is refused before anything runs unless --overwrite is given, which
+    replaces only a scene folder; the scene is written beside OUT and moved into place once complete."""
     # start-up time: torch and the pipeline load only when the command runs, not for --help
     import torch
 
@@ -112,6 +118,7 @@ def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, vi
 
     if steps < 0 or views < 1 or seed < 0:
         raise click.BadParameter("need --steps >= 0, --views >= 1 and --seed >= 0")
+    check_output(out, overwrite, marker=SCENE_MARKER, file_suffixes=())
     try:
         raw = NeuralScene.load(scene, decoder=model, device=device)   # checks that `model` generated the scene
         decoder = raw.decoder
@@ -140,14 +147,16 @@ def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, vi
     refined = NeuralScene(field=result.field, seed=raw.seed, bundle_hash=raw.bundle_hash, decoder=decoder,
                           sampler=raw.sampler, steps=raw.steps,
                           refinements=(*raw.refinements, refinement_record(result, model_g, seed)))
-    folder = refined.save(out)
+    folder = Path(out)
     info = {"source_scene": str(scene), "bundle": str(model), "guidance": guidance,
             "guidance_path": str(guidance_path) if guidance_path else None, "seed": seed,
             "config": dataclasses.asdict(cfg), "nonfinite_steps": result.nonfinite_steps,
             "nonfinite_step_indices": result.nonfinite_step_indices, "seconds": result.seconds,
             "history": result.history.to_dict()}
-    (folder / "refine.json").write_text(json.dumps(info, indent=2) + "\n")
-    if preview:
-        save_preview(refined, folder / "preview.png")
+    with staged_output(folder) as tmp:
+        refined.save(tmp)
+        (tmp / "refine.json").write_text(json.dumps(info, indent=2) + "\n")
+        if preview:
+            save_preview(refined, tmp / "preview.png")
     skipped = f", {result.nonfinite_steps} non-finite step(s) skipped" if result.nonfinite_steps else ""
     click.echo(f"refined scene in {folder} ({steps} steps, α={alpha}, {guidance}, {result.seconds:.1f} s{skipped})")

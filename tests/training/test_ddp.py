@@ -78,7 +78,7 @@ def test_only_the_writing_rank_touches_the_run_directory(tmp_path, monkeypatch):
     from lightning.pytorch.utilities import rank_zero_only
 
     from nfldm_sdk.models.denoisers import GDenoiser, GDenoiserConfig
-    from nfldm_training.runs.trainer import finish_run, is_run_writer, on_run_writer, start_run
+    from nfldm_training.runs.trainer import finish_run, is_run_writer, on_run_writer, run_writer_log, start_run
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -88,12 +88,18 @@ def test_only_the_writing_rank_touches_the_run_directory(tmp_path, monkeypatch):
         monkeypatch.setattr(rank_zero_only, "rank", rank)
         monkeypatch.setenv("NODE_RANK", node)
         assert not is_run_writer() and on_run_writer(lambda: 1) is None
+        printed = []
+        run_writer_log(printed.append)("model: ...")                  # other ranks print nothing either
+        assert printed == []
         assert start_run(run, True, lambda path: path.write_text("{}")) is None
         assert finish_run(run, model, {"global_step": 0}) == run / "model"
         assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["checkpoints", "checkpoints/step0000002.ckpt"]
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     monkeypatch.setenv("NODE_RANK", "0")
     assert is_run_writer() and on_run_writer(lambda x: x + 1, 1) == 2
+    printed = []
+    run_writer_log(printed.append)("model: ...")
+    assert printed == ["model: ..."]
     assert start_run(run, True, lambda path: path.write_text("{}")) is None   # fresh run: stale checkpoints go
     finish_run(run, model, {"global_step": 0})
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == [

@@ -37,6 +37,7 @@ def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_s
     # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.modules.latent_ae import train_latent_ae as run_train
     from nfldm_training.configs.latent import get_latent_preset
+    from nfldm_training.runs.trainer import run_writer_log
 
     stores = capture_stores(data, more_stores, required=False)
     overrides = collect_overrides(settings, "latent_ae_train", max_steps=max_steps, batch_size=batch_size, seed=seed,
@@ -49,7 +50,7 @@ def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_s
                            log=click.echo)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))
-    click.echo(f"model: {result.model_dir}  ({result.global_step} steps, {result.seconds:.0f} s)")
+    run_writer_log(click.echo)(f"model: {result.model_dir}  ({result.global_step} steps, {result.seconds:.0f} s)")
 
 
 @click.command("encode-latents")

@@ -32,6 +32,7 @@ def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, wor
     """Train one denoiser of the hierarchical latent diffusion (v-prediction, EMA weights saved to OUT/model)."""
     # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.modules.ldm import train_ldm as run
+    from nfldm_training.runs.trainer import run_writer_log
     from nfldm_training.configs.ldm import get_ldm_preset
 
     if "://" not in latents and not Path(latents).exists():
@@ -52,7 +53,7 @@ def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, wor
     result = run(latents, level, ldm, out, preset_name=preset, resume=resume, accelerator=accelerator,
                  devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, progress=progress,
                  log=click.echo)
-    click.echo(f"ψ_{level}: {result.global_step} steps in {result.seconds:.0f} s; EMA model in {result.model_dir}")
+    run_writer_log(click.echo)(f"ψ_{level}: {result.global_step} steps in {result.seconds:.0f} s; EMA model in {result.model_dir}")
 
 
 def _run_info(path: str | Path, level: str) -> dict:

@@ -39,6 +39,7 @@ def train_prior(ctx, data, more_stores, bundle, artifacts, preset, out, max_step
     # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.configs.prior import get_prior_preset
     from nfldm_training.modules.prior import train_prior as run
+    from nfldm_training.runs.trainer import is_run_writer, run_writer_log
 
     stores = capture_stores(data, more_stores)
     if bundle is None and artifacts is None:
@@ -58,10 +59,10 @@ def train_prior(ctx, data, more_stores, bundle, artifacts, preset, out, max_step
                      progress=progress, log=click.echo)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f"prior: {result.global_step} steps in {result.seconds:.0f} s "
+    run_writer_log(click.echo)(f"prior: {result.global_step} steps in {result.seconds:.0f} s "
                f"({result.num_dataset_images} dataset + {result.num_artifact_images} artifact images); "
                f"EMA model in {result.model_dir}")
-    if add_to_bundle:
+    if add_to_bundle and is_run_writer():   # one process writes the bundle part, not every DDP rank
         from nfldm_sdk.guidance.prior import add_prior_to_bundle  # start-up time: torch
 
         part = add_prior_to_bundle(bundle, result.model_dir)

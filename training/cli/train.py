@@ -42,6 +42,7 @@ def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, w
     # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.configs.presets import get_preset
     from nfldm_training.modules.scene_ae import train_scene_ae
+    from nfldm_training.runs.trainer import run_writer_log
 
     stores = capture_stores(data, more_stores)
     overrides = collect_overrides(settings, "scene_ae_train", max_steps=max_steps, batch_size=batch_size, seed=seed,
@@ -53,7 +54,7 @@ def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, w
                                 strategy=strategy, num_nodes=num_nodes, progress=progress, log=click.echo)
     except FileNotFoundError as e:
         raise click.ClickException(str(e))
-    click.echo(f"model: {result.model_dir}  ({result.global_step} steps, {result.seconds:.0f} s)")
+    run_writer_log(click.echo)(f"model: {result.model_dir}  ({result.global_step} steps, {result.seconds:.0f} s)")
 
 
 @click.command("encode-voxels")

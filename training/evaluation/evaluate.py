@@ -15,7 +15,7 @@ Every scene is looked at from the same camera rig: the anchor-frame cameras of a
 i uses those of reference window ``i mod m``), at the bundle's image size.
 
 * **3D point sets** — captured: the captured depth of the anchor views back-projected, kept where the surface is in
-  the box; generated: the rendered depth (where the accumulated opacity ≥ 0.5) back-projected and kept likewise.
+  the box; generated: the rendered depth (where the accumulated opacity ≥ `nfldm_sdk.rendering.api.HIT_ALPHA`, 0.5) back-projected and kept likewise.
   Each set is subsampled to ``points_per_scene`` points (seeded). Chamfer distance (metres) gives MMD, COV and
   1-NNA (`nfldm_training.metrics.scene_3d.mmd_cov_1nna`).
 * **BEV layout** — our generated scenes carry no semantics, so the layout comparison is geometric: the fraction of
@@ -42,6 +42,7 @@ import torch
 
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.pipelines.generator import SceneGenerator
+from nfldm_sdk.rendering.api import HIT_ALPHA
 from nfldm_training.benchmarks.bench import machine_line
 from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows, resize_depth
 from nfldm_training.errors import TrainingError
@@ -263,7 +264,7 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
         cams = ref_rig[k % len(ref_rig)]
         img = scene.render(cams.to(device=device))
         depth, alpha = img.depth.cpu(), img.alpha.cpu()
-        hit = (alpha >= 0.5) & torch.isfinite(depth)
+        hit = (alpha >= HIT_ALPHA) & torch.isfinite(depth)
         mask = box_depth_mask(depth, hit, cams, bounds, mc.near, mc.far)
         pts = backproject(depth, mask, cams)
         gen_hist += depth_histogram(torch.where(mask, depth, torch.full_like(depth, math.inf)), mc.near, mc.far, cfg.depth_bins)

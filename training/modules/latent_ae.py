@@ -64,7 +64,7 @@ from nfldm_training.modules.losses import image_loss
 from nfldm_training.modules.scene_ae import save_val_grid
 from nfldm_training.runs.result import RunResult
 from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
-                                         on_run_writer, start_run)
+                                         on_run_writer, start_run, run_writer_log)
 from nfldm_training.stores.scene_store import weights_sha256
 from nfldm_training.stores.voxel_store import VoxelStore
 
@@ -291,6 +291,7 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
         stores: capture stores in the voxel store's order (None: the paths recorded in it).
         resume: continue from ``run_dir/checkpoints/last.ckpt`` when it exists (up to ``max_steps`` in total).
     """
+    log = run_writer_log(log)
     start = time.perf_counter()
     run_dir = Path(run_dir)
     scene_model = SceneAutoEncoder.from_pretrained(resolve_model_dir(scene_ae))

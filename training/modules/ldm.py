@@ -39,7 +39,7 @@ from nfldm_training.configs.sections import LDMPreset, LDMTrainConfig
 from nfldm_training.data.latent_levels import LEVEL_CONDITIONS, LatentLevelDataModule
 from nfldm_training.modules.diffusion import EMADenoiserModule, v_prediction_loss
 from nfldm_training.runs.result import RunResult
-from nfldm_training.runs.trainer import finish_run, fit_with_val_loss, make_trainer, on_run_writer, start_run
+from nfldm_training.runs.trainer import finish_run, fit_with_val_loss, make_trainer, on_run_writer, start_run, run_writer_log
 
 __all__ = ["LDMLightningModule", "LDMTrainResult", "train_ldm", "RUN_INFO"]
 
@@ -103,6 +103,7 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
     ``latent_stats`` attribute. With `resume` and ``RUN/checkpoints/last.ckpt``, training
     continues from it up to ``max_steps`` in total.
     """
+    log = run_writer_log(log)
     start = time.perf_counter()
     if level not in LEVEL_CONDITIONS:
         raise ValueError(f"unknown level {level!r}: choose g, c or f")

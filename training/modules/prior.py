@@ -46,7 +46,7 @@ from nfldm_training.data.prior_images import (CaptureImageDataset, LabelledImage
 from nfldm_training.errors import TrainingError
 from nfldm_training.modules.diffusion import EMADenoiserModule
 from nfldm_training.runs.result import RunResult
-from nfldm_training.runs.trainer import finish_run, fit_with_val_loss, make_trainer, on_run_writer, start_run
+from nfldm_training.runs.trainer import finish_run, fit_with_val_loss, make_trainer, on_run_writer, start_run, run_writer_log
 
 __all__ = ["PriorLightningModule", "PriorTrainResult", "train_prior", "RUN_INFO", "ARTIFACTS_NAME"]
 
@@ -136,6 +136,7 @@ def train_prior(stores: Sequence[str], preset: PriorPreset, run_dir: str | Path,
     With `resume` and ``RUN/checkpoints/last.ckpt``, training continues from it up to ``max_steps`` in total.
     `render_device` renders the artifact scenes (default: cuda when available).
     """
+    log = run_writer_log(log)
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.train

@@ -39,7 +39,7 @@ from nfldm_training.metrics.masks import box_depth_mask
 from nfldm_training.modules.losses import depth_loss, image_loss
 from nfldm_training.runs.result import RunResult
 from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
-                                         on_run_writer, start_run)
+                                         on_run_writer, start_run, run_writer_log)
 
 
 @dataclass
@@ -182,6 +182,7 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     checkpoints. Validation figures of the untrained model are measured once, before training, and kept in
     ``metrics.json`` across resumes.
     """
+    log = run_writer_log(log)
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.scene_ae_train

@@ -58,6 +58,12 @@ def on_run_writer(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any |
     return write(*args, **kwargs) if is_run_writer() else None
 
 
+def run_writer_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log` on the process that writes the run directory (`is_run_writer`), a no-op on every other DDP rank: each
+    rank runs the whole stage function, and without this every line of a run would be printed once per process."""
+    return lambda message: on_run_writer(log, message)
+
+
 def model_dir(run_dir: str | Path) -> Path:
     """``RUN/model``: where a stage saves its trained network."""
     return Path(run_dir) / MODEL_DIR

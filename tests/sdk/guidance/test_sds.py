@@ -469,6 +469,18 @@ def test_cli_train_prior_then_refine(default_stats_bundle, tmp_path, capture_fac
     scene_json = json.loads((out / "scene.json").read_text())                          # says that it was refined
     assert [{k: r[k] for k in ("steps", "guidance", "alpha", "negative", "seed")} for r in scene_json["refinements"]] == [
         {"steps": 2, "guidance": "prior", "alpha": 2.0, "negative": "artifact", "seed": 1}]
+    # an existing --out is refused without --overwrite (before any work) and replaced whole with it
+    from nfldm_sdk.cli.main import main
+
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "refine.json"}
+    again = ["refine", str(tmp_path / "scene"), "--model", str(bundle), "--guidance", "prior", "--steps", "2",
+             "--alpha", "2", "--seed", "1", "--out", str(out), "--device", "cpu", "--no-progress"]
+    res = runner.invoke(main, again)
+    assert res.exit_code == 1 and f"Error: --out {out} exists: pass --overwrite" in res.output
+    res = runner.invoke(main, [*again, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "refine.json"} == written
+    assert not (tmp_path / "refined.partial").exists()
     # --guidance-path: the `nfldm train prior` run folder (with its own config.json) works as its model/ does
     fields = []
     for path in (run, run / "model"):

@@ -121,6 +121,38 @@ def test_generate_cli_writes_every_scene_of_several_batches(default_stats_bundle
     assert "3 scene(s)" in res.output and "1 steps" in res.output
 
 
+def _generate(bundle, out, *extra):
+    from nfldm_sdk.cli.main import main
+
+    return CliRunner().invoke(main, ["generate", "--model", str(bundle), "--num", "2", "--seed", "4", "--steps", "1",
+                                     "--out", str(out), "--device", "cpu", "--no-preview", *extra])
+
+
+def test_generate_refuses_scenes_it_would_replace_without_overwrite(default_stats_bundle, tmp_path):
+    out = tmp_path / "scenes"
+    assert _generate(default_stats_bundle, out).exit_code == 0
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "scene_000005" / "notes.txt").write_text("mine")
+    (out / "scene_000009").mkdir()                               # another seed: not in the way
+    res = _generate(default_stats_bundle, out)                   # seeds 4 and 5 again, no --overwrite: refused
+    assert res.exit_code == 1
+    assert f"Error: --out {out / 'scene_000004'} exists: pass --overwrite to replace it" in res.output
+    assert (out / "scene_000005" / "notes.txt").read_text() == "mine"
+    res = _generate(default_stats_bundle, out, "--overwrite")    # replaced whole, with the same bytes
+    assert res.exit_code == 0, res.output
+    again = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert again == first and sorted(p.name for p in out.iterdir()) == ["scene_000004", "scene_000005", "scene_000009"]
+
+
+def test_generate_overwrite_never_replaces_a_folder_that_is_not_a_scene(default_stats_bundle, tmp_path):
+    out = tmp_path / "scenes"
+    (out / "scene_000004").mkdir(parents=True)
+    (out / "scene_000004" / "a.txt").write_text("mine")
+    res = _generate(default_stats_bundle, out, "--overwrite")
+    assert res.exit_code == 1 and "is not an output of this command (a folder with scene.json" in res.output
+    assert (out / "scene_000004" / "a.txt").read_text() == "mine" and not (out / "scene_000005").exists()
+
+
 # ============================================================================================ nfldm render
 @pytest.fixture(scope="module")
 def saved_scene(default_stats_bundle, tmp_path_factory):
