@@ -44,6 +44,8 @@ _EXPORTS = {
     "FrameBatch": "nfldm_sdk.sensors.frames",
     "SensorWorld": "nfldm_sdk.sensors.world",
     "render_trajectory": "nfldm_sdk.sensors.trajectory_render",
+    "LidarSpec": "nfldm_sdk.sensors.lidar_spec",
+    "LidarScan": "nfldm_sdk.sensors.lidar",
 }
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import nfldm_sdk.sensors.lidar as lidar_sensor
 import nfldm_sdk.sensors.trajectory_render as trajectory_render
 import nfldm_sdk.sensors.world as sensor_world
 from nfldm_sdk.cameras.pinhole import Cameras
@@ -174,6 +175,13 @@ class NeuralScene:
         side (``decoder.config.image_size``; a `RenderSizeWarning` otherwise)."""
         return trajectory_render.render_trajectory(self, trajectory, rig, batch_size=batch_size, with_range=with_range,
                                                    device=device, check_overlap=check_overlap, progress=progress)
+
+    def render_lidar(self, trajectory, spec, **kw):
+        """Scan a LiDAR (a `LidarSpec`, a preset name such as ``"nuscenes32"`` or a LiDAR JSON file) along
+        `trajectory` through this scene's density field: yields one `nfldm_sdk.sensors.lidar.LidarScan` per tick
+        (points ``[N, 4]`` in the sensor frame, range image ``[channels, A]`` with ``inf`` = no return). Keywords as
+        `nfldm_sdk.sensors.lidar.render_lidar` (``n_samples``, ``hit_alpha``, ``device``); no decoder needed."""
+        return lidar_sensor.render_lidar(self, trajectory, spec, **kw)
 
     def world(self, trajectory, *, rate_hz=None, rig=None, batch_size: int = DEFAULT_BATCH_SIZE, device=None):
         """A CARLA-like `nfldm_sdk.sensors.world.SensorWorld` driving `trajectory` through this scene (default rig: the

@@ -11,7 +11,10 @@ Modules, one job each:
   on the render device (for GPU pipelines);
 * `nfldm_sdk.sensors.world` — CARLA style: ``world = SensorWorld(scene, trajectory)``, ``cam =
   world.spawn_camera("front", attach_to=world.ego)``, ``cam.listen(callback)``, ``world.tick()``: each tick moves
-  the ego one trajectory step and calls the listeners, in spawn order, with a `CameraImage`.
+  the ego one trajectory step and calls the listeners, in spawn order, with a `CameraImage`;
+* `nfldm_sdk.sensors.lidar_spec` / `nfldm_sdk.sensors.lidar` — generated LiDAR: a spinning `LidarSpec` (presets
+  ``nuscenes32``, ``hdl64``, ``os128``; CARLA ray-cast attributes), `render_lidar` marches the density field along its
+  beams and returns, per tick, a `LidarScan` (range image and points) where the opacity reaches ``HIT_ALPHA``.
 
 Rendering: the views of all cameras × ticks are flattened time-major and decoded ``batch_size`` views per decoder
 call (`SceneAutoEncoder.decode`: volume rendering + 2D CNN), on the decoder's device unless ``device`` says
