@@ -35,6 +35,7 @@ def dots(img: np.ndarray, u: np.ndarray, v: np.ndarray, colours: np.ndarray, rad
 
 
 def main() -> None:
+    """Generate the scene, scan it, render the front camera and write the side-by-side picture to ``out``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)

@@ -58,9 +58,12 @@ class SeededDataModule(LightningDataModule):
                                            persistent_workers=workers > 0, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The training split, shuffled by a generator seeded ``cfg.seed``; the incomplete last batch is dropped when
+        the split holds at least one full batch."""
         self.setup()
         return self.loader(self.train_set, True, 0)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
+        """The validation split in order (its generator, seeded ``cfg.seed + 1``, only seeds the workers)."""
         self.setup()
         return self.loader(self.val_set, False, 1)

@@ -123,19 +123,24 @@ class EMADenoiserModule(LightningModule):
         return v_prediction_loss(model, x0, cond, self.noise, generator=generator)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The v-prediction loss of the trained (non-EMA) weights on one batch; logged as ``train/loss``."""
         x0, cond = self.inputs(batch, train=True)
         loss = self.loss(self.model, x0, cond)
         self.log("train/loss", loss, batch_size=x0.shape[0], prog_bar=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """One EMA update of the saved weights after every optimisation step."""
         self.ema.update_parameters(self.model)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """The loss of the EMA weights (the ones saved) with noise seeded per batch, so every validation draws the
+        same noise and figures compare across steps; logged as ``val/loss``."""
         x0, cond = self.inputs(batch, train=False)
         g = torch.Generator().manual_seed(int(self.cfg.seed) * 7919 + batch_idx)
         loss = self.loss(self.ema_model, x0, cond, generator=g)
         self.log("val/loss", loss, batch_size=x0.shape[0], on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
+        """AdamW with the linear warm-up of the stage's training config (`adamw_with_warmup`)."""
         return adamw_with_warmup(self.model.parameters(), self.cfg)
