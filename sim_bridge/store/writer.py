@@ -16,6 +16,7 @@ Layout, codecs and the conventions recorded in the store: `sim_bridge.store.sche
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timezone
 
 import numpy as np
@@ -29,7 +30,7 @@ from sim_bridge.store.schema import (ARRAYS, COLLECTOR_ROOT_ATTRS, CONVENTIONS, 
                                      software_versions, to_json)
 from sim_bridge.store.validate import inspect_group, raise_if_problems
 
-__all__ = ["StoreWriter", "EpisodeWriter"]
+__all__ = ["StoreWriter", "EpisodeWriter", "INTERRUPTED_WRITE", "remove_interrupted_writes"]
 
 _DIMENSION_NAMES = {
     "rgb": ("t", "camera", "y", "x", "channel"),
@@ -44,6 +45,26 @@ _DIMENSION_NAMES = {
 #: zarr runtime config of every array opened for writing: chunks equal to the fill value are stored too, so an
 #: absent chunk of a committed frame means a lost one.
 _WRITE_CONFIG = {"write_empty_chunks": True}
+
+
+#: The temporary files zarr's local store writes a chunk or metadata file into before renaming it into place
+#: (``NAME.<32 hex digits>.partial``): a process killed in between leaves one behind.
+INTERRUPTED_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def remove_interrupted_writes(path: str, storage_options: dict | None = None) -> list[str]:
+    """Delete the temporary files of writes a killed process left under the store at `path` (`INTERRUPTED_WRITE`).
+
+    They never hold committed data (the rename that would have made them a chunk did not happen, and the episode's
+    ``committed_frames`` was not advanced past them), so a resume drops them and rewrites what they were for.
+    Returns:
+        the removed paths (filesystem paths of `path`'s fsspec filesystem).
+    """
+    fs, root = filesystem(path, storage_options)
+    stale = [p for p in fs.find(root) if INTERRUPTED_WRITE.search(p)]
+    for p in stale:
+        fs.rm(p)
+    return stale
 
 
 class StoreWriter:
@@ -107,6 +128,7 @@ class StoreWriter:
                                     "without --resume") from e
         ins = inspect_group(group, str(path), deep=False)
         raise_if_problems(ins, only_committed=True)
+        remove_interrupted_writes(path, storage_options)
         return cls(group, path, ins.attrs)
 
     @property

@@ -221,6 +221,22 @@ def test_crash_then_resume_loses_and_duplicates_nothing(tmp_path):
         assert_frame_equal(ep.frame_data(t), make_frame(t, rig))
 
 
+def test_resume_removes_the_temporary_files_of_writes_a_kill_interrupted(tmp_path):
+    # zarr's local store writes NAME.<uuid hex>.partial and renames it; SIGKILL in between leaves the temp file.
+    path = tmp_path / "s.zarr"
+    write_store(path, planned=4, committed=2)
+    chunk = next(p for p in sorted((path / "episodes").rglob("*")) if p.is_file() and "/c/" in str(p))
+    before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    stale = [chunk.with_suffix(f".{uuid.uuid4().hex}.partial"), path / f"zarr.{uuid.uuid4().hex}.partial"]
+    for p in stale:
+        p.write_bytes(b"half a chunk")
+    keep = path / "episodes" / "notes.partial"                      # not zarr's pattern: left alone
+    keep.write_bytes(b"mine")
+    StoreWriter.open_for_resume(str(path)).close()
+    assert not any(p.exists() for p in stale) and keep.read_bytes() == b"mine"
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file() and p != keep} == before
+
+
 def test_frame_written_but_not_committed_is_invisible_and_overwritten_on_resume(tmp_path):
     path = str(tmp_path / "s.zarr")
     rig = write_store(path, planned=5, committed=3)
