@@ -8,7 +8,9 @@ Conventions (see README "Conventions"):
     below the vehicle centre;
   * camera: OpenCV axes (x right, y down, z forward), `K [3,3]` in pixels, `cam_to_world [4,4]`;
   * depth: planar z-depth in metres, float32, `inf` where nothing was hit;
-  * semantics: CARLA 0.9.14+ semantic tags, uint8 (see `sim_bridge.semantics`).
+  * semantics: CARLA 0.9.14+ semantic tags, uint8 (see `sim_bridge.semantics`);
+  * LiDAR (optional, `sim_bridge.lidar.LidarSpec`): sensor x forward, y left, z up; range images `[C,A]` of metres
+    along each beam, `inf` where there is no return.
 """
 from importlib import metadata as _metadata
 
@@ -17,6 +19,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
+from sim_bridge.lidar import LidarSpec  # noqa: E402
 from sim_bridge.rig import Rig, RigCamera, RigError, RIG_PRESETS  # noqa: E402
 
 
@@ -28,4 +31,4 @@ def open_store(path, **kwargs):
     return _open(path, **kwargs)
 
 
-__all__ = ["Rig", "RigCamera", "RigError", "RIG_PRESETS", "open_store", "__version__"]
+__all__ = ["Rig", "RigCamera", "RigError", "RIG_PRESETS", "LidarSpec", "open_store", "__version__"]

@@ -1,4 +1,4 @@
-"""The `sim_bridge` command line: collect, info, validate, towns, weathers, rigs, bench.
+"""The `sim_bridge` command line: collect, info, validate, export-nuscenes, towns, weathers, rigs, bench.
 
 `sim_bridge`'s own errors (`sim_bridge.errors.SimBridgeError` and everything derived from it: StoreError, RigError,
 the CARLA errors, ...) end every command as ``Error: <message>`` and exit status 1 (a command's own documented exit
@@ -14,6 +14,7 @@ from click.core import ParameterSource
 
 from sim_bridge.bench import format_capture_bench, run_capture_bench
 from sim_bridge.errors import SimBridgeError
+from sim_bridge.lidar import lidar_presets_text
 from sim_bridge.rig import DEFAULT_RIG, RIG_PRESETS, canonical_rig_name, rig_presets_text
 from sim_bridge.towns import TOWNS, check_town
 from sim_bridge.weather import WEATHER_PRESETS, check_weather
@@ -59,6 +60,8 @@ def main():
                    "alone keeps a rig file's aspect ratio, a size that changes it is an error.")
 @click.option("--rig", default=DEFAULT_RIG, show_default=True, help=f"Rig preset: {rig_presets_text()}; or a rig JSON file.")
 @click.option("--weather", default="ClearNoon", show_default=True, help="CARLA weather preset (see `sim_bridge weathers`).")
+@click.option("--lidar", default=None, metavar="PRESET|FILE",
+              help=f"Also capture a spinning LiDAR: a preset ({lidar_presets_text()}) or a LiDAR JSON file. Default: none.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed (episodes derive theirs from it).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="CARLA server host.")
 @click.option("--port", type=int, default=2000, show_default=True, help="CARLA server RPC port.")
@@ -135,6 +138,31 @@ def validate(store, shallow):
         click.echo(f"{store}: valid")
     if report.exit_code != EXIT_VALID:
         sys.exit(report.exit_code)
+
+
+@main.command("export-nuscenes")
+@click.argument("store")
+@click.option("--out", required=True, help="Dataset folder to write (the nuScenes devkit's dataroot).")
+@click.option("--episodes", default=None, metavar="LIST",
+              help="Episodes to export: indices or names, comma-separated (0,2 or episode_0001). Default: all.")
+@click.option("--version", "version", default="v1.0-nfldm", show_default=True,
+              help="Folder of the tables (the devkit's version), e.g. v1.0-mini.")
+@click.option("--image-format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="Camera images: jpg (nuScenes' own, lossy) or png (lossless).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
+def export_nuscenes(store, out, episodes, version, image_format, overwrite):
+    """Export a capture store as a nuScenes-format dataset (one scene per episode, one sample per frame; LiDAR
+    scans when the store has them; depth and semantics as extra files)."""
+    from sim_bridge.export.capture import export_capture
+
+    try:
+        summary = export_capture(store, out, episodes=episodes, version=version, overwrite=overwrite,
+                                 image_format=image_format, log=lambda m: click.echo(m, err=True))
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"Wrote {len(summary.scenes)} scene(s), {summary.samples} sample(s), {summary.sample_data} sample_data "
+               f"record(s){' with LiDAR' if summary.lidar else ''} to {summary.out} (load it with "
+               f"NuScenes(version={summary.version!r}, dataroot={str(summary.out)!r}))")
 
 
 @main.command()

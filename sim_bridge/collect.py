@@ -2,7 +2,8 @@
 
 Crash safety comes from the store (the committed frame count is written after each frame's data); this module
 adds resume: `collect(..., resume=True)` reopens the store, takes the collection settings recorded in it, skips
-complete episodes and asks the backend to continue each partial episode at its first missing frame.
+complete episodes and asks the backend to continue each partial episode at its first missing frame. With a LiDAR
+(`CollectConfig.lidar`) every frame also stores the scan; a resume takes the LiDAR recorded in the store.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from tqdm.auto import tqdm
 from sim_bridge.backends.base import Backend, EpisodeSpec, episode_seed
 from sim_bridge.backends.carla_backend import CarlaBackend
 from sim_bridge.backends.carla_server import probe_carla
+from sim_bridge.lidar import LidarSpec
 from sim_bridge.rig import DEFAULT_RIG, Rig, canonical_rig_name
 from sim_bridge.store.writer import StoreWriter
 
 #: Settings recorded in the store's `collection` attribute; a resume must use the same values.
-_RECORDED = ("backend", "town", "weather", "seed", "episodes", "frames", "fps", "width", "height", "rig")
+_RECORDED = ("backend", "town", "weather", "seed", "episodes", "frames", "fps", "width", "height", "rig", "lidar")
 
 
 @dataclass
@@ -41,6 +43,9 @@ class CollectConfig:
         rig: a rig preset name (``capture``, also called ``default`` or ``ring6``; ``nuscenes``; ``front``) or a rig
             JSON file; the store records it as given.
         weather: CARLA weather preset name (ClearNoon, CloudyNoon, WetNoon, ClearSunset, …).
+        lidar: a LiDAR on the ego: a preset name (``nuscenes32``, ``hdl64``, ``os128``) or a LiDAR JSON file
+            (`sim_bridge.lidar.LidarSpec.resolve`), or None for cameras only; the store records it as given and
+            holds the resolved spec in its ``lidar`` attribute.
         seed: run seed; episode e uses `episode_seed(seed, e)`.
         host, port, tm_port, timeout: CARLA server address, Traffic Manager port, connection timeout (s).
         resume: continue an interrupted store at `out` (its recorded settings win).
@@ -57,6 +62,7 @@ class CollectConfig:
     height: int | None = None
     rig: str = DEFAULT_RIG
     weather: str = "ClearNoon"
+    lidar: str | None = None
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 2000
@@ -111,16 +117,16 @@ def choose_backend(cfg: CollectConfig, log=print) -> str:
     return "procedural"
 
 
-def make_backend(name: str, cfg: CollectConfig, rig: Rig) -> Backend:
-    """Instantiate backend `name` for `cfg` and `rig`."""
+def make_backend(name: str, cfg: CollectConfig, rig: Rig, lidar: LidarSpec | None = None) -> Backend:
+    """Instantiate backend `name` for `cfg`, `rig` and the optional `lidar`."""
     if name == "procedural":
         # start-up time: open3d and numba load only for the procedural backend
         from sim_bridge.backends.procedural.simulator import ProceduralBackend
 
-        return ProceduralBackend(town=cfg.town, weather=cfg.weather, rig=rig, fps=cfg.fps, seed=cfg.seed)
+        return ProceduralBackend(town=cfg.town, weather=cfg.weather, rig=rig, fps=cfg.fps, seed=cfg.seed, lidar=lidar)
     if name == "carla":
         return CarlaBackend(town=cfg.town, weather=cfg.weather, rig=rig, fps=cfg.fps, seed=cfg.seed, host=cfg.host,
-                            port=cfg.port, tm_port=cfg.tm_port, timeout=cfg.timeout)
+                            port=cfg.port, tm_port=cfg.tm_port, timeout=cfg.timeout, lidar=lidar)
     raise ValueError(f"unknown backend {name!r}")
 
 
@@ -169,16 +175,18 @@ def collect(cfg: CollectConfig, explicitly_set: set[str] | None = None, progress
         if stored.get("episodes") != cfg.episodes:
             writer.update_collection({**stored, "episodes": cfg.episodes})
         rig = Rig.from_list(writer.root_attrs["rig"])
+        lidar = writer.lidar
     else:
-        # the rig is checked completely (and its size settled) before anything is created
+        # the rig and the LiDAR are checked completely (and the size settled) before anything is created
         rig = Rig.resolve(cfg.rig, cfg.width, cfg.height)
+        lidar = LidarSpec.resolve(cfg.lidar) if cfg.lidar is not None else None
         cfg = dataclasses.replace(cfg, width=rig.width, height=rig.height)
         backend_name = choose_backend(cfg, log=log)
         writer = None
 
     start = time.perf_counter()
     written = 0
-    with make_backend(backend_name, cfg, rig) as backend:
+    with make_backend(backend_name, cfg, rig, lidar) as backend:
         if writer is None:
             described = backend.describe()
             root_attrs = {
@@ -191,6 +199,8 @@ def collect(cfg: CollectConfig, explicitly_set: set[str] | None = None, progress
                 "collection": _recorded_settings(cfg, backend_name),
                 "simulator": described,
             }
+            if lidar is not None:
+                root_attrs["lidar"] = lidar
             writer = StoreWriter.create(cfg.out, root_attrs, overwrite=cfg.overwrite)
         episodes = [writer.episode(e, cfg.frames, episode_seed(cfg.seed, e)) for e in range(cfg.episodes)]
         already = sum(ep.committed for ep in episodes)

@@ -46,6 +46,16 @@ axis, our convention) as ``(R + G·256 + B·256²) / (256³ − 1) · 1000`` met
 becomes ``inf``. The semantic-segmentation camera stores the CityObjectLabel tag in R. The cameras are
 pinholes with a horizontal field of view, square pixels and the principal point at the image centre.
 
+LiDAR
+-----
+A LiDAR's sensor frame is x forward, y left, z up (`sim_bridge.lidar`); UE's sensor-local frame is x forward,
+y right, z up, so the two differ by the mirror S, like ego and vehicle-local. Hence ``lidar_to_world = S · T · S``
+for the sensor's world transform T (`carla_to_lidar_to_world`), the attachment of a mount ``lidar_to_ego`` is
+``S · lidar_to_ego · S`` (`lidar_to_ego_to_carla`), and a point CARLA reports in sensor-local UE coordinates
+(x, y, z) is (x, −y, z) in the sensor frame. ``sensor.lidar.ray_cast_semantic`` delivers its points as
+`carla.SemanticLidarMeasurement.raw_data`: per detection x, y, z, cos_inc_angle (float32), object_idx,
+object_tag (uint32), 24 bytes, channel by channel (`SEMANTIC_LIDAR_DTYPE`, `decode_semantic_lidar`).
+
 Every function accepts any object with ``.location`` (x, y, z) and ``.rotation`` (pitch, yaw, roll), so real
 `carla.Transform` objects work and so do simple stand-ins; the inverses build real `carla.Transform` objects
 (the `carla` package is imported only there).
@@ -169,6 +179,45 @@ def cam_to_ego_to_carla(cam_to_ego: np.ndarray):
     """
     m = _check_rigid(cam_to_ego, "cam_to_ego")
     return _transform_from_ue_matrix(UE_MIRROR @ m @ CV_TO_UE_CAMERA.T)
+
+
+def carla_to_lidar_to_world(transform) -> np.ndarray:
+    """`lidar_to_world [4,4]` float64 (LiDAR sensor frame x fwd, y left, z up -> world) of a CARLA LiDAR's world
+    transform (e.g. `carla.SemanticLidarMeasurement.transform`): ``S · T · S`` (module docstring, "LiDAR")."""
+    return UE_MIRROR @ ue_transform_matrix(transform) @ UE_MIRROR
+
+
+def lidar_to_ego_to_carla(lidar_to_ego: np.ndarray):
+    """Attachment transform (relative to the vehicle actor) of a LiDAR mounted at `lidar_to_ego [4,4]`; a sensor
+    spawned with it (``attach_to=vehicle``) has ``carla_to_lidar_to_world(sensor transform) = ego_to_world ·
+    lidar_to_ego``."""
+    m = _check_rigid(lidar_to_ego, "lidar_to_ego")
+    return _transform_from_ue_matrix(UE_MIRROR @ m @ UE_MIRROR)
+
+
+#: One detection of `carla.SemanticLidarMeasurement.raw_data` (CARLA's `SemanticLidarDetection`, 24 bytes).
+SEMANTIC_LIDAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("cos_inc_angle", "<f4"),
+                                 ("object_idx", "<u4"), ("object_tag", "<u4")])
+
+
+def decode_semantic_lidar(raw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The detections of a ``sensor.lidar.ray_cast_semantic`` measurement in the project's sensor frame.
+
+    Args:
+        raw: `carla.SemanticLidarMeasurement.raw_data` (bytes-like; `SEMANTIC_LIDAR_DTYPE` records).
+    Returns:
+        (points, object_tag, object_idx): ``[P,3]`` float64 metres in the sensor frame (x forward, y left, z up:
+        UE's y negated), ``[P]`` uint32 CARLA semantic tags, ``[P]`` uint32 actor ids (0 for the map).
+    """
+    buf = np.ascontiguousarray(raw).view(np.uint8).reshape(-1) if isinstance(raw, np.ndarray) else \
+        np.frombuffer(raw, dtype=np.uint8)
+    if len(buf) % SEMANTIC_LIDAR_DTYPE.itemsize:
+        raise ValueError(f"semantic LiDAR buffer has {len(buf)} bytes, not a multiple of the "
+                         f"{SEMANTIC_LIDAR_DTYPE.itemsize}-byte SemanticLidarDetection: is it raw_data of "
+                         "sensor.lidar.ray_cast_semantic (ray_cast's points are 16 bytes)?")
+    det = np.frombuffer(buf, dtype=SEMANTIC_LIDAR_DTYPE)
+    points = np.stack([det["x"], -det["y"], det["z"]], axis=1).astype(np.float64)   # negating is exact
+    return points, det["object_tag"].copy(), det["object_idx"].copy()
 
 
 # ------------------------------------------------------------------------------------------------ intrinsics

@@ -2,11 +2,14 @@
 
 Ego (vehicle) frame: right-handed, x forward, y left, z up, metres, origin on the ground below the vehicle
 centre. Camera frame: OpenCV (x right, y down, z forward). `cam_to_ego [4,4]` maps camera coordinates to ego
-coordinates.
+coordinates. A camera's ``model`` is ``pinhole`` (the default), ``equidistant`` or ``opencv_fisheye`` with
+``distortion`` (k1, k2, k3, k4) (`sim_bridge.camera_models`); rig files and store attributes carry ``model`` and
+``distortion`` only for fisheye cameras (absent: pinhole), so rigs written before fisheye cameras load unchanged.
 
 A rig is checked completely where it is built (`RigCamera`, `Rig`, `Rig.load`): positive integer image sizes, a
-pinhole ``K`` with finite positive focal lengths and its principal point inside the image, a finite rigid
-``cam_to_ego``, unique names and one image size; a bad rig raises `RigError` naming the file and the camera, so a
+``K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]]`` with finite positive focal lengths and its principal point inside the
+image, a known model with usable coefficients (a fisheye camera must see less than 90° off axis at its image
+corners: depth is planar z), a finite rigid ``cam_to_ego``, unique names and one image size; a bad rig raises `RigError` naming the file and the camera, so a
 capture fails before its store is created.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim_bridge.camera_models import distortion_problem, fisheye_distort
 from sim_bridge.errors import SimBridgeError
 from sim_bridge.rigid import rigid_problems
 
@@ -31,16 +35,24 @@ class RigError(SimBridgeError, ValueError):
     the fix."""
 
 
-def intrinsics_from_fov(hfov_deg: float, width: int, height: int) -> np.ndarray:
-    """Pinhole `K [3,3]` float64 (pixels) with horizontal field of view `hfov_deg` degrees, square pixels, centred
-    principal point: ``f = (width/2) / tan(hfov/2)``. Same signature and values as
-    `nfldm_sdk.cameras.pinhole.intrinsics_from_fov` (the two packages may not import each other).
+def intrinsics_from_fov(hfov_deg: float, width: int, height: int, *, model: str = "pinhole",
+                        distortion=None) -> np.ndarray:
+    """`K [3,3]` float64 (pixels) with horizontal field of view `hfov_deg` degrees, square pixels, centred
+    principal point: ``f = (width/2) / tan(hfov/2)`` for a pinhole, ``(width/2) / θ_d(hfov/2)`` for the fisheye
+    `model` s (``θ_d = θ`` for equidistant, OpenCV's polynomial of `distortion` (k1..k4) for opencv_fisheye). Same
+    signature and values as `nfldm_sdk.cameras.pinhole.intrinsics_from_fov` (the two packages may not import each
+    other).
 
     The principal point is at (width/2, height/2): pixel centres are at integer + 0.5 (CARLA's convention too).
     """
     if not (0.0 < hfov_deg < 180.0):
         raise RigError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
-    f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+    half = math.radians(hfov_deg) / 2.0
+    if model == "pinhole":
+        f = (width / 2.0) / math.tan(half)
+    else:
+        k = np.zeros(4) if distortion is None else np.asarray(distortion, dtype=np.float64)
+        f = (width / 2.0) / float(fisheye_distort(half, k))
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
@@ -67,9 +79,11 @@ class RigCamera:
 
     Attributes:
         name: unique name, e.g. ``"front"``.
-        K: intrinsics `[3,3]`, pixels.
+        K: intrinsics `[3,3]`, pixels (every model).
         width, height: image size in pixels.
         cam_to_ego: `[4,4]` rigid transform, OpenCV camera axes -> ego frame (metres).
+        model: ``"pinhole"`` (default), ``"equidistant"`` or ``"opencv_fisheye"``.
+        distortion: `[4]` float64 (k1, k2, k3, k4) of ``opencv_fisheye``, zeros otherwise (None: zeros).
     """
 
     name: str
@@ -77,6 +91,8 @@ class RigCamera:
     width: int
     height: int
     cam_to_ego: np.ndarray
+    model: str = "pinhole"
+    distortion: np.ndarray | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -108,22 +124,35 @@ class RigCamera:
         if why:
             raise RigError(f"{cam}: cam_to_ego is not a rigid transform: {why}; it must be [[R, t], [0, 0, 0, 1]] "
                            "with R a rotation (mount_to_cam_to_ego builds one)")
+        try:
+            dist = np.zeros(4) if self.distortion is None else np.array(self.distortion, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise RigError(f"{cam}: distortion must be 4 numbers (k1, k2, k3, k4) ({e})") from e
+        why = distortion_problem(self.model, dist, K, self.width, self.height)
+        if why:
+            raise RigError(f"{cam}: {why}")
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "cam_to_ego", m)
+        object.__setattr__(self, "distortion", dist)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (the form stored in capture-store attributes)."""
-        return {
+        """JSON-ready dict (the form stored in capture-store attributes); ``model`` and ``distortion`` only for a
+        camera that is not a pinhole one."""
+        d = {
             "name": self.name,
             "K": np.asarray(self.K, dtype=float).tolist(),
             "width": int(self.width),
             "height": int(self.height),
             "cam_to_ego": np.asarray(self.cam_to_ego, dtype=float).tolist(),
         }
+        if self.model != "pinhole":
+            d.update(model=self.model, distortion=np.asarray(self.distortion, dtype=float).tolist())
+        return d
 
     @staticmethod
     def from_dict(d: dict) -> "RigCamera":
-        """Inverse of `to_dict`; validates every field (see `RigCamera`). Raises `RigError`."""
+        """Inverse of `to_dict`; validates every field (see `RigCamera`); an absent ``model`` is ``pinhole`` and
+        an absent ``distortion`` zeros. Raises `RigError`."""
         if not isinstance(d, dict):
             raise RigError(f"a rig camera must be an object {{name, K, width, height, cam_to_ego}}, got "
                            f"{type(d).__name__}")
@@ -138,7 +167,8 @@ class RigCamera:
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             size[key] = v
-        return RigCamera(d["name"], d["K"], size["width"], size["height"], d["cam_to_ego"])
+        return RigCamera(d["name"], d["K"], size["width"], size["height"], d["cam_to_ego"], d.get("model", "pinhole"),
+                         d.get("distortion"))
 
     def with_size(self, width: int, height: int) -> "RigCamera":
         """The same camera at another resolution (intrinsics scaled per axis: keep the aspect ratio, see
@@ -147,7 +177,7 @@ class RigCamera:
         K = np.array(self.K, dtype=float)
         K[0] *= sx
         K[1] *= sy
-        return RigCamera(self.name, K, width, height, np.array(self.cam_to_ego))
+        return RigCamera(self.name, K, width, height, np.array(self.cam_to_ego), self.model, self.distortion)
 
 
 @dataclass(frozen=True)
@@ -192,6 +222,15 @@ class Rig:
         """Mounts of all cameras, `[N,4,4]`."""
         return np.stack([c.cam_to_ego for c in self.cameras])
 
+    def models(self) -> list[str]:
+        """The cameras' model names, in rig order."""
+        return [c.model for c in self.cameras]
+
+    @property
+    def is_pinhole(self) -> bool:
+        """Every camera is a pinhole one (what CARLA can capture)."""
+        return all(c.model == "pinhole" for c in self.cameras)
+
     def with_size(self, width: int, height: int) -> "Rig":
         return Rig(tuple(c.with_size(width, height) for c in self.cameras))
 
@@ -206,7 +245,8 @@ class Rig:
         return Rig(tuple(RigCamera.from_dict(c) for c in cams))
 
     def save(self, path: str | Path) -> None:
-        """Write the rig as JSON: ``{"cameras": [ {name, K, width, height, cam_to_ego}, ... ]}``."""
+        """Write the rig as JSON: ``{"cameras": [ {name, K, width, height, cam_to_ego}, ... ]}`` (fisheye cameras
+        add ``model`` and ``distortion``)."""
         Path(path).write_text(json.dumps({"cameras": self.to_list()}, indent=2))
 
     @staticmethod

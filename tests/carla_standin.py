@@ -6,7 +6,9 @@ No CARLA server can run in CI, so this module imitates one in-process, faithfull
 transform, attach_to=None, attachment_type=..., bone='')`, `World.try_spawn_actor` (None on collision),
 `WorldSnapshot.find(id) -> ActorSnapshot | None`, `Vehicle.set_autopilot(enabled=True, port=8000)`,
 `Sensor.listen(callback)/stop()/is_listening()`, `Actor.destroy() -> bool`, `Actor.is_alive` (property, local),
-`Image.{frame, timestamp (float s), width, height, fov, raw_data (BGRA bytes), transform}`.
+`Image.{frame, timestamp (float s), width, height, fov, raw_data (BGRA bytes), transform}`,
+`SemanticLidarMeasurement.{frame, timestamp, transform, channels, horizontal_angle, raw_data, get_point_count(channel)}`
+iterating `SemanticLidarDetection.{point, cos_inc_angle, object_idx, object_tag}`.
 
 The maths is real: transforms, locations, rotations, timestamps, weather and world settings are the REAL
 classes of the installed `carla` package (they work without a server), so every pose goes through CARLA's own
@@ -19,7 +21,15 @@ float32 `Transform`. Sensor world transforms are composed in UE coordinates here
 * semantic camera: tag in R — SIDEWALK where the hit has UE y > `SIDEWALK_Y` (our world y < −SIDEWALK_Y,
   i.e. to the right of the x axis), ROAD elsewhere on the ground, SKY for the sky;
 * RGB camera: BGRA of a 1 m checker on the road (`ROAD_LIGHT`/`ROAD_DARK` by parity of floor(x_ue) + floor(y_ue)),
-  `SIDEWALK_RGB` on the sidewalk, `SKY_RGB` for the sky.
+  `SIDEWALK_RGB` on the sidewalk, `SKY_RGB` for the sky;
+* semantic LiDAR (``sensor.lidar.ray_cast_semantic``): CARLA's own sweep (RayCastSemanticLidar.cpp): per tick
+  ``round(points_per_second · dt / channels)`` shots per laser, lasers evenly from upper_fov down to lower_fov, shot
+  k at UE yaw ``fmod(current + k · step, horizontal_fov) − horizontal_fov / 2`` with ``step = rotation_frequency ·
+  horizontal_fov · dt / shots`` and ``current`` advancing by ``rotation_frequency · horizontal_fov · dt`` per tick;
+  a shot is the forward vector of (pitch = laser elevation, yaw) composed with the sensor's rotation, traced to
+  ``range`` metres against the ground; each hit is reported in UE sensor-local coordinates (x fwd, y right, z up)
+  with cos_inc_angle, object_idx 0 (the map) and the ground's tag, channel by channel, as 24-byte
+  `SemanticLidarDetection` records in `raw_data`.
 
 Vehicles on autopilot drive straight ahead at `speed` m/s on the ground (z = 0, pitch = roll = 0).
 
@@ -126,7 +136,14 @@ _BLUEPRINTS = {
     "sensor.camera.rgb": {**_CAMERA_ATTRS, "motion_blur_intensity": "0.45", "gamma": "2.2"},
     "sensor.camera.depth": dict(_CAMERA_ATTRS),
     "sensor.camera.semantic_segmentation": dict(_CAMERA_ATTRS),
+    # ray_cast_semantic has no noise, drop-off or attenuation attributes (those are ray_cast's)
+    "sensor.lidar.ray_cast_semantic": {"channels": "32", "range": "10.0", "points_per_second": "56000",
+                                       "rotation_frequency": "10.0", "upper_fov": "10.0", "lower_fov": "-30.0",
+                                       "horizontal_fov": "360.0", "sensor_tick": "0.0", "role_name": "front"},
 }
+LIDAR_BLUEPRINT = "sensor.lidar.ray_cast_semantic"
+_INT_ATTRS = ("image_size_x", "image_size_y", "channels", "points_per_second")
+_FLOAT_ATTRS = ("fov", "range", "rotation_frequency", "upper_fov", "lower_fov", "horizontal_fov", "sensor_tick")
 
 
 class ActorBlueprint:
@@ -145,9 +162,9 @@ class ActorBlueprint:
             raise IndexError(f"blueprint {self.id!r} has no attribute {name!r}")
         if not isinstance(value, str):
             raise TypeError(f"set_attribute expects a str value (as the real binding does), got {type(value).__name__}")
-        if name in ("image_size_x", "image_size_y"):
+        if name in _INT_ATTRS:
             int(value)
-        if name == "fov":
+        if name in _FLOAT_ATTRS:
             float(value)
         self._attrs[name] = value
 
@@ -248,6 +265,53 @@ class Image:
         return f"Image(frame={self.frame}, timestamp={self.timestamp:.3f}, width={self.width}, height={self.height})"
 
 
+class SemanticLidarDetection:
+    """carla.SemanticLidarDetection: point (carla.Location, sensor-local UE metres), cos_inc_angle, object_idx,
+    object_tag."""
+
+    def __init__(self, record):
+        self.point = carla.Location(x=float(record["x"]), y=float(record["y"]), z=float(record["z"]))
+        self.cos_inc_angle = float(record["cos_inc_angle"])
+        self.object_idx = int(record["object_idx"])
+        self.object_tag = int(record["object_tag"])
+
+
+#: The 24-byte record of one detection in `SemanticLidarMeasurement.raw_data` (CARLA's FSemanticDetection).
+DETECTION_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("cos_inc_angle", "<f4"), ("object_idx", "<u4"),
+                            ("object_tag", "<u4")])
+
+
+class SemanticLidarMeasurement:
+    """carla.SemanticLidarMeasurement: frame, timestamp, transform, channels, horizontal_angle (radians),
+    raw_data (the detections' bytes), get_point_count(channel), len / iter / getitem over detections."""
+
+    def __init__(self, frame, timestamp, transform, horizontal_angle, records: np.ndarray, counts: list[int]):
+        self.frame = frame
+        self.frame_number = frame
+        self.timestamp = timestamp
+        self.transform = transform
+        self.horizontal_angle = horizontal_angle
+        self.channels = len(counts)
+        self._records = records
+        self._counts = list(counts)
+        self.raw_data = bytes(records.tobytes())
+
+    def get_point_count(self, channel: int) -> int:
+        return self._counts[channel]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, pos: int) -> SemanticLidarDetection:
+        return SemanticLidarDetection(self._records[pos])
+
+    def __iter__(self):
+        return (SemanticLidarDetection(r) for r in self._records)
+
+    def __repr__(self):
+        return f"SemanticLidarMeasurement(frame={self.frame}, number_of_points={len(self)})"
+
+
 class ActorSnapshot:
     """carla.ActorSnapshot: id, get_transform()."""
 
@@ -328,6 +392,7 @@ class StandinServer:
         self._autopilot: dict[int, int] = {}
         self._next_id = 100
         self._last_images: dict[int, Image] = {}
+        self._lidar_angle: dict[int, float] = {}  # sensor id -> horizontal angle (radians) of its next sweep
         self._timers: list[threading.Timer] = []
         # records
         self.applied_settings: list[carla.WorldSettings] = []
@@ -395,7 +460,7 @@ class StandinServer:
                         if math.hypot(transform.location.x - loc.x, transform.location.y - loc.y) < 3.0:
                             return None
                 cls = Vehicle
-            elif bp.id.startswith("sensor.camera."):
+            elif bp.id.startswith("sensor.camera.") or bp.id == LIDAR_BLUEPRINT:
                 cls = Sensor
             else:
                 raise RuntimeError(f"stand-in cannot spawn {bp.id}")
@@ -462,8 +527,42 @@ class StandinServer:
                 self._timers.append(timer)
                 timer.start()
 
-    def _render(self, sensor: Sensor, frame: int) -> Image:
+    def _sweep(self, sensor: Sensor, frame: int) -> SemanticLidarMeasurement:
+        """One tick of a semantic LiDAR against the ground plane, in UE coordinates (see module docstring)."""
+        a = sensor.attributes
+        channels, pps = int(a["channels"]), int(a["points_per_second"])
+        rng, freq, hfov = float(a["range"]), float(a["rotation_frequency"]), float(a["horizontal_fov"])
+        upper, lower = float(a["upper_fov"]), float(a["lower_fov"])
+        dt = self.settings.fixed_delta_seconds or 0.05
+        shots = int(math.floor(pps * dt / channels + 0.5))           # FMath::RoundHalfFromZero of a positive value
+        current = math.degrees(self._lidar_angle.get(sensor.id, 0.0))
+        tick_angle = freq * hfov * dt
+        delta = 0.0 if channels == 1 else (upper - lower) / (channels - 1)
+        pitch = np.radians(upper - delta * np.arange(channels))[:, None]                           # [C, 1]
+        yaw = np.radians(np.fmod(current + tick_angle / shots * np.arange(shots), hfov) - hfov / 2)[None, :]
+        local = np.stack(np.broadcast_arrays(np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw),
+                                             np.sin(pitch)), axis=-1)                              # [C, S, 3] UE
+        t = self.world_transform(sensor.id)
+        M = np.array(t.get_matrix(), dtype=np.float64)
+        d = local @ M[:3, :3].T
+        o = M[:3, 3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(d[..., 2] < 0, -o[2] / d[..., 2], np.inf)      # distance to the ground (unit directions)
+        hit = s <= rng
+        world = o + np.where(hit, s, 0.0)[..., None] * d
+        records = np.zeros(int(hit.sum()), DETECTION_DTYPE)
+        pts = (local * np.where(hit, s, 0.0)[..., None])[hit]                   # R^T (hit - o), channel by channel
+        records["x"], records["y"], records["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
+        records["cos_inc_angle"] = -d[..., 2][hit]                             # ground normal (0, 0, 1)
+        records["object_tag"] = np.where(world[..., 1] > SIDEWALK_Y, semantics.SIDEWALK, semantics.ROAD)[hit]
+        self._lidar_angle[sensor.id] = math.radians(math.fmod(current + tick_angle, hfov))
+        return SemanticLidarMeasurement(frame, self.elapsed, t, self._lidar_angle[sensor.id], records,
+                                        hit.sum(axis=1).tolist())
+
+    def _render(self, sensor: Sensor, frame: int):
         """Render the ground plane for `sensor` in UE coordinates (see module docstring)."""
+        if sensor.type_id == LIDAR_BLUEPRINT:
+            return self._sweep(sensor, frame)
         w = int(sensor.attributes["image_size_x"])
         h = int(sensor.attributes["image_size_y"])
         fov = float(sensor.attributes["fov"])

@@ -25,6 +25,11 @@ class FrameData:
         ego_to_world: `[4,4]` float64, ego (x fwd, y left, z up) -> world.
         timestamp: simulation time of the tick, seconds since the episode started.
         frame: the simulator's frame id of the tick (monotonic within an episode).
+        lidar_range: `[C,A]` float32 LiDAR range image (a backend given a `sim_bridge.lidar.LidarSpec`, else None):
+            metres along beam (row c, column a) of `LidarSpec.directions` from the sensor origin, `inf` = no return
+            (nothing within ``range_m``).
+        lidar_tag: `[C,A]` uint8 CARLA tag of each cell's return, 0 where there is none (None without a LiDAR).
+        lidar_to_world: `[4,4]` float64 LiDAR sensor frame (x fwd, y left, z up) -> world (None without a LiDAR).
     """
 
     rgb: np.ndarray
@@ -34,6 +39,9 @@ class FrameData:
     ego_to_world: np.ndarray
     timestamp: float
     frame: int
+    lidar_range: np.ndarray | None = None
+    lidar_tag: np.ndarray | None = None
+    lidar_to_world: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Per rig camera three sensors are attached to an autopilot ego vehicle at the sam
 `sensor.camera.depth` and `sensor.camera.semantic_segmentation`. Every `step()` ticks the world once and
 collects, from each sensor's own queue, the image whose `.frame` equals the tick's frame id (data may arrive
 late, from libcarla's streaming threads, or out of order). Poses come from the images' own transforms and the
-world snapshot of that tick; all axis conversions live in `sim_bridge.conventions`.
+world snapshot of that tick; all axis conversions live in `sim_bridge.conventions`. With a `LidarSpec` a
+``sensor.lidar.ray_cast_semantic`` with the spec's blueprint attributes is attached at its mount too, and each
+frame's measurement is binned into the spec's range image (`carla_sensors.lidar_scan`).
 
 Robustness: a time-out of the RPC connection reconnects (up to `retries` times) and continues the episode
 without losing or duplicating a frame (if the timed-out tick reached the server, its frame is used); `close()`
@@ -22,7 +24,8 @@ import numpy as np
 
 from sim_bridge import conventions as conv
 from sim_bridge.backends.base import EpisodeSpec, FrameData
-from sim_bridge.backends.carla_sensors import SENSOR_BLUEPRINTS, SENSOR_KINDS, CameraSensors, FrameQueue
+from sim_bridge.backends.carla_sensors import (LIDAR_BLUEPRINT, SENSOR_BLUEPRINTS, SENSOR_KINDS, CameraSensors,
+                                               FrameQueue, lidar_scan)
 from sim_bridge.backends.carla_server import (
     CarlaConnectionError,
     CarlaEpisodeLostError,
@@ -32,7 +35,8 @@ from sim_bridge.backends.carla_server import (
     physics_substeps,
     weather_preset,
 )
-from sim_bridge.rig import Rig
+from sim_bridge.lidar import LidarError, LidarSpec
+from sim_bridge.rig import Rig, RigError
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,9 @@ class CarlaBackend:
         warmup_ticks: ticks run (and their data discarded) after spawning, before the first recorded frame.
         retries: reconnection attempts after a time-out before giving up.
         client_factory: ``factory(host, port) -> client`` (default `carla.Client`; tests inject a stand-in).
+        lidar: a semantic LiDAR on the ego (None: cameras only). A scan is the sweep of one tick, so its rotation
+            frequency must be at least `fps` (one full rotation per tick; more rotations keep each cell's nearest
+            return).
 
     Connects, loads the map, switches to synchronous mode and sets the weather on construction; use it as a
     context manager so that `close()` always runs.
@@ -68,7 +75,8 @@ class CarlaBackend:
 
     def __init__(self, town: str, weather: str, rig: Rig, fps: float = 10.0, seed: int = 0,
                  host: str = "127.0.0.1", port: int = 2000, tm_port: int = 8000, timeout: float = 10.0,
-                 load_timeout: float = 120.0, warmup_ticks: int = 20, retries: int = 3, client_factory=None):
+                 load_timeout: float = 120.0, warmup_ticks: int = 20, retries: int = 3, client_factory=None,
+                 lidar: LidarSpec | None = None):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.town, self.weather_name, self.rig = town, weather, rig
@@ -77,7 +85,21 @@ class CarlaBackend:
         self.timeout, self.load_timeout = float(timeout), float(load_timeout)
         self.warmup_ticks, self.retries = int(warmup_ticks), int(retries)
         # Validate everything that needs no server first, so bad arguments never touch the simulator.
+        fisheye = [f"{c.name!r} ({c.model})" for c in rig.cameras if c.model != "pinhole"]
+        if fisheye:
+            raise RigError(f"CARLA has no fisheye camera sensor, and the rig's camera(s) {', '.join(fisheye)} are not "
+                           "pinhole ones: capture this rig with the built-in simulator (`sim_bridge collect --backend "
+                           "procedural`), or use a rig of pinhole cameras with CARLA")
         self._fovs = [conv.fov_from_intrinsics(c.K, c.width, c.height) for c in rig.cameras]
+        self.lidar = lidar
+        self._lidar_mount = None
+        if lidar is not None:
+            if lidar.rotation_frequency_hz < self.fps:
+                raise LidarError(f"LiDAR {lidar.name!r} rotates at {lidar.rotation_frequency_hz:g} Hz, slower than "
+                                 f"{self.fps:g} ticks per second: CARLA would sweep only part of a rotation per tick; "
+                                 f"use --fps {lidar.rotation_frequency_hz:g} or less, or a LiDAR file with "
+                                 f"rotation_frequency_hz >= {self.fps:g}")
+            self._lidar_mount = conv.lidar_to_ego_to_carla(lidar.lidar_to_ego)
         self._mounts = [conv.cam_to_ego_to_carla(c.cam_to_ego) for c in rig.cameras]
         self._weather = weather_preset(weather)
         self._client_factory = client_factory or conv.import_carla().Client
@@ -89,6 +111,7 @@ class CarlaBackend:
         self._tm_sync_set = False
         self._ego = None
         self._cameras: list[CameraSensors] = []
+        self._lidar_sensor: CameraSensors | None = None
         self._last_frame = -1
         self._t0: float | None = None
         self._start_frame = 0
@@ -195,7 +218,7 @@ class CarlaBackend:
     def _destroy_episode_actors(self) -> list[str]:
         """Stop and destroy sensors, then the ego; returns error messages (cleanup goes on regardless)."""
         errors = []
-        for cam in self._cameras:
+        for cam in self._cameras + ([self._lidar_sensor] if self._lidar_sensor is not None else []):
             for kind, actor in cam.actors.items():
                 for op in ("stop", "destroy"):
                     try:
@@ -203,6 +226,7 @@ class CarlaBackend:
                     except Exception as e:  # noqa: BLE001 - keep cleaning up
                         errors.append(f"{op} sensor {cam.name}/{kind}: {e}")
         self._cameras = []
+        self._lidar_sensor = None
         if self._ego is not None:
             try:
                 self._ego.destroy()
@@ -263,12 +287,29 @@ class CarlaBackend:
                     self._cameras.append(CameraSensors(cam.name, actors, queues))
                 actor.listen(q.put)
 
+    def _spawn_lidar(self) -> None:
+        bp = self._world.get_blueprint_library().find(LIDAR_BLUEPRINT)
+        for key, value in self.lidar.carla_attributes().items():
+            bp.set_attribute(key, value)
+        if bp.has_attribute("sensor_tick"):
+            bp.set_attribute("sensor_tick", "0.0")  # a scan every tick
+        actor = self._world.spawn_actor(bp, self._lidar_mount, attach_to=self._ego)
+        q = FrameQueue(f"{self.lidar.name}/lidar")
+        # Registered before listening so that cleanup finds the actor even if listen() fails.
+        self._lidar_sensor = CameraSensors(self.lidar.name, {"lidar": actor}, {"lidar": q})
+        actor.listen(q.put)
+
+    def _all_queues(self) -> list[FrameQueue]:
+        sensors = self._cameras + ([self._lidar_sensor] if self._lidar_sensor is not None else [])
+        return [q for s in sensors for q in s.queues.values()]
+
     # -- Backend protocol
     def describe(self) -> dict:
         """Store metadata: backend, town, weather, map, versions, fps, server address."""
         return {"backend": self.name, "town": self.town, "weather": self.weather_name, "map": self.map_name,
                 "server_version": self.server_version, "client_version": self.client_version, "fps": self.fps,
-                "host": self.host, "port": self.port, "tm_port": self.tm_port, "ego_blueprint": EGO_BLUEPRINT}
+                "host": self.host, "port": self.port, "tm_port": self.tm_port, "ego_blueprint": EGO_BLUEPRINT,
+                **({"lidar_blueprint": LIDAR_BLUEPRINT} if self.lidar is not None else {})}
 
     def start_episode(self, spec: EpisodeSpec) -> None:
         """Spawn the ego (at a seed-chosen spawn point, or at `spec.resume_ego_to_world` lifted 0.5 m when
@@ -287,11 +328,12 @@ class CarlaBackend:
             if not resuming:
                 self._ego.set_autopilot(True, self.tm_port)
             self._spawn_cameras()
+            if self.lidar is not None:
+                self._spawn_lidar()
             for _ in range(self.warmup_ticks):
                 frame = self._tick()
-                for cam in self._cameras:
-                    for q in cam.queues.values():
-                        q.discard_through(frame)
+                for q in self._all_queues():
+                    q.discard_through(frame)
             if resuming:
                 self._ego.set_autopilot(True, self.tm_port)
             self._start_frame = int(spec.start_frame)
@@ -338,8 +380,12 @@ class CarlaBackend:
             depth[i] = conv.decode_carla_depth(conv.bgra_from_raw(imgs["depth"].raw_data, W, H))
             sem[i] = conv.semantic_from_carla(conv.bgra_from_raw(imgs["semantic"].raw_data, W, H))
             cam_to_world[i] = conv.carla_to_cam_to_world(imgs["rgb"].transform)
-        return FrameData(rgb=rgb, depth=depth, semantic=sem, cam_to_world=cam_to_world, ego_to_world=ego_to_world,
-                         timestamp=elapsed - self._t0, frame=frame)
+        out = FrameData(rgb=rgb, depth=depth, semantic=sem, cam_to_world=cam_to_world, ego_to_world=ego_to_world,
+                        timestamp=elapsed - self._t0, frame=frame)
+        if self._lidar_sensor is not None:
+            measurement = self._lidar_sensor.queues["lidar"].get(frame, self.timeout)
+            out.lidar_range, out.lidar_tag, out.lidar_to_world = lidar_scan(measurement, self.lidar)
+        return out
 
     def _require_open(self) -> None:
         if self._closed:

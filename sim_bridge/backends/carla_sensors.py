@@ -1,18 +1,24 @@
-"""The camera sensors of a rig camera on a CARLA ego and their inboxes, which match images to tick frame ids
-(libcarla delivers them from its own threads, possibly late or out of order)."""
+"""The camera sensors of a rig camera on a CARLA ego, the semantic LiDAR, and their inboxes, which match data to
+tick frame ids (libcarla delivers them from its own threads, possibly late or out of order)."""
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
+from sim_bridge import conventions as conv
 from sim_bridge.errors import SimBridgeError
+from sim_bridge.lidar import LidarSpec, range_image
 
 #: The three camera sensors spawned per rig camera, in the order they are collected.
 SENSOR_KINDS = ("rgb", "depth", "semantic")
 #: The CARLA blueprint of each sensor kind.
 SENSOR_BLUEPRINTS = {"rgb": "sensor.camera.rgb", "depth": "sensor.camera.depth",
                      "semantic": "sensor.camera.semantic_segmentation"}
+#: The CARLA blueprint of the LiDAR (points with CARLA semantic tags).
+LIDAR_BLUEPRINT = "sensor.lidar.ray_cast_semantic"
 
 
 class SensorTimeoutError(SimBridgeError, RuntimeError):
@@ -72,3 +78,19 @@ class CameraSensors:
     name: str
     actors: dict  # kind -> carla.Sensor
     queues: dict  # kind -> FrameQueue
+
+
+def lidar_scan(measurement, spec: LidarSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A `carla.SemanticLidarMeasurement` as the store's range image.
+
+    Its detections (`conventions.decode_semantic_lidar`: UE sensor-local points mirrored into the sensor frame x
+    forward, y left, z up) are binned to their (channel, azimuth column) cell of `spec` by `sim_bridge.lidar.
+    range_image`, the nearest return of a cell kept; a cell no shot of the tick fell in reads no return.
+
+    Returns:
+        ``range [C, A]`` float32 metres (inf = no return), ``tag [C, A]`` uint8 (0 = no return) and
+        ``lidar_to_world [4, 4]`` float64 from the measurement's own transform.
+    """
+    points, tags, _ = conv.decode_semantic_lidar(measurement.raw_data)
+    rng, tag = range_image(points, tags, spec)
+    return rng, tag, conv.carla_to_lidar_to_world(measurement.transform)

@@ -5,6 +5,7 @@
     ep.rgb[3]            # [N,H,W,3] uint8, all cameras of frame 3
     ep.depth[:, [0, 2]]  # [T,2,H,W] float32, cameras 0 and 2 of every committed frame
     ep.cam_to_world      # [T,N,4,4] float64 (numpy, loaded once)
+    ep.lidar_range[3]    # [C,A] float32 range image of frame 3 (stores captured with --lidar; else None)
 
 Layout and conventions: `sim_bridge.store.schema`.
 """
@@ -15,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from sim_bridge.backends.base import FrameData
+from sim_bridge.lidar import LidarSpec
 from sim_bridge.rig import Rig
 from sim_bridge.store.schema import StoreError, open_group, size_on_disk
 from sim_bridge.store.validate import EpisodeInspection, inspect_group, raise_if_problems
@@ -43,7 +45,7 @@ def open_store(path: str, storage_options: dict | None = None, verify_chunks: bo
                                      "a capture store written by `sim_bridge collect`"]) from e
     ins = inspect_group(group, str(path), deep=verify_chunks)
     raise_if_problems(ins)
-    return CaptureStore(str(path), ins.attrs, ins.rig, list(ins.episodes.values()), storage_options)
+    return CaptureStore(str(path), ins.attrs, ins.rig, list(ins.episodes.values()), storage_options, ins.lidar)
 
 
 class CaptureStore:
@@ -54,11 +56,13 @@ class CaptureStore:
         attrs: all root attributes.
         format_version, backend, town, weather, seed, fps: root attributes.
         rig: the camera rig (camera order = axis N of the arrays).
+        lidar: the LiDAR the store was captured with (`sim_bridge.lidar.LidarSpec`; its beam tables lay out the
+            range images), or None.
         episode_names: episode group names sorted by index.
     """
 
     def __init__(self, path: str, attrs: dict, rig: Rig, episodes: list[EpisodeInspection],
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, lidar: LidarSpec | None = None):
         self.path = path
         self.attrs = attrs
         self.storage_options = storage_options
@@ -69,6 +73,7 @@ class CaptureStore:
         self.seed = int(attrs["seed"])
         self.fps = float(attrs["fps"])
         self.rig = rig
+        self.lidar = lidar
         self._episodes = {e.name: Episode(e, rig) for e in episodes}
         self.episode_names = list(self._episodes)
 
@@ -115,6 +120,9 @@ class Episode:
             lazy `FrameArray`s (numpy-style indexing reads only the chunks needed).
         cam_to_world: `[T,N,4,4]` float64, ego_to_world: `[T,4,4]` float64, timestamp: `[T]` float64 seconds,
             frame: `[T]` int64 — read-only numpy arrays.
+        lidar_range: `[T,C,A]` float32 (metres, inf = no return) and lidar_tag: `[T,C,A]` uint8 (0 = no return) —
+            lazy `FrameArray`s; lidar_to_world: `[T,4,4]` float64 (sensor x fwd, y left, z up -> world), read-only
+            numpy. All three None for a store captured without a LiDAR.
     """
 
     def __init__(self, ins: EpisodeInspection, rig: Rig):
@@ -133,15 +141,31 @@ class Episode:
             v = ins.small[key]
             v.setflags(write=False)  # shared by every caller: must not be modified in place
             setattr(self, key, v)
+        self.lidar_range = self.lidar_tag = self.lidar_to_world = None
+        if "lidar_range" in ins.arrays:
+            self.lidar_range = FrameArray(ins.arrays["lidar_range"], self.num_frames, f"{self.name}/lidar_range",
+                                          "channel")
+            self.lidar_tag = FrameArray(ins.arrays["lidar_tag"], self.num_frames, f"{self.name}/lidar_tag", "channel")
+            self.lidar_to_world = ins.small["lidar_to_world"]
+            self.lidar_to_world.setflags(write=False)
+
+    @property
+    def has_lidar(self) -> bool:
+        """True when the episode holds LiDAR scans."""
+        return self.lidar_range is not None
 
     def frame_data(self, t: int) -> FrameData:
         """All data of committed frame `t` (negative counts from the end)."""
         if not -self.num_frames <= int(t) < self.num_frames:
             raise IndexError(f"frame {t} out of range: {self.name} has {self.num_frames} committed frame(s)")
         t = int(t) % self.num_frames
+        lidar = {}
+        if self.has_lidar:
+            lidar = dict(lidar_range=self.lidar_range[t], lidar_tag=self.lidar_tag[t],
+                         lidar_to_world=np.array(self.lidar_to_world[t]))
         return FrameData(rgb=self.rgb[t], depth=self.depth[t], semantic=self.semantic[t],
                          cam_to_world=np.array(self.cam_to_world[t]), ego_to_world=np.array(self.ego_to_world[t]),
-                         timestamp=float(self.timestamp[t]), frame=int(self.frame[t]))
+                         timestamp=float(self.timestamp[t]), frame=int(self.frame[t]), **lidar)
 
     def __len__(self) -> int:
         return self.num_frames
@@ -155,13 +179,15 @@ class FrameArray:
     """Lazy `[T,N,...]` view of an image array limited to the T committed frames.
 
     Indexing follows numpy (ints, slices with any step, integer lists/arrays, boolean masks, Ellipsis) and reads
-    only the chunks of the selected frames and cameras; an integer frame index >= T raises IndexError.
+    only the chunks of the selected frames and cameras; an integer frame index >= T raises IndexError. The second
+    axis is named `second_axis` in errors (``camera``; ``channel`` for a LiDAR range image `[T,C,A]`).
     """
 
-    def __init__(self, array, num_frames: int, name: str):
+    def __init__(self, array, num_frames: int, name: str, second_axis: str = "camera"):
         self._array = array
         self._t = int(num_frames)
         self.name = name
+        self.second_axis = second_axis
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -199,7 +225,7 @@ class FrameArray:
         key = _expand(key, self.ndim)
         shape = self.shape
         reads, remapped, counts = [], [], []
-        for axis, axis_name in ((0, "frame"), (1, "camera")):
+        for axis, axis_name in ((0, "frame"), (1, self.second_axis)):
             read, mem, count = _axis_selection(key[axis], shape[axis], axis_name, self.name)
             reads.append(read)
             remapped.append(mem)
@@ -234,7 +260,7 @@ def _axis_selection(k, size: int, axis_name: str, where: str):
     if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
         i = int(k)
         if not -size <= i < size:
-            what = "committed frame(s)" if axis_name == "frame" else "camera(s)"
+            what = "committed frame(s)" if axis_name == "frame" else f"{axis_name}(s)"
             raise IndexError(f"{axis_name} {i} out of range: {where} has {size} {what}")
         i %= size
         return slice(i, i + 1), 0, 1
@@ -255,7 +281,7 @@ def _axis_selection(k, size: int, axis_name: str, where: str):
                          "and Ellipsis are valid indices")
     if idx.size and (idx.min() < -size or idx.max() >= size):
         bad = idx[(idx < -size) | (idx >= size)][0]
-        what = "committed frame(s)" if axis_name == "frame" else "camera(s)"
+        what = "committed frame(s)" if axis_name == "frame" else f"{axis_name}(s)"
         raise IndexError(f"{axis_name} {bad} out of range: {where} has {size} {what}")
     idx = np.where(idx < 0, idx + size, idx)
     unique = np.unique(idx)

@@ -13,6 +13,15 @@ Layout (zarr v3, one store per collection run)::
           ego_to_world  [T,4,4]     float64  chunk (1,4,4)       ego (x fwd, y left, z up) -> world
           timestamp     [T]         float64  chunk (1,)          seconds since the episode started
           frame         [T]         int64    chunk (1,)          simulator frame id
+          lidar_range   [T,C,A]     float32  chunk (1,C,A)       only with a LiDAR: metres along the beam, inf = none
+          lidar_tag     [T,C,A]     uint8    chunk (1,C,A)       only with a LiDAR: CARLA tag, 0 = no return
+          lidar_to_world [T,4,4]    float64  chunk (1,4,4)       only with a LiDAR: sensor (x fwd, y left, z up) -> world
+
+A store captured with a LiDAR (`sim_bridge collect --lidar`) has the root attributes ``lidar`` (the
+`sim_bridge.lidar.LidarSpec` as its JSON file holds it, ``LidarSpec.from_json(attrs["lidar"])``) and
+``lidar_beams`` (``elevation_deg [C]``, ``azimuth_deg [A]``: row c of a range image is the beam at
+``elevation_deg[c]``, column a the azimuth ``azimuth_deg[a]``, 0 = sensor +x, counter-clockwise seen from above),
+and every episode has the three ``lidar_*`` arrays (`LIDAR_ARRAYS`); a store without them has none of this.
 
 T is the planned number of frames; only the first `committed_frames` frames hold data. Every chunk holds one
 frame (one image for the image arrays), so appending a frame never rewrites a chunk of a committed frame.
@@ -64,16 +73,25 @@ CONVENTIONS = {
     "world": "right-handed, z up, metres",
     "ego": "vehicle frame: x forward, y left, z up, metres, origin on the ground below the vehicle centre",
     "camera": "OpenCV axes (x right, y down, z forward); K [3,3] in pixels with pixel centres at integer + 0.5; "
-              "cam_to_world [4,4] maps camera to world coordinates",
+              "cam_to_world [4,4] maps camera to world coordinates; rig cameras are pinhole unless their 'model' is "
+              "equidistant (r = f theta) or opencv_fisheye (theta_d = theta (1 + k1 theta^2 + ... + k4 theta^8))",
     "matrices": "named by direction: a_to_b maps coordinates in frame a to frame b (x_b = a_to_b @ x_a)",
-    "depth": "planar z-depth along the camera z axis in metres, float32; inf where nothing was hit (sky); "
-             "valid mask = isfinite(depth)",
+    "depth": "planar z-depth along the camera z axis in metres, float32 (fisheye cameras too, all rays < 90 "
+             "degrees off axis); inf where nothing was hit (sky); valid mask = isfinite(depth)",
     "semantics": "CARLA 0.9.14+ semantic tags, uint8 (road=1, sidewalk=2, building=3, ..., sky=11, car=14)",
     "image": "RGB, uint8, row-major [H,W,3], row 0 at the top",
     "time": "timestamp in seconds since the episode started; frame is the simulator's frame id",
     "store": "zarr v3; arrays [T,N,...] with T planned frames and N rig cameras in rig order; only the first "
              "committed_frames frames of an episode are valid",
+    "lidar": "optional; sensor frame x forward, y left, z up, metres; lidar_to_world [T,4,4] maps it to the world; "
+             "lidar_range [T,C,A] float32 metres along beam (c, a) from the sensor origin, inf = no return within "
+             "range_m; row c = elevation lidar_beams.elevation_deg[c] (highest first), column a = azimuth "
+             "lidar_beams.azimuth_deg[a] (0 = +x, counter-clockwise seen from above); lidar_tag [T,C,A] uint8 CARLA "
+             "tags, 0 where no return",
 }
+
+#: Root attributes of a store captured with a LiDAR: the spec (its JSON file's form) and its beam tables.
+LIDAR_ROOT_ATTRS = ("lidar", "lidar_beams")
 
 _EPISODE_RE = re.compile(r"^episode_(\d{4,})$")
 
@@ -133,7 +151,15 @@ ARRAYS: tuple[ArrayLayout, ...] = (
     ArrayLayout("timestamp", np.dtype(np.float64), lambda n, h, w: (), lambda n, h, w: (1,), False, "first"),
     ArrayLayout("frame", np.dtype(np.int64), lambda n, h, w: (), lambda n, h, w: (1,), False, "first"),
 )
-ARRAY_BY_NAME = {a.name: a for a in ARRAYS}
+
+#: The arrays of an episode captured with a LiDAR, written after `ARRAYS` for each frame. Their shape functions take
+#: the range image as one sensor of C×A pixels: ``(1, C, A)`` for ``(n, h, w)``.
+LIDAR_ARRAYS: tuple[ArrayLayout, ...] = (
+    ArrayLayout("lidar_range", np.dtype(np.float32), lambda n, h, w: (h, w), lambda n, h, w: (1, h, w), True),
+    ArrayLayout("lidar_tag", np.dtype(np.uint8), lambda n, h, w: (h, w), lambda n, h, w: (1, h, w), True, "any"),
+    ArrayLayout("lidar_to_world", np.dtype(np.float64), lambda n, h, w: (4, 4), lambda n, h, w: (1, 4, 4), False),
+)
+ARRAY_BY_NAME = {a.name: a for a in (*ARRAYS, *LIDAR_ARRAYS)}
 
 
 def compressors_for(layout: ArrayLayout) -> list:

@@ -36,10 +36,14 @@ def format_bytes(n: int | None) -> str:
 
 def store_summary(store: CaptureStore) -> Table:
     """One row per episode (frames committed/planned, complete, cameras, H×W, duration s, distance driven m)
-    under a header with backend, town, weather, seed, fps, format version and size on disk."""
+    under a header with backend, town, weather, seed, fps, format version, size on disk and the LiDAR (if any)."""
     lines = [str(store.path),
              f"backend {store.backend} · town {store.town} · weather {store.weather} · seed {store.seed}",
              f"{store.fps:g} fps · format {store.format_version} · {format_bytes(store.size_on_disk())} on disk"]
+    if store.lidar is not None:
+        s = store.lidar
+        lines.append(f"lidar {s.name} · {s.channels} × {s.points_per_channel} beams · {s.upper_fov_deg:+g}..."
+                     f"{s.lower_fov_deg:+g}° · {s.range_m:g} m")
     # min_width keeps the header lines unwrapped above a narrow table
     table = Table(title="\n".join(lines), title_justify="left", min_width=max(len(line) for line in lines))
     for name, justify in (("episode", "left"), ("frames", "right"), ("complete", "center"), ("cams", "right"),

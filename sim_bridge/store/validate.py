@@ -5,6 +5,11 @@ parseable rig, the `episodes` group, episode attributes, arrays present with the
 implies, committed_frames <= planned_frames, and finite rigid `cam_to_world`/`ego_to_world` (orthonormal
 rotation, det +1, last row 0 0 0 1) and finite timestamps for the committed frames.
 
+A store with the ``lidar`` root attribute (`sim_bridge.store.schema`) also needs a valid LiDAR description, beam
+tables ``lidar_beams`` that agree with it, the ``lidar_*`` arrays of `LIDAR_ARRAYS` in every episode with the
+range-image shape ``[T, channels, columns]`` and rigid committed ``lidar_to_world`` poses; a store without it must
+have no ``lidar_*`` array. Stores captured without a LiDAR are checked exactly as before.
+
 Deep checks (`deep=True`): every chunk of every committed frame exists and decodes (the crc32c codec at the end
 of every chunk makes a truncated or corrupt chunk fail instead of returning wrong data).
 
@@ -34,11 +39,12 @@ from typing import Any
 import numpy as np
 from zarr.core.sync import sync
 
+from sim_bridge.lidar import LidarError, LidarSpec
 from sim_bridge.rig import Rig
 from sim_bridge.rigid import rigid_problems
 from sim_bridge.store.schema import (ARRAY_BY_NAME, ARRAYS, COLLECTOR_ROOT_ATTRS, EPISODE_ATTRS, EPISODES_GROUP,
-                                     EVERY_CHUNK_STORED, FORMAT_VERSION, REQUIRED_ROOT_ATTRS, StoreError, episode_name,
-                                     open_group, parse_episode_name)
+                                     EVERY_CHUNK_STORED, FORMAT_VERSION, LIDAR_ARRAYS, REQUIRED_ROOT_ATTRS, StoreError,
+                                     episode_name, open_group, parse_episode_name)
 
 __all__ = ["validate_store", "validate_report", "ValidationReport", "StoreError", "inspect_group", "StoreInspection",
            "EpisodeInspection", "EXIT_VALID", "EXIT_PROBLEMS", "EXIT_INCOMPLETE"]
@@ -79,7 +85,7 @@ class EpisodeInspection:
         committed: committed frames (0 when unknown).
         planned: planned frames (0 when unknown).
         small: committed part of ``cam_to_world [T,N,4,4]``, ``ego_to_world [T,4,4]``, ``timestamp [T]``,
-            ``frame [T]`` as numpy arrays (those that could be read).
+            ``frame [T]`` (and ``lidar_to_world [T,4,4]`` with a LiDAR) as numpy arrays (those that could be read).
         problems: one line per problem.
         notes: one line per fact worth knowing that is not a problem (absent chunks accepted as fill values).
     """
@@ -102,7 +108,8 @@ class EpisodeInspection:
 
 @dataclass
 class StoreInspection:
-    """Result of `inspect_group`: root facts, episodes (sorted by index) and all problems."""
+    """Result of `inspect_group`: root facts (`lidar`: the store's LiDAR or None), episodes (sorted by index) and
+    all problems."""
 
     path: str
     group: Any
@@ -110,6 +117,7 @@ class StoreInspection:
     rig: Rig | None
     episodes: dict = field(default_factory=dict)
     root_problems: list = field(default_factory=list)
+    lidar: LidarSpec | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -166,11 +174,34 @@ def _check_root_attrs(attrs: dict) -> tuple[list[str], Rig | None, bool]:
     return problems, rig, rig is not None
 
 
+def _check_lidar_attrs(attrs: dict) -> tuple[list[str], LidarSpec | None]:
+    """Problems of the ``lidar`` / ``lidar_beams`` root attributes and the parsed LiDAR (None without one)."""
+    if "lidar" not in attrs:
+        if "lidar_beams" in attrs:
+            return ["root attribute 'lidar_beams' without 'lidar': the LiDAR description is missing; re-collect the "
+                    "store with `sim_bridge collect --lidar`"], None
+        return [], None
+    try:
+        spec = LidarSpec.from_json(attrs["lidar"], where="root attribute 'lidar'")
+    except LidarError as e:
+        return [f"{e}; re-collect the store with `sim_bridge collect --lidar`"], None
+    beams = attrs.get("lidar_beams")
+    want = spec.beam_tables()
+    ok = isinstance(beams, dict) and all(
+        isinstance(beams.get(k), list) and len(beams[k]) == len(v) and np.allclose(beams[k], v, rtol=0, atol=1e-9)
+        for k, v in want.items())
+    if not ok:
+        return [f"root attribute 'lidar_beams' is missing or disagrees with the LiDAR {spec.name!r} ({spec.channels} "
+                f"elevations, {spec.points_per_channel} azimuths expected): set it to LidarSpec.beam_tables() of "
+                "attrs['lidar'], or re-collect the store"], spec
+    return [], spec
+
+
 def _ints(attrs: dict, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if k in attrs and (not isinstance(attrs[k], int) or isinstance(attrs[k], bool))]
 
 
-def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspection:
+def _inspect_episode(name: str, group, rig: Rig, deep: bool, lidar: LidarSpec | None = None) -> EpisodeInspection:
     attrs = dict(group.attrs)
     ep = EpisodeInspection(name=name, group=group, attrs=attrs)
     missing = [k for k in EPISODE_ATTRS if k not in attrs]
@@ -203,7 +234,15 @@ def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspectio
                                "to false and run `sim_bridge collect --resume` to capture the rest")
 
     n, h, w = len(rig), rig.height, rig.width
-    for layout in ARRAYS:
+    layouts = [(layout, (n, h, w)) for layout in ARRAYS]
+    if lidar is not None:
+        layouts += [(layout, (1, *lidar.range_image_shape)) for layout in LIDAR_ARRAYS]
+    else:
+        stray = [a.name for a in LIDAR_ARRAYS if a.name in group]
+        if stray:
+            ep.problems.append(f"{name}: LiDAR array(s) {stray} in a store without the 'lidar' root attribute: "
+                               f"delete them, or {_recollect(name)}")
+    for layout, (n, h, w) in layouts:
         where = f"{name}/{layout.name}"
         try:
             arr = group[layout.name]
@@ -218,15 +257,17 @@ def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspectio
             continue
         expected = layout.shape(planned, n, h, w)
         if tuple(arr.shape) != expected:
-            ep.problems.append(f"{where}: shape {tuple(arr.shape)}, expected {expected} (planned_frames, {n} rig "
-                               f"cameras, {h}x{w} pixels): the array does not match the rig; {_recollect(name)}")
+            what = (f"{h} channels x {w} columns of the LiDAR" if layout in LIDAR_ARRAYS else
+                    f"{n} rig cameras, {h}x{w} pixels")
+            ep.problems.append(f"{where}: shape {tuple(arr.shape)}, expected {expected} (planned_frames, {what}): the "
+                               f"array does not match the store's attributes; {_recollect(name)}")
             continue
         if np.dtype(arr.dtype) != layout.dtype:
             ep.problems.append(f"{where}: dtype {np.dtype(arr.dtype)}, expected {layout.dtype}: {_recollect(name)}")
             continue
         ep.arrays[layout.name] = arr
 
-    for key in ("cam_to_world", "ego_to_world", "timestamp", "frame"):
+    for key in ("cam_to_world", "ego_to_world", "timestamp", "frame", "lidar_to_world"):
         if key not in ep.arrays:
             continue
         try:
@@ -235,7 +276,7 @@ def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspectio
         except Exception as e:  # noqa: BLE001 - a corrupt chunk of a small array
             ep.problems.append(f"{name}/{key}: cannot be read ({type(e).__name__}: {e}): a chunk is truncated or "
                                f"corrupt; {_recollect(name)}")
-    for key in ("cam_to_world", "ego_to_world"):
+    for key in ("cam_to_world", "ego_to_world", "lidar_to_world"):
         if key in ep.small:
             ep.problems += _pose_problems(name, key, ep.small[key])
     if "timestamp" in ep.small:
@@ -245,7 +286,7 @@ def _inspect_episode(name: str, group, rig: Rig, deep: bool) -> EpisodeInspectio
                                f"{_keep_prefix(name, int(bad_t[0]))}")
     if deep:
         strict = attrs.get(EVERY_CHUNK_STORED) is True
-        for layout in ARRAYS:
+        for layout, _ in layouts:
             if layout.name in ep.arrays:
                 problems, notes = _deep_check(name, layout.name, ep.arrays[layout.name], committed, strict)
                 ep.problems += problems
@@ -352,6 +393,8 @@ def inspect_group(group, path: str, deep: bool = False) -> StoreInspection:
     ins = StoreInspection(path=path, group=group, attrs=attrs, rig=rig, root_problems=root_problems)
     if not go_on:
         return ins
+    lidar_problems, ins.lidar = _check_lidar_attrs(attrs)
+    ins.root_problems += lidar_problems
     try:
         episodes = group[EPISODES_GROUP]
     except KeyError:
@@ -374,7 +417,7 @@ def inspect_group(group, path: str, deep: bool = False) -> StoreInspection:
             continue
         members.append((index, key, member))
     for _, key, member in sorted(members):
-        ins.episodes[key] = _inspect_episode(key, member, rig, deep)
+        ins.episodes[key] = _inspect_episode(key, member, rig, deep, ins.lidar)
     return ins
 
 

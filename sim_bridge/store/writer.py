@@ -11,6 +11,10 @@ the fill value 0 (zarr's ``write_empty_chunks`` is a runtime setting, not part o
 passed on every open). The episode attribute ``every_chunk_stored`` records that for all committed frames, which
 lets the validator call any absent chunk lost (see `sim_bridge.store.validate`).
 
+A store created with a ``lidar`` root attribute (a `sim_bridge.lidar.LidarSpec`) also gets the LiDAR arrays
+(`LIDAR_ARRAYS`) in every episode, and every appended frame must then carry its scan (`FrameData.lidar_range`,
+``lidar_tag``, ``lidar_to_world``); a store without one refuses frames that carry a scan.
+
 Layout, codecs and the conventions recorded in the store: `sim_bridge.store.schema`.
 """
 from __future__ import annotations
@@ -23,11 +27,12 @@ import numpy as np
 from zarr.core.sync import sync
 
 from sim_bridge.backends.base import FrameData
+from sim_bridge.lidar import LidarSpec
 from sim_bridge.rig import Rig
 from sim_bridge.rigid import rigid_problems
 from sim_bridge.store.schema import (ARRAYS, COLLECTOR_ROOT_ATTRS, CONVENTIONS, EPISODES_GROUP, EVERY_CHUNK_STORED,
-                                     FORMAT_VERSION, compressors_for, episode_name, filesystem, open_group,
-                                     software_versions, to_json)
+                                     FORMAT_VERSION, LIDAR_ARRAYS, compressors_for, episode_name, filesystem,
+                                     open_group, software_versions, to_json)
 from sim_bridge.store.validate import inspect_group, raise_if_problems
 
 __all__ = ["StoreWriter", "EpisodeWriter", "INTERRUPTED_WRITE", "remove_interrupted_writes"]
@@ -40,6 +45,9 @@ _DIMENSION_NAMES = {
     "ego_to_world": ("t", "row", "col"),
     "timestamp": ("t",),
     "frame": ("t",),
+    "lidar_range": ("t", "channel", "column"),
+    "lidar_tag": ("t", "channel", "column"),
+    "lidar_to_world": ("t", "row", "col"),
 }
 
 #: zarr runtime config of every array opened for writing: chunks equal to the fill value are stored too, so an
@@ -79,6 +87,7 @@ class StoreWriter:
         self.path = str(path)
         self._attrs = attrs
         self._rig = Rig.from_list(attrs["rig"])
+        self._lidar = LidarSpec.from_json(attrs["lidar"], where="root attribute 'lidar'") if "lidar" in attrs else None
         self._closed = False
 
     @classmethod
@@ -89,8 +98,9 @@ class StoreWriter:
         Args:
             root_attrs: from the collector: ``backend, town, weather, seed, rig`` (list of `RigCamera.to_dict()`
                 or a `Rig`), ``fps``, optionally ``collection`` (dict), ``software`` (extra versions, e.g.
-                ``{"carla": "0.9.16"}``) and any other JSON-ready keys. The writer adds ``format_version,
-                conventions, software`` (nfldm, zarr, numpy, python) and ``created`` (ISO 8601, UTC).
+                ``{"carla": "0.9.16"}``), ``lidar`` (a `LidarSpec` or its JSON dict, or None: no LiDAR) and any
+                other JSON-ready keys. The writer adds ``format_version, conventions, software`` (nfldm, zarr,
+                numpy, python), ``created`` (ISO 8601, UTC) and, with a LiDAR, its ``lidar_beams``.
             overwrite: replace an existing store at `path` (only a zarr store or an empty folder is replaced).
         Raises:
             FileExistsError: something exists at `path` and `overwrite` is False.
@@ -140,6 +150,19 @@ class StoreWriter:
     def rig(self) -> Rig:
         return self._rig
 
+    @property
+    def lidar(self) -> LidarSpec | None:
+        """The store's LiDAR (None for a store captured without one)."""
+        return self._lidar
+
+    def _layouts(self) -> list:
+        """(layout, (n, h, w)) of every array of an episode: the cameras', then the LiDAR's (range image 1×C×A)."""
+        n, h, w = len(self._rig), self._rig.height, self._rig.width
+        out = [(layout, (n, h, w)) for layout in ARRAYS]
+        if self._lidar is not None:
+            out += [(layout, (1, *self._lidar.range_image_shape)) for layout in LIDAR_ARRAYS]
+        return out
+
     def update_collection(self, collection: dict) -> None:
         """Replace the root attribute ``collection`` (e.g. when a resume adds episodes)."""
         self._check_open()
@@ -186,9 +209,8 @@ class StoreWriter:
         return self._create_episode(name, int(index), int(num_frames), int(seed))
 
     def _existing_arrays(self, group, num_frames: int) -> dict | None:
-        n, h, w = len(self._rig), self._rig.height, self._rig.width
         arrays = {}
-        for layout in ARRAYS:
+        for layout, (n, h, w) in self._layouts():
             try:
                 arr = group[layout.name]
             except KeyError:
@@ -199,11 +221,10 @@ class StoreWriter:
         return arrays
 
     def _create_episode(self, name: str, index: int, num_frames: int, seed: int) -> "EpisodeWriter":
-        n, h, w = len(self._rig), self._rig.height, self._rig.width
         # The group's attributes are written last: an episode without them was interrupted while being created.
         group = self._episodes.create_group(name)
         arrays = {}
-        for layout in ARRAYS:
+        for layout, (n, h, w) in self._layouts():
             arrays[layout.name] = group.create_array(
                 layout.name, shape=layout.shape(num_frames, n, h, w), dtype=layout.dtype, chunks=layout.chunks(n, h, w),
                 compressors=compressors_for(layout), fill_value=0, dimension_names=_DIMENSION_NAMES[layout.name],
@@ -255,14 +276,17 @@ class EpisodeWriter:
         self.complete = complete
         rgb = arrays["rgb"]
         self._n, self._h, self._w = int(rgb.shape[1]), int(rgb.shape[2]), int(rgb.shape[3])
+        self._lidar_shape = tuple(int(v) for v in arrays["lidar_range"].shape[1:]) if "lidar_range" in arrays else None
         self._last_ego: np.ndarray | None = None
 
     def append(self, frame: FrameData) -> None:
         """Write `frame` as frame number `committed`, then commit it (``committed_frames += 1``).
 
         Raises:
-            ValueError: shapes/dtypes differ from the rig's `[N,H,W,...]`, poses are not finite rigid transforms,
-                or all planned frames are already committed. Nothing is written then.
+            ValueError: shapes/dtypes differ from the rig's `[N,H,W,...]` (or the LiDAR's `[C,A]`), poses are not
+                finite rigid transforms, a LiDAR range is NaN or not positive, the frame lacks the scan of a store
+                with a LiDAR (or carries one the store has no arrays for), or all planned frames are already
+                committed. Nothing is written then.
         """
         if self.committed >= self.num_frames:
             raise ValueError(f"{self.name} already has all {self.num_frames} planned frames committed: "
@@ -298,7 +322,8 @@ class EpisodeWriter:
                                 f".astype(np.{np.dtype(dtypes[0]).name}))")
             else:
                 values[key] = np.ascontiguousarray(v, dtype=store_dtype)
-        for key in ("cam_to_world", "ego_to_world"):
+        problems += self._check_lidar(frame, values)
+        for key in ("cam_to_world", "ego_to_world", "lidar_to_world"):
             if key in values:
                 reasons = rigid_problems(values[key])
                 bad = [(idx, r) for idx, r in np.ndenumerate(reasons) if r]
@@ -320,6 +345,32 @@ class EpisodeWriter:
         if problems:
             raise ValueError(f"cannot append frame {self.committed} to {self.name}: " + "; ".join(problems))
         return values
+
+    def _check_lidar(self, frame: FrameData, values: dict) -> list[str]:
+        """Problems of the frame's LiDAR scan against the store's LiDAR arrays; puts the good arrays in `values`."""
+        keys = ("lidar_range", "lidar_tag", "lidar_to_world")
+        given = [k for k in keys if getattr(frame, k, None) is not None]
+        if self._lidar_shape is None:
+            return [f"the frame carries a LiDAR scan ({', '.join(given)}) but the store was created without a LiDAR: "
+                    "collect with --lidar into a new store, or drop the scan"] if given else []
+        if len(given) < len(keys):
+            return [f"the store has a LiDAR but the frame lacks {[k for k in keys if k not in given]}: give the "
+                    "backend the store's LidarSpec"]
+        problems = []
+        c, a = self._lidar_shape
+        for key, shape, dtypes in (("lidar_range", (c, a), (np.float32,)), ("lidar_tag", (c, a), (np.uint8,)),
+                                   ("lidar_to_world", (4, 4), (np.float64, np.float32))):
+            v = np.asarray(getattr(frame, key))
+            if v.shape != shape:
+                problems.append(f"{key} has shape {v.shape}, expected {shape} (the LiDAR's channels x columns)")
+            elif v.dtype not in [np.dtype(d) for d in dtypes]:
+                problems.append(f"{key} has dtype {v.dtype}, expected {np.dtype(dtypes[0])}")
+            else:
+                values[key] = np.ascontiguousarray(v, dtype=dtypes[0])
+        rng = values.get("lidar_range")
+        if rng is not None and (np.isnan(rng).any() or (rng <= 0).any()):
+            problems.append("lidar_range holds NaN or non-positive values: ranges are metres > 0, inf = no return")
+        return problems
 
     def last_ego_to_world(self) -> np.ndarray | None:
         """`[4,4]` ego_to_world of the last committed frame, or None when nothing is committed."""
@@ -353,10 +404,15 @@ def _root_attrs(root_attrs: dict) -> dict:
     fps = root_attrs["fps"]
     if not isinstance(fps, (int, float, np.integer, np.floating)) or not np.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
-    reserved = {"format_version", "conventions", "created"} & set(root_attrs)
+    reserved = {"format_version", "conventions", "created", "lidar_beams"} & set(root_attrs)
     if reserved:
         raise ValueError(f"root_attrs must not set {sorted(reserved)}: the writer records them")
-    attrs = {k: to_json(v, f"root attribute {k!r}") for k, v in root_attrs.items() if k not in ("software", "rig")}
+    attrs = {k: to_json(v, f"root attribute {k!r}") for k, v in root_attrs.items()
+             if k not in ("software", "rig", "lidar")}
+    lidar = root_attrs.get("lidar")
+    if lidar is not None:
+        spec = lidar if isinstance(lidar, LidarSpec) else LidarSpec.from_json(lidar, where="root attribute 'lidar'")
+        attrs.update(lidar=spec.to_json(), lidar_beams=spec.beam_tables())
     extra_software = root_attrs.get("software") or {}
     if not isinstance(extra_software, dict):
         raise ValueError(f"root attribute 'software' must be a dict of versions, got {type(extra_software).__name__}")

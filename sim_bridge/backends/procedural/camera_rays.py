@@ -1,14 +1,17 @@
 """Per-pixel camera rays of a rig, in the camera frame once and in the world every tick.
 
-Ray directions are `R_cw · K⁻¹ (u + 0.5, v + 0.5, 1)ᵀ` — not normalised, with camera-z component exactly 1 —
-so the hit parameter `t_hit` IS the planar z-depth (metres) of the pixel, exactly consistent with K and
-cam_to_world. The Euclidean distance is `t_hit · |K⁻¹(u,v,1)|`.
+Ray directions are `R_cw · d` with `d` the camera-frame direction of the pixel centre scaled to camera-z exactly
+1 — `K⁻¹ (u + 0.5, v + 0.5, 1)ᵀ` for a pinhole camera, the unprojection of `sim_bridge.camera_models` for a
+fisheye one (which sees less than 90° off axis, so every ray has z > 0) — so the hit parameter `t_hit` IS the
+planar z-depth (metres) of the pixel, exactly consistent with K, the camera model and cam_to_world, and the rest of
+the renderer needs no model. The Euclidean distance is `t_hit · |d|`.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
+from sim_bridge.camera_models import unproject_normalized
 from sim_bridge.rig import Rig
 
 _F32 = np.float32
@@ -18,7 +21,8 @@ class CameraRays:
     """Per-pixel camera-frame ray directions of a rig.
 
     Attributes:
-        dirs_cam: `[N,H*W,3]` float64, K⁻¹ (u+0.5, v+0.5, 1) (camera z = 1), row-major pixels.
+        dirs_cam: `[N,H*W,3]` float64 camera-frame directions with camera z = 1 (K⁻¹ (u+0.5, v+0.5, 1) for a
+            pinhole camera), row-major pixels.
         norm: `[N*H*W]` float32, |dirs_cam| (distance = depth · norm).
     """
 
@@ -31,6 +35,8 @@ class CameraRays:
             u, v = np.meshgrid(np.arange(cam.width) + 0.5, np.arange(cam.height) + 0.5)
             pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1)
             d = pix @ Kinv.T
+            if cam.model != "pinhole":
+                d = unproject_normalized(d[:, :2] / d[:, 2:3], cam.model, cam.distortion)
             d /= d[:, 2:3]  # exactly z = 1 even for a skewed K
             dirs.append(d)
         self.dirs_cam = np.stack(dirs)

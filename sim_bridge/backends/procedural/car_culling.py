@@ -14,12 +14,16 @@ _BOX_EDGES = np.array([(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (
 _NEAR = 0.05
 
 
-def car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig, cams: range | None = None) -> np.ndarray:
+def car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig, cams: range | None = None,
+                   dirs_cam: np.ndarray | None = None) -> np.ndarray:
     """`[n,H,W]` bool: pixels of the cameras `cams` (default: all) whose rays may hit one of the car boxes
     `[K,8,3]` (world corners); `cam_to_world [n,4,4]` are those cameras' poses.
 
     Each box is clipped at the camera's near plane (z = 5 cm) before projecting, so a car beside the camera
-    only claims the part of the image it can cover.
+    only claims the part of the image it can cover. A pinhole camera marks the pixel rectangle around the projected
+    box; a fisheye camera (straight edges bend in its image) marks the pixels whose ray `dirs_cam [N_rig,H*W,3]`
+    (`CameraRays.dirs_cam`, camera z = 1, needed for fisheye rigs) falls in the rectangle the box covers on the
+    z = 1 plane — the box's central projection is convex, so that rectangle holds every ray that can meet it.
     """
     cams = range(len(rig)) if cams is None else cams
     N, H, W = len(cams), rig.height, rig.width
@@ -39,6 +43,11 @@ def car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig, cams: 
         clip = a + (b - a) * t[..., None]
         pts = np.concatenate([pc, clip], axis=1)  # [K,20,3]
         valid = np.concatenate([z > _NEAR, cross], axis=1)
+        if cam.model != "pinhole":
+            if dirs_cam is None:
+                raise ValueError("car_pixel_mask needs dirs_cam (CameraRays.dirs_cam) for a fisheye camera")
+            mask[n] = _rays_in_rects(pts, valid, dirs_cam[cams.start + n]).reshape(H, W)
+            continue
         K = np.asarray(cam.K)
         uv = pts[..., :2] / np.maximum(pts[..., 2:3], _NEAR) @ K[:2, :2].T + K[:2, 2]
         lo = np.floor(np.where(valid[..., None], uv, np.inf).min(1)).astype(int) - 1
@@ -48,6 +57,21 @@ def car_pixel_mask(boxes: np.ndarray, cam_to_world: np.ndarray, rig: Rig, cams: 
             if u1 > u0 and v1 > v0:
                 mask[n, v0:v1, u0:u1] = True
     return mask
+
+
+def _rays_in_rects(pts: np.ndarray, valid: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """`[P]` bool: rays `dirs [P,3]` (camera z = 1) inside the z = 1 bounding rectangle of some box's points
+    `pts [K,M,3]` (camera frame, those with `valid [K,M]` in front of the near plane), with a float32 margin."""
+    q = pts[..., :2] / np.maximum(pts[..., 2:3], _NEAR)                     # [K,M,2] on the z = 1 plane
+    lo = np.where(valid[..., None], q, np.inf).min(1)                       # [K,2]
+    hi = np.where(valid[..., None], q, -np.inf).max(1)
+    pad = 1e-5 * (1.0 + np.maximum(np.abs(lo), np.abs(hi)))
+    lo, hi = lo - pad, hi + pad
+    x, y = dirs[:, 0], dirs[:, 1]
+    out = np.zeros(len(dirs), bool)
+    for (x0, y0), (x1, y1) in zip(lo, hi):
+        out |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    return out
 
 
 class CarShadowGrid:

@@ -249,7 +249,7 @@ class Renderer:
         if cars is None:
             return None, None
         car_scene, boxes, car_shadows = cars
-        sub = np.flatnonzero(car_pixel_mask(boxes, cam_to_world, self.rig, cams).reshape(-1))
+        sub = np.flatnonzero(car_pixel_mask(boxes, cam_to_world, self.rig, cams, self.rays.dirs_cam).reshape(-1))
         if len(sub):
             rc = car_scene.cast_rays(rays_tensor(np.take(rays, sub, axis=0)), nthreads=self.embree_threads)
             tc = rc["t_hit"].numpy()

@@ -4,6 +4,8 @@ The town (from (town, seed)) is built once — layout, meshes, BVH — and share
 an episode (from `EpisodeSpec.seed`) picks the ego's spawn lane and route and the traffic. Frame k of an episode
 shows the world after k ticks of 1/fps s (`timestamp = k / fps`); `start_episode(start_frame=k)` replays k ticks
 without rendering, so the next `step()` returns exactly the frame an uninterrupted run would have produced.
+With a `LidarSpec` every frame also carries a LiDAR scan from ``ego_to_world @ lidar_to_ego``, ray-cast against the
+same scenes as the cameras (`lidar_cast`).
 """
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ from sim_bridge.backends.base import EpisodeSpec, FrameData
 from sim_bridge.backends.procedural.car_meshes import CarFleet
 from sim_bridge.backends.procedural.driving import RoadNet, Traffic
 from sim_bridge.backends.procedural.layout import build_layout
+from sim_bridge.backends.procedural.lidar_cast import LidarCaster
 from sim_bridge.backends.procedural.lighting import LampMap, lighting_from_weather
 from sim_bridge.backends.procedural.meshes import MeshData
 from sim_bridge.backends.procedural.placement import CAR_COLOURS, plan_town
 from sim_bridge.backends.procedural.render import Renderer, RenderOutput
 from sim_bridge.backends.procedural.roads import build_roads
 from sim_bridge.backends.procedural.town_mesh import build_static_mesh, land_rect
+from sim_bridge.lidar import LidarSpec
 from sim_bridge.rig import Rig
 from sim_bridge.towns import check_town
 from sim_bridge.weather import WEATHER_PRESETS, check_weather
@@ -50,6 +54,8 @@ class ProceduralBackend:
         fps: ticks per second of simulated time.
         seed: world seed: the town's layout, buildings and trees (episodes add their own seed for routes/traffic).
         n_cars: moving cars besides the ego (default: `TRAFFIC[town]`).
+        lidar: a LiDAR on the ego (None: cameras only); `step()` then fills `FrameData.lidar_range`,
+            ``lidar_tag`` and ``lidar_to_world``.
 
     Attributes:
         build_seconds: time the town took to build (layout, meshes, BVH), s; 0 until the first episode.
@@ -58,7 +64,8 @@ class ProceduralBackend:
 
     name = "procedural"
 
-    def __init__(self, town: str, weather: str, rig: Rig, fps: float = 10.0, seed: int = 0, n_cars: int | None = None):
+    def __init__(self, town: str, weather: str, rig: Rig, fps: float = 10.0, seed: int = 0, n_cars: int | None = None,
+                 lidar: LidarSpec | None = None):
         self.town = check_town(town)
         self.weather = check_weather(weather)
         if fps <= 0:
@@ -69,6 +76,11 @@ class ProceduralBackend:
         self.n_cars = TRAFFIC[town] if n_cars is None else int(n_cars)
         self.lighting = lighting_from_weather(WEATHER_PRESETS[weather])
         self._cam_to_ego = rig.cam_to_ego()
+        if lidar is not None and not isinstance(lidar, LidarSpec):
+            raise TypeError(f"lidar must be a sim_bridge.lidar.LidarSpec (LidarSpec.resolve builds one), got "
+                            f"{type(lidar).__name__}")
+        self.lidar = lidar
+        self._lidar_caster: LidarCaster | None = None
         self._world_built = False
         self._traffic: Traffic | None = None
         self._frame = 0
@@ -87,6 +99,8 @@ class ProceduralBackend:
         self.plan = plan_town(self.layout, self.roads, self.seed)
         self.mesh: MeshData = build_static_mesh(self.plan, self.seed)
         self.renderer = Renderer(self.mesh, self.rig, inner_rect=land_rect(self.plan))
+        if self.lidar is not None:
+            self._lidar_caster = LidarCaster(self.renderer, self.lidar)
         self.net = RoadNet(self.layout, self.roads)
         self.lamps = None
         if self.lighting.night:
@@ -159,10 +173,14 @@ class ProceduralBackend:
         if self.lighting.night:
             fwd = ego[:3, 0]
             head = ((ego[:3, 3] + fwd * 2.3 + np.array([0, 0, 0.7])).astype(np.float32), fwd.astype(np.float32))
-        out = self.renderer.render(cam_to_world, self.lighting, poses[1:] if len(poses) > 1 else None, head, self.lamps)
+        cars = poses[1:] if len(poses) > 1 else None
+        out = self.renderer.render(cam_to_world, self.lighting, cars, head, self.lamps)
         self.last_render = out
         frame = FrameData(rgb=out.rgb, depth=out.depth, semantic=out.semantic, cam_to_world=cam_to_world,
                           ego_to_world=ego, timestamp=self._frame / self.fps, frame=self._frame)
+        if self._lidar_caster is not None:
+            frame.lidar_to_world = ego @ self.lidar.lidar_to_ego
+            frame.lidar_range, frame.lidar_tag = self._lidar_caster.scan(frame.lidar_to_world, cars)
         self._traffic.tick(1.0 / self.fps)
         self._frame += 1
         return frame
@@ -173,6 +191,7 @@ class ProceduralBackend:
         self._closed = True
         if self._world_built:
             self.renderer = None
+            self._lidar_caster = None
 
     def __enter__(self):
         return self
