@@ -10,6 +10,7 @@ Model bundle (a folder)::
     BUNDLE/denoiser_c/        stage 3 CDenoiser  ψ_c
     BUNDLE/denoiser_f/        stage 3 FDenoiser  ψ_f
     BUNDLE/prior/             optional: the SDS guidance prior (`nfldm_sdk.guidance.prior.add_prior_to_bundle`)
+    BUNDLE/critic/            optional: the perception critic of `nfldm eval` (`nfldm_sdk.models.critic.add_critic_to_bundle`)
 
 `write_bundle` writes one (``nfldm export-bundle`` calls it) and `add_part` adds an optional part to it; `load_part`
 loads any part (the optional ones included) and fails with a `BundleError` naming the part, the file and the fix when a part is missing, holds the
@@ -65,6 +66,7 @@ PART_DESCRIPTIONS = {
     "scene_ae": "stage 1, the scene auto-encoder", "latent_ae": "stage 2, the latent auto-encoder",
     "denoiser_g": "stage 3, the g denoiser", "denoiser_c": "stage 3, the c denoiser",
     "denoiser_f": "stage 3, the f denoiser", "prior": "the SDS guidance prior",
+    "critic": "the perception critic of nfldm eval",
 }
 #: The `nfldm export-bundle` option that supplies each part (used in error messages).
 _EXPORT_OPTION = {"scene_ae": "--scene-ae", "latent_ae": "--latent-ae", "denoiser_g": "--ldm-g",

@@ -32,7 +32,9 @@ from torch import nn
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.fields.lift_splat import DepthBins, depth_bins, lift_splat
+from nfldm_sdk.labels.classes import SemanticClasses
 from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
+from nfldm_sdk.models.semantic_head import SemanticHead
 from nfldm_sdk.persistence import PretrainedMixin
 from nfldm_sdk.rendering.api import render_field
 
@@ -78,6 +80,10 @@ class SceneAEConfig:
     2× upsample, so ``len = log2(downsample) + 1``."""
     blocks_per_stage: int = 1
     """Residual blocks per encoder/decoder stage."""
+    semantic_classes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """The semantic head's class set as ``((name, CARLA tags), ...)`` (`nfldm_sdk.labels.classes.SemanticClasses.
+    to_config`; the training presets use `DEFAULT_CLASSES`); empty: no semantic head (models trained before it
+    existed load this way and render RGB and depth only)."""
     initial_density: float = 0.0
     """Density (1/m) every bin starts at (bias of the density head). 0 picks ``1 / (far - near)``: an optical
     depth of 1 over the frustum, so untrained occupancy is spread over all bins instead of stuck in the first."""
@@ -100,6 +106,13 @@ class SceneAEConfig:
             raise ValueError(f"bounds must be ((xmin, ymin, zmin), (xmax, ymax, zmax)) with min < max, got {self.bounds}")
         if len(self.grid_shape) != 3 or min(self.grid_shape) < 1:
             raise ValueError(f"grid_shape must be (Z, Y, X) positive, got {self.grid_shape}")
+        if self.semantic_classes:
+            SemanticClasses.from_config(self.semantic_classes)  # validates the class set
+
+    @property
+    def classes(self) -> SemanticClasses | None:
+        """The semantic head's `SemanticClasses`, or None without a head."""
+        return SemanticClasses.from_config(self.semantic_classes) if self.semantic_classes else None
 
     @property
     def feature_size(self) -> tuple[int, int]:
@@ -121,12 +134,15 @@ class SceneRender:
             bilinearly upsampled; ``inf`` where the ray met (essentially) nothing, the project's no-hit convention.
         alpha: ``[B, R, H, W]`` accumulated opacity in [0, 1], upsampled likewise.
         features: ``[B, R, C, H/f, W/f]`` the rendered feature map the decoder consumed.
+        semantic: ``[B, R, K, H, W]`` class probabilities (`nfldm_sdk.labels.semantic_field`, the classes of
+            ``config.classes``), rendered at ``(H/f, W/f)`` and bilinearly upsampled; None without a semantic head.
     """
 
     rgb: torch.Tensor
     depth: torch.Tensor
     alpha: torch.Tensor
     features: torch.Tensor
+    semantic: torch.Tensor | None = None
 
 
 @dataclass
@@ -196,6 +212,8 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
         self.config = config
         self.encoder = ImageEncoder(config)
         self.decoder = FeatureDecoder(config)
+        classes = config.classes
+        self.semantic_head = SemanticHead(config.feature_channels, classes) if classes is not None else None
         sigma0 = config.initial_density or 1.0 / (config.far - config.near)
         with torch.no_grad():
             self.encoder.head[-1].bias[: config.depth_bins].fill_(_inverse_softplus(sigma0))
@@ -260,7 +278,8 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
             if len(cameras.batch_shape) != 1:
                 raise ValueError(f"an unbatched field takes cameras [R], got batch shape {list(cameras.batch_shape)}")
             out = self.decode(VoxelField.stack([field]), cameras.reshape(1, -1), min_hit_alpha=min_hit_alpha)
-            return SceneRender(rgb=out.rgb[0], depth=out.depth[0], alpha=out.alpha[0], features=out.features[0])
+            return SceneRender(rgb=out.rgb[0], depth=out.depth[0], alpha=out.alpha[0], features=out.features[0],
+                               semantic=None if out.semantic is None else out.semantic[0])
         cfg = self.config
         f = cfg.downsample
         H, W = int(cameras.height), int(cameras.width)
@@ -286,7 +305,14 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
         depth_sum, hit_weight, alpha_up = up.unbind(2)                                # [B, R, H, W] each
         hit_up = (alpha_up >= min_hit_alpha) & (hit_weight > 0)
         depth_up = torch.where(hit_up, depth_sum / hit_weight.clamp_min(1e-12), torch.full_like(depth_sum, math.inf))
-        return SceneRender(rgb=rgb.unflatten(0, (B, R)), depth=depth_up, alpha=alpha_up, features=feats)
+        semantic = None
+        if self.semantic_head is not None:
+            # upsampled after the softmax: a bilinear mix of distributions stays a distribution, and p_sky = 1 − α
+            # upsamples to exactly 1 − alpha_up
+            probs = self.semantic_head.probabilities(feats.flatten(0, 1).float(), out.alpha.flatten(0, 1).float())
+            semantic = F.interpolate(probs, size=(H, W), mode="bilinear", align_corners=False).unflatten(0, (B, R))
+        return SceneRender(rgb=rgb.unflatten(0, (B, R)), depth=depth_up, alpha=alpha_up, features=feats,
+                           semantic=semantic)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, target_cameras: Cameras | None = None) -> SceneAEOutput:
         """`encode` the images, then `decode` at `target_cameras` (the input cameras when None)."""

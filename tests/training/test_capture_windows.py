@@ -8,9 +8,13 @@ import torch
 import torch.nn.functional as F
 
 import sim_bridge
+from click.testing import CliRunner
+from sim_bridge.cli import main as sim_cli
+from sim_bridge.rig import Rig, RigCamera, intrinsics_from_fov, mount_to_cam_to_ego
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_training.configs.presets import get_preset
 from nfldm_training.data.capture_windows import SceneDataModule, SceneWindowDataset, split_views
+from nfldm_training.errors import TrainingError
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -104,3 +108,29 @@ def test_data_module_is_deterministic(tiny_capture):
     assert order[0] == order[1] and len(order[0]) > 1
     batch = next(iter(dm.val_dataloader()))
     assert batch.images.shape[:2] == (cfg.batch_size, cfg.window * 6) and batch.cameras().batch_shape == batch.images.shape[:2]
+
+
+def test_semantic_tags_are_resized_like_depth(tiny_capture):
+    ds = SceneWindowDataset([tiny_capture], window=2, image_size=(32, 32), split="all")
+    full = SceneWindowDataset([tiny_capture], window=2, image_size=(64, 64), split="all")
+    w, big = ds[0], full[0]
+    assert w.semantic.dtype == torch.uint8 and w.semantic.shape == w.depth.shape
+    # nearest-exact picks the same source pixel for tags and depth: a 2x downsample keeps every other pixel
+    assert torch.equal(w.semantic, big.semantic[:, 1::2, 1::2]) or torch.equal(w.semantic, big.semantic[:, ::2, ::2])
+    assert set(torch.unique(w.semantic).tolist()) <= set(torch.unique(big.semantic).tolist())
+
+
+def test_fisheye_cameras_are_refused_with_the_fix(tmp_path):
+    mount = mount_to_cam_to_ego(0.8, 0.0, 1.5)
+    rig = Rig((RigCamera("front", intrinsics_from_fov(90.0, 32, 32), 32, 32, mount),
+               RigCamera("fish", intrinsics_from_fov(120.0, 32, 32, model="equidistant"), 32, 32, mount,
+                         "equidistant")))
+    rig.save(tmp_path / "rig.json")
+    store = tmp_path / "fish.zarr"
+    result = CliRunner().invoke(sim_cli, ["collect", "--backend", "procedural", "--out", str(store), "--episodes",
+                                           "2", "--frames", "2", "--seed", "0", "--quiet", "--rig",
+                                           str(tmp_path / "rig.json")])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(TrainingError, match="fisheye.*cameras="):
+        SceneWindowDataset([str(store)], window=1, image_size=(32, 32))
+    assert len(SceneWindowDataset([str(store)], window=1, image_size=(32, 32), cameras=["front"], split="all")) == 4

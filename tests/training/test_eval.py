@@ -223,6 +223,12 @@ def test_evaluate_end_to_end(tiny_store, tmp_path):
     assert data["generation"]["fid"] is None and data["stage1"]["num_windows"] == 2
     text = m.read_text()
     assert "MMD-CD" in text and "FID ↓ | —" in text and "not computed" in text
+    # semantics: the tiny preset has a head; without a critic its lines say why they are empty
+    s = r.semantic
+    assert s.stage1 is not None and s.stage1.images == 2 * 2 * 6 and 0 <= s.stage1.miou <= 1
+    assert s.critic.startswith("unavailable: no perception critic") and s.cfd is None and s.agreement_generated is None
+    assert "CFD ceiling: captured training vs held-out episodes ↓ | unavailable: no perception critic" in text
+    assert data["semantic"]["cfd"] is None and data["semantic"]["stage1"]["pixels"] == 2 * 2 * 6 * 64 * 64
 
 
 def test_eval_cli_without_bundle_names_the_fix(tiny_store, tmp_path, monkeypatch):
@@ -236,3 +242,97 @@ def test_eval_cli_without_bundle_names_the_fix(tiny_store, tmp_path, monkeypatch
     r = CliRunner().invoke(eval_command, ["--model", str(tmp_path), "--data", tiny_store, "--out", str(tmp_path / "o"),
                                           "--inception-weights", str(tmp_path / "x.pth")])
     assert r.exit_code != 0 and "x.pth does not exist" in r.output
+    r = CliRunner().invoke(eval_command, ["--model", str(tmp_path), "--data", tiny_store, "--out", str(tmp_path / "o"),
+                                          "--critic", str(tmp_path)])
+    assert r.exit_code != 0 and "holds no saved model" in r.output and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------ semantics
+@pytest.fixture(scope="module")
+def critic_run(tmp_path_factory):
+    """A tiny perception critic with random weights, saved as a run's model folder (the CLI contract only)."""
+    from nfldm_sdk.models.critic import PerceptionCritic
+    from nfldm_training.configs.critic import get_critic_preset
+
+    torch.manual_seed(0)
+    run = tmp_path_factory.mktemp("critic")
+    PerceptionCritic(get_critic_preset("tiny").critic).save_pretrained(run / "model")
+    return run
+
+
+EVAL_ARGS = ["--num-scenes", "2", "--steps", "2", "--points", "64", "--max-recon-windows", "1", "--val-fraction", "0.34",
+             "--device", "cpu"]
+SEMANTIC_LINES = ("semantic mIoU vs captured tags, stage 1 ↑", "semantic mIoU vs captured tags, stage 1 + LAE ↑",
+                  "label agreement (critic on RGB vs field labels), generated ↑",
+                  "label agreement, stage-1 reconstructions ↑", "label agreement ceiling: critic vs captured tags ↑",
+                  "critic Fréchet distance (CFD), captured held-out vs generated ↓",
+                  "CFD ceiling: captured training vs held-out episodes ↓")
+
+
+def _semantic_rows(text):
+    """``{figure: value}`` of the report's two-column rows named in SEMANTIC_LINES."""
+    rows = {}
+    for line in text.splitlines():
+        name, _, value = line.removeprefix("| ").removesuffix(" |").partition(" | ")
+        if name in SEMANTIC_LINES:
+            rows[name] = value
+    return rows
+
+
+def test_eval_cli_semantics_label_agreement_and_cfd(tiny_store, tmp_path, tiny_generator, write_tiny_bundle, critic_run):
+    from click.testing import CliRunner
+
+    from nfldm_sdk.models.critic import add_critic_to_bundle
+    from nfldm_training.cli.eval import eval_command
+
+    bundle = write_tiny_bundle(tmp_path / "b", tiny_generator)
+    add_critic_to_bundle(bundle, critic_run)
+    r = CliRunner().invoke(eval_command, ["--model", str(bundle), "--data", tiny_store, *EVAL_ARGS,
+                                          "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rows = _semantic_rows(r.output)
+    assert set(rows) == set(SEMANTIC_LINES) and not any("unavailable" in v for v in rows.values())
+    assert "Per-class IoU of the semantic field" in r.output
+    s = json.loads((tmp_path / "o" / "eval.json").read_text())["semantic"]
+    views = 1 * 2 * 6                                    # 1 reconstruction window x 2 frames x 6 cameras
+    for key in ("stage1", "stage1_lae", "critic_captured", "agreement_stage1"):
+        f = s[key]
+        assert f["images"] == views and f["pixels"] == views * 64 * 64 and 0 <= f["miou"] <= 1
+        assert 0 < f["majority_miou"] <= 1 and set(f["class_iou"]) <= set(s["classes"]["critic"])
+    # the same captured pixels are the targets of stage 1 and of the critic's ceiling (both in DEFAULT_CLASSES)
+    assert s["stage1"]["majority_miou"] == pytest.approx(s["critic_captured"]["majority_miou"])
+    assert s["agreement_generated"]["images"] == 2 * 6   # 2 generated scenes x the 6 anchor views of their rig
+    # equal counts: 2 reference windows x 6 anchor views = 12 captured held-out, 12 generated, 12 of the 36 training
+    assert s["cfd_images"] == 12 and s["cfd"] >= 0 and s["cfd_ceiling"] >= 0
+    assert s["critic"] == str(bundle / "critic")
+
+
+@pytest.mark.slow
+def test_eval_without_head_with_critic_option(tiny_store, tmp_path, tiny_generator, write_tiny_bundle, critic_run):
+    from click.testing import CliRunner
+
+    from nfldm_sdk.models.semantic_head import SEMANTICS_UNAVAILABLE
+    from nfldm_training.cli.eval import eval_command
+
+    plain = write_tiny_bundle(tmp_path / "plain", tiny_generator, semantic=False)
+    headed = write_tiny_bundle(tmp_path / "headed", tiny_generator)
+    r = CliRunner().invoke(eval_command, ["--model", str(plain), "--data", tiny_store, *EVAL_ARGS, "--critic",
+                                          str(critic_run), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rows = _semantic_rows(r.output)
+    for key in SEMANTIC_LINES[:4]:                       # the field's labels are needed: unavailable, saying why
+        assert rows[key] == f"unavailable: {SEMANTICS_UNAVAILABLE}"
+    assert not any("unavailable" in rows[k] for k in SEMANTIC_LINES[4:])   # the critic alone still measures these
+    plain_report = json.loads((tmp_path / "o" / "eval.json").read_text())
+    s = plain_report["semantic"]
+    assert s["stage1"] is None and s["agreement_generated"] is None and s["cfd"] >= 0
+    # a bundle with a head but no critic part: the critic lines name the fix; the other figures are the same numbers
+    r = CliRunner().invoke(eval_command, ["--model", str(headed), "--data", tiny_store, *EVAL_ARGS,
+                                          "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rows = _semantic_rows(r.output)
+    assert rows[SEMANTIC_LINES[-1]].startswith("unavailable: bundle") and "nfldm train critic" in rows[SEMANTIC_LINES[-1]]
+    headed_report = json.loads((tmp_path / "o2" / "eval.json").read_text())
+    for key in ("stage1", "stage1_lae"):
+        assert headed_report[key] == plain_report[key]
+    assert headed_report["generation"]["sets"] == plain_report["generation"]["sets"]

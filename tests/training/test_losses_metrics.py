@@ -8,7 +8,9 @@ import torch
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_training.metrics.image import depth_abs_rel, psnr
 from nfldm_training.metrics.masks import box_depth_mask
-from nfldm_training.modules.losses import depth_loss, image_loss
+from nfldm_training.metrics.semantic import (ConfusionMatrix, confusion_matrix, majority_baseline_miou, mean_iou,
+                                             per_class_iou)
+from nfldm_training.modules.losses import depth_loss, image_loss, semantic_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -50,3 +52,35 @@ def test_box_depth_mask_keeps_surfaces_inside_the_box():
     bounds = torch.tensor([[-10.0, -10.0, -10.0], [10.0, 10.0, 10.0]])
     mask = box_depth_mask(depth, torch.isfinite(depth), cam, bounds, 1.0, 60.0)
     assert mask.tolist() == [[True, False], [False, True]]  # 30 m is beyond x = 10; inf is no hit
+
+
+# ------------------------------------------------------------------------------------------------ semantics
+def test_semantic_loss_of_a_uniform_distribution_is_log_k_and_ignores_unlabelled_pixels():
+    K = 5
+    probs = torch.full((2, K, 3, 4), 1.0 / K, requires_grad=True)
+    target = torch.randint(0, K, (2, 3, 4))
+    target[0, 0, 0] = -1
+    loss = semantic_loss(probs, target)
+    assert float(loss) == pytest.approx(math.log(K), rel=1e-6)
+    loss.backward()
+    assert float(probs.grad[0, :, 0, 0].abs().sum()) == 0.0
+    sure = torch.nn.functional.one_hot(target.clamp_min(0), K).permute(0, 3, 1, 2).float()
+    assert float(semantic_loss(sure, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(semantic_loss(probs, torch.full_like(target, -1))) == 0.0
+    with pytest.raises(ValueError, match="shapes"):
+        semantic_loss(probs, target[:, :2])
+
+
+def test_confusion_iou_and_majority_baseline_known_values():
+    target = torch.tensor([0, 0, 0, 1, 1, 2, -1])
+    pred = torch.tensor([0, 0, 1, 1, 1, 0, 2])
+    cm = confusion_matrix(pred, target, 4)
+    assert cm.tolist() == [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    iou = per_class_iou(cm)
+    assert iou[:3].tolist() == pytest.approx([2 / 4, 2 / 3, 0.0]) and math.isnan(float(iou[3]))
+    assert mean_iou(cm) == pytest.approx((0.5 + 2 / 3 + 0.0) / 3)
+    assert majority_baseline_miou(cm) == pytest.approx((3 / 6) / 3)      # predict class 0 everywhere
+    metric = ConfusionMatrix(4)
+    metric.update(pred[:4], target[:4])
+    metric.update(pred[4:], target[4:])
+    assert torch.equal(metric.compute(), cm)

@@ -2,6 +2,7 @@
 
     nfldm eval --model assets/models/default --data data/town01.zarr data/town03.zarr --num-scenes 16 --out eval/
     nfldm eval --model BUNDLE --data STORE --inception-weights pt_inception-2015-12-05-6726825d.pth --out eval/
+    nfldm eval --model BUNDLE --data STORE --critic runs/critic --out eval/
 
 Writes ``OUT/eval.json`` and ``OUT/eval.md`` (see `nfldm_training.evaluation.evaluate` for what is measured and how).
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import click
 
 from nfldm_sdk.cli.names import default_device
-from nfldm_training.cli.common import capture_stores, store_options
+from nfldm_training.cli.common import capture_stores, run_model_dir, store_options
 
 
 @click.command("eval")
@@ -35,13 +36,18 @@ from nfldm_training.cli.common import capture_stores, store_options
 @click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
               help="The standard FID Inception weights (pt_inception-2015-12-05-6726825d.pth, pytorch-fid's); "
                    "without them FID/KID are not computed.")
+@click.option("--critic", "critic", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Perception critic for the label-agreement and critic Fréchet distance figures: a run of `nfldm "
+                   "train critic` or its model/ folder (default: the bundle's critic/ part, if it has one).")
 @click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for eval.json and eval.md.")
 def eval_command(model, data, more_stores, num_scenes, window, val_fraction, max_recon_windows, points, steps, sampler,
-                 seed, inception_weights, device, out):
+                 seed, inception_weights, critic, device, out):
     """Evaluate a model bundle: stage-1 and LAE reconstruction (PSNR, SSIM, depth AbsRel) on held-out windows, and
     generation against held-out captured scenes (MMD/COV/1-NNA with Chamfer distance, BEV occupancy and height
-    statistics, depth histograms; FID/KID with the standard Inception weights only)."""
+    statistics, depth histograms; FID/KID with the standard Inception weights only), and the semantic figures (the
+    semantic field's mIoU against captured tags; with a perception critic, label agreement and the critic Fréchet
+    distance)."""
     # start-up time: the bundle loader and the evaluation import torch
     from nfldm_sdk.models.bundle import BundleError, default_model_path
     from nfldm_training.evaluation.evaluate import EvalConfig, evaluate, report_markdown, write_report
@@ -50,9 +56,11 @@ def eval_command(model, data, more_stores, num_scenes, window, val_fraction, max
     if inception_weights is not None:
         if not Path(inception_weights).is_file():
             raise click.BadParameter(f"{inception_weights} does not exist", param_hint="--inception-weights")
+    if critic is not None:
+        critic = str(run_model_dir(critic, "critic"))   # a folder without a saved critic fails here, before the work
     cfg = EvalConfig(num_scenes=num_scenes, window=window, val_fraction=val_fraction,
                      max_recon_windows=max_recon_windows or None, points_per_scene=points, steps=steps, sampler=sampler,
-                     seed=seed, inception_weights=inception_weights)
+                     seed=seed, inception_weights=inception_weights, critic=critic)
     device = device or default_device()
     try:
         report = evaluate(model or default_model_path(), stores, cfg, device=device, log=click.echo)

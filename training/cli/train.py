@@ -15,6 +15,7 @@ import click
 from nfldm_sdk.cli.names import default_device
 from nfldm_training.cli.common import (capture_stores, collect_overrides, parse_devices, progress_option,
                                        resolve_run_preset, run_model_dir, stage_options, store_options)
+from nfldm_training.cli.critic import train_critic
 from nfldm_training.cli.latent import train_latent_ae
 from nfldm_training.cli.ldm import train_ldm
 from nfldm_training.cli.prior import train_prior
@@ -111,3 +112,4 @@ def encode_voxels(model_path, data, more_stores, out, batch_size, dtype, window,
 train.add_command(train_latent_ae)
 train.add_command(train_ldm)
 train.add_command(train_prior)
+train.add_command(train_critic)

@@ -2,7 +2,7 @@
 
 ``nfldm train ... --help`` and argument errors must not import torch (seconds of start-up);
 `tests/project/test_cli_startup.py` checks that `PRESET_NAMES` equals the keys of every stage's view of the one preset
-table (`nfldm_training.configs.presets.PRESETS`, `LATENT_PRESETS`, `LDM_PRESETS`, `PRIOR_PRESETS`).
+table (`nfldm_training.configs.presets.PRESETS`, `LATENT_PRESETS`, `LDM_PRESETS`, `PRIOR_PRESETS`, `CRITIC_PRESETS`).
 """
 from __future__ import annotations
 

@@ -6,10 +6,11 @@
   ``grid_shape (Z, Y, X) = (32, 128, 128)``.
 
 A `Preset` is nested dataclasses, one section per stage (``scene_ae`` + ``scene_ae_train`` for stage 1, ``latent_ae`` +
-``latent_ae_train`` for stage 2, ``ldm`` for stage 3, ``prior`` for stage 4; the types are in
+``latent_ae_train`` for stage 2, ``ldm`` for stage 3, ``prior`` for stage 4, ``critic`` for the perception critic of
+``nfldm eval``; the types are in
 `nfldm_training.configs.sections`). `get_preset` returns a copy with overrides applied (dotted keys, e.g.
 ``{"scene_ae_train.max_steps": 10}``). The stages' views of this table are `nfldm_training.configs.latent`,
-`nfldm_training.configs.ldm` and `nfldm_training.configs.prior`; a run's resolved section is written to and read from
+`nfldm_training.configs.ldm`, `nfldm_training.configs.prior` and `nfldm_training.configs.critic`; a run's resolved section is written to and read from
 ``RUN/config.json`` by `nfldm_training.configs.run_config`.
 
 The voxel box (all presets): ``x ∈ [−16, 48], y ∈ [−32, 32], z ∈ [−2, 6]`` metres in the scene frame (the ego
@@ -27,6 +28,8 @@ import dataclasses
 import json
 from typing import Any, Mapping, TypeVar
 
+from nfldm_sdk.labels.classes import DEFAULT_CLASSES
+from nfldm_sdk.models.critic import CriticConfig
 from nfldm_sdk.models.prior_unet import PriorConfig
 from nfldm_sdk.models.denoisers import CDenoiserConfig, FDenoiserConfig, GDenoiserConfig
 from nfldm_sdk.models.latent_ae import LatentAEConfig
@@ -34,8 +37,8 @@ from nfldm_sdk.models.scene_ae import SceneAEConfig
 from nfldm_sdk.persistence import config_from_dict, config_to_dict
 from nfldm_sdk.models.noise_schedule import SamplerDefaults
 from nfldm_sdk.models.noise_schedule import NoiseSchedule
-from nfldm_training.configs.sections import (LatentAETrainConfig, LDMPreset, LDMTrainConfig, Preset, PriorPreset,
-                                             PriorTrainConfig, SceneAETrainConfig)
+from nfldm_training.configs.sections import (CriticPreset, CriticTrainConfig, LatentAETrainConfig, LDMPreset,
+                                             LDMTrainConfig, Preset, PriorPreset, PriorTrainConfig, SceneAETrainConfig)
 
 __all__ = ["DRIVING_BOX", "PRESETS", "apply_overrides", "copy_with_overrides", "get_preset"]
 
@@ -48,15 +51,18 @@ DRIVING_BOX = ((-16.0, -32.0, -2.0), (48.0, 32.0, 6.0))
 # Stage-1 models first: the stage-2 grid, channels and box follow them.
 _TINY_SCENE_AE = SceneAEConfig(image_size=(64, 64), downsample=4, depth_bins=16, near=1.0, far=60.0, feature_channels=8,
                                grid_shape=(8, 32, 32), bounds=DRIVING_BOX, render_samples=32,
-                               encoder_widths=(16, 32, 32), decoder_widths=(32, 32, 16), blocks_per_stage=1)
+                               encoder_widths=(16, 32, 32), decoder_widths=(32, 32, 16), blocks_per_stage=1,
+                               semantic_classes=DEFAULT_CLASSES.to_config())
 
 _SMALL_SCENE_AE = SceneAEConfig(image_size=(128, 128), downsample=4, depth_bins=32, near=1.0, far=60.0, feature_channels=16,
                                grid_shape=(16, 64, 64), bounds=DRIVING_BOX, render_samples=64,
-                               encoder_widths=(32, 64, 128), decoder_widths=(128, 64, 32), blocks_per_stage=2)
+                               encoder_widths=(32, 64, 128), decoder_widths=(128, 64, 32), blocks_per_stage=2,
+                               semantic_classes=DEFAULT_CLASSES.to_config())
 
 _PAPER_SCENE_AE = SceneAEConfig(image_size=(256, 256), downsample=4, depth_bins=64, near=1.0, far=60.0, feature_channels=32,
                                grid_shape=(32, 128, 128), bounds=DRIVING_BOX, render_samples=128,
-                               encoder_widths=(64, 128, 256), decoder_widths=(256, 128, 64), blocks_per_stage=2)
+                               encoder_widths=(64, 128, 256), decoder_widths=(256, 128, 64), blocks_per_stage=2,
+                               semantic_classes=DEFAULT_CLASSES.to_config())
 
 
 PRESETS: dict[str, Preset] = {
@@ -90,6 +96,14 @@ PRESETS: dict[str, Preset] = {
                               norm_num_groups=8, schedule=NoiseSchedule(num_train_timesteps=1000)),
             train=PriorTrainConfig(batch_size=8, lr=1e-3, max_steps=40, ema_decay=0.99, artifact_scenes=2, artifact_views=4,
                                    generate_steps=4, frame_stride=2, val_fraction=0.1, val_interval=20, log_every=5),
+        ),
+        # measured on the tiny capture (2 episodes, one held out): held-out mIoU 0.47 after 300 steps (0.40-0.47 over
+        # 3 seeds after 120), against 0.03 for the majority class
+        critic=CriticPreset(
+            critic=CriticConfig(image_size=(64, 64), widths=(16, 32, 32), blocks_per_stage=1,
+                                classes=DEFAULT_CLASSES.to_config()),
+            train=CriticTrainConfig(batch_size=16, lr=3e-3, max_steps=300, val_interval=100, log_every=10,
+                                    cache_views=True),
         ),
     ),
     "small": Preset(
@@ -128,6 +142,12 @@ PRESETS: dict[str, Preset] = {
             train=PriorTrainConfig(batch_size=64, lr=2e-4, warmup_steps=500, max_steps=20_000, ema_decay=0.999,
                                    artifact_scenes=256, artifact_views=8, generate_steps=25, frame_stride=2,
                                    val_interval=1000, num_workers=4, precision="bf16-mixed"),
+        ),
+        critic=CriticPreset(
+            critic=CriticConfig(image_size=(128, 128), widths=(32, 64, 128, 128), blocks_per_stage=2,
+                                classes=DEFAULT_CLASSES.to_config()),
+            train=CriticTrainConfig(batch_size=32, lr=1e-3, warmup_steps=200, max_steps=6000, val_interval=500,
+                                    val_batches=20, frame_stride=2, num_workers=4, precision="bf16-mixed"),
         ),
     ),
     "paper": Preset(
@@ -168,6 +188,12 @@ PRESETS: dict[str, Preset] = {
             train=PriorTrainConfig(batch_size=64, lr=1e-4, warmup_steps=2000, max_steps=100_000, ema_decay=0.9999,
                                    artifact_scenes=1024, artifact_views=8, generate_steps=50, frame_stride=1,
                                    val_interval=5000, num_workers=8, precision="bf16-mixed"),
+        ),
+        critic=CriticPreset(
+            critic=CriticConfig(image_size=(256, 256), widths=(32, 64, 128, 256, 256), blocks_per_stage=2,
+                                classes=DEFAULT_CLASSES.to_config()),
+            train=CriticTrainConfig(batch_size=32, lr=5e-4, warmup_steps=500, max_steps=20_000, val_interval=2000,
+                                    val_batches=50, num_workers=8, precision="bf16-mixed"),
         ),
     ),
 }

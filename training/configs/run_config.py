@@ -8,7 +8,7 @@ run)::
     {
       "format": "nfldm.run_config",     # what the file is (a model folder's config.json has "_class" instead)
       "version": 1,                     # of this schema
-      "stage": "ldm",                   # scene-ae | latent-ae | ldm | prior
+      "stage": "ldm",                   # scene-ae | latent-ae | ldm | prior | critic
       "preset": "small",                # the preset the run started from (tiny, small, paper or custom)
       "config": {...},                  # the stage's resolved section (table below), overrides applied
       "level": "c",                     # further keys of the stage: ldm only, the denoiser level
@@ -22,6 +22,7 @@ scene-ae   `Preset` (all sections)       ``nfldm train scene-ae``
 latent-ae  `LatentPreset`                ``nfldm train latent-ae``
 ldm        `LDMPreset`                   ``nfldm train ldm --level``
 prior      `PriorPreset`                 ``nfldm train prior``
+critic     `CriticPreset`                ``nfldm train critic``
 =========  ============================  ==========================
 
 Runs written before this schema hold the bare section instead (no ``"format"`` key): a whole `Preset` (stage 1),
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from nfldm_sdk.persistence import config_from_dict, config_to_dict, nfldm_version
-from nfldm_training.configs.sections import LEVELS, LatentPreset, LDMPreset, Preset, PriorPreset
+from nfldm_training.configs.sections import LEVELS, CriticPreset, LatentPreset, LDMPreset, Preset, PriorPreset
 from nfldm_training.errors import TrainingError, TrainingInputNotFound
 
 __all__ = ["RUN_CONFIG_NAME", "RUN_CONFIG_FORMAT", "RUN_CONFIG_VERSION", "STAGE_SECTIONS", "RunConfig",
@@ -49,9 +50,11 @@ RUN_CONFIG_FORMAT = "nfldm.run_config"
 #: Schema version written (and the newest read).
 RUN_CONFIG_VERSION = 1
 #: The section type each stage records under ``"config"``.
-STAGE_SECTIONS: dict[str, type] = {"scene-ae": Preset, "latent-ae": LatentPreset, "ldm": LDMPreset, "prior": PriorPreset}
+STAGE_SECTIONS: dict[str, type] = {"scene-ae": Preset, "latent-ae": LatentPreset, "ldm": LDMPreset, "prior": PriorPreset,
+                                   "critic": CriticPreset}
 #: The keys beside ``"config"`` a stage must record.
-STAGE_EXTRAS: dict[str, tuple[str, ...]] = {"scene-ae": (), "latent-ae": (), "ldm": ("level",), "prior": ()}
+STAGE_EXTRAS: dict[str, tuple[str, ...]] = {"scene-ae": (), "latent-ae": (), "ldm": ("level",), "prior": (),
+                                            "critic": ()}
 _RESERVED = frozenset({"format", "version", "stage", "preset", "config", "_nfldm_version"})
 
 
@@ -83,7 +86,7 @@ def run_config_to_dict(stage: str, preset_name: str, section: Any, **extra: Any)
     """The JSON-ready ``config.json`` of a run of `stage` (module docstring).
 
     Args:
-        stage: ``scene-ae``, ``latent-ae``, ``ldm`` or ``prior``.
+        stage: ``scene-ae``, ``latent-ae``, ``ldm``, ``prior`` or ``critic``.
         preset_name: the preset the run started from.
         section: the stage's resolved section, an instance of ``STAGE_SECTIONS[stage]``.
         **extra: the stage's further keys (`STAGE_EXTRAS`: ``level="c"`` for ldm).

@@ -49,6 +49,7 @@ class SceneWindow:
         images: ``[V, 3, H, W]`` RGB in [0, 1].
         depth: ``[V, H, W]`` planar depth, metres, ``inf`` = no hit.
         valid: ``[V, H, W]`` bool, ``isfinite(depth)``.
+        semantic: ``[V, H, W]`` uint8 CARLA tags (resized like depth: nearest-exact, never mixed).
         K: ``[V, 3, 3]`` intrinsics at ``H×W``, pixels.
         cam_to_scene: ``[V, 4, 4]`` OpenCV camera -> scene frame (ego at the anchor frame).
         frame_index: ``[V]`` int64, episode frame of each view.
@@ -61,6 +62,7 @@ class SceneWindow:
     images: torch.Tensor
     depth: torch.Tensor
     valid: torch.Tensor
+    semantic: torch.Tensor
     K: torch.Tensor
     cam_to_scene: torch.Tensor
     frame_index: torch.Tensor
@@ -80,6 +82,7 @@ class SceneBatch:
     images: torch.Tensor        # [B, V, 3, H, W]
     depth: torch.Tensor         # [B, V, H, W]
     valid: torch.Tensor         # [B, V, H, W] bool
+    semantic: torch.Tensor      # [B, V, H, W] uint8 CARLA tags
     K: torch.Tensor             # [B, V, 3, 3]
     cam_to_scene: torch.Tensor  # [B, V, 4, 4]
     frame_index: torch.Tensor   # [B, V]
@@ -104,7 +107,7 @@ class SceneBatch:
     def views(self, index: torch.Tensor) -> "SceneBatch":
         """The same windows restricted to views ``index`` (``[V']`` int64, shared by all windows)."""
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("images", "depth", "valid", "K", "cam_to_scene", "frame_index", "camera_index"):
+        for name in ("images", "depth", "valid", "semantic", "K", "cam_to_scene", "frame_index", "camera_index"):
             kw[name] = kw[name][:, index]
         return SceneBatch(**kw)
 
@@ -121,7 +124,7 @@ def collate_windows(items: Sequence[SceneWindow]) -> SceneBatch:
         raise ValueError("cannot collate an empty list of scene windows")
     stack = lambda name: torch.stack([getattr(it, name) for it in items])  # noqa: E731
     ids = lambda name: torch.tensor([getattr(it, name) for it in items], dtype=torch.int64)  # noqa: E731
-    return SceneBatch(images=stack("images"), depth=stack("depth"), valid=stack("valid"), K=stack("K"),
+    return SceneBatch(images=stack("images"), depth=stack("depth"), valid=stack("valid"), semantic=stack("semantic"), K=stack("K"),
                       cam_to_scene=stack("cam_to_scene"), frame_index=stack("frame_index"),
                       camera_index=stack("camera_index"), store_index=ids("store_index"), episode=ids("episode"),
                       anchor=ids("anchor"))
@@ -185,6 +188,15 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     if tuple(d.shape[-2:]) != tuple(size):
         d = F.interpolate(d[:, None], size=size, mode="nearest-exact")[:, 0]
     return d
+
+
+def resize_labels(tags: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """``[N, H, W]`` uint8 tags -> ``[N, h, w]`` uint8 by nearest-exact sampling, the same pixels `resize_depth`
+    picks (labels are never mixed)."""
+    t = torch.from_numpy(np.ascontiguousarray(tags, dtype=np.uint8))
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(torch.uint8)
+    return t
 
 
 # ------------------------------------------------------------------------------------------------ dataset
@@ -263,6 +275,11 @@ class SceneWindowDataset(torch.utils.data.Dataset):
             if unknown:
                 raise TrainingError(f"store {path} has no camera(s) {unknown}; its rig has {rig.names}")
             idx = [rig.names.index(n) for n in names]
+            fisheye = [n for n, m in zip(rig.names, rig.models()) if m != "pinhole" and n in names]
+            if fisheye:
+                raise TrainingError(f"store {path}: camera(s) {fisheye} are fisheye; training reads pinhole cameras "
+                                    f"only: pass the pinhole cameras with cameras=[...] (--set "
+                                    f"scene_ae_train.cameras=...) or capture with a pinhole rig")
             self.camera_indices.append(idx)
             self.intrinsics.append(scale_intrinsics(rig.K()[idx], (rig.height, rig.width), self.image_size))
             n_eps = len(store.episode_names)
@@ -333,15 +350,16 @@ class SceneWindowDataset(torch.utils.data.Dataset):
         cams = self.camera_indices[ref.store_index]
         anchor = ref.start + self.anchor_offset
         frames = list(range(ref.start, ref.start + self.window))
-        images, depth, c2s = [], [], []
+        images, depth, semantic, c2s = [], [], [], []
         for t in frames:
             images.append(resize_images(ep.rgb[t, cams], self.image_size))            # [n, 3, H, W]
             depth.append(resize_depth(ep.depth[t, cams], self.image_size))            # [n, H, W]
+            semantic.append(resize_labels(ep.semantic[t, cams], self.image_size))     # [n, H, W]
             c2s.append(scene_transforms(ep.ego_to_world, np.asarray(ep.cam_to_world[t])[cams], anchor))  # [n, 4, 4]
         n = len(cams)
         d = torch.cat(depth)
         return SceneWindow(
-            images=torch.cat(images), depth=d, valid=torch.isfinite(d),
+            images=torch.cat(images), depth=d, valid=torch.isfinite(d), semantic=torch.cat(semantic),
             K=torch.from_numpy(np.tile(self.intrinsics[ref.store_index], (self.window, 1, 1))).float(),
             cam_to_scene=torch.from_numpy(np.concatenate(c2s)).float(),
             frame_index=torch.tensor(frames, dtype=torch.int64).repeat_interleave(n),

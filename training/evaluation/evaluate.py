@@ -18,7 +18,8 @@ i uses those of reference window ``i mod m``), at the bundle's image size.
   the box; generated: the rendered depth (where the accumulated opacity ≥ `nfldm_sdk.rendering.api.HIT_ALPHA`, 0.5) back-projected and kept likewise.
   Each set is subsampled to ``points_per_scene`` points (seeded). Chamfer distance (metres) gives MMD, COV and
   1-NNA (`nfldm_training.metrics.scene_3d.mmd_cov_1nna`).
-* **BEV layout** — our generated scenes carry no semantics, so the layout comparison is geometric: the fraction of
+* **BEV layout** — geometric, so it works for bundles without a semantic head (the label figures are in
+  `nfldm_training.evaluation.semantic`): the fraction of
   observed 1 m ground cells holding structure (a point ≥ 0.5 m above ground) and the histogram of point heights,
   pooled per side, compared as |difference| and TV/W1. The captured set's semantic class fractions (points per
   CARLA class group, from the captured semantic images) are reported as a reference only.
@@ -27,6 +28,12 @@ i uses those of reference window ``i mod m``), at the bundle's image size.
   TV and Wasserstein-1 (metres).
 * **FID / KID** — only with the standard FID Inception weights file given by path (`nfldm_training.metrics.fid`); without
   it the report says so and holds no number.
+
+Semantics (`nfldm_training.evaluation.semantic`): with a semantic head, the field's labels (user-facing rule) against
+the captured tags of the reconstruction windows (mIoU, per-class IoU, majority-class baseline); with a perception
+critic (the bundle's ``critic/`` part or `EvalConfig.critic`), the label agreement of rendered RGB with the field's
+labels (generated scenes, stage-1 reconstructions), its ceiling on captured images, and the critic Fréchet distance
+(CFD) of generated renders and its captured-vs-captured ceiling. Absent figures say "unavailable: <why>".
 """
 from __future__ import annotations
 
@@ -44,8 +51,11 @@ from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.pipelines.generator import SceneGenerator
 from nfldm_sdk.rendering.api import HIT_ALPHA
 from nfldm_training.benchmarks.bench import machine_line
+from nfldm_training.data.capture_bev import backproject
 from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows, resize_depth
 from nfldm_training.errors import TrainingError
+from nfldm_training.evaluation.semantic import (SemanticEvaluation, SemanticFigures, load_eval_critic, semantic_markdown,
+                                               spread_indices)
 from nfldm_training.metrics.fid import FID_WEIGHTS_HELP, FIDInceptionV3, feature_fid, kernel_inception_distance
 from nfldm_training.metrics.image import depth_abs_rel, psnr
 from nfldm_training.metrics.masks import box_depth_mask
@@ -94,6 +104,9 @@ class EvalConfig:
     """Windows encoded / scenes generated at once."""
     inception_weights: str | None = None
     """Path of the standard FID Inception weights (pt_inception-2015-12-05-6726825d.pth); None = no FID/KID."""
+    critic: str | None = None
+    """A perception critic (`nfldm train critic` run or its model folder); None = the bundle's ``critic/`` part when
+    it has one (else the critic figures are unavailable)."""
 
 
 @dataclass
@@ -149,32 +162,11 @@ class EvalReport:
     seconds: float
     machine: str = ""
     notes: list[str] = field(default_factory=list)
+    semantic: SemanticFigures | None = None
+    """The semantic and perception-critic figures (`nfldm_training.evaluation.semantic`)."""
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def backproject(depth: torch.Tensor, mask: torch.Tensor, cameras: Cameras) -> torch.Tensor:
-    """Scene-frame points of the pixels in `mask`.
-
-    Args:
-        depth: ``[V, H, W]`` planar depth, metres.
-        mask: ``[V, H, W]`` bool, pixels to keep (finite depth).
-        cameras: `Cameras` of batch shape ``[V]`` at ``H×W`` (``cam_to_world`` = camera -> scene).
-    Returns:
-        ``[P, 3]`` points, metres.
-    """
-    rays = cameras.rays()                                                       # [V, H, W, 3]
-    t = torch.where(mask, depth, torch.zeros_like(depth)) / rays.z_per_t       # ray distance
-    p = rays.origins + rays.directions * t[..., None]
-    return p[mask]
-
-
-def _spread(n: int, k: int | None) -> list[int]:
-    """`k` indices spread evenly over range(n) (all when k is None or ≥ n)."""
-    if k is None or k >= n:
-        return list(range(n))
-    return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
-
-
 def _pool_bev(stats: Sequence[BEVStats]) -> dict:
     return {"occupied_fraction": float(np.mean([s.occupied_fraction for s in stats])),
             "observed_fraction": float(np.mean([s.observed_fraction for s in stats])),
@@ -183,7 +175,10 @@ def _pool_bev(stats: Sequence[BEVStats]) -> dict:
 
 # ------------------------------------------------------------------------------------------------ reconstruction
 @torch.no_grad()
-def _reconstruction(gen, dataset, indices: list[int], batch_size: int, device) -> tuple[ReconFigures, ReconFigures]:
+def _reconstruction(gen, dataset, indices: list[int], batch_size: int, device, observe: Callable | None = None
+                    ) -> tuple[ReconFigures, ReconFigures]:
+    """The reconstruction figures; ``observe(key, field, cameras, batch)`` (``key`` "s1" or "lae") sees every
+    reconstructed batch (the semantic figures)."""
     ae, lae = gen.scene_ae, gen.latent_ae
     mc = ae.config
     acc = {k: {"psnr": [], "ssim": [], "rel": 0.0, "n": 0.0} for k in ("s1", "lae")}
@@ -199,6 +194,8 @@ def _reconstruction(gen, dataset, indices: list[int], batch_size: int, device) -
             s, n = depth_abs_rel(out.depth, batch.depth, usable, mc.near, mc.far)
             acc[key]["rel"] += float(s.sum())
             acc[key]["n"] += float(n.sum())
+            if observe is not None:
+                observe(key, f, cams, batch)
     res = []
     for key in ("s1", "lae"):
         a = acc[key]
@@ -228,10 +225,12 @@ def _captured_semantics(dataset, i: int, views: torch.Tensor, mask: torch.Tensor
 
 
 @torch.no_grad()
-def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures:
+def _generation(gen, dataset, cfg: EvalConfig, device, log, observe: Callable | None = None) -> GenerationFigures:
+    """The generation figures; ``observe(scenes, rigs, captured_rgb)`` sees the generated scenes, the reference rigs
+    (`Cameras` ``[V]`` each) and the captured anchor views (``[V, 3, H, W]`` each) (the semantic figures)."""
     mc = gen.scene_ae.config
     bounds = gen.scene_ae.bounds.detach().cpu()
-    ref_idx = _spread(len(dataset), cfg.num_scenes)
+    ref_idx = spread_indices(len(dataset), cfg.num_scenes)
     g = torch.Generator().manual_seed(int(cfg.seed))
     ref_sets, ref_bev, ref_rig, ref_rgb = [], [], [], []
     cap_hist = np.zeros(cfg.depth_bins)
@@ -276,6 +275,8 @@ def _generation(gen, dataset, cfg: EvalConfig, device, log) -> GenerationFigures
         gen_bev.append(bev_stats(pts, bounds, cfg.bev_cell, cfg.structure_height))
     if empty:
         log(f"note: {empty} generated scene(s) show no surface in the box")
+    if observe is not None:
+        observe(scenes, ref_rig, ref_rgb)
     log("Chamfer distances ...")
     gs, rs = torch.stack(gen_sets), torch.stack(ref_sets)
     sets = mmd_cov_1nna(chamfer_matrix(gs, rs), chamfer_matrix(gs, gs), chamfer_matrix(rs, rs))
@@ -318,16 +319,19 @@ def evaluate(model, stores: Sequence[str], config: EvalConfig | None = None, *, 
         raise TrainingError(f"no held-out windows in {list(stores)}: stores need 2+ episodes (or enough frames for a time "
                             f"split) for window {cfg.window}")
     notes = []
-    recon_idx = _spread(len(data), cfg.max_recon_windows)
+    critic, critic_source = load_eval_critic(model, cfg.critic, device)
+    sem = SemanticEvaluation(gen.scene_ae, critic, critic_source, device)
+    recon_idx = spread_indices(len(data), cfg.max_recon_windows)
     log(f"reconstruction on {len(recon_idx)} of {len(data)} held-out windows ...")
-    s1, s1_lae = _reconstruction(gen, data, recon_idx, cfg.batch_size, device)
-    generation = _generation(gen, data, cfg, device, log)
+    s1, s1_lae = _reconstruction(gen, data, recon_idx, cfg.batch_size, device, observe=sem.observe_reconstruction)
+    generation = _generation(gen, data, cfg, device, log, observe=lambda scenes, rigs, rgb: sem.observe_generation(
+        scenes, rigs, rgb, list(stores), mc.image_size, cfg.val_fraction, cfg.cameras))
     if generation.num_reference < cfg.num_scenes:
         notes.append(f"only {generation.num_reference} held-out reference windows (asked {cfg.num_scenes})")
     return EvalReport(bundle=str(model) if isinstance(model, (str, Path)) else "in-memory", bundle_hash=gen.bundle_hash,
                       stores=[str(s) for s in stores], config=asdict(cfg), stage1=s1, stage1_lae=s1_lae,
                       generation=generation, seconds=time.perf_counter() - start, machine=machine_line(str(device)),
-                      notes=notes)
+                      notes=notes, semantic=sem.figures())
 
 
 def report_markdown(r: EvalReport) -> str:
@@ -356,9 +360,11 @@ def report_markdown(r: EvalReport) -> str:
         f"| FID ↓ | {fmt(g.fid, 2)} |", f"| KID ↓ | {fmt(g.kid_mean, 4)} ± {fmt(g.kid_std, 4)} |" if g.kid_mean is not None
         else "| KID ↓ | — |",
         "", f"FID/KID: {g.image_metric_note}", "",
-        "Captured reference, semantic class fractions of in-box points (generated scenes carry no semantics): "
+        "Captured reference, semantic class fractions of in-box points: "
         + ", ".join(f"{k} {v:.2f}" for k, v in g.captured_semantics.items()), "",
     ]
+    if r.semantic is not None:
+        lines += semantic_markdown(r.semantic)
     lines += [f"Note: {n}" for n in r.notes]
     return "\n".join(lines) + "\n"
 

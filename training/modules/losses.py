@@ -1,4 +1,4 @@
-"""Stage-1 losses: image reconstruction and depth on valid pixels (docs/method.md, stage 1, step 5).
+"""Stage-1 losses: image reconstruction, depth on valid pixels, semantics (docs/method.md, stage 1, step 5).
 
 Functional: tensors in, a scalar out. Shapes use ``...`` for any leading batch/view axes. The pixels depth is
 supervised on are those of `nfldm_training.metrics.masks` (`depth_mask`, `box_depth_mask`), the ones the depth metrics
@@ -56,3 +56,21 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, ne
     if kind == "inverse":
         return (near / p.clamp_min(1e-3) - near / t).abs().mean()
     raise ValueError(f"unknown depth loss {kind!r}: use 'l1' or 'inverse'")
+
+
+def semantic_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of the captured classes under the rendered class distribution.
+
+    Args:
+        probs: ``[..., K, H, W]`` class probabilities (`nfldm_sdk.labels.semantic_field.semantic_probabilities`).
+        target: ``[..., H, W]`` int64 class indices; negative = not supervised.
+    Returns:
+        scalar tensor; 0 (still attached to `probs`) when no pixel is supervised.
+    """
+    if probs.shape[:-3] + probs.shape[-2:] != target.shape:
+        raise ValueError(f"semantic shapes differ: probabilities {tuple(probs.shape)} vs target {tuple(target.shape)}")
+    mask = target >= 0
+    if not bool(mask.any()):
+        return probs.sum() * 0.0
+    p = probs.gather(-3, target.clamp_min(0).unsqueeze(-3)).squeeze(-3)            # [..., H, W]
+    return -torch.log(p[mask].clamp_min(1e-6)).mean()

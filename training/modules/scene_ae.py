@@ -1,10 +1,12 @@
 """Lightning training of the stage-1 scene auto-encoder, and the run that `nfldm train scene-ae` performs.
 
 `SceneAELightningModule` — one step: encode the window's input views into a voxel field, render it at the target
-views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂‖`` (depth only where the captured surface lies in
-the voxel box, see `nfldm_training.metrics.masks.box_depth_mask`). Validation on held-out episodes: PSNR of every
-view's reconstruction and depth AbsRel pooled over usable pixels, plus a PNG grid (ground truth, reconstruction,
-both depths) written to ``<run>/val_images/`` at every validation.
+views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂‖ + semantic_weight · CE(p̂, tags)`` (depth only
+where the captured surface lies in the voxel box, see `nfldm_training.metrics.masks.box_depth_mask`; the semantic
+cross-entropy on every pixel, sky included, for models with a semantic head). Validation on held-out episodes: PSNR
+of every view's reconstruction, depth AbsRel pooled over usable pixels and the semantic mIoU (argmax of the rendered
+class distribution against the captured classes), plus a PNG grid (ground truth, reconstruction, both depths)
+written to ``<run>/val_images/`` at every validation.
 
 `train_scene_ae` — the whole run in a run directory::
 
@@ -36,7 +38,8 @@ from nfldm_training.configs.sections import Preset, SceneAETrainConfig
 from nfldm_training.data.capture_windows import SceneBatch, SceneDataModule, split_views
 from nfldm_training.metrics.image import depth_abs_rel, psnr
 from nfldm_training.metrics.masks import box_depth_mask
-from nfldm_training.modules.losses import depth_loss, image_loss
+from nfldm_training.metrics.semantic import ConfusionMatrix, mean_iou
+from nfldm_training.modules.losses import depth_loss, image_loss, semantic_loss
 from nfldm_training.runs.result import RunResult
 from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
                                          on_run_writer, start_run, run_writer_log)
@@ -50,11 +53,13 @@ class ValMetrics:
         psnr: mean PSNR (dB) over all validation views.
         abs_rel: depth AbsRel pooled over all usable pixels (captured surface inside the voxel box).
         step: optimisation step at which they were measured.
+        miou: semantic mIoU over the classes present in the validation captures (None without a semantic head).
     """
 
     psnr: float
     abs_rel: float
     step: int
+    miou: float | None = None
 
 
 class SceneAELightningModule(LightningModule):
@@ -74,6 +79,12 @@ class SceneAELightningModule(LightningModule):
         self.val_psnr = MeanMetric()
         self.val_abs_rel_sum = SumMetric()
         self.val_abs_rel_count = SumMetric()
+        classes = self.model.config.classes
+        self.num_classes = 0 if classes is None else classes.num_classes
+        self.val_confusion = ConfusionMatrix(classes.num_classes) if classes is not None else None
+        # CARLA tag -> class index on the batch's device (a buffer, so it moves with the module)
+        self.register_buffer("tag_to_class", torch.as_tensor(classes.tag_to_class if classes is not None
+                                                             else np.full(256, -1)), persistent=False)
         self.last_val: ValMetrics | None = None
         """Figures of the latest validation."""
 
@@ -87,24 +98,31 @@ class SceneAELightningModule(LightningModule):
         usable = box_depth_mask(gt_depth, batch.valid[:, targets], t_cams, self.model.bounds, mc.near, mc.far)
         l_img = image_loss(out.render.rgb, gt_rgb, self.cfg.image_loss)
         l_depth = depth_loss(out.render.depth, gt_depth, usable, mc.near, mc.far, self.cfg.depth_loss)
-        return out, usable, l_img, l_depth
+        gt_class = self.tag_to_class[batch.semantic[:, targets].long()]           # [B, T, H, W], -1 = ignored
+        l_sem = (semantic_loss(out.render.semantic, gt_class) if out.render.semantic is not None
+                 else l_img.new_zeros(()))
+        return out, usable, l_img, l_depth, l_sem, gt_class
 
     def training_step(self, batch: SceneBatch, batch_idx: int) -> torch.Tensor:
         # The hold-out draw depends only on the seed and the step, so a resumed run draws what the original would.
         g = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + int(self.global_step))
         inputs, targets = split_views(batch.num_views, self.cfg.target_holdout, g)
         dev = batch.images.device
-        _, _, l_img, l_depth = self._losses(batch, inputs.to(dev), targets.to(dev))
-        loss = self.cfg.image_weight * l_img + self.cfg.depth_weight * l_depth
-        self.log_dict({"train/loss": loss, "train/image": l_img, "train/depth": l_depth},
-                      batch_size=batch.batch_size, prog_bar=True)
+        _, _, l_img, l_depth, l_sem, _ = self._losses(batch, inputs.to(dev), targets.to(dev))
+        loss = self.cfg.image_weight * l_img + self.cfg.depth_weight * l_depth + self.cfg.semantic_weight * l_sem
+        logs = {"train/loss": loss, "train/image": l_img, "train/depth": l_depth}
+        if self.val_confusion is not None:
+            logs["train/semantic"] = l_sem
+        self.log_dict(logs, batch_size=batch.batch_size, prog_bar=True)
         return loss
 
     def validation_step(self, batch: SceneBatch, batch_idx: int) -> None:
         mc = self.model.config
         views = torch.arange(batch.num_views, device=batch.images.device)
-        out, usable, _, _ = self._losses(batch, views, views)
+        out, usable, _, _, _, gt_class = self._losses(batch, views, views)
         self.val_psnr.update(psnr(out.render.rgb, batch.images).flatten())
+        if self.val_confusion is not None:
+            self.val_confusion.update(out.render.semantic.argmax(-3), gt_class)
         s, n = depth_abs_rel(out.render.depth, batch.depth, usable, mc.near, mc.far)
         self.val_abs_rel_sum.update(s.sum())
         self.val_abs_rel_count.update(n.sum().to(s.dtype))
@@ -118,8 +136,14 @@ class SceneAELightningModule(LightningModule):
         if float(count) == 0:
             abs_rel = torch.full_like(abs_rel, float("nan"))
         value = self.val_psnr.compute()  # torchmetrics' compute() already reduces over DDP ranks
-        self.log_dict({"val/psnr": value, "val/abs_rel": abs_rel})
-        self.last_val = ValMetrics(psnr=float(value), abs_rel=float(abs_rel), step=int(self.global_step))
+        logs = {"val/psnr": value, "val/abs_rel": abs_rel}
+        miou = None
+        if self.val_confusion is not None:
+            miou = mean_iou(self.val_confusion.compute())
+            logs["val/miou"] = torch.tensor(miou)
+            self.val_confusion.reset()
+        self.log_dict(logs)
+        self.last_val = ValMetrics(psnr=float(value), abs_rel=float(abs_rel), step=int(self.global_step), miou=miou)
         for m in (self.val_psnr, self.val_abs_rel_sum, self.val_abs_rel_count):
             m.reset()
 
@@ -164,11 +188,17 @@ class TrainResult(RunResult):
     final: ValMetrics | None
 
 
+def _describe(m: ValMetrics) -> str:
+    text = f"PSNR {m.psnr:.2f} dB, depth AbsRel {m.abs_rel:.3f}"
+    return text if m.miou is None else f"{text}, semantic mIoU {m.miou:.3f}"
+
+
 def _val_metrics(results: list[dict], step: int) -> ValMetrics | None:
     if not results or "val/psnr" not in results[0]:
         return None
     r = results[0]
-    return ValMetrics(psnr=float(r["val/psnr"]), abs_rel=float(r["val/abs_rel"]), step=int(step))
+    miou = float(r["val/miou"]) if "val/miou" in r else None
+    return ValMetrics(psnr=float(r["val/psnr"]), abs_rel=float(r["val/abs_rel"]), step=int(step), miou=miou)
 
 
 def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *, resume: bool = True,
@@ -207,8 +237,8 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     untrained, final = fit_with_val_metrics(
         trainer, module, data, run_dir, resumed_from, log, has_val=has_val, measure=_val_metrics,
         metrics_type=ValMetrics, last_measured=lambda: module.last_val,
-        describe_untrained=lambda m: f"untrained: PSNR {m.psnr:.2f} dB, depth AbsRel {m.abs_rel:.3f}",
-        describe_final=lambda m: f"step {trainer.global_step}: PSNR {m.psnr:.2f} dB, depth AbsRel {m.abs_rel:.3f}")
+        describe_untrained=lambda m: f"untrained: {_describe(m)}",
+        describe_final=lambda m: f"step {trainer.global_step}: {_describe(m)}")
 
     metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
                "global_step": int(trainer.global_step), "stores": [str(s) for s in stores], "preset": preset.name,

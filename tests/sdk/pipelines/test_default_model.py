@@ -29,7 +29,9 @@ def test_shipped_bundle_is_small_and_half_precision():
     assert total < 50 * 2**20, f"the default bundle is {total / 2**20:.1f} MiB: keep it tens of MB at most"
     assert (SHIPPED / "MODEL_CARD.md").is_file()
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
-    assert set(manifest["parts"]) == {"scene_ae", "latent_ae", "denoiser_g", "denoiser_c", "denoiser_f"}
+    assert set(manifest["parts"]) == {"scene_ae", "latent_ae", "denoiser_g", "denoiser_c", "denoiser_f", "critic"}
+    scene_ae_config = json.loads((SHIPPED / "scene_ae" / "config.json").read_text())
+    assert scene_ae_config["semantic_classes"], "the shipped stage 1 renders labels: it needs its semantic head"
     from safetensors import safe_open
 
     with safe_open(str(SHIPPED / "scene_ae" / "model.safetensors"), "pt") as f:
@@ -87,16 +89,19 @@ def test_train_all_recipe_tiny(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     two = {"scene_ae": {"scene_ae_train.max_steps": 2, "scene_ae_train.val_interval": 2},
            "latent_ae": {"latent_ae_train.max_steps": 2, "latent_ae_train.val_interval": 2},
-           "ldm": {f"train_{k}.{f}": v for k in "gcf" for f, v in (("max_steps", 2), ("val_interval", 2), ("batch_size", 2))}}
+           "ldm": {f"train_{k}.{f}": v for k in "gcf" for f, v in (("max_steps", 2), ("val_interval", 2), ("batch_size", 2))},
+           "critic": {"train.max_steps": 2, "train.val_interval": 2}}
     monkeypatch.setattr(cli_all, "CPU_BUDGET", two)
     args = ["--data", str(store), "--preset", "tiny", "--budget", "cpu", "--out", str(tmp_path / "runs"),
             "--bundle", str(tmp_path / "bundle"), "--accelerator", "cpu", "--no-progress"]
     r = CliRunner().invoke(cli_all.train_all, args)
     assert r.exit_code == 0, r.output + repr(r.exception)
     record = json.loads((tmp_path / "runs" / "train_all.json").read_text())
-    assert list(record["stages"]) == ["scene_ae", "encode_voxels", "latent_ae", "encode_latents", "ldm_g", "ldm_c", "ldm_f"]
+    assert list(record["stages"]) == ["scene_ae", "encode_voxels", "latent_ae", "encode_latents", "ldm_g", "ldm_c", "ldm_f",
+                                      "critic"]
     assert record["stages"]["scene_ae"]["steps"] == 2 and record["budget"] == "cpu"
     gen = SceneGenerator.from_pretrained(tmp_path / "bundle")
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["parts"]["critic"]["path"] == "critic"
     assert gen.generate(1, seed=0, steps=2)[0].field.density.shape == tuple(gen.scene_ae.config.grid_shape)
     # rerun: every stage is complete, nothing trains again
     r = CliRunner().invoke(cli_all.train_all, args)
