@@ -32,4 +32,10 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
 fi
 echo "[setup] installing nfldm (editable) with dev extras"
 "$VENV/bin/pip" install -q -e ".[dev]"
+# The export tests load their output with the nuScenes devkit. Its metadata caps numpy below 2 (the modules it uses
+# run on numpy 2): installed without its requirements, whose imported part the dev extra brings, so that numpy
+# stays where the rest of the environment has it.
+if ! "$VENV/bin/python" -c "import nuscenes" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --no-deps "nuscenes-devkit==${NUSCENES_DEVKIT_VERSION:-1.2.0}"
+fi
 echo "[setup] done: $VENV"

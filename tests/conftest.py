@@ -63,14 +63,24 @@ def tiny_generator():
 
 @pytest.fixture(scope="session")
 def write_tiny_bundle():
-    """``write_tiny_bundle(path, generator, latent_stats=None) -> path``: `generator`'s parts written as a model bundle
-    (preset "tiny", a zero training-data hash); `latent_stats` replaces the generator's statistics (and is set on it)."""
-    def write(path, generator, latent_stats=None):
+    """``write_tiny_bundle(path, generator, latent_stats=None, semantic=True) -> path``: `generator`'s parts written as
+    a model bundle (preset "tiny", a zero training-data hash); `latent_stats` replaces the generator's statistics (and
+    is set on it). ``semantic=False`` writes its stage-1 model without the semantic head (same weights otherwise): a
+    bundle trained before the head existed."""
+    def write(path, generator, latent_stats=None, semantic=True):
+        import dataclasses
+
         from nfldm_sdk.models.bundle import write_bundle
+        from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 
         if latent_stats is not None:
             generator.latent_stats = latent_stats
-        return write_bundle(path, scene_ae=generator.scene_ae, latent_ae=generator.latent_ae,
+        scene_ae = generator.scene_ae
+        if not semantic and scene_ae.semantic_head is not None:
+            scene_ae = SceneAutoEncoder(dataclasses.replace(scene_ae.config, semantic_classes=()))
+            scene_ae.load_state_dict({k: v for k, v in generator.scene_ae.state_dict().items()
+                                      if not k.startswith("semantic_head.")})
+        return write_bundle(path, scene_ae=scene_ae, latent_ae=generator.latent_ae,
                             denoisers=generator.denoisers, latent_stats=generator.latent_stats,
                             noise_schedule=generator.noise_schedule, sampler_defaults=generator.sampler_defaults,
                             preset="tiny", training_data_hash="0" * 64)

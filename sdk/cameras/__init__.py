@@ -1,2 +1,2 @@
-"""Cameras, camera rigs and ego trajectories: pinhole cameras and rays, `CameraRig`, `Trajectory`, and the standard
-camera sets (`builders`)."""
+"""Cameras, camera rigs and ego trajectories: camera models (`projection`: pinhole, equidistant and OpenCV fisheye),
+cameras and rays, `CameraRig`, `Trajectory`, and the standard camera sets (`builders`)."""

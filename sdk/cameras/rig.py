@@ -1,13 +1,15 @@
-"""Camera rigs for virtual sensors: named pinhole cameras mounted on the ego vehicle.
+"""Camera rigs for virtual sensors: named cameras (pinhole or fisheye) mounted on the ego vehicle.
 
 Conventions (project-wide): ego frame x forward, y left, z up, metres, origin on the ground below the vehicle
 centre; camera frame OpenCV (x right, y down, z forward); ``K [3,3]`` in pixels with pixel centres at integer + 0.5
 (a centred camera has its principal point at ``(width/2, height/2)``); ``cam_to_ego [4,4]`` maps camera coordinates
-to the ego frame.
+to the ego frame. A camera's ``model`` is ``pinhole`` (the default), ``equidistant`` or ``opencv_fisheye`` with
+``distortion`` (k1, k2, k3, k4) (`nfldm_sdk.cameras.projection`); one rig may mix models.
 
 The JSON layout is the capture rig's (``sim_bridge.rig.Rig.save``) so rig files and capture-store rigs are
 interchangeable: ``{"cameras": [{"name", "K", "width", "height", "cam_to_ego"}, ...]}`` (a capture store's root
-attribute ``rig`` holds the bare list). This module re-implements it: nfldm_sdk and sim_bridge are independent
+attribute ``rig`` holds the bare list); a fisheye camera adds ``"model"`` and ``"distortion"`` (absent: pinhole,
+zeros, so files written before fisheye cameras existed load unchanged). This module re-implements it: nfldm_sdk and sim_bridge are independent
 packages.
 
 Example::
@@ -30,6 +32,8 @@ import torch
 from nfldm_sdk.errors import NfldmError
 from nfldm_sdk.cameras.json_files import read_json_file, write_json_file
 from nfldm_sdk.cameras.pinhole import Cameras, intrinsics_from_fov
+from nfldm_sdk.cameras.projection import (CAMERA_MODELS, CameraError, check_distortion, fisheye_undistort,
+                                          model_ids_from_names)
 from nfldm_sdk.cameras.trajectory import rigid_problem
 
 __all__ = ["CameraSpec", "CameraRig", "RigError", "RIG_PRESETS", "mount_to_cam_to_ego",
@@ -66,13 +70,15 @@ def mount_to_cam_to_ego(x: float, y: float, z: float, yaw_deg: float = 0.0, pitc
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays; __eq__ below compares values
 class CameraSpec:
-    """One named camera: intrinsics, image size and mount on the ego vehicle.
+    """One named camera: intrinsics, image size, camera model and mount on the ego vehicle.
 
     Attributes:
         name: unique name within a rig, e.g. ``"front"``.
-        K: ``[3,3]`` float64 intrinsics, pixels (pixel centres at integer + 0.5).
+        K: ``[3,3]`` float64 intrinsics, pixels (pixel centres at integer + 0.5), for every model.
         width, height: image size, pixels.
         cam_to_ego: ``[4,4]`` float64 rigid transform, OpenCV camera -> ego frame, metres.
+        model: ``"pinhole"`` (default), ``"equidistant"`` or ``"opencv_fisheye"`` (`CAMERA_MODELS`).
+        distortion: ``[4]`` float64 (k1, k2, k3, k4) of ``opencv_fisheye``; zeros otherwise (None: zeros).
     """
 
     name: str
@@ -80,10 +86,16 @@ class CameraSpec:
     width: int
     height: int
     cam_to_ego: np.ndarray
+    model: str = "pinhole"
+    distortion: np.ndarray | None = None
 
     def __post_init__(self):
         K = np.array(self.K, dtype=np.float64)
         m = np.array(self.cam_to_ego, dtype=np.float64)
+        dist = np.zeros(4) if self.distortion is None else np.array(self.distortion, dtype=np.float64)
+        if dist.shape != (4,):
+            raise RigError(f"camera {self.name!r}: distortion must be 4 coefficients (k1, k2, k3, k4), got shape "
+                           f"{dist.shape}")
         if K.shape != (3, 3) or m.shape != (4, 4):
             raise RigError(f"camera {self.name!r}: K must be 3x3 and cam_to_ego 4x4, got {K.shape} and {m.shape}")
         if int(self.width) <= 0 or int(self.height) <= 0:
@@ -94,32 +106,51 @@ class CameraSpec:
         why = rigid_problem(m)
         if why:
             raise RigError(f"camera {self.name!r}: cam_to_ego is not a rigid transform ({why})")
+        try:
+            ids = model_ids_from_names(self.model, ())
+            if self.model != "pinhole" or dist.any():
+                check_distortion(ids, torch.as_tensor(dist), torch.as_tensor(K), int(self.width), int(self.height))
+        except CameraError as e:
+            raise RigError(f"camera {self.name!r}: {e}") from e
         K.setflags(write=False)
         m.setflags(write=False)
+        dist.setflags(write=False)
         object.__setattr__(self, "name", str(self.name))
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "cam_to_ego", m)
+        object.__setattr__(self, "distortion", dist)
         object.__setattr__(self, "width", int(self.width))
         object.__setattr__(self, "height", int(self.height))
 
     @classmethod
-    def from_fov(cls, name: str, hfov_deg: float, width: int, height: int,
-                 cam_to_ego: np.ndarray | None = None) -> "CameraSpec":
-        """A centred camera with horizontal field of view `hfov_deg`; `cam_to_ego` defaults to a forward camera at
+    def from_fov(cls, name: str, hfov_deg: float, width: int, height: int, cam_to_ego: np.ndarray | None = None,
+                 *, model: str = "pinhole", distortion: Sequence[float] | None = None) -> "CameraSpec":
+        """A centred camera with horizontal field of view `hfov_deg` (any `model`: the focal length puts the
+        image's left and right edges at ``hfov_deg / 2`` off axis); `cam_to_ego` defaults to a forward camera at
         ``(0, 0, 1.6)`` (see `mount_to_cam_to_ego` to build mounts)."""
         mount = mount_to_cam_to_ego(0.0, 0.0, 1.6) if cam_to_ego is None else cam_to_ego
-        K = intrinsics_from_fov(hfov_deg, width, height, dtype=torch.float64).numpy()
-        return cls(name, K, width, height, mount)
+        K = intrinsics_from_fov(hfov_deg, width, height, dtype=torch.float64, model=model,
+                                distortion=distortion).numpy()
+        return cls(name, K, width, height, mount, model, distortion)
+
+    def _half_angle(self, pixels: float, focal: float) -> float:
+        """Angle (radians) off axis of a point ``pixels`` from the principal point along an axis of focal length
+        ``focal``."""
+        if self.model == "pinhole":
+            return math.atan(pixels / focal)
+        return float(fisheye_undistort(torch.tensor(pixels / focal, dtype=torch.float64),
+                                       torch.tensor(self.distortion)))
 
     @property
     def hfov_deg(self) -> float:
-        """Horizontal field of view in degrees (from ``fx`` and the image width; exact for a centred camera)."""
-        return math.degrees(2.0 * math.atan(self.width / (2.0 * self.K[0, 0])))
+        """Horizontal field of view in degrees (from ``fx``, the image width and the model; exact for a centred
+        camera)."""
+        return math.degrees(2.0 * self._half_angle(self.width / 2.0, self.K[0, 0]))
 
     @property
     def vfov_deg(self) -> float:
         """Vertical field of view in degrees."""
-        return math.degrees(2.0 * math.atan(self.height / (2.0 * self.K[1, 1])))
+        return math.degrees(2.0 * self._half_angle(self.height / 2.0, self.K[1, 1]))
 
     def resized(self, width: int, height: int) -> "CameraSpec":
         """The same camera at ``width`` × ``height``: ``K``'s rows scaled by the size ratios (field of view and
@@ -127,40 +158,53 @@ class CameraSpec:
         K = np.array(self.K)
         K[0] *= width / self.width
         K[1] *= height / self.height
-        return CameraSpec(self.name, K, width, height, self.cam_to_ego)
+        return CameraSpec(self.name, K, width, height, self.cam_to_ego, self.model, self.distortion)
 
     def with_mount(self, cam_to_ego: np.ndarray) -> "CameraSpec":
         """The same camera mounted at `cam_to_ego`."""
-        return CameraSpec(self.name, self.K, self.width, self.height, cam_to_ego)
+        return CameraSpec(self.name, self.K, self.width, self.height, cam_to_ego, self.model, self.distortion)
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{name, K, width, height, cam_to_ego}`` (the capture store's layout)."""
-        return {"name": self.name, "K": self.K.tolist(), "width": self.width, "height": self.height,
-                "cam_to_ego": self.cam_to_ego.tolist()}
+        """JSON-ready ``{name, K, width, height, cam_to_ego}`` (the capture store's layout), plus ``model`` and
+        ``distortion`` for a camera that is not a pinhole one."""
+        d = {"name": self.name, "K": self.K.tolist(), "width": self.width, "height": self.height,
+             "cam_to_ego": self.cam_to_ego.tolist()}
+        if self.model != "pinhole":
+            d.update(model=self.model, distortion=self.distortion.tolist())
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CameraSpec":
-        """Inverse of `to_dict`; validates keys and shapes."""
+        """Inverse of `to_dict`; validates keys and shapes (an absent ``model`` is ``pinhole``, an absent
+        ``distortion`` zeros)."""
         if not isinstance(d, dict):
             raise RigError(f"a rig camera must be a JSON object, got {type(d).__name__}")
         missing = {"name", "K", "width", "height", "cam_to_ego"} - set(d)
         if missing:
             raise RigError(f"rig camera {d.get('name', '?')!r} lacks {sorted(missing)}: each camera needs name, K, "
                            "width, height, cam_to_ego")
+        model = d.get("model", "pinhole")
+        if not isinstance(model, str) or model not in CAMERA_MODELS:
+            raise RigError(f"rig camera {d.get('name', '?')!r} has model {model!r}: choose one of "
+                           f"{', '.join(CAMERA_MODELS)} (or leave it out for pinhole)")
         return cls(d["name"], np.asarray(d["K"], dtype=np.float64), int(d["width"]), int(d["height"]),
-                   np.asarray(d["cam_to_ego"], dtype=np.float64))
+                   np.asarray(d["cam_to_ego"], dtype=np.float64), model,
+                   np.asarray(d.get("distortion", [0.0] * 4), dtype=np.float64))
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, CameraSpec) and (self.name, self.width, self.height) ==
-                (other.name, other.width, other.height) and np.array_equal(self.K, other.K)
-                and np.array_equal(self.cam_to_ego, other.cam_to_ego))
+        return (isinstance(other, CameraSpec) and (self.name, self.width, self.height, self.model) ==
+                (other.name, other.width, other.height, other.model) and np.array_equal(self.K, other.K)
+                and np.array_equal(self.cam_to_ego, other.cam_to_ego)
+                and np.array_equal(self.distortion, other.distortion))
 
     def __hash__(self) -> int:
-        return hash((self.name, self.width, self.height, self.K.tobytes(), self.cam_to_ego.tobytes()))
+        return hash((self.name, self.width, self.height, self.K.tobytes(), self.cam_to_ego.tobytes(), self.model,
+                     self.distortion.tobytes()))
 
     def __repr__(self) -> str:
         x, y, z = self.cam_to_ego[:3, 3]
-        return (f"CameraSpec({self.name!r}, {self.width}x{self.height}, hfov {self.hfov_deg:.1f}°, "
+        kind = "" if self.model == "pinhole" else f"{self.model}, "
+        return (f"CameraSpec({self.name!r}, {self.width}x{self.height}, {kind}hfov {self.hfov_deg:.1f}°, "
                 f"at ego ({x:.2f}, {y:.2f}, {z:.2f}) m)")
 
 
@@ -234,6 +278,14 @@ class CameraRig:
         """``[N,4,4]`` mounts of all cameras."""
         return np.stack([s.cam_to_ego for s in self.specs])
 
+    def models(self) -> list[str]:
+        """The N cameras' model names, in rig order."""
+        return [s.model for s in self.specs]
+
+    def distortion(self) -> np.ndarray:
+        """``[N,4]`` fisheye coefficients (k1, k2, k3, k4) of all cameras (zeros for pinhole and equidistant)."""
+        return np.stack([s.distortion for s in self.specs])
+
     def resized(self, width: int, height: int) -> "CameraRig":
         """Every camera at ``width`` × ``height`` (fields of view kept)."""
         return CameraRig(tuple(s.resized(width, height) for s in self.specs))
@@ -246,7 +298,8 @@ class CameraRig:
                 device: torch.device | str | None = None) -> Cameras:
         """`Cameras` of batch shape ``[T, N]`` for ego poses ``ego_to_world [T,4,4]`` (or one ``[4,4]`` -> ``[N]``).
 
-        ``cam_to_world[t, n] = ego_to_world[t] @ cam_to_ego[n]``, composed in float64 and then cast to `dtype`.
+        ``cam_to_world[t, n] = ego_to_world[t] @ cam_to_ego[n]``, composed in float64 and then cast to `dtype`;
+        each camera keeps its model and distortion (a rig of pinhole cameras builds plain pinhole `Cameras`).
         """
         e2w = np.asarray(ego_to_world.detach().cpu() if torch.is_tensor(ego_to_world) else ego_to_world, dtype=np.float64)
         single = e2w.shape == (4, 4)
@@ -256,8 +309,11 @@ class CameraRig:
             raise RigError(f"ego_to_world must be [T,4,4] (or [4,4]), got {e2w.shape}")
         c2w = e2w[:, None] @ self.cam_to_ego()[None]                                     # [T, N, 4, 4]
         K = np.repeat(self.K()[None], c2w.shape[0], axis=0)                               # [T, N, 3, 3]
+        models = self.models()
+        extra = {} if set(models) == {"pinhole"} else {
+            "model": models, "distortion": torch.as_tensor(self.distortion(), dtype=dtype, device=device)}
         cams = Cameras(torch.as_tensor(K, dtype=dtype, device=device),
-                       torch.as_tensor(c2w, dtype=dtype, device=device), self.width, self.height)
+                       torch.as_tensor(c2w, dtype=dtype, device=device), self.width, self.height, **extra)
         return cams[0] if single else cams
 
     # ------------------------------------------------------------------ construction

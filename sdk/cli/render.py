@@ -3,7 +3,7 @@
     nfldm render out/scene_000000 --model assets/models/small --rig capture --trajectory straight --length 30 \\
         --speed 10 --rate 10 --out drive.mp4                     # or --out frames/ (PNG + depth NPY + frames.json)
     nfldm export out/scene_000000 --model assets/models/small --mesh scene.ply   # or --points p.ply / --voxels v.zarr
-    nfldm view out/scene_000000 --model assets/models/small --trajectory arc --screenshot view.png
+    nfldm view out/scene_000000 --model assets/models/small --trajectory arc --screenshot view.png --color-by class
 
 SCENE is a scene folder written by `NeuralScene.save` (``nfldm generate``); ``--model`` is the bundle that
 generated it. ``--trajectory`` takes a built-in shape (``straight``, ``arc``, ``lane_change``, ``stationary``;
@@ -12,6 +12,13 @@ preset (``capture``, ``nuscenes``, ``front``), a rig JSON file or a capture stor
 scene frame: the ego starts at the scene origin unless the file says otherwise. ``nfldm render`` refuses an existing
 ``--out`` (other than an empty folder) before rendering unless ``--overwrite`` is given, and then replaces only a
 frame folder or a video it wrote, once the new output is complete (`nfldm_sdk.cli.output_path`).
+
+Semantics: with a bundle whose stage-1 decoder has a semantic head, a frame folder also gets, per image, the labels in
+CARLA's palette (``*_semantic.png``), the raw CARLA tags (``*_semantic_tags.png``, lossless 8-bit single channel) and
+the confidence (``*_semantic_confidence.npy``) — `nfldm_sdk.viz.export.write_frames`; videos add a label row with
+``--with-semantic``; ``nfldm export --points`` writes a ``label`` per point; ``--color-by class`` colours exports and
+views by class. A head-less bundle renders RGB and depth as before and says in one line that semantics are
+unavailable.
 
 Viewing a capture store (``nfldm view data/town03.zarr``) lives in ``nfldm_training.cli.view``, which dispatches to
 `view_scene` here for scene folders.
@@ -34,12 +41,15 @@ if TYPE_CHECKING:  # torch-importing modules are imported inside the functions: 
     from nfldm_sdk.cameras.trajectory import Trajectory
 
 __all__ = ["render", "export", "view_scene", "trajectory_options", "build_trajectory", "load_scene",
-           "friendly_errors", "TRAJECTORY_SHAPES", "VIEW_NAMES"]
+           "friendly_errors", "semantics_unavailable_line", "scene_rig", "TRAJECTORY_SHAPES", "VIEW_NAMES",
+           "COLOR_BY_NAMES"]
 
 #: Built-in trajectory shapes of ``--trajectory``.
 TRAJECTORY_SHAPES = ("straight", "arc", "lane_change", "stationary")
 #: ``--view`` choices (`nfldm_sdk.viz.viewer.VIEWS`; listed here so `--help` does not import Open3D).
 VIEW_NAMES = ("above_behind", "top", "side", "front")
+#: ``--color-by`` choices (`nfldm_sdk.viz.points.COLOR_BY`; listed here so `--help` does not import torch).
+COLOR_BY_NAMES = ("rgb", "class")
 #: Exceptions whose messages already say what is wrong and how to fix it: shown without a traceback. The
 #: project's own errors (`NfldmError`) are turned into one line by the `nfldm` group too; they are listed here so
 #: that the commands say the same when invoked on their own (tests, other click groups).
@@ -117,8 +127,17 @@ def load_scene(scene: str, model: str | None, device: str):
     return NeuralScene.load(scene, decoder=model, device=device)
 
 
-def _rig(rig: str, width: int | None, height: int | None, scene) -> CameraRig:
-    """``--rig``: presets default to the decoder's training image size."""
+def semantics_unavailable_line(writing: str = "RGB and depth only") -> str:
+    """The one line commands print when a bundle has no semantic head and they carry on without labels (`writing`
+    says what they write instead)."""
+    from nfldm_sdk.models.semantic_head import SEMANTICS_UNAVAILABLE  # start-up time: the module imports torch
+
+    return f"note: {SEMANTICS_UNAVAILABLE} (writing {writing})"
+
+
+def scene_rig(rig: str, width: int | None, height: int | None, scene) -> CameraRig:
+    """The `CameraRig` of ``--rig`` (a preset, rig JSON file or capture store) with ``--width``/``--height``: presets
+    default to the scene decoder's training image size."""
     from nfldm_sdk.cameras.rig import CameraRig
 
     if rig in RIG_PRESET_NAMES and not (width or height) and scene.decoder is not None:
@@ -135,8 +154,9 @@ def _rig(rig: str, width: int | None, height: int | None, scene) -> CameraRig:
 @click.option("--rig", default="capture", show_default=True,
               help=f"Rig preset ({', '.join(RIG_PRESET_NAMES)}), rig JSON file or capture store.")
 @trajectory_options("straight")
-@click.option("--out", required=True, type=click.Path(), help="Output folder (PNG + depth/alpha NPY + frames.json) or video "
-              "file (.mp4: cameras tiled per frame).")
+@click.option("--out", required=True, type=click.Path(), help="Output folder (PNG + depth/alpha NPY + frames.json; with a "
+              "semantic head also *_semantic.png, *_semantic_tags.png, *_semantic_confidence.npy) or video file (.mp4: "
+              "cameras tiled per frame).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out (a frame folder or a video written by render).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=12, show_default=True,
               help="Views per decoder call (halved on OOM).")
@@ -148,23 +168,27 @@ def _rig(rig: str, width: int | None, height: int | None, scene) -> CameraRig:
               help="Video frame rate (default: --rate).")
 @click.option("--with-range", is_flag=True, help="Also write ray-length NPYs (folders only).")
 @click.option("--with-depth", is_flag=True, help="Videos: add an inverse-depth row.")
+@click.option("--with-semantic", is_flag=True, help="Videos: add a row of semantic labels (CARLA palette).")
 @click.option("--check-overlap/--no-check-overlap", default=True, show_default=True,
               help="Fail before rendering if a camera cannot see the scene box.")
 @friendly_errors
 def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, offset, duration, out, overwrite,
-           batch_size, width, height, device, fps, with_range, with_depth, check_overlap):
-    """Render SCENE's RGB + depth from a camera rig driven along a trajectory."""
+           batch_size, width, height, device, fps, with_range, with_depth, with_semantic, check_overlap):
+    """Render SCENE's RGB + depth (+ semantic labels with a semantic head) from a camera rig driven along a trajectory."""
     from nfldm_sdk.viz.export import VIDEO_SUFFIXES, write_frames
     from nfldm_sdk.sensors.trajectory_render import render_trajectory
 
     check_output(out, overwrite, marker="frames.json", file_suffixes=VIDEO_SUFFIXES)   # before anything is written
     s = load_scene(scene, model, device)
-    cam_rig = _rig(rig, width, height, s)
+    if not s.has_semantics:
+        click.echo(semantics_unavailable_line())
+        with_semantic = False
+    cam_rig = scene_rig(rig, width, height, s)
     traj = build_trajectory(trajectory, length, speed, rate, radius, angle, offset, duration)
     frames = render_trajectory(s, traj, cam_rig, batch_size=batch_size, with_range=with_range, device=device,
                                check_overlap=check_overlap, progress=True)
     with staged_output(out) as tmp:    # the output appears, or replaces the old one, only once it is complete
-        written = write_frames(frames, tmp, fps=fps or rate, with_depth=with_depth)
+        written = write_frames(frames, tmp, fps=fps or rate, with_depth=with_depth, with_semantic=with_semantic)
         if written.path.is_dir():
             cam_rig.save(written.path / "rig.json")
             traj.save(written.path / "trajectory.json")
@@ -180,43 +204,55 @@ def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, of
 @click.option("--points", type=click.Path(dir_okay=False), default=None, help="Write a coloured point cloud (.ply).")
 @click.option("--voxels", type=click.Path(), default=None, help="Write the voxel field as a zarr v3 store.")
 @click.option("--level", type=float, default=None, help="Mesh iso-level σ (1/m); default ln2 / voxel size.")
+@click.option("--color-by", type=click.Choice(list(COLOR_BY_NAMES)), default="rgb", show_default=True,
+              help="Colour the mesh/points by appearance or by semantic class (CARLA palette; needs a semantic head).")
 @click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --voxels store.")
 @friendly_errors
-def export(scene, model, mesh, points, voxels, level, device, overwrite):
-    """Export SCENE as a mesh, a point cloud and/or a voxel zarr store."""
+def export(scene, model, mesh, points, voxels, level, color_by, device, overwrite):
+    """Export SCENE as a mesh, a point cloud (with a label per point given a semantic head) and/or a voxel zarr store."""
+    from nfldm_sdk.models.semantic_head import require_semantic_head
     from nfldm_sdk.viz.export import export_mesh, export_points, export_voxels
 
     if not (mesh or points or voxels):
         raise click.UsageError("nothing to export: pass --mesh OUT.ply, --points OUT.ply and/or --voxels OUT.zarr")
-    if points and model is None:
-        raise click.UsageError("--points renders the scene: pass --model BUNDLE (the bundle that generated it)")
+    if (points or color_by == "class") and model is None:
+        raise click.UsageError("--points and --color-by class render the scene: pass --model BUNDLE (the bundle that "
+                               "generated it)")
     s = load_scene(scene, model, device)
+    if color_by == "class":
+        require_semantic_head(getattr(s.decoder, "semantic_head", None))      # before anything is written
+    elif points and not s.has_semantics:
+        click.echo(semantics_unavailable_line("points without labels"))
     if voxels:
         click.echo(f"voxels -> {export_voxels(s, voxels, overwrite=overwrite)}")
     if mesh:
         if model is None:
             click.echo("no --model: mesh coloured by height (pass --model for the decoded appearance)")
-        click.echo(f"mesh -> {export_mesh(s, mesh, level)}")
+        colors = "class" if color_by == "class" else "auto"
+        click.echo(f"mesh -> {export_mesh(s, mesh, level, colors=colors)}")
     if points:
-        click.echo(f"points -> {export_points(s, points)}")
+        click.echo(f"points -> {export_points(s, points, color_by=color_by)}")
 
 
 # ============================================================================================ view
 def view_scene(scene: str, model: str | None, *, screenshot: str | None = None, rig: str | None = None,
                trajectory: str | None = None, traj_kwargs: dict | None = None, geometry: str = "mesh",
                level: float | None = None, width: int = 1280, height: int = 720, view: str = "above_behind",
-               device: str = "cpu", frustum_every: int = 5):
-    """Open (or screenshot) a scene: its mesh or point cloud, the scene box, and optionally an ego trajectory with
-    the rig's camera frustums every `frustum_every` ticks. Returns the screenshot path or None."""
+               device: str = "cpu", frustum_every: int = 5, color_by: str = "rgb"):
+    """Open (or screenshot) a scene: its mesh or point cloud (coloured by appearance, or by semantic class with
+    ``color_by="class"``), the scene box, and optionally an ego trajectory with the rig's camera frustums every
+    `frustum_every` ticks. Returns the screenshot path or None."""
     from nfldm_sdk.cameras.rig import CameraRig
     from nfldm_sdk.viz.viewer import show_scene
 
     s = load_scene(scene, model, device)
-    if geometry == "points" and s.decoder is None:
-        raise click.UsageError("--geometry points renders the scene: pass --model BUNDLE")
+    if (geometry == "points" or color_by == "class") and s.decoder is None:
+        raise click.UsageError(f"{'--geometry points' if geometry == 'points' else '--color-by class'} renders the "
+                               "scene: pass --model BUNDLE")
     traj = None if trajectory is None else build_trajectory(trajectory, **(traj_kwargs or {}))
     cam_rig = None if rig is None else CameraRig.resolve(rig, 64, 64)
     return show_scene(s, trajectory=traj, rig=cam_rig, geometry=geometry, level=level, screenshot=screenshot,
-                      width=width, height=height, view=view, device=device, frustum_every=frustum_every)
+                      width=width, height=height, view=view, device=device, frustum_every=frustum_every,
+                      color_by=color_by)
 

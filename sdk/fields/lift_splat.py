@@ -4,7 +4,8 @@ The Lift-Splat-Shoot structure in four steps, each a function with the shape of 
 
 1. **frustum** — ``depth_bins``: D planar-depth bins (centres and widths δ) shared by every pixel.
 2. **geometry** — ``frustum_points``: the world position of every (view, bin, row, column) frustum entry,
-   ``pixels_to_world(pixel centre, z = bin centre)``.
+   ``pixels_to_world(pixel centre, z = bin centre)`` (the camera's model: a fisheye pixel's ray bends, its bins
+   stay planar depths).
 3. **lift** — ``lift``: the encoder's D density channels σ ≥ 0 and C feature channels φ become per-bin
    occupancy ``O(d) = exp(−Σ_{j<d} σ_j δ_j) · (1 − exp(−σ_d δ_d))`` and frustum entries ``F(d) = [O(d)·φ, σ_d]``.
    Unlike LSS's softmax over depth, Σ_d O(d) = 1 − exp(−Σ σδ) ≤ 1: a pixel may see nothing (sky).
@@ -105,6 +106,12 @@ def frustum_points(cameras: Cameras, bins: DepthBins | torch.Tensor) -> torch.Te
     centres = bins.centres if isinstance(bins, DepthBins) else torch.as_tensor(bins)
     z = centres.to(device=cameras.device, dtype=cameras.dtype)               # [D]
     D = z.shape[0]
+    if not cameras.is_pinhole:
+        # One unprojection per pixel (the fisheye inverse is iterative), then scaled to every bin's planar depth.
+        d = cameras.camera_directions()                                      # [..., h, w, 3], z = 1
+        p_cam = d[..., None, :, :, :] * z[:, None, None, None]               # [..., D, h, w, 3]
+        R, t = cameras.cam_to_world[..., :3, :3], cameras.cam_to_world[..., :3, 3]
+        return torch.einsum("...ij,...dhwj->...dhwi", R, p_cam) + t[..., None, None, None, :]
     uv = cameras.pixel_centers().reshape(1, h * w, 2).expand(D, -1, -1)      # [D, h·w, 2]
     zz = z[:, None].expand(D, h * w)                                          # [D, h·w]
     cams = cameras.reshape(*cameras.batch_shape, 1)                          # [..., 1] broadcasts over D

@@ -8,12 +8,16 @@ name) and ``nfldm_version``. The decoder is not copied: it is the ``scene_ae`` p
 generated the scene (``NeuralScene.load(path, decoder=BUNDLE)`` loads it and checks the bundle hash).
 
 Rendering goes through the one decode-and-quantise step, `nfldm_sdk.sensors.views.decode_views`, so
-`NeuralScene.render` and the sensors (`nfldm_sdk.sensors`) produce the same pixels.
+`NeuralScene.render` and the sensors (`nfldm_sdk.sensors`) produce the same pixels — and, when the decoder has a
+semantic head (`NeuralScene.has_semantics`), the same labels. The semantic field also labels the scene in 3D
+(`NeuralScene.semantic_voxels`) and from above (`NeuralScene.bev`); a head-less bundle renders RGB and depth and
+raises `SemanticsUnavailableError` for labels.
 
 Example::
 
     scene = NeuralScene.load("out/scene_000000", decoder="assets/models/default")
-    images = scene.render(cameras)               # SceneImages: rgb [N,H,W,3] uint8, depth/alpha [N,H,W]
+    images = scene.render(cameras)               # SceneImages: rgb [N,H,W,3] uint8, depth/alpha [N,H,W], semantic
+    bev = scene.bev()                            # [Y, X] uint8 CARLA tags, 255 = nothing there
     scene.save("out/scene_copy")
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import nfldm_sdk.sensors.lidar as lidar_sensor
@@ -31,6 +36,7 @@ from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.errors import NfldmError
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
+from nfldm_sdk.models.semantic_head import SemanticHead, SemanticsUnavailableError, require_semantic_head
 from nfldm_sdk.persistence import ModelFileError, nfldm_version, read_config
 from nfldm_sdk.models.bundle import BundleError, load_part, read_manifest
 from nfldm_sdk.rendering.api import HIT_ALPHA
@@ -41,8 +47,8 @@ from nfldm_sdk.viz.mesh import field_to_mesh
 from nfldm_sdk.viz.points import scene_to_point_cloud
 from nfldm_sdk.viz.viewer import show_scene
 
-__all__ = ["NeuralScene", "SceneImages", "SceneNotFoundError", "SceneFormatError", "SCENE_FORMAT",
-           "SCENE_FORMAT_VERSION"]
+__all__ = ["NeuralScene", "SceneImages", "SceneNotFoundError", "SceneFormatError", "SemanticsUnavailableError",
+           "SCENE_FORMAT", "SCENE_FORMAT_VERSION"]
 
 #: ``scene.json``'s ``format`` and ``format_version``: what `NeuralScene.load` accepts.
 SCENE_FORMAT = "nfldm.neural_scene"
@@ -96,13 +102,12 @@ class NeuralScene:
             views_per_call: views rendered per decoder call (bounds memory; depth and alpha do not depend on it,
                 rgb may move by one level).
         Returns:
-            `SceneImages` (rgb uint8 ``[N, H, W, 3]``, depth/alpha float32 ``[N, H, W]``) on the decoder's device;
-            depth is ``inf`` where alpha stayed below `nfldm_sdk.rendering.api.HIT_ALPHA` (0.5).
+            `SceneImages` (rgb uint8 ``[N, H, W, 3]``, depth/alpha float32 ``[N, H, W]``; with a semantic head
+            semantic ``[N, H, W]`` uint8 CARLA tags and semantic_confidence float32, else None) on the decoder's
+            device; depth is ``inf`` where alpha stayed below `nfldm_sdk.rendering.api.HIT_ALPHA` (0.5), and
+            exactly there the label is sky (11).
         """
-        if self.decoder is None:
-            raise ValueError("this NeuralScene has no decoder: load it with NeuralScene.load(path, decoder=BUNDLE) "
-                             "(the bundle that generated it) or pass decoder=SceneAutoEncoder")
-        dec = self.decoder
+        dec = self._require_decoder()
         device = next(dec.parameters()).device
         field = VoxelField.stack([self.field.to(device=device, dtype=torch.float32)])   # [1, ...]
         cams = cameras.flatten().to(device=device, dtype=torch.float32)                  # [N]
@@ -110,6 +115,58 @@ class NeuralScene:
         step = max(1, int(views_per_call))
         return SceneImages.cat([decode_views(dec, field, cams[start:start + step])
                                 for start in range(0, len(cams), step)])
+
+    def _require_decoder(self) -> SceneAutoEncoder:
+        if self.decoder is None:
+            raise ValueError("this NeuralScene has no decoder: load it with NeuralScene.load(path, decoder=BUNDLE) "
+                             "(the bundle that generated it) or pass decoder=SceneAutoEncoder")
+        return self.decoder
+
+    # ---------------------------------------------------------------- semantics (nfldm_sdk.labels)
+    @property
+    def has_semantics(self) -> bool:
+        """Whether the scene can be labelled: it has a decoder and the decoder has a semantic head."""
+        return self.decoder is not None and getattr(self.decoder, "semantic_head", None) is not None
+
+    def _semantic_inputs(self) -> tuple[SemanticHead, VoxelField]:
+        """The decoder's semantic head and the field on its device as float32 (`SemanticsUnavailableError` without
+        a head)."""
+        head = require_semantic_head(getattr(self._require_decoder(), "semantic_head", None))
+        device = next(head.parameters()).device
+        return head, self.field.to(device=device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def semantic_voxels(self) -> np.ndarray:
+        """Per-voxel labels of the field: ``[Z, Y, X]`` uint8 CARLA tags (representative tag of each class),
+        `nfldm_sdk.labels.classes.UNOBSERVED` (255) where a voxel is empty.
+
+        Indexed like the field (``[z, y, x]``, voxel ``(i, j, k)`` centred at ``bounds[0] + ((k, j, i) + 0.5) ·
+        voxel_size`` metres in the scene frame: x forward, y left, z up). A voxel is solid where its own opacity
+        across one voxel, ``1 − exp(−σ · mean voxel edge)``, reaches `HIT_ALPHA`; its tag is the argmax of the
+        head's logits on its features (`nfldm_sdk.labels.semantic_field.voxel_labels`).
+
+        Raises:
+            `SemanticsUnavailableError`: the decoder has no semantic head (ValueError: no decoder at all).
+        """
+        head, field = self._semantic_inputs()
+        return head.voxel_labels(field).cpu().numpy()
+
+    @torch.no_grad()
+    def bev(self) -> np.ndarray:
+        """Bird's-eye semantic map: ``[Y, X]`` uint8 CARLA tags at the grid's x/y resolution (the fine latent f's).
+
+        Row ``j`` is the field's y index, column ``k`` its x index: cell ``(j, k)`` covers ``x ∈ xmin + [k, k+1) ·
+        Δx``, ``y ∈ ymin + [j, j+1) · Δy`` metres in the scene frame (``bounds`` and ``voxel_size`` of `field`; x
+        forward, y left — so row 0 is the rightmost strip, ``y = ymin``, and x grows along a row). Each cell holds
+        the class of the surface a top-down ray through the column meets (volume-rendered, normalised head logits),
+        `nfldm_sdk.labels.classes.UNOBSERVED` (255) where that ray's opacity stays below `HIT_ALPHA`
+        (`nfldm_sdk.labels.semantic_field.field_bev`).
+
+        Raises:
+            `SemanticsUnavailableError`: the decoder has no semantic head (ValueError: no decoder at all).
+        """
+        head, field = self._semantic_inputs()
+        return head.bev(field).cpu().numpy()
 
     def save(self, path: str | Path) -> Path:
         """Write the scene to folder `path`: ``field.safetensors`` (`VoxelField.save`) + ``scene.json`` (format,
@@ -171,7 +228,7 @@ class NeuralScene:
                           device=None, check_overlap: bool = True, progress: bool = False):
         """Render `rig` (a `CameraRig`) along `trajectory` (a `Trajectory` in the scene frame): yields per tick a list
         of `nfldm_sdk.sensors.frames.Frame` (rgb uint8 [H,W,3], depth float32 [H,W] planar metres, inf where alpha <
-        `HIT_ALPHA`, alpha, metadata). The rig's image size should stay within 2× of the decoder's training size per
+        `HIT_ALPHA`, alpha, semantic uint8 [H,W] CARLA tags or None without a head, metadata). The rig's image size should stay within 2× of the decoder's training size per
         side (``decoder.config.image_size``; a `RenderSizeWarning` otherwise)."""
         return trajectory_render.render_trajectory(self, trajectory, rig, batch_size=batch_size, with_range=with_range,
                                                    device=device, check_overlap=check_overlap, progress=progress)
@@ -179,8 +236,10 @@ class NeuralScene:
     def render_lidar(self, trajectory, spec, **kw):
         """Scan a LiDAR (a `LidarSpec`, a preset name such as ``"nuscenes32"`` or a LiDAR JSON file) along
         `trajectory` through this scene's density field: yields one `nfldm_sdk.sensors.lidar.LidarScan` per tick
-        (points ``[N, 4]`` in the sensor frame, range image ``[channels, A]`` with ``inf`` = no return). Keywords as
-        `nfldm_sdk.sensors.lidar.render_lidar` (``n_samples``, ``hit_alpha``, ``device``); no decoder needed."""
+        (points ``[N, 4]`` in the sensor frame, range image ``[channels, A]`` with ``inf`` = no return, ``tags`` ``[N]``
+        uint8 CARLA tags when the decoder has a semantic head, else None). Keywords as
+        `nfldm_sdk.sensors.lidar.render_lidar` (``n_samples``, ``hit_alpha``, ``device``); no decoder needed for the
+        geometry."""
         return lidar_sensor.render_lidar(self, trajectory, spec, **kw)
 
     def world(self, trajectory, *, rate_hz=None, rig=None, batch_size: int = DEFAULT_BATCH_SIZE, device=None):
@@ -189,24 +248,28 @@ class NeuralScene:
         return sensor_world.SensorWorld(self, trajectory, rate_hz=rate_hz, rig=rig, batch_size=batch_size,
                                         device=device)
 
-    def spawn_camera(self, spec, attach_to, transform=None):
-        """Spawn a camera (a `CameraSpec` or a preset camera name) on `attach_to` (the ego of `scene.world(t)`)."""
-        return sensor_world.spawn_camera(self, spec, attach_to, transform)
+    def spawn_camera(self, spec, attach_to, transform=None, blueprint: str = sensor_world.RGBD_CAMERA):
+        """Spawn a camera (a `CameraSpec` or a preset camera name) on `attach_to` (the ego of `scene.world(t)`);
+        `blueprint` ``"sensor.camera.semantic_segmentation"`` spawns CARLA's semantic camera (needs a semantic head)."""
+        return sensor_world.spawn_camera(self, spec, attach_to, transform, blueprint=blueprint)
 
     def to_mesh(self, level: float | None = None, *, colors: str = "auto", color_size: int | None = None, device=None):
         """Marching-cubes `open3d.geometry.TriangleMesh` of the density (scene metres), coloured by the decoded
         appearance; `level` is a density in 1/m (default ln2 / voxel size)."""
         return field_to_mesh(self, level, colors=colors, color_size=color_size, device=device)
 
-    def to_point_cloud(self, cameras=None, *, min_alpha: float = HIT_ALPHA, stride: int = 1, voxel_size=None, device=None):
+    def to_point_cloud(self, cameras=None, *, min_alpha: float = HIT_ALPHA, stride: int = 1, voxel_size=None, device=None,
+                       color_by: str = "rgb"):
         """Coloured `open3d.geometry.PointCloud` back-projected from rendered RGB-D at `cameras` (default: 11
-        overview views)."""
+        overview views), coloured by appearance or (``color_by="class"``) by semantic class. For the labels
+        themselves use `nfldm_sdk.viz.points.scene_points` (``labels [P]`` uint8 CARLA tags)."""
         return scene_to_point_cloud(self, cameras, min_alpha=min_alpha, stride=stride, voxel_size=voxel_size,
-                                    device=device)
+                                    device=device, color_by=color_by)
 
     def show(self, trajectory=None, rig=None, *, screenshot=None, geometry: str = "mesh", level=None,
-             width: int = 1280, height: int = 720, view: str = "above_behind", device=None):
-        """Open the scene in Open3D (mesh or points, rig frusta along `trajectory`, the path as a line), or with
-        `screenshot=PATH` render the same view offscreen to a PNG and return its path."""
+             width: int = 1280, height: int = 720, view: str = "above_behind", device=None, color_by: str = "rgb"):
+        """Open the scene in Open3D (mesh or points, rig frusta along `trajectory`, the path as a line; coloured by
+        appearance or, ``color_by="class"``, by semantic class), or with `screenshot=PATH` render the same view
+        offscreen to a PNG and return its path."""
         return show_scene(self, trajectory, rig, geometry=geometry, level=level, screenshot=screenshot, width=width,
-                          height=height, view=view, device=device)
+                          height=height, view=view, device=device, color_by=color_by)

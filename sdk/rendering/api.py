@@ -2,7 +2,9 @@
 
 The model, shared by every implementation:
 
-1. One ray per pixel centre (``Cameras.rays``). Each ray is clipped to the field's box with the slab method and to
+1. One ray per pixel centre (``Cameras.rays``, through the cameras' own model: pinhole or fisheye, see
+   `nfldm_sdk.cameras.projection`; every implementation, the Triton kernel included, reads these rays and never
+   rebuilds them from ``K``). Each ray is clipped to the field's box with the slab method and to
    ``[near, far]`` (planar depths, converted per ray to ray distance ``t = z / z_per_t``). Rays that miss get
    zero weight everywhere.
 2. ``n_samples`` samples uniformly spaced in ray distance over the clipped segment ``[t0, t1]``: the midpoints
@@ -14,7 +16,8 @@ The model, shared by every implementation:
    clipped). So a box-filling slab of σ seen through thickness L has transmittance exactly exp(−σL).
 4. Compositing: ``α_i = 1 − exp(−σ_i δ)``, ``T_i = Π_{j<i} (1 − α_j) = exp(−Σ_{j<i} σ_j δ)``, ``w_i = T_i α_i``;
    ``features = Σ w_i f_i`` (no background colour), ``alpha = 1 − T_final = Σ w_i``.
-5. Depth is planar z-depth, the *normalised* expected depth ``Σ w_i z_i / alpha`` (so a surface sits at its
+5. Depth is planar z-depth (along the optical axis for fisheye cameras too, which see less than 90° off axis;
+   the ray length is ``depth / z_per_t``), the *normalised* expected depth ``Σ w_i z_i / alpha`` (so a surface sits at its
    distance rather than being pulled towards 0 by the light that passes it). A ray *hits* when its opacity
    reaches ``min_hit_alpha``, by default `HIT_ALPHA` = 0.5: at least half of its light is absorbed inside the box,
    so the ray's termination distribution has its median there and the depth names a surface. Rays with

@@ -114,7 +114,8 @@ class RayBatch:
 
 def prepare_rays(field: VoxelField, cameras: Cameras, n_samples: int, near: float = 0.0, far: float | None = None,
                  stratified: bool = False, generator: torch.Generator | None = None) -> RayBatch:
-    """One ray per pixel of ``cameras``, clipped to the field's box and to planar depths ``[near, far]`` (metres).
+    """One ray per pixel of ``cameras`` (``Cameras.rays``: any camera model), clipped to the field's box and to
+    planar depths ``[near, far]`` (metres).
 
     Args:
         field: unbatched or batched (``B`` scenes) `VoxelField`.

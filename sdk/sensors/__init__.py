@@ -29,7 +29,11 @@ hit (valid = ``isfinite``); ``range`` (ray length from the camera centre, metres
 accumulated opacity in [0, 1]. "Hit" means the pixel's opacity reached `nfldm_sdk.rendering.api.HIT_ALPHA` (0.5), so
 sky and faint fog read ``inf``, never a distance: ``isfinite(depth) == (alpha >= HIT_ALPHA)`` holds exactly at the
 output size (alpha is upsampled bilinearly from the decoder's render resolution ``H/f × W/f``, and the hit test is
-made on it; `SceneAutoEncoder.decode`). Poses: ``cam_to_world`` (OpenCV camera -> scene frame).
+made on it; `SceneAutoEncoder.decode`). Poses: ``cam_to_world`` (OpenCV camera -> scene frame). Semantics: with a
+decoder that has a semantic head every `Frame` carries ``semantic`` (``[H, W]`` uint8 CARLA tags, sky = 11 exactly where
+depth is ``inf``) and ``semantic_confidence`` (float32), `SensorWorld` offers CARLA's
+``sensor.camera.semantic_segmentation`` and every `LidarScan` carries ``tags`` per point; without a head they are None
+(and a semantic camera raises `nfldm_sdk.models.semantic_head.SemanticsUnavailableError`).
 
 Image sizes: any multiple of the decoder's downsample factor renders, but the 2D decoder was trained at one size
 (its bundle's ``scene_ae/config.json`` ``image_size``, e.g. 64×64 for the default model): keep each side within

@@ -25,7 +25,7 @@ def frustum_overlap(cameras: Cameras, bounds: torch.Tensor, near: float, far: fl
 
     A coarse, conservative-in-practice test: a camera overlaps when one of ``grid × grid`` rays spread over its
     image (borders included) meets the box within ``[near, far]``, or when a box corner projects into the image
-    within ``[near, far]``. (A sliver of box slipping between the coarse rays without a corner inside the image
+    within ``[near, far]`` (rays and projections of the cameras' own models, fisheye included). (A sliver of box slipping between the coarse rays without a corner inside the image
     can be missed; for a scene box seen by a road-level camera that does not happen.)
 
     Args:
@@ -41,8 +41,8 @@ def frustum_overlap(cameras: Cameras, bounds: torch.Tensor, near: float, far: fl
     W, H = cams.width, cams.height
     v, u = torch.meshgrid(torch.linspace(0, H, grid, dtype=torch.float64),
                           torch.linspace(0, W, grid, dtype=torch.float64), indexing="ij")
-    uv1 = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3)                    # [G, 3]
-    d_cam = uv1 @ torch.linalg.inv(cams.K).transpose(-1, -2)                            # [V, G, 3], z = 1
+    uv = torch.stack([u, v], -1).reshape(-1, 2)                                         # [G, 2]
+    d_cam = cams.pixels_to_camera(uv)                                                   # [V, G, 3], z = 1 (any model)
     R, t = cams.cam_to_world[:, :3, :3], cams.cam_to_world[:, :3, 3]                    # [V,3,3], [V,3]
     d = d_cam @ R.transpose(-1, -2)                                                     # [V, G, 3] (z_cam = 1 per unit)
     o = t[:, None].expand_as(d)

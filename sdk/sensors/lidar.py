@@ -13,8 +13,14 @@ return (``inf`` in the range image, no point). For a uniform medium of density �
 range is ``d0 + ln(1 / (1 − hit_alpha)) / σ`` (``d0 + ln 2 / σ`` at 0.5).
 
 A scan is one instant: every beam of a rotation is fired from the pose of its tick (no motion distortion over the
-``1 / rotation_frequency_hz`` of a real rotation). Intensity is a placeholder (1.0 for every return); semantic
-labels are not produced yet.
+``1 / rotation_frequency_hz`` of a real rotation). Intensity is a placeholder (1.0 for every return).
+
+Semantic labels (CARLA's ``sensor.lidar.ray_cast_semantic``): when the scene's decoder has a semantic head, every
+return gets the CARLA tag of the semantic field at its return point (`lidar_point_tags`): the features there,
+trilinearly interpolated with the densities as weights — ``f = trilinear(σ f) / trilinear(σ)`` — so the empty voxels
+next to a surface (whose features carry no meaning, and which a camera ray's opacity weights ignore too) do not
+blur the surface's class; then the head's logits ``W f + b`` over the solid classes and their argmax, written as the
+class's representative tag. Head-less scenes (or a bare `VoxelField`) give ``LidarScan.tags = None``.
 
 Example::
 
@@ -22,6 +28,7 @@ Example::
     for scan in render_lidar(scene, Trajectory.straight(length_m=20, speed_mps=10, rate_hz=10), spec):
         scan.points            # [N, 4] float32: x, y, z (sensor frame, m), intensity
         scan.ranges            # [32, 2171] float32 range image, inf = no return
+        scan.tags              # [N] uint8 CARLA tags per point (None without a semantic head)
 """
 from __future__ import annotations
 
@@ -34,11 +41,17 @@ import torch
 
 from nfldm_sdk.cameras.trajectory import Trajectory
 from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.models.semantic_head import SemanticHead
 from nfldm_sdk.rendering.rays import HIT_ALPHA, clip_rays_to_box, sample_grid, sample_t
+from nfldm_sdk.sensors.frames import scene_id_of, timestamp_us
 from nfldm_sdk.sensors.lidar_spec import LidarError, LidarSpec
 
-__all__ = ["LidarScan", "march_lidar_rays", "render_lidar", "lidar_samples",
-           "MAX_SAMPLES_PER_CHUNK"]
+__all__ = ["LidarScan", "march_lidar_rays", "render_lidar", "lidar_scan", "lidar_samples", "lidar_point_tags",
+           "MAX_SAMPLES_PER_CHUNK", "NO_RETURN_TAG"]
+
+#: Tag of the range image's cells without a return (`LidarScan.tag_image`): CARLA's 0, "Unlabeled", as the capture
+#: store's ``lidar_tag`` writes it.
+NO_RETURN_TAG = 0
 
 #: Samples (rays × samples per ray) marched at once: bounds memory at about 40 bytes per sample (≈ 80 MB).
 MAX_SAMPLES_PER_CHUNK = 1 << 21
@@ -58,6 +71,11 @@ class LidarScan:
         timestamp: seconds (the trajectory's).
         sensor_to_world: ``[4,4]`` float64 sensor frame -> scene frame (``ego_to_world @ lidar_to_ego``).
         spec_name: the `LidarSpec`'s name.
+        tags: ``[N]`` uint8 CARLA semantic tag of each point (row-aligned with `points`; module docstring), or None
+            when the scene has no semantic head.
+        ego_to_world: ``[4,4]`` float64 ego pose at this tick; lidar_to_ego: ``[4,4]`` float64 sensor -> ego frame
+            (``sensor_to_world == ego_to_world @ lidar_to_ego`` bitwise). None only for scans built without them.
+        scene_id: the scene's identifier (`nfldm_sdk.sensors.frames.scene_identifier`; "" for a bare field).
     """
 
     points: np.ndarray
@@ -66,6 +84,24 @@ class LidarScan:
     timestamp: float
     sensor_to_world: np.ndarray
     spec_name: str
+    tags: np.ndarray | None = None
+    ego_to_world: np.ndarray | None = None
+    lidar_to_ego: np.ndarray | None = None
+    scene_id: str = ""
+
+    @property
+    def timestamp_us(self) -> int:
+        """The timestamp in integer microseconds (`nfldm_sdk.sensors.frames.timestamp_us`)."""
+        return timestamp_us(self.timestamp)
+
+    def tag_image(self) -> np.ndarray | None:
+        """``[channels, A]`` uint8 tags laid out like `ranges` (`NO_RETURN_TAG` where there is no return), or None
+        without labels."""
+        if self.tags is None:
+            return None
+        out = np.full(self.ranges.shape, NO_RETURN_TAG, np.uint8)
+        out[np.isfinite(self.ranges)] = self.tags                    # points are row-major over the range image
+        return out
 
     def points_world(self) -> np.ndarray:
         """``[N, 3]`` float64 return positions in the scene frame, metres."""
@@ -148,6 +184,39 @@ def march_lidar_rays(field: VoxelField, origins: torch.Tensor, directions: torch
     return out
 
 
+@torch.no_grad()
+def lidar_point_tags(field: VoxelField, points: torch.Tensor, head: SemanticHead) -> torch.Tensor:
+    """CARLA tags of points of an unbatched field (module docstring: density-weighted trilinear features, the head's
+    argmax over the solid classes).
+
+    Args:
+        field: unbatched `VoxelField` in the frame of `points`.
+        points: ``[P, 3]`` positions (x, y, z), metres; points outside the box read the border voxels.
+        head: the `SemanticHead` of the scene's decoder.
+    Returns:
+        ``[P]`` uint8 representative CARLA tags (never sky: a return is a surface).
+    """
+    dev = field.device
+    lo, hi = field.bounds[0].float(), field.bounds[1].float()
+    pts = (torch.as_tensor(points, device=dev, dtype=torch.float32).reshape(-1, 3) - lo) * (2.0 / (hi - lo)) - 1.0
+    sigma = field.density.float()[None]                                      # [1, Z, Y, X]
+    grid = torch.cat([sigma, sigma * field.features.float()])[None]          # [1, 1+C, Z, Y, X]
+    s = sample_grid(grid, pts[None, :, None, :])[0, :, :, 0]                 # [1+C, P]
+    plain = sample_grid(field.features.float()[None], pts[None, :, None, :])[0, :, :, 0]   # [C, P]
+    feats = torch.where(s[:1] > 0, s[1:] / s[:1].clamp_min(1e-12), plain)    # no density nearby: plain trilinear
+    w, b = head.linear.weight.float().to(dev), head.linear.bias.float().to(dev)
+    k = (w @ feats + b[:, None]).argmax(dim=0)                                # [P] solid-class index
+    k = k + (k >= head.classes.sky_index).to(k.dtype)                         # the full class order
+    return torch.as_tensor(head.classes.representative_tags, device=dev)[k]
+
+
+def _scene_head(scene, head: SemanticHead | None) -> SemanticHead | None:
+    """`head`, else the semantic head of the scene's decoder (None for a bare field or a head-less decoder)."""
+    if head is not None:
+        return head
+    return getattr(getattr(scene, "decoder", None), "semantic_head", None)
+
+
 def _scene_field(scene) -> VoxelField:
     """The unbatched `VoxelField` of a `NeuralScene` (duck-typed: ``.field``) or of a field itself."""
     field = scene if isinstance(scene, VoxelField) else getattr(scene, "field", None)
@@ -160,7 +229,8 @@ def _scene_field(scene) -> VoxelField:
 
 
 def render_lidar(scene_or_field, trajectory: Trajectory, spec: LidarSpec | str, *, n_samples: int | None = None,
-                 hit_alpha: float = HIT_ALPHA, device: torch.device | str | None = None) -> Iterator[LidarScan]:
+                 hit_alpha: float = HIT_ALPHA, device: torch.device | str | None = None,
+                 semantic_head: SemanticHead | None = None) -> Iterator[LidarScan]:
     """Scan `spec` along `trajectory`, lazily: one `LidarScan` per tick.
 
     The sensor pose at tick ``t`` is ``trajectory.ego_to_world[t] @ spec.lidar_to_ego`` (the cameras' rule,
@@ -174,8 +244,10 @@ def render_lidar(scene_or_field, trajectory: Trajectory, spec: LidarSpec | str, 
         n_samples: samples per beam (default `lidar_samples`: steps of at most half a voxel).
         hit_alpha: the opacity that counts as a return (default `HIT_ALPHA`, the cameras' threshold).
         device: where to march (default: the field's device); the field is copied there as float32.
+        semantic_head: labels the returns (default: the scene decoder's head; none for a bare field or a head-less
+            decoder: ``tags`` is then None).
     Yields:
-        per tick ``t = 0..T-1`` a `LidarScan` (host numpy arrays).
+        per tick ``t = 0..T-1`` a `LidarScan` (host numpy arrays; ``tags`` ``[N]`` uint8 with a head).
     """
     spec = LidarSpec.resolve(spec)
     field = _scene_field(scene_or_field).to(device=device, dtype=torch.float32)
@@ -184,23 +256,52 @@ def render_lidar(scene_or_field, trajectory: Trajectory, spec: LidarSpec | str, 
     samples = lidar_samples(field, spec.range_m) if n_samples is None else int(n_samples)
     if samples < 1:
         raise LidarError(f"n_samples must be >= 1, got {n_samples}")
-    return _iter_scans(field, trajectory, spec, samples, float(hit_alpha))
+    head = _scene_head(scene_or_field, semantic_head)
+    return _iter_scans(field, trajectory, spec, samples, float(hit_alpha), head, scene_id_of(scene_or_field))
+
+
+@torch.no_grad()
+def lidar_scan(field: VoxelField, spec: LidarSpec, ego_to_world: np.ndarray, lidar_to_ego: np.ndarray | None = None,
+               *, n_samples: int, hit_alpha: float = HIT_ALPHA, head: SemanticHead | None = None, frame: int = 0,
+               timestamp: float = 0.0, scene_id: str = "") -> LidarScan:
+    """One scan of `spec` from one pose: the step `render_lidar` takes per tick (and `SensorWorld`'s LiDAR actors).
+
+    Args:
+        field: unbatched `VoxelField` in the scene frame (its device and dtype are the march's).
+        spec: the `LidarSpec` (beam table; its ``lidar_to_ego`` unless `lidar_to_ego` is given).
+        ego_to_world: ``[4,4]`` ego pose; the sensor pose is ``ego_to_world @ lidar_to_ego``.
+        lidar_to_ego: ``[4,4]`` mount overriding ``spec.lidar_to_ego``.
+        n_samples: samples per beam (`lidar_samples`); hit_alpha: the opacity of a return.
+        head: labels the returns (None: ``tags`` is None).
+        frame, timestamp, scene_id: copied into the scan.
+    Returns:
+        a `LidarScan` (host numpy arrays).
+    """
+    e2w = np.array(ego_to_world, dtype=np.float64)
+    l2e = np.array(spec.lidar_to_ego if lidar_to_ego is None else lidar_to_ego, dtype=np.float64)
+    s2w = e2w @ l2e                                                           # [4, 4] float64
+    dirs = spec.directions()                                                  # [C, A, 3] float64, sensor frame
+    flat = dirs.reshape(-1, 3)
+    world_dirs = flat @ s2w[:3, :3].T                                         # [R, 3]
+    origins = np.broadcast_to(s2w[:3, 3], world_dirs.shape)
+    ranges = march_lidar_rays(field, torch.from_numpy(np.ascontiguousarray(origins)),
+                              torch.from_numpy(world_dirs), max_range=spec.range_m, n_samples=n_samples,
+                              hit_alpha=hit_alpha).cpu().numpy()              # [R] float32
+    ok = np.isfinite(ranges)
+    xyz = (flat[ok] * ranges[ok, None].astype(np.float64)).astype(np.float32)
+    points = np.concatenate([xyz, np.ones((len(xyz), 1), dtype=np.float32)], axis=1)
+    tags = None
+    if head is not None:           # the return points in the scene frame, in float64 as the ranges were measured
+        hits = origins[ok] + world_dirs[ok] * ranges[ok, None].astype(np.float64)
+        tags = lidar_point_tags(field, torch.from_numpy(hits), head).cpu().numpy()
+    return LidarScan(points=points, ranges=ranges.reshape(dirs.shape[:2]), frame=int(frame),
+                     timestamp=float(timestamp), sensor_to_world=s2w, spec_name=spec.name, tags=tags,
+                     ego_to_world=e2w, lidar_to_ego=l2e, scene_id=scene_id)
 
 
 def _iter_scans(field: VoxelField, trajectory: Trajectory, spec: LidarSpec, n_samples: int,
-                hit_alpha: float) -> Iterator[LidarScan]:
+                hit_alpha: float, head: SemanticHead | None, scene_id: str) -> Iterator[LidarScan]:
     # A generator separate from render_lidar so the argument checks run at call time.
-    dirs = spec.directions()                                                  # [C, A, 3] float64, sensor frame
-    flat = dirs.reshape(-1, 3)
     for t in range(len(trajectory)):
-        s2w = trajectory.ego_to_world[t] @ spec.lidar_to_ego                  # [4, 4] float64
-        world_dirs = flat @ s2w[:3, :3].T                                     # [R, 3]
-        origins = np.broadcast_to(s2w[:3, 3], world_dirs.shape)
-        ranges = march_lidar_rays(field, torch.from_numpy(np.ascontiguousarray(origins)),
-                                  torch.from_numpy(world_dirs), max_range=spec.range_m, n_samples=n_samples,
-                                  hit_alpha=hit_alpha).cpu().numpy()          # [R] float32
-        ok = np.isfinite(ranges)
-        xyz = (flat[ok] * ranges[ok, None].astype(np.float64)).astype(np.float32)
-        points = np.concatenate([xyz, np.ones((len(xyz), 1), dtype=np.float32)], axis=1)
-        yield LidarScan(points=points, ranges=ranges.reshape(dirs.shape[:2]), frame=t,
-                        timestamp=float(trajectory.timestamps[t]), sensor_to_world=s2w, spec_name=spec.name)
+        yield lidar_scan(field, spec, trajectory.ego_to_world[t], n_samples=n_samples, hit_alpha=hit_alpha, head=head,
+                         frame=t, timestamp=float(trajectory.timestamps[t]), scene_id=scene_id)

@@ -19,7 +19,7 @@ import torch
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.rendering.sizes import warn_if_unsupported_size
-from nfldm_sdk.sensors.frames import FrameBatch
+from nfldm_sdk.sensors.frames import FrameBatch, scene_id_of
 from nfldm_sdk.sensors.frustum import check_overlap
 from nfldm_sdk.sensors.views import SceneImages, decode_views
 
@@ -44,12 +44,14 @@ class RenderableScene:
             SceneRender`` and ``config.near/far/downsample``, optionally ``config.image_size``).
         seed: the scene's generation seed (None when unknown).
         bundle_hash: the model bundle's hash ("" when unknown).
+        scene_id: the scene's identifier (`nfldm_sdk.sensors.frames.scene_identifier`; "" when unknown).
     """
 
     field: VoxelField
     decoder: torch.nn.Module
     seed: int | None = None
     bundle_hash: str = ""
+    scene_id: str = ""
 
     @property
     def device(self) -> torch.device:
@@ -59,9 +61,11 @@ class RenderableScene:
 
 def resolve_scene(scene, decoder: torch.nn.Module | None = None) -> RenderableScene:
     """A `RenderableScene` from a `NeuralScene` (duck-typed: ``.field``, ``.decoder``, ``.seed``, ``.bundle_hash``),
-    a `RenderableScene`, or a `VoxelField` plus `decoder`. A given `decoder` overrides the scene's."""
+    a `RenderableScene`, or a `VoxelField` plus `decoder`. A given `decoder` overrides the scene's. The scene id is
+    `nfldm_sdk.sensors.frames.scene_id_of` the scene (``""`` for a bare field)."""
     if isinstance(scene, RenderableScene):
-        return scene if decoder is None else RenderableScene(scene.field, decoder, scene.seed, scene.bundle_hash)
+        return scene if decoder is None else RenderableScene(scene.field, decoder, scene.seed, scene.bundle_hash,
+                                                             scene.scene_id)
     if isinstance(scene, VoxelField):
         field, seed, bundle = scene, None, ""
     elif hasattr(scene, "field"):
@@ -75,7 +79,8 @@ def resolve_scene(scene, decoder: torch.nn.Module | None = None) -> RenderableSc
     if decoder is None:
         raise ValueError("the scene has no decoder: load it with NeuralScene.load(path, decoder=BUNDLE) or pass "
                          "decoder=SceneAutoEncoder")
-    return RenderableScene(field, decoder, None if seed is None else int(seed), bundle)
+    return RenderableScene(field, decoder, None if seed is None else int(seed), bundle,
+                           "" if isinstance(scene, VoxelField) else scene_id_of(scene))
 
 
 def _decoder_on(scene: RenderableScene, device: torch.device | str | None) -> tuple[torch.nn.Module, torch.device]:
@@ -164,7 +169,8 @@ def render_views(scene, cameras: Cameras, *, batch_size: int = DEFAULT_BATCH_SIZ
                  device: torch.device | str | None = None, check_overlap: bool = True,
                  decoder: torch.nn.Module | None = None) -> FrameBatch:
     """Render arbitrary cameras of batch shape ``[T, N]`` (or ``[N]``, taken as T = 1) into a `FrameBatch`
-    (camera names ``cam0…``, timestamps 0, frames ``0…T-1``)."""
+    (camera names ``cam0…``, timestamps 0, frames ``0…T-1``; no ego: ``ego_to_world`` is the identity and
+    ``cam_to_ego = cam_to_world``; intrinsics, camera models and distortion of tick 0)."""
     src = resolve_scene(scene, decoder)
     cams = cameras if len(cameras.batch_shape) == 2 else cameras.reshape(1, -1)
     T, N = cams.batch_shape
@@ -175,4 +181,5 @@ def render_views(scene, cameras: Cameras, *, batch_size: int = DEFAULT_BATCH_SIZ
                                  frames=np.arange(T, dtype=np.int64), cameras=[f"cam{n}" for n in range(N)],
                                  K=cams.K[0].detach().cpu().double().numpy(),
                                  cam_to_world=cams.cam_to_world.detach().cpu().double().numpy(), seed=src.seed,
-                                 bundle_hash=src.bundle_hash)
+                                 bundle_hash=src.bundle_hash, camera_models=cams[0].model_names(),
+                                 distortion=cams.distortion[0].detach().cpu().double().numpy(), scene_id=src.scene_id)

@@ -16,7 +16,7 @@ import torch
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.cameras.rig import CameraRig
 from nfldm_sdk.cameras.trajectory import Trajectory
-from nfldm_sdk.sensors.frames import Frame, FrameBatch
+from nfldm_sdk.sensors.frames import Frame, FrameBatch, compose_poses
 from nfldm_sdk.sensors.renderer import DEFAULT_BATCH_SIZE, BatchedRenderer, RenderableScene, resolve_scene
 from nfldm_sdk.sensors.views import SceneImages
 
@@ -24,8 +24,9 @@ __all__ = ["rig_cameras", "render_trajectory", "render_trajectory_batched"]
 
 
 def rig_cameras(rig: CameraRig, trajectory: Trajectory) -> tuple[Cameras, np.ndarray]:
-    """``Cameras [T, N]`` (float32) and ``cam_to_world [T, N, 4, 4]`` float64 of a rig along a trajectory."""
-    c2w = trajectory.ego_to_world[:, None] @ rig.cam_to_ego()[None]                      # [T, N, 4, 4] float64
+    """``Cameras [T, N]`` (float32) and ``cam_to_world [T, N, 4, 4]`` float64 of a rig along a trajectory
+    (``ego_to_world[t] @ cam_to_ego[n]``, `compose_poses`)."""
+    c2w = compose_poses(trajectory.ego_to_world, rig.cam_to_ego())                    # [T, N, 4, 4] float64
     return rig.cameras(trajectory.ego_to_world), c2w
 
 
@@ -61,8 +62,10 @@ def render_trajectory(scene, trajectory: Trajectory, rig: CameraRig, *, batch_si
         progress: show a tqdm bar over ticks.
         decoder: override the scene's decoder.
     Yields:
-        per tick ``t = 0..T-1``, ``[Frame] * N`` in rig order (host numpy arrays and metadata; depth ``inf`` where
-        alpha stayed below `nfldm_sdk.rendering.api.HIT_ALPHA`).
+        per tick ``t = 0..T-1``, ``[Frame] * N`` in rig order (host numpy arrays; depth ``inf`` where alpha stayed
+        below `nfldm_sdk.rendering.api.HIT_ALPHA`) with their metadata: ``ego_to_world`` = the trajectory's pose
+        ``t``, ``cam_to_ego`` = the rig mount, ``cam_to_world`` their product (`compose_poses`), the camera's K,
+        model and distortion, timestamp (s; ``timestamp_us``), seed, bundle hash and scene id.
     """
     src, r, cams, c2w = _prepare(scene, trajectory, rig, batch_size, device, check_overlap, decoder)
     return _iter_ticks(r, src, cams, c2w, trajectory, rig, with_range, progress)
@@ -72,6 +75,7 @@ def _iter_ticks(r: BatchedRenderer, src: RenderableScene, cams: Cameras, c2w: np
                 rig: CameraRig, with_range: bool, progress: bool) -> Iterator[list[Frame]]:
     # A generator separate from render_trajectory so the argument and overlap checks run at call time.
     N = len(rig)
+    c2e, dist = rig.cam_to_ego(), rig.distortion()                                    # [N, 4, 4], [N, 4]
     bar = None
     if progress:
         from tqdm.auto import tqdm  # start-up time: tqdm only when a bar is asked for
@@ -88,7 +92,10 @@ def _iter_ticks(r: BatchedRenderer, src: RenderableScene, cams: Cameras, c2w: np
                 t = done // N
                 yield [Frame.from_views(buf, k * N + n, timestamp=trajectory.timestamps[t], frame=t,
                                         camera=rig.specs[n].name, K=rig.specs[n].K, cam_to_world=c2w[t, n],
-                                        seed=src.seed, bundle_hash=src.bundle_hash) for n in range(N)]
+                                        seed=src.seed, bundle_hash=src.bundle_hash,
+                                        ego_to_world=trajectory.ego_to_world[t], cam_to_ego=c2e[n],
+                                        camera_model=rig.specs[n].model, distortion=dist[n], scene_id=src.scene_id)
+                       for n in range(N)]
                 if bar is not None:
                     bar.update(1)
                 done += N
@@ -103,7 +110,10 @@ def render_trajectory_batched(scene, trajectory: Trajectory, rig: CameraRig, *, 
                               check_overlap: bool = True, decoder: torch.nn.Module | None = None) -> FrameBatch:
     """Like `render_trajectory` but all at once: a `FrameBatch` of ``[T, N, ...]`` tensors on the render device."""
     src, r, cams, c2w = _prepare(scene, trajectory, rig, batch_size, device, check_overlap, decoder)
-    return FrameBatch.from_views(r.render(cams, with_range), len(trajectory), len(rig),
-                                 timestamps=np.array(trajectory.timestamps), frames=np.arange(len(trajectory), dtype=np.int64),
+    T = len(trajectory)
+    return FrameBatch.from_views(r.render(cams, with_range), T, len(rig),
+                                 timestamps=np.array(trajectory.timestamps), frames=np.arange(T, dtype=np.int64),
                                  cameras=rig.names, K=rig.K(), cam_to_world=c2w, seed=src.seed,
-                                 bundle_hash=src.bundle_hash)
+                                 bundle_hash=src.bundle_hash, ego_to_world=np.array(trajectory.ego_to_world),
+                                 cam_to_ego=np.broadcast_to(rig.cam_to_ego(), (T, len(rig), 4, 4)).copy(),
+                                 camera_models=rig.models(), distortion=rig.distortion(), scene_id=src.scene_id)

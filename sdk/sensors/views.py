@@ -3,7 +3,10 @@
 `NeuralScene.render` and the sensors' batched renderer (`nfldm_sdk.sensors.renderer`) both decode through
 `decode_views`, so a pixel is quantised one way everywhere: ``rgb = round(255 · clamp(decoder rgb, 0, 1))`` as uint8,
 depth planar z in metres with ``inf`` where the accumulated opacity stayed below
-`nfldm_sdk.rendering.api.HIT_ALPHA`, alpha in [0, 1].
+`nfldm_sdk.rendering.api.HIT_ALPHA`, alpha in [0, 1]. A decoder with a semantic head (``decoder.semantic_head``) also
+labels every pixel by the depth's hit rule (`nfldm_sdk.labels.semantic_field.labels_from_probabilities` with ``hit =
+isfinite(depth)``): sky (CARLA tag 11) exactly where depth is ``inf``, else the most likely solid class, written as its
+representative CARLA tag; a decoder without one gives no labels (None), never made-up ones.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.labels.semantic_field import labels_from_probabilities
 from nfldm_sdk.rendering.api import HIT_ALPHA
 
 __all__ = ["SceneImages", "decode_views", "ray_length_per_depth"]
@@ -29,33 +33,49 @@ class SceneImages:
         alpha: ``[N, H, W]`` float32 accumulated opacity in [0, 1].
         range: ``[N, H, W]`` float32 ray length from the camera centre in metres (``inf`` for no hit), or None when
             not requested (``decode_views(..., with_range=True)``).
+        semantic: ``[N, H, W]`` uint8 CARLA semantic tags (representative tag of each class; sky = 11 exactly where
+            depth is ``inf``), or None when the decoder has no semantic head.
+        semantic_confidence: ``[N, H, W]`` float32 in [0, 1], the probability of the chosen class (for sky
+            ``1 − alpha``), or None with `semantic`.
     """
 
     rgb: torch.Tensor
     depth: torch.Tensor
     alpha: torch.Tensor
     range: torch.Tensor | None = None
+    semantic: torch.Tensor | None = None
+    semantic_confidence: torch.Tensor | None = None
 
     @staticmethod
     def cat(parts: Sequence["SceneImages"]) -> "SceneImages":
-        """The views of `parts` one after the other (``[sum N_i, ...]``); all parts have a range or none has."""
-        return SceneImages(torch.cat([p.rgb for p in parts]), torch.cat([p.depth for p in parts]),
-                           torch.cat([p.alpha for p in parts]),
-                           None if parts[0].range is None else torch.cat([p.range for p in parts]))
+        """The views of `parts` one after the other (``[sum N_i, ...]``); all parts have a range (labels) or none
+        has."""
+        def cat(name: str) -> torch.Tensor | None:
+            return None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+
+        return SceneImages(cat("rgb"), cat("depth"), cat("alpha"), cat("range"), cat("semantic"),
+                           cat("semantic_confidence"))
 
     def __getitem__(self, index) -> "SceneImages":
         """Views `index` (an int, slice or index tensor over N) of every image."""
-        return SceneImages(self.rgb[index], self.depth[index], self.alpha[index],
-                           None if self.range is None else self.range[index])
+        def pick(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[index]
+
+        return SceneImages(self.rgb[index], self.depth[index], self.alpha[index], pick(self.range),
+                           pick(self.semantic), pick(self.semantic_confidence))
+
+    @property
+    def has_semantics(self) -> bool:
+        """Whether the views carry labels (the decoder had a semantic head)."""
+        return self.semantic is not None
 
 
 def ray_length_per_depth(cameras: Cameras) -> torch.Tensor:
-    """``[V, H, W]`` ``|K^-1 (u, v, 1)|`` of flattened cameras ``[V]``: a pixel at planar depth z lies at ray distance
+    """``[V, H, W]`` ray length per metre of planar depth, ``1 / cos θ`` = the norm of the pixel's camera-frame ray
+    direction with z = 1 (`Cameras.camera_directions`: ``K^-1 (u, v, 1)`` for a pinhole, the camera model's
+    unprojection for a fisheye) of flattened cameras ``[V]``: a pixel at planar depth z lies at ray distance
     ``z ·`` this (metres per metre)."""
-    uv = cameras.pixel_centers()                                                       # [H, W, 2]
-    uv1 = torch.cat([uv, torch.ones_like(uv[..., :1])], -1)                            # [H, W, 3]
-    d_cam = torch.einsum("vij,hwj->vhwi", torch.linalg.inv(cameras.K), uv1)            # [V, H, W, 3], z = 1
-    return d_cam.norm(dim=-1)
+    return cameras.camera_directions().norm(dim=-1)                                   # [V, H, W]
 
 
 @torch.no_grad()
@@ -71,7 +91,9 @@ def decode_views(decoder: torch.nn.Module, field: VoxelField, cameras: Cameras, 
             the decoder's downsample factor.
         with_range: also return the ray length (``depth · |K^-1 (u, v, 1)|``, ``inf`` stays ``inf``).
     Returns:
-        `SceneImages` with rgb ``[n, H, W, 3]`` uint8, depth/alpha ``[n, H, W]`` float32 and range (or None).
+        `SceneImages` with rgb ``[n, H, W, 3]`` uint8, depth/alpha ``[n, H, W]`` float32, range (or None), and with
+        a semantic head semantic ``[n, H, W]`` uint8 CARLA tags and semantic_confidence ``[n, H, W]`` float32
+        (module docstring; None without a head).
     """
     if not field.is_batched:
         field = VoxelField.stack([field])
@@ -80,4 +102,8 @@ def decode_views(decoder: torch.nn.Module, field: VoxelField, cameras: Cameras, 
     rgb = (out.rgb[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)    # [n, H, W, 3]
     depth = out.depth[0].float()                                                         # [n, H, W]
     rng = depth * ray_length_per_depth(cameras).float() if with_range else None          # inf stays inf
-    return SceneImages(rgb.contiguous(), depth, out.alpha[0].float(), rng)
+    tags = confidence = None
+    head = getattr(decoder, "semantic_head", None)
+    if head is not None and getattr(out, "semantic", None) is not None:
+        tags, confidence = labels_from_probabilities(out.semantic[0], torch.isfinite(depth), head.classes)
+    return SceneImages(rgb.contiguous(), depth, out.alpha[0].float(), rng, tags, confidence)

@@ -12,6 +12,8 @@ the capture rig at the scene origin, four oblique views from above the box edges
 is projected into every view, and it takes the colour of the nearest view that actually sees it: the vertex faces the
 camera (its normal points towards the camera centre) and its planar depth agrees with the rendered depth at that pixel
 within one voxel. Vertices no view sees are grey (`UNSEEN_GREY`). Without a decoder vertices are coloured by height.
+``colors="class"`` picks the same pixel's rendered semantic label instead and paints it in CARLA's palette
+(`nfldm_sdk.labels.classes.CARLA_PALETTE`; needs a decoder with a semantic head).
 
     mesh = field_to_mesh(scene)                                      # coloured TriangleMesh, metres
 """
@@ -25,6 +27,8 @@ from skimage.measure import marching_cubes
 
 from nfldm_sdk.cameras.builders import mesh_color_cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.labels.classes import colorize_tags
+from nfldm_sdk.models.semantic_head import require_semantic_head
 from nfldm_sdk.rendering.sizes import MAX_SIZE_RATIO, training_image_size
 from nfldm_sdk.sensors.renderer import render_views, resolve_scene
 
@@ -64,8 +68,9 @@ def _height_colors(v: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def _appearance_colors(verts: np.ndarray, normals: np.ndarray, field: VoxelField, scene, decoder, size: int | None,
-                       batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
-    """Colours ``[P, 3]`` in [0, 1] and a seen mask ``[P]`` from renders of `mesh_color_cameras` (module docstring)."""
+                       batch_size: int, device, by_class: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Colours ``[P, 3]`` in [0, 1] and a seen mask ``[P]`` from renders of `mesh_color_cameras` (module docstring):
+    the rendered RGB, or with `by_class` the rendered label in CARLA's palette."""
     src = resolve_scene(scene if not isinstance(scene, VoxelField) else field, decoder)
     if size is None:                    # the largest square the decoder renders without departing from its training
         trained = training_image_size(src.decoder)
@@ -74,7 +79,10 @@ def _appearance_colors(verts: np.ndarray, normals: np.ndarray, field: VoxelField
     size = max(f, size - size % f)
     cams = mesh_color_cameras(field.bounds.detach().cpu(), size)                    # [V]
     out = render_views(src, cams.reshape(1, -1), batch_size=batch_size, device=device, check_overlap=False)
-    rgb = out.rgb[0].cpu().numpy()                                                   # [V, H, W, 3]
+    if by_class:
+        rgb = colorize_tags(out.semantic[0].cpu().numpy())                           # [V, H, W, 3] class colours
+    else:
+        rgb = out.rgb[0].cpu().numpy()                                               # [V, H, W, 3]
     depth = out.depth[0].cpu().numpy()                                               # [V, H, W]
     uv, z = cams.to(dtype=torch.float64).world_to_pixels(torch.as_tensor(verts, dtype=torch.float64))  # [V,P,2], [V,P]
     uv, z = uv.numpy(), z.numpy()
@@ -111,14 +119,16 @@ def field_to_mesh(scene_or_field, level: float | None = None, *, decoder=None, c
         scene_or_field: a `NeuralScene` or an unbatched `VoxelField`.
         level: iso-level σ in 1/m (default `default_level`: ``ln 2 / voxel size``).
         decoder: a stage-1 decoder (default: the scene's) for appearance colours.
-        colors: ``"auto"`` (appearance when a decoder is available, else height), ``"appearance"``, ``"height"``
-            or ``"none"`` (see the module docstring for how appearance colours are found).
+        colors: ``"auto"`` (appearance when a decoder is available, else height), ``"appearance"``, ``"class"``
+            (the rendered semantic label in CARLA's palette), ``"height"`` or ``"none"`` (see the module docstring
+            for how appearance colours are found).
         color_size: image size of the colouring views (default: twice the decoder's training size, 128 for a
             64×64 model — the largest it supports, `nfldm_sdk.rendering.sizes`); batch_size, device: their rendering.
     Returns:
         ``open3d.geometry.TriangleMesh`` with vertex normals (pointing out of dense regions) and vertex colours.
     Raises:
         ValueError: the density never crosses `level` (an empty scene or a level above every density).
+        SemanticsUnavailableError: ``colors="class"`` with a decoder that has no semantic head.
     """
     import open3d as o3d  # start-up time: open3d
 
@@ -142,14 +152,16 @@ def field_to_mesh(scene_or_field, level: float | None = None, *, decoder=None, c
     mode = colors
     if mode == "auto":
         mode = "appearance" if dec is not None else "height"
-    if mode == "appearance":
+    if mode in ("appearance", "class"):
         if dec is None:
-            raise ValueError("appearance colours need a decoder: pass decoder= or a NeuralScene with one, or colors='height'")
+            raise ValueError(f"{mode} colours need a decoder: pass decoder= or a NeuralScene with one, or colors='height'")
+        if mode == "class":
+            require_semantic_head(getattr(dec, "semantic_head", None))
         c, _ = _appearance_colors(verts, np.asarray(mesh.vertex_normals), field, scene_or_field, dec, color_size,
-                                  batch_size, device)
+                                  batch_size, device, by_class=mode == "class")
         mesh.vertex_colors = o3d.utility.Vector3dVector(c)
     elif mode == "height":
         mesh.vertex_colors = o3d.utility.Vector3dVector(_height_colors(verts))
     elif mode != "none":
-        raise ValueError(f"colors must be 'auto', 'appearance', 'height' or 'none', got {colors!r}")
+        raise ValueError(f"colors must be 'auto', 'appearance', 'class', 'height' or 'none', got {colors!r}")
     return mesh

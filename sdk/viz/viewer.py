@@ -3,7 +3,8 @@
 * `show` — any Open3D geometries (`nfldm_sdk.viz.mesh`, `nfldm_sdk.viz.points`, `nfldm_sdk.viz.lines`) from a
   named viewpoint (`VIEWS`);
 * `show_scene` — a scene as `scene_geometries` draws it: mesh or points, its box, optionally an ego trajectory with
-  a rig's camera frustums;
+  a rig's camera frustums; coloured by appearance (``color_by="rgb"``) or by semantic class (``color_by="class"``,
+  CARLA's palette; needs a decoder with a semantic head);
 * `has_display` — whether a window can open.
 
 Example::
@@ -28,7 +29,7 @@ from nfldm_sdk.cameras.rig import CameraRig
 from nfldm_sdk.errors import NfldmError
 from nfldm_sdk.viz.lines import box_lines, camera_frustum_lines, trajectory_lines
 from nfldm_sdk.viz.mesh import field_to_mesh, scene_field
-from nfldm_sdk.viz.points import scene_to_point_cloud
+from nfldm_sdk.viz.points import COLOR_BY, scene_to_point_cloud
 
 __all__ = ["show", "show_scene", "scene_geometries", "has_display", "ViewError", "VIEWS"]
 
@@ -48,18 +49,22 @@ class ViewError(NfldmError, RuntimeError):
 
 def scene_geometries(scene, trajectory=None, rig: CameraRig | None = None, *, geometry: str = "mesh",
                      level: float | None = None, frustum_every: int = 5, device: torch.device | str | None = None,
-                     decoder=None) -> list:
+                     decoder=None, color_by: str = "rgb") -> list:
     """What `show_scene` draws: the scene as a mesh (`field_to_mesh`) or points (`scene_to_point_cloud`), its box,
     and optionally the ego `trajectory` (drawn 1 m above the ground, where a mesh does not hide it; heading ticks)
     with the `rig`'s camera frustums (default: the capture rig) every `frustum_every` ticks — or the rig at the scene
-    origin when there is no trajectory."""
+    origin when there is no trajectory. `color_by`: ``"rgb"`` (appearance; height without a decoder) or ``"class"``
+    (semantic labels in CARLA's palette)."""
     if geometry not in ("mesh", "points"):
         raise ValueError(f"geometry must be 'mesh' or 'points', got {geometry!r}")
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
     field = scene_field(scene)
     if geometry == "points":
-        geoms = [scene_to_point_cloud(scene, decoder=decoder, device=device)]
+        geoms = [scene_to_point_cloud(scene, decoder=decoder, device=device, color_by=color_by)]
     else:
-        geoms = [field_to_mesh(scene, level, decoder=decoder, device=device)]
+        colors = "class" if color_by == "class" else "auto"
+        geoms = [field_to_mesh(scene, level, decoder=decoder, device=device, colors=colors)]
     geoms.append(box_lines(field.bounds))
     if trajectory is not None:
         geoms.append(trajectory_lines(trajectory, heading=1.0, lift=1.0))
@@ -74,11 +79,12 @@ def scene_geometries(scene, trajectory=None, rig: CameraRig | None = None, *, ge
 def show_scene(scene, trajectory=None, rig: CameraRig | None = None, *, geometry: str = "mesh",
                level: float | None = None, screenshot: str | Path | None = None, width: int = 1280, height: int = 720,
                view="above_behind", frustum_every: int = 5, device: torch.device | str | None = None,
-               decoder=None) -> Path | None:
-    """`show` the `scene_geometries` of a scene (mesh or points, box, optional trajectory and camera frustums) in a
-    window, or offscreen into the PNG `screenshot` (then its path is returned; else None)."""
+               decoder=None, color_by: str = "rgb") -> Path | None:
+    """`show` the `scene_geometries` of a scene (mesh or points, box, optional trajectory and camera frustums;
+    coloured by appearance or, ``color_by="class"``, by semantic class) in a window, or offscreen into the PNG
+    `screenshot` (then its path is returned; else None)."""
     geoms = scene_geometries(scene, trajectory, rig, geometry=geometry, level=level, frustum_every=frustum_every,
-                             device=device, decoder=decoder)
+                             device=device, decoder=decoder, color_by=color_by)
     return show(geoms, screenshot, width=width, height=height, view=view)
 
 

@@ -37,7 +37,7 @@ def test_nfldm_help_and_argument_errors_import_no_heavy_library():
     commands = sorted(ep.name for ep in metadata.entry_points(group="nfldm.commands"))
     assert {"generate", "render", "train", "view", "bench"} <= set(commands)
     args = [["--help"], *([c, "--help"] for c in commands),
-            *(["train", s, "--help"] for s in ("scene-ae", "latent-ae", "ldm", "prior")),
+            *(["train", s, "--help"] for s in ("scene-ae", "latent-ae", "ldm", "prior", "critic")),
             ["generate", "--no-such-option"], ["generate", "--num", "many", "--model", "."], ["render"]]
     assert _heavy_modules_after("nfldm_sdk.cli.main", "nfldm", args) == []
 
@@ -72,12 +72,13 @@ def test_option_name_tables_match_the_modules_they_mirror():
     from nfldm_training.configs.latent import LATENT_PRESETS
     from nfldm_training.configs.ldm import LDM_PRESETS
     from nfldm_training.configs.prior import PRIOR_PRESETS
+    from nfldm_training.configs.critic import CRITIC_PRESETS
 
     import torch
 
     assert SAMPLER_NAMES == tuple(SAMPLERS)
     assert RIG_PRESET_NAMES == tuple(RIG_PRESETS)
-    for table in (PRESETS, LATENT_PRESETS, LDM_PRESETS, PRIOR_PRESETS):
+    for table in (PRESETS, LATENT_PRESETS, LDM_PRESETS, PRIOR_PRESETS, CRITIC_PRESETS):
         assert PRESET_NAMES == tuple(table)
     assert default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -16,6 +16,9 @@ TINY = {
     "sensors": dict(size=32, ticks=1, batch_size=6, rounds=1,
                     decoder=dict(preset="tiny", feature_channels=4, render_samples=8, decoder_widths=(16, 16, 16),
                                  grid_shape=(4, 16, 16))),
+    "lidar": dict(spec="nuscenes32", ticks=1, size=32, batch_size=6, rounds=1, n_samples=16,
+                  decoder=dict(preset="tiny", feature_channels=4, render_samples=8, decoder_widths=(16, 16, 16),
+                               grid_shape=(4, 16, 16))),
     "refine": dict(size="tiny", steps=1, views=1),
     "startup": dict(repeats=1),
 }
@@ -47,7 +50,7 @@ def test_refine_and_sensor_benchmarks_take_their_sizes_from_the_preset_table():
 def test_run_bench_tiny(tmp_path):
     report = run_bench(quick=True, device="cpu", sizes=TINY, log=lambda s: None)
     rows = {r.name: r for r in report.rows}
-    assert list(rows) == ["capture", "render", "sampling", "sensors", "refine", "startup"]
+    assert list(rows) == ["capture", "render", "sampling", "sensors", "lidar", "refine", "startup"]
     for name in rows:                                        # refine included: a broken bench_refine is an error row
         assert not rows[name].error, f"{name}: {rows[name].error}"
         assert rows[name].value > 0 and math.isfinite(rows[name].value)
@@ -60,6 +63,9 @@ def test_run_bench_tiny(tmp_path):
     assert rows["sampling"].unit == "s/scene" and "ddim 2 steps/level" in rows["sampling"].setting
     assert 0 < rows["capture"].ratio <= 1.5                  # pipeline rays/s cannot much exceed the raycaster alone
     assert rows["sensors"].baseline is None and rows["sensors"].ratio is None
+    li = rows["lidar"]                                       # beams/s against the camera pixels/s of the same scene
+    assert li.unit == "M beams/s" and "nuscenes32" in li.setting and "16 samples/beam" in li.setting
+    assert li.baseline > 0 and li.ratio == pytest.approx(li.value / li.baseline, rel=1e-6)
     s = rows["startup"]                                      # the slowest nfldm start-up, sim_bridge as baseline
     assert s.unit == "s" and s.baseline > 0 and s.ratio == pytest.approx(s.baseline / s.value, rel=1e-6)
     assert "nfldm --help" in s.setting and "nfldm generate --no-such-option" in s.setting

@@ -10,6 +10,9 @@ Runs, in order (each with its own warm-up; sizes from `BENCH_SIZES`):
   of the preset: the time does not depend on them); no baseline (other samplers of the run are listed).
 * **sensors** — `nfldm_training.benchmarks.sensors.run_sensor_bench`: camera images/s of the capture rig along a trajectory
   (decoder included, to host memory); no baseline.
+* **lidar** — `nfldm_training.benchmarks.sensors.run_lidar_bench`: generated LiDAR (``nuscenes32``) beams/s through
+  the sensor benchmark's scene; baseline: the camera render of the same scene and trajectory in the same run, in
+  pixels/s (ratio = beams/s ÷ camera pixels/s).
 * **refine** — `nfldm_training.benchmarks.refine.bench` (SDS refinement seconds per step).
 * **startup** — `nfldm_training.benchmarks.startup.run_startup_bench`: seconds until ``nfldm --help``, ``nfldm generate
   --help`` and an argument error return (fresh processes; the figure is the slowest); baseline: ``sim_bridge --help``
@@ -50,7 +53,7 @@ class BenchRow:
     """One benchmark's headline figure.
 
     Attributes:
-        name: benchmark (capture, render, sampling, sensors, refine).
+        name: benchmark (capture, render, sampling, sensors, lidar, refine, startup).
         setting: what was timed (sizes).
         value: the figure; unit: its unit.
         baseline: the same-run baseline figure in the same unit (None when the benchmark has none).
@@ -92,6 +95,7 @@ BENCH_SIZES: dict[str, dict] = {
         "render": dict(size=64, n_samples=32, grid=(8, 32, 32), channels=8, batch=2, rounds=1),
         "sampling": dict(bundle_or_preset="tiny", samplers=("ddim",), steps=(10,), batch=1),
         "sensors": dict(size=64, ticks=2, batch_size=6, rounds=1, decoder=dict(preset="tiny")),
+        "lidar": dict(spec="nuscenes32", ticks=1, size=64, batch_size=6, rounds=1, decoder=dict(preset="tiny")),
         "refine": dict(size="tiny", steps=2, views=1),
         "startup": dict(repeats=3),
     },
@@ -100,6 +104,7 @@ BENCH_SIZES: dict[str, dict] = {
         "render": dict(size=128, n_samples=64, grid=(16, 64, 64), channels=16, rounds=2),
         "sampling": dict(bundle_or_preset="small", samplers=("ddim", "dpmsolver++"), steps=(25,), batch=1),
         "sensors": dict(size=128, ticks=2, batch_size=12, rounds=2, decoder=dict(preset="small")),
+        "lidar": dict(spec="nuscenes32", ticks=2, size=128, batch_size=12, rounds=2, decoder=dict(preset="small")),
         "refine": dict(size="small", steps=5, views=2),
         "startup": dict(repeats=5),
     },
@@ -144,6 +149,19 @@ def _sensors(cfg: dict, device: str) -> BenchRow:
                     f"{'x'.join(map(str, r.grid))}", r.frames_per_s, "images/s")
 
 
+def _lidar(cfg: dict, device: str) -> BenchRow:
+    from nfldm_training.benchmarks.sensors import bench_decoder, run_lidar_bench  # start-up time: loaded only when this benchmark runs
+
+    cfg = dict(cfg)
+    dec = bench_decoder(**cfg.pop("decoder"))
+    r = run_lidar_bench(device=device, decoder=dec, **cfg)
+    return BenchRow("lidar", f"render_lidar {r.spec} ({r.beams_per_scan} beams), {r.ticks} ticks, grid "
+                    f"{'x'.join(map(str, r.grid))}, "
+                    f"{r.samples_per_beam} samples/beam", r.beams_per_s / 1e6, "M beams/s",
+                    baseline=r.camera_pixels_per_s / 1e6, baseline_name=f"camera render of the same scene "
+                    f"({r.camera.cameras} cams {r.camera.size}px, M pixels/s)", ratio=r.ratio)
+
+
 def _refine(cfg: dict, device: str) -> BenchRow:
     from nfldm_training.benchmarks.refine import bench  # start-up time: loaded only when this benchmark runs
 
@@ -163,8 +181,8 @@ def _startup(cfg: dict, device: str) -> BenchRow:
 
 
 _BENCHES: dict[str, Callable[[dict, str], BenchRow]] = {
-    "capture": _capture, "render": _render, "sampling": _sampling, "sensors": _sensors, "refine": _refine,
-    "startup": _startup}
+    "capture": _capture, "render": _render, "sampling": _sampling, "sensors": _sensors, "lidar": _lidar,
+    "refine": _refine, "startup": _startup}
 
 
 def run_bench(quick: bool = True, device: str = "cpu", only: tuple[str, ...] | None = None,
@@ -221,7 +239,8 @@ def format_bench(r: BenchReport) -> str:
            line(head), line(["-" * w for w in widths])]
     out += [line(row) for row in rows]
     out.append(f"total {r.seconds:.1f} s. Ratios: capture = pipeline ÷ raycaster rays/s (share of time in primary "
-               "casts); render = fast ÷ naive; startup = sim_bridge ÷ nfldm seconds.")
+               "casts); render = fast ÷ naive; lidar = beams/s ÷ camera pixels/s of the same scene; startup = "
+               "sim_bridge ÷ nfldm seconds.")
     return "\n".join(out)
 
 

@@ -11,12 +11,14 @@ import click
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Tiny sizes: about a minute on two CPU cores.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Torch device.")
-@click.option("--only", multiple=True, type=click.Choice(["capture", "render", "sampling", "sensors", "refine", "startup"]),
+@click.option("--only", multiple=True, type=click.Choice(["capture", "render", "sampling", "sensors", "lidar", "refine",
+                                                           "startup"]),
               help="Run only these benchmarks (repeatable).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON here.")
 def bench(quick, device, only, threads, out):
-    """Run the capture, render, sampling, sensor, refinement and start-up benchmarks; print one table."""
+    """Run the capture, render, sampling, sensor, generated-LiDAR, refinement and start-up benchmarks; print one
+    table."""
     # start-up time: the benchmarks import torch
     import torch
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, default_device
-from nfldm_sdk.cli.render import VIEW_NAMES, friendly_errors, trajectory_options, view_scene
+from nfldm_sdk.cli.render import COLOR_BY_NAMES, VIEW_NAMES, friendly_errors, trajectory_options, view_scene
 
 __all__ = ["view", "view_capture", "is_capture_store"]
 
@@ -50,9 +50,11 @@ def _frames(spec: str | None, n: int) -> list[int]:
 
 def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None = None, stride: int = 4,
                  max_depth: float | None = 80.0, voxel_size: float | None = None, screenshot: str | None = None,
-                 width: int = 1280, height: int = 720, view: str = "above_behind", frustum_every: int = 4):
-    """Fuse an episode's RGB-D into coloured points and show them with the ego path and camera frustums (every
-    `frustum_every` selected frames). Returns the screenshot path or None."""
+                 width: int = 1280, height: int = 720, view: str = "above_behind", frustum_every: int = 4,
+                 color_by: str = "rgb"):
+    """Fuse an episode's RGB-D into coloured points (captured colours, or with ``color_by="class"`` the captured
+    CARLA tags in CARLA's palette) and show them with the ego path and camera frustums (every `frustum_every`
+    selected frames). Returns the screenshot path or None."""
     # start-up time: numpy, torch, the capture reader and Open3D, imported only when the command runs
     import numpy as np
     import torch
@@ -72,7 +74,8 @@ def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None 
         raise click.ClickException(f"episode {ep.name} of {store_path} has no committed frames yet")
     ts = _frames(frames, ep.num_frames)
     K = store.rig.K()
-    cloud = capture_to_point_cloud(ep, frames=ts, stride=stride, K=K, max_depth=max_depth, voxel_size=voxel_size)
+    cloud = capture_to_point_cloud(ep, frames=ts, stride=stride, rig=store.rig, max_depth=max_depth, voxel_size=voxel_size,
+                                   color_by=color_by)
     c2w = np.asarray(ep.cam_to_world)[ts[::max(1, frustum_every)]]                  # [t, N, 4, 4]
     cams = Cameras(torch.as_tensor(np.broadcast_to(K, c2w.shape[:2] + (3, 3)).copy()), torch.as_tensor(c2w),
                    store.rig.width, store.rig.height)
@@ -100,19 +103,23 @@ def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None 
 @click.option("--view", "view_name", type=click.Choice(list(VIEW_NAMES)), default="above_behind", show_default=True,
               help="Viewpoint: above_behind looks from behind the ego start and above.")
 @click.option("--size", nargs=2, type=int, default=(1280, 720), show_default=True, help="Window/screenshot WIDTH HEIGHT.")
+@click.option("--color-by", type=click.Choice(list(COLOR_BY_NAMES)), default="rgb", show_default=True,
+              help="Colour by appearance or by semantic class (CARLA palette; scenes need a semantic head).")
 @click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="Scenes: torch device.")
 @friendly_errors
 def view(target, model, screenshot, rig, trajectory, length, speed, rate, radius, angle, offset, duration, geometry,
-         level, episode, frames, stride, max_depth, voxel_size, view_name, size, device):
+         level, episode, frames, stride, max_depth, voxel_size, view_name, size, color_by, device):
     """View a capture store (fused RGB-D points, ego path, cameras) or a scene folder (mesh/points) in Open3D."""
     if is_capture_store(target):
         out = view_capture(target, episode=episode, frames=frames, stride=stride, max_depth=max_depth,
-                           voxel_size=voxel_size, screenshot=screenshot, width=size[0], height=size[1], view=view_name)
+                           voxel_size=voxel_size, screenshot=screenshot, width=size[0], height=size[1], view=view_name,
+                           color_by=color_by)
     elif (Path(target) / "scene.json").is_file():
         traj_kwargs = dict(length=length, speed=speed, rate=rate, radius=radius, angle=angle, offset=offset,
                            duration=duration)
         out = view_scene(target, model, screenshot=screenshot, rig=rig, trajectory=trajectory, traj_kwargs=traj_kwargs,
-                         geometry=geometry, level=level, width=size[0], height=size[1], view=view_name, device=device)
+                         geometry=geometry, level=level, width=size[0], height=size[1], view=view_name, device=device,
+                         color_by=color_by)
     else:
         raise click.ClickException(f"{target} is neither a capture store (a zarr store with an 'episodes' group, from "
                                    "`sim_bridge collect`) nor a scene folder (with scene.json, from `nfldm generate`)")
