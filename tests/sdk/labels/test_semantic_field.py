@@ -11,7 +11,7 @@ from nfldm_sdk.labels.semantic_field import (field_bev, labels_from_probabilitie
                                              voxel_labels)
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
 from nfldm_sdk.persistence import config_from_dict, config_to_dict
-from nfldm_sdk.rendering.api import HIT_ALPHA, render_field
+from nfldm_sdk.rendering.api import render_field
 from nfldm_training.data.capture_bev import window_bev
 from nfldm_training.data.capture_windows import SceneWindow
 
