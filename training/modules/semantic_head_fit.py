@@ -142,5 +142,5 @@ def fit_semantic_head(model: SceneAutoEncoder, stores: Sequence[str], *, classes
         class_iou = {n: float(v) for n, v in zip(classes.names, per_class_iou(cm)) if v == v}
         log(f"semantic head: held-out mIoU {val_miou:.3f} (majority-class baseline {majority:.3f}) over "
             f"{len(val)} windows")
-    return HeadFit(model=model, train_windows=len(train), val_windows=len(val), train_loss=float(loss),
+    return HeadFit(model=model, train_windows=len(train), val_windows=len(val), train_loss=float(loss.detach()),
                    val_miou=val_miou, val_majority_miou=majority, val_class_iou=class_iou)
