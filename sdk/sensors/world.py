@@ -267,6 +267,7 @@ class SensorWorld:
 
     @property
     def ticks_left(self) -> int:
+        """Ticks still to come along the trajectory (0 at its last pose)."""
         return len(self.trajectory) - 1 - self._tick
 
     def get_snapshot(self) -> WorldSnapshot:
