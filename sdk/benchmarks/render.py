@@ -22,6 +22,7 @@ Run::
     python -m nfldm_sdk.benchmarks.render                      # CPU: batch 2 for a quick run
     python -m nfldm_sdk.benchmarks.render --threads 1 --dense  # steadier on a shared machine; also the dense path
     python -m nfldm_sdk.benchmarks.render --device cuda --batch 12 --triton-batch 32 --json out/render_bench.json
+    python -m nfldm_sdk.benchmarks.render --device cuda --check-targets   # PASS/FAIL per target (render_targets)
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from nfldm_sdk.benchmarks.render_targets import check_triton_targets, format_targets
 from nfldm_sdk.cameras.builders import ring_cameras
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.synthetic import driving_like_field, soft_noisy_field
@@ -441,11 +443,14 @@ def main(argv: list[str] | None = None) -> RenderBenchResult:
                    help="feature storage dtype of the Triton kernel")
     p.add_argument("--no-triton", action="store_true", help="skip the Triton section on CUDA")
     p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    p.add_argument("--check-targets", action="store_true",
+                   help="print PASS/FAIL per target (nfldm_sdk.benchmarks.render_targets; also in the JSON); "
+                        "exit 1 if one fails")
     a = p.parse_args(argv)
     r = run_render_bench(a.size, a.samples, tuple(a.grid), a.channels, a.batch, a.device, getattr(torch, a.dtype),
                          rounds=a.rounds, dense=a.dense, threads=a.threads)
     print(format_render_bench(r))
-    triton_result, note = None, None
+    triton_result, note, checks = None, None, None
     if a.no_triton:
         note = "skipped (--no-triton)"
     elif torch.device(a.device).type != "cuda":
@@ -455,12 +460,19 @@ def main(argv: list[str] | None = None) -> RenderBenchResult:
                                          backward_batch=a.triton_backward_batch, rounds=a.triton_rounds,
                                          grid_dtype=getattr(torch, a.grid_dtype))
         print(format_triton_bench(triton_result))
+        if a.check_targets:
+            checks = check_triton_targets(triton_result)
+            print("targets:\n" + format_targets(checks))
     if note:
         print(f"triton kernel: {note}")
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"render": dataclasses.asdict(r), "triton": triton_result and
-                                      dataclasses.asdict(triton_result), "triton_note": note}, indent=2, default=str))
+                                      dataclasses.asdict(triton_result), "triton_note": note,
+                                      "targets": checks and [dataclasses.asdict(c) for c in checks]},
+                                     indent=2, default=str))
+    if checks and any(c.status == "FAIL" for c in checks):
+        raise SystemExit(1)
     return r
 
 

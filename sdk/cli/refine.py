@@ -7,12 +7,17 @@
 
 Guidance (`nfldm_sdk.guidance.prior`, `nfldm_sdk.guidance.clip_ldm`):
 
-* ``prior`` — our offline prior: ``--guidance-path RUN`` (the run folder of ``nfldm train prior``, or its
-  ``RUN/model``) or, without it, the bundle's ``prior/`` part.
+* ``prior`` — our offline prior: without ``--guidance-path``, the bundle's ``prior/`` part (added by ``nfldm train
+  prior --add-to-bundle`` or ``nfldm export-bundle --prior RUN``); with it, the run folder of ``nfldm train prior``
+  (or its ``RUN/model``).
 * ``clip-ldm`` — the paper's CLIP-image-conditioned LDM from a local sd-image-variations folder (``--guidance-path``,
-  default ``models/sd-image-variations``; never downloaded). y = mean CLIP embedding of ``--dataset-images``
-  (png/jpg), y′ = that of renders of the raw scene from the SDS camera distribution; or both from
-  ``--conditions FILE`` (written by ``--save-conditions``).
+  default ``models/sd-image-variations``; never downloaded), its CLIP embeddings from open_clip (``--clip-model``,
+  default ``ViT-L-14-quickgelu``; ``--clip-checkpoint``, a local ``.safetensors`` file or folder, default
+  ``GUIDANCE_PATH/open_clip/``). y = mean CLIP image embedding of ``--dataset-images`` (png/jpg) or the text
+  embedding of ``--prompt``; y′ = the mean image embedding of renders of the raw scene from the SDS camera
+  distribution, or the text embedding of ``--negative-prompt``; or both from ``--conditions FILE`` (written by
+  ``--save-conditions``). Text embeddings are rescaled to the norm of the renders' image embedding (the U-Net was
+  trained on image embeddings).
 
 Writes ``SCENE_OUT/`` = the refined scene (``field.safetensors`` + ``scene.json``, `NeuralScene.save`, whose
 ``refinements`` list ends with this refinement: steps, guidance, α, negative, lr, views, seed), ``refine.json``
@@ -34,7 +39,7 @@ from nfldm_sdk.cli.output_path import check_output, staged_output
 if TYPE_CHECKING:  # torch is imported inside the functions: `--help` start-up time
     import torch
 
-__all__ = ["refine", "load_guidance", "read_images", "DEFAULT_CLIP_LDM_PATH", "ARTIFACT_VIEWS"]
+__all__ = ["refine", "load_guidance", "clip_conditions", "read_images", "DEFAULT_CLIP_LDM_PATH", "ARTIFACT_VIEWS"]
 
 #: Where `--guidance clip-ldm` looks without --guidance-path.
 DEFAULT_CLIP_LDM_PATH = "models/sd-image-variations"
@@ -57,17 +62,53 @@ def read_images(folder: str | Path) -> list[torch.Tensor]:
     return [torch.from_numpy(img).permute(2, 0, 1).float() / 255.0 for img in images]
 
 
-def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device: str):
-    """The guidance model `kind` (``"prior"`` / ``"clip-ldm"``) without its y/y′ set for clip-ldm (module docstring)."""
+def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device: str, *,
+                  clip_model: str | None = None, clip_checkpoint: str | Path | None = None):
+    """The guidance model `kind` (``"prior"`` / ``"clip-ldm"``) without its y/y′ set for clip-ldm (module docstring).
+
+    Args:
+        kind: ``"prior"`` (`path` = its run, or None for the bundle's ``prior/`` part) or ``"clip-ldm"`` (`path` =
+            the sd-image-variations folder, default `DEFAULT_CLIP_LDM_PATH`).
+        bundle: the model bundle folder.
+        device: torch device.
+        clip_model, clip_checkpoint: clip-ldm's open_clip model name and local checkpoint (defaults:
+            `nfldm_sdk.guidance.open_clip_encoder.DEFAULT_CLIP_MODEL`, ``PATH/open_clip/``).
+    """
     # start-up time: the guidance models import torch and diffusers
     from nfldm_sdk.guidance.clip_ldm import ClipImageLDMGuidance
+    from nfldm_sdk.guidance.open_clip_encoder import DEFAULT_CLIP_MODEL
     from nfldm_sdk.guidance.prior import PriorGuidance
 
     if kind == "prior":
         return PriorGuidance.from_pretrained(path, device=device) if path else PriorGuidance.from_bundle(bundle, device=device)
     if kind == "clip-ldm":
-        return ClipImageLDMGuidance.from_pretrained(path or DEFAULT_CLIP_LDM_PATH, device=device)
+        return ClipImageLDMGuidance.from_pretrained(path or DEFAULT_CLIP_LDM_PATH, device=device,
+                                                    clip_model=clip_model or DEFAULT_CLIP_MODEL,
+                                                    clip_checkpoint=clip_checkpoint)
     raise click.BadParameter(f"unknown guidance {kind!r}: prior or clip-ldm", param_hint="--guidance")
+
+
+def clip_conditions(model_g, raw, seed: int, device: str, dataset_images: str | None, prompt: str | None,
+                    negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """clip-ldm's ``(y, y′)``, each ``[D]`` (module docstring): y from `prompt` or the images of `dataset_images`,
+    y′ from `negative_prompt` or `ARTIFACT_VIEWS` renders of the raw scene `raw` (SDS cameras seeded `seed`).
+    Text embeddings are rescaled to the norm of the renders' mean image embedding."""
+    import torch
+
+    from nfldm_sdk.cameras.builders import sample_sds_cameras
+
+    if prompt is None and not dataset_images:
+        raise click.UsageError("clip-ldm needs the dataset condition y: pass --dataset-images DIR (captured frames as "
+                               "png/jpg), --prompt TEXT or --conditions FILE")
+    h, w = raw.decoder.config.image_size
+    cams = sample_sds_cameras((ARTIFACT_VIEWS,), w, h, torch.Generator().manual_seed(int(seed)))
+    renders = raw.render(cams).rgb.permute(0, 3, 1, 2).float() / 255.0                      # [V, 3, H, W]
+    rendered = model_g.compute_condition(renders)
+    norm = rendered.norm()
+    y = (model_g.compute_text_condition(prompt, norm=norm) if prompt is not None
+         else model_g.compute_condition([x.to(device) for x in read_images(dataset_images)]))
+    y_prime = model_g.compute_text_condition(negative_prompt, norm=norm) if negative_prompt is not None else rendered
+    return y, y_prime
 
 
 @click.command("refine")
@@ -77,7 +118,8 @@ def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device
 @click.option("--guidance", type=click.Choice(["prior", "clip-ldm"]), default="prior", show_default=True,
               help="2D diffusion model of the SDS gradient.")
 @click.option("--guidance-path", type=click.Path(), default=None,
-              help="prior: a `nfldm train prior` run folder or its model/ (default: the bundle's prior/ part); "
+              help="prior: a `nfldm train prior` run folder or its model/ (default: the bundle's prior/ part, added "
+                   "by `nfldm export-bundle --prior RUN`); "
                    "clip-ldm: the local "
                    f"sd-image-variations folder (default {DEFAULT_CLIP_LDM_PATH}).")
 @click.option("--steps", type=int, default=500, show_default=True, help="Optimisation steps.")
@@ -87,8 +129,17 @@ def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device
 @click.option("--lr", type=float, default=1e-2, show_default=True, help="Adam learning rate of the field.")
 @click.option("--views", type=int, default=2, show_default=True, help="Views rendered per step.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of cameras, timesteps and noise.")
+@click.option("--clip-model", default=None,
+              help="clip-ldm: the open_clip model name of the CLIP encoder (default ViT-L-14-quickgelu, OpenAI's "
+                   "ViT-L/14) or the path of an open_clip model-config .json.")
+@click.option("--clip-checkpoint", type=click.Path(), default=None,
+              help="clip-ldm: its local .safetensors checkpoint, or a folder holding one (default "
+                   "GUIDANCE_PATH/open_clip/).")
 @click.option("--dataset-images", type=click.Path(exists=True, file_okay=False), default=None,
               help="clip-ldm: folder of dataset images (png/jpg) whose mean CLIP embedding is y.")
+@click.option("--prompt", default=None, help="clip-ldm: y from this text prompt instead of --dataset-images.")
+@click.option("--negative-prompt", default=None,
+              help="clip-ldm: y′ from this text prompt instead of renders of the raw scene.")
 @click.option("--conditions", type=click.Path(exists=True, dir_okay=False), default=None,
               help="clip-ldm: y and y′ from a file written by --save-conditions.")
 @click.option("--save-conditions", type=click.Path(dir_okay=False), default=None,
@@ -98,16 +149,14 @@ def load_guidance(kind: str, bundle: str | Path, path: str | Path | None, device
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write preview.png of the refined scene.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a scene folder.")
-def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, views, seed, dataset_images, conditions,
-           save_conditions, out, device, preview, progress, overwrite):
+def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, views, seed, clip_model, clip_checkpoint,
+           dataset_images, prompt, negative_prompt, conditions, save_conditions, out, device, preview, progress,
+           overwrite):
     """Refine a generated scene by score distillation with negative guidance; writes the refined scene to OUT.
 
     An existing OUT (other than an empty folder) is refused before anything runs unless --overwrite is given, which
     replaces only a scene folder; the scene is written beside OUT and moved into place once complete."""
     # start-up time: torch and the pipeline load only when the command runs, not for --help
-    import torch
-
-    from nfldm_sdk.cameras.builders import sample_sds_cameras
     from nfldm_sdk.guidance.base import GuidanceNotAvailable, load_conditions
     from nfldm_sdk.guidance.base import save_conditions as write_conditions
     from nfldm_sdk.guidance.sds import RefineConfig, refine_scene
@@ -122,7 +171,8 @@ def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, vi
     try:
         raw = NeuralScene.load(scene, decoder=model, device=device)   # checks that `model` generated the scene
         decoder = raw.decoder
-        model_g = load_guidance(guidance, model, guidance_path, device)
+        model_g = load_guidance(guidance, model, guidance_path, device, clip_model=clip_model,
+                                clip_checkpoint=clip_checkpoint)
     except (BundleError, GuidanceNotAvailable, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
 
@@ -130,14 +180,7 @@ def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, vi
         if conditions:
             y, y_prime = load_conditions(conditions)
         else:
-            if not dataset_images:
-                raise click.UsageError("clip-ldm needs the dataset condition y: pass --dataset-images DIR (captured "
-                                       "frames as png/jpg) or --conditions FILE")
-            y = model_g.compute_condition([x.to(device) for x in read_images(dataset_images)])
-            h, w = decoder.config.image_size
-            cams = sample_sds_cameras((ARTIFACT_VIEWS,), w, h, torch.Generator().manual_seed(int(seed)))
-            renders = raw.render(cams).rgb.permute(0, 3, 1, 2).float() / 255.0         # [V, 3, H, W]
-            y_prime = model_g.compute_condition(renders)
+            y, y_prime = clip_conditions(model_g, raw, seed, device, dataset_images, prompt, negative_prompt)
         model_g.set_conditions(dataset=y.to(device), artifact=y_prime.to(device))
         if save_conditions:
             write_conditions(save_conditions, y, y_prime)

@@ -225,7 +225,8 @@ def splat_batched(points: torch.Tensor, values: torch.Tensor, bounds: torch.Tens
 # ---------------------------------------------------------------------------------------------------- all four
 def lift_splat(cameras: Cameras, density: torch.Tensor, feats: torch.Tensor, bins: DepthBins, bounds: torch.Tensor,
                grid_shape: tuple[int, int, int], *, density_activation: str | None = None,
-               ray_length_deltas: bool = False) -> VoxelField:
+               ray_length_deltas: bool = False, return_occupancy: bool = False
+               ) -> VoxelField | tuple[VoxelField, torch.Tensor]:
     """Encoder outputs of B scenes × V views -> one batched `VoxelField` (steps 1-4 of the module docstring).
 
     Args:
@@ -234,8 +235,10 @@ def lift_splat(cameras: Cameras, density: torch.Tensor, feats: torch.Tensor, bin
         bins: D depth bins; bounds: ``[2, 3]`` or ``[B, 2, 3]``; grid_shape: ``(Z, Y, X)``.
         density_activation: passed to ``lift``.
         ray_length_deltas: use ray length through each bin (``z_per_t``) as δ instead of the planar bin width.
+        return_occupancy: also return the per-bin occupancy O(d) ``[B, V, D, h, w]`` (what a depth-supervised
+            training compares with the captured depth; ``1 − Σ_d O(d)`` is the chance the ray leaves the frustum).
     Returns:
-        Batched `VoxelField` ``[B]`` with C feature channels.
+        Batched `VoxelField` ``[B]`` with C feature channels; with ``return_occupancy``, ``(field, occupancy)``.
     """
     B, V, D, h, w = density.shape
     if tuple(cameras.batch_shape) != (B, V):
@@ -248,4 +251,7 @@ def lift_splat(cameras: Cameras, density: torch.Tensor, feats: torch.Tensor, bin
                    z_per_t=z_per_t, density_activation=density_activation)
     points = frustum_points(cameras, bins)                                                       # [B, V, D, h, w, 3]
     values = frustum.features.reshape(B, V, D, h, w, -1)                                         # [B, V, D, h, w, C+1]
-    return splat_batched(points, values, bounds, grid_shape)
+    field = splat_batched(points, values, bounds, grid_shape)
+    if return_occupancy:
+        return field, frustum.occupancy.reshape(B, V, D, h, w)
+    return field

@@ -34,7 +34,8 @@ baseline. ``tests/sdk/guidance/test_sds.py`` checks the formula against autograd
 Implementations
 ---------------
 * `nfldm_sdk.guidance.clip_ldm.ClipImageLDMGuidance` — the paper's recipe: a latent diffusion image-variation
-  model conditioned on CLIP image embeddings, read from a local folder (never downloaded).
+  model conditioned on CLIP image embeddings, read from a local folder, its embeddings computed with open_clip
+  from a local checkpoint (`nfldm_sdk.guidance.open_clip_encoder`; never downloaded).
 * `nfldm_sdk.guidance.prior.PriorGuidance` — our offline pixel-space prior
   (`nfldm_sdk.models.prior_unet.PriorUNet`) trained by ``nfldm train prior``, optionally a model bundle's
   ``prior/`` part.

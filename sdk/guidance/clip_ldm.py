@@ -1,9 +1,17 @@
 """The paper's SDS guidance (docs/method.md, stage 4): a latent diffusion image-variation model conditioned on CLIP
 image embeddings, `ClipImageLDMGuidance`, a `nfldm_sdk.guidance.base.GuidanceModel`.
 
-It reads the folder layout of ``lambdalabs/sd-image-variations-diffusers`` (`CLIP_LDM_REPO`, `CLIP_LDM_LAYOUT`).
-Nothing is ever downloaded: a missing or incomplete folder raises
-`nfldm_sdk.guidance.base.GuidanceNotAvailable` naming the command that fetches it.
+The diffusion model (U-Net, VAE, noise schedule) is read from a folder in the layout of
+``lambdalabs/sd-image-variations-diffusers`` (`CLIP_LDM_REPO`, `CLIP_LDM_LAYOUT`); the CLIP embeddings y / y′
+come from ``open_clip`` (`nfldm_sdk.guidance.open_clip_encoder.OpenClipEncoder`): an open_clip model name plus a
+local ``.safetensors`` checkpoint, by default ``FOLDER/open_clip/`` (`CLIP_CHECKPOINT_SUBDIR`) with OpenAI's
+ViT-L/14, the encoder the image-variation model was fine-tuned on. y and y′ are mean image embeddings of images
+(`compute_condition`: captured frames for y, renders of raw samples for y′) or text embeddings of prompts
+(`compute_text_condition`: a prompt and a negative prompt).
+
+Nothing is ever downloaded: a missing or incomplete folder or checkpoint raises
+`nfldm_sdk.guidance.base.GuidanceNotAvailable` naming what is missing, the command that fetches it and where to
+pass it.
 """
 from __future__ import annotations
 
@@ -12,60 +20,54 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from nfldm_sdk.guidance.base import GuidanceNotAvailable, check_images, eps_from_prediction, images_to_model_range
+from nfldm_sdk.guidance.base import GuidanceNotAvailable, eps_from_prediction, images_to_model_range
+from nfldm_sdk.guidance.open_clip_encoder import DEFAULT_CLIP_MODEL, OpenClipEncoder, find_clip_checkpoint
 
-__all__ = ["ClipImageLDMGuidance", "CLIP_LDM_LAYOUT", "CLIP_LDM_REPO"]
+__all__ = ["ClipImageLDMGuidance", "CLIP_LDM_LAYOUT", "CLIP_LDM_REPO", "CLIP_CHECKPOINT_SUBDIR"]
 
 #: The Hugging Face repository whose layout `ClipImageLDMGuidance` reads.
 CLIP_LDM_REPO = "lambdalabs/sd-image-variations-diffusers"
-#: Sub-folder -> the config file that must be in it.
-CLIP_LDM_LAYOUT = {"unet": "config.json", "vae": "config.json", "image_encoder": "config.json",
-                   "feature_extractor": "preprocessor_config.json", "scheduler": "scheduler_config.json"}
-
-
-def _size_hw(size) -> tuple[int, int]:
-    """(height, width) of a transformers size dict / SizeDict."""
-    get = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
-    h, w = get("height"), get("width")
-    if h is None or w is None:
-        edge = get("shortest_edge")
-        if edge is None:
-            raise ValueError(f"cannot read an image size from {size!r}")
-        h = w = edge
-    return int(h), int(w)
+#: Sub-folder -> the config file that must be in it (the repository's ``image_encoder/`` and
+#: ``feature_extractor/`` are not read: CLIP comes from open_clip).
+CLIP_LDM_LAYOUT = {"unet": "config.json", "vae": "config.json", "scheduler": "scheduler_config.json"}
+#: Where `ClipImageLDMGuidance.from_pretrained` looks for the open_clip checkpoint without ``clip_checkpoint``.
+CLIP_CHECKPOINT_SUBDIR = "open_clip"
 
 
 class ClipImageLDMGuidance(nn.Module):
     """The paper's guidance: a latent diffusion image-variation model conditioned on CLIP image embeddings.
 
-    Reads the layout of ``lambdalabs/sd-image-variations-diffusers`` (`from_pretrained`): ``unet/``
-    (``UNet2DConditionModel``, the CLIP embedding ``[B, 1, D]`` as ``encoder_hidden_states``), ``vae/``
-    (``AutoencoderKL``), ``image_encoder/`` (transformers ``CLIPVisionModelWithProjection``), ``feature_extractor/``
-    (``CLIPImageProcessor``: its crop size, mean and std) and ``scheduler/`` (the training noise schedule).
+    Parts: ``unet`` (diffusers ``UNet2DConditionModel``, the CLIP embedding ``[B, 1, D]`` as
+    ``encoder_hidden_states``), ``vae`` (``AutoencoderKL``), ``clip`` (an `OpenClipEncoder`; its D must be the
+    U-Net's ``cross_attention_dim``) and the forward process ``alphas_cumprod [T]``.
 
     * ``encode``: renders resized (bilinear) to ``image_size`` = U-Net sample size × VAE factor, mapped to [-1, 1],
       VAE-encoded to the **mean** of the latent distribution (deterministic and lower-variance than a sample; ours)
       and scaled by ``vae.config.scaling_factor``.
-    * Conditions: y and y′ are mean CLIP image embeddings (`compute_condition`) of dataset images and of renders of
-      raw model samples; they must be set (`set_conditions`) before use. The null condition is the zero embedding,
-      as in the diffusers image-variation pipeline's classifier-free guidance.
+    * Conditions: y and y′ are mean CLIP embeddings of images (`compute_condition`) or of prompts
+      (`compute_text_condition`); they must be set (`set_conditions`) before use. The null condition is the zero
+      embedding, as in the diffusers image-variation pipeline's classifier-free guidance.
 
-    Weights are only ever read from the local folder (``local_files_only=True``; ``HF_HUB_OFFLINE`` is honoured).
+    Weights are only ever read from local files (diffusers ``local_files_only=True``; open_clip from a
+    ``.safetensors`` path).
     """
 
     guidance_name = "clip-ldm"
     """The ``nfldm refine --guidance`` name of this model (recorded in a refined scene's ``scene.json``)."""
 
-    def __init__(self, unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, feature_extractor,
-                 alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"):
+    def __init__(self, unet: nn.Module, vae: nn.Module, clip: OpenClipEncoder, alphas_cumprod: torch.Tensor,
+                 prediction_type: str = "epsilon"):
         super().__init__()
-        self.unet, self.vae, self.image_encoder = unet.eval(), vae.eval(), image_encoder.eval()
-        for m in (self.unet, self.vae, self.image_encoder):
+        self.unet, self.vae, self.clip = unet.eval(), vae.eval(), clip.eval()
+        for m in (self.unet, self.vae, self.clip):
             m.requires_grad_(False)
-        self.feature_extractor = feature_extractor
+        cross = getattr(unet.config, "cross_attention_dim", None)
+        if isinstance(cross, int) and cross != clip.embed_dim:
+            raise ValueError(f"the CLIP model {clip.model_name!r} makes {clip.embed_dim}-d embeddings but the U-Net "
+                             f"reads {cross}-d ones (cross_attention_dim): pass the CLIP model the image-variation "
+                             f"model was trained with (sd-image-variations: {DEFAULT_CLIP_MODEL!r}, 768-d)")
         self.prediction_type = prediction_type
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.num_train_timesteps = int(alphas_cumprod.numel())
@@ -73,78 +75,92 @@ class ClipImageLDMGuidance(nn.Module):
         s = unet.config.sample_size
         h, w = (s, s) if isinstance(s, int) else tuple(s)
         self.image_size = (int(h) * vae_factor, int(w) * vae_factor)
-        self.clip_size = _size_hw(feature_extractor.crop_size)
-        dim = int(image_encoder.config.projection_dim)
+        self.clip_size = tuple(clip.image_size)
         # Buffers (not saved), so that .to(device) moves the conditions with the model.
-        self.register_buffer("_null", torch.zeros(dim), persistent=False)
+        self.register_buffer("_null", torch.zeros(clip.embed_dim), persistent=False)
         self.register_buffer("_dataset", None, persistent=False)
         self.register_buffer("_artifact", None, persistent=False)
 
     # ------------------------------------------------------------------ loading
     @staticmethod
     def missing_parts(folder: str | Path) -> list[str]:
-        """The sub-folders/files of the layout that `folder` lacks (empty when complete)."""
+        """The sub-folders/files of the layout (`CLIP_LDM_LAYOUT`) that `folder` lacks (empty when complete)."""
         folder = Path(folder)
         missing = []
         for sub, cfg in CLIP_LDM_LAYOUT.items():
             if not (folder / sub / cfg).is_file():
                 missing.append(f"{sub}/{cfg}")
-            elif sub in ("unet", "vae", "image_encoder") and not any(
-                    p.suffix in (".safetensors", ".bin") for p in (folder / sub).iterdir()):
+            elif sub in ("unet", "vae") and not any(p.suffix in (".safetensors", ".bin") for p in (folder / sub).iterdir()):
                 missing.append(f"{sub}/ weights (*.safetensors)")
         return missing
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "ClipImageLDMGuidance":
-        """Load the model from a local folder in the sd-image-variations layout (never from the network).
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                        *, clip_model: str = DEFAULT_CLIP_MODEL,
+                        clip_checkpoint: str | Path | None = None) -> "ClipImageLDMGuidance":
+        """Load the model from local files only (never from the network).
 
+        Args:
+            folder: the sd-image-variations folder (``unet/``, ``vae/``, ``scheduler/``).
+            device, dtype: where and in which precision the networks run.
+            clip_model: the open_clip model name of the CLIP encoder (or the path of an open_clip model-config
+                ``.json``); default OpenAI's ViT-L/14 (`DEFAULT_CLIP_MODEL`).
+            clip_checkpoint: its ``.safetensors`` checkpoint, or a folder holding one; default
+                ``folder/open_clip/`` (`CLIP_CHECKPOINT_SUBDIR`).
         Raises:
-            GuidanceNotAvailable: the folder is missing or incomplete; the message names the download command.
+            GuidanceNotAvailable: the folder or the CLIP checkpoint is missing or incomplete; the message names
+                what is missing and the download command.
+            ValueError: an unknown CLIP model, a checkpoint of another model, or a CLIP whose embedding size is not
+                the U-Net's.
         """
         folder = Path(folder)
+        ckpt = Path(clip_checkpoint) if clip_checkpoint is not None else folder / CLIP_CHECKPOINT_SUBDIR
         missing = cls.missing_parts(folder) if folder.is_dir() else ["the whole folder"]
+        try:
+            find_clip_checkpoint(ckpt)
+            clip_problem = ""
+        except GuidanceNotAvailable as e:
+            clip_problem = str(e)
         if missing:
+            also = f"\nThe CLIP encoder is missing too: {clip_problem}" if clip_problem else ""
             raise GuidanceNotAvailable(
                 f"CLIP-image LDM guidance needs the {CLIP_LDM_REPO} checkpoint in {folder}, which lacks "
                 f"{', '.join(missing)}. nfldm never downloads weights: on a machine with internet run\n"
                 f"    huggingface-cli download {CLIP_LDM_REPO} --local-dir {folder}\n"
-                f"(folders {', '.join(CLIP_LDM_LAYOUT)}; about 5 GB) and pass --guidance-path {folder}; or use the "
-                "offline prior instead: `nfldm train prior ...` then --guidance prior.")
-        # start-up time: the diffusers pipeline and transformers CLIP classes load only when this model is loaded
-        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # start-up time
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection  # start-up time
+                f"(folders {', '.join(CLIP_LDM_LAYOUT)} are read) and pass --guidance-path {folder}; or use the "
+                f"offline prior instead: `nfldm train prior ...` then --guidance prior.{also}")
+        if clip_problem:
+            raise GuidanceNotAvailable(clip_problem)
+        # start-up time: diffusers loads only when this model is loaded
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
         kw = dict(local_files_only=True)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype, **kw)
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype, **kw)
-        image_encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", dtype=dtype, **kw)
-        processor = CLIPImageProcessor.from_pretrained(folder / "feature_extractor", **kw)
+        clip = OpenClipEncoder.from_checkpoint(clip_model, ckpt, device=device, dtype=dtype)
         # The checkpoint ships a PNDM scheduler; only its forward process (betas) matters here, which DDPM shares.
         sched_cfg = json.loads((folder / "scheduler" / CLIP_LDM_LAYOUT["scheduler"]).read_text())
         known = {"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type"}
         sched = DDPMScheduler(**{k: v for k, v in sched_cfg.items() if k in known})
-        model = cls(unet, vae, image_encoder, processor, sched.alphas_cumprod.clone(),
-                    prediction_type=sched.config.prediction_type)
+        model = cls(unet, vae, clip, sched.alphas_cumprod.clone(), prediction_type=sched.config.prediction_type)
         return model.to(device)
 
     # ------------------------------------------------------------------ conditions
-    @torch.no_grad()
     def embed_images(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        """CLIP image embeddings ``[N, D]`` of ``images [N, 3, H, W]`` in [0, 1].
+        """CLIP image embeddings ``[N, D]`` float32 of ``images [N, 3, H, W]`` in [0, 1]
+        (`OpenClipEncoder.embed_images`: the whole image resized to the CLIP size, bicubic, no crop; normalised)."""
+        return self.clip.embed_images(images, batch_size)
 
-        Pre-processing in torch with the feature extractor's numbers: resize to its crop size (bicubic, the whole
-        image, no crop — the way the image-variation model was fine-tuned), normalise with its mean and std."""
-        check_images(images)
-        mean = torch.tensor(self.feature_extractor.image_mean, device=self._null.device).reshape(1, 3, 1, 1)
-        std = torch.tensor(self.feature_extractor.image_std, device=self._null.device).reshape(1, 3, 1, 1)
-        dtype = next(self.image_encoder.parameters()).dtype
-        out = []
-        for chunk in images.split(max(1, int(batch_size))):
-            x = chunk.to(self._null.device, torch.float32)
-            x = F.interpolate(x, size=self.clip_size, mode="bicubic", align_corners=False).clamp(0.0, 1.0)
-            out.append(self.image_encoder(pixel_values=((x - mean) / std).to(dtype)).image_embeds.float())
-        return torch.cat(out)
+    def embed_texts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """CLIP text embeddings ``[N, D]`` float32 of N prompts (`OpenClipEncoder.embed_texts`)."""
+        return self.clip.embed_texts(prompts)
+
+    @staticmethod
+    def _mean_embedding(e: torch.Tensor, norm: float | torch.Tensor | None) -> torch.Tensor:
+        """The mean of embeddings ``[N, D]`` rescaled to `norm` (default: their mean norm) -> ``[D]``."""
+        m = e.mean(0)
+        target = e.norm(dim=-1).mean() if norm is None else torch.as_tensor(norm, dtype=m.dtype, device=m.device)
+        return m * (target / m.norm().clamp_min(1e-12))
 
     def compute_condition(self, images: torch.Tensor | Sequence[torch.Tensor], batch_size: int = 16) -> torch.Tensor:
         """The condition of a set of images: their mean CLIP image embedding ``[D]``, rescaled to the images' mean
@@ -159,8 +175,20 @@ class ClipImageLDMGuidance(nn.Module):
             e = torch.cat([self.embed_images(x if x.dim() == 4 else x[None], batch_size) for x in images])
         if e.shape[0] == 0:
             raise ValueError("compute_condition needs at least one image")
-        m = e.mean(0)
-        return m * (e.norm(dim=-1).mean() / m.norm().clamp_min(1e-12))
+        return self._mean_embedding(e, None)
+
+    def compute_text_condition(self, prompts: str | Sequence[str], norm: float | torch.Tensor | None = None) -> torch.Tensor:
+        """The condition of one or more prompts: their mean CLIP text embedding ``[D]``.
+
+        CLIP's text and image embeddings share one space but not one scale, and the U-Net was trained on image
+        embeddings: pass `norm` (e.g. ``compute_condition(renders).norm()``) to rescale the text embedding to the
+        norm of image embeddings (ours; without it the prompts' mean norm is kept).
+
+        Args:
+            prompts: a string or a sequence of strings (e.g. ``"a photo of a city street"``).
+            norm: the norm of the returned embedding, or None.
+        """
+        return self._mean_embedding(self.embed_texts([prompts] if isinstance(prompts, str) else prompts), norm)
 
     def set_conditions(self, dataset: torch.Tensor | None = None, artifact: torch.Tensor | None = None) -> None:
         """Set y (`dataset`) and/or y′ (`artifact`), each ``[D]``."""
@@ -173,21 +201,25 @@ class ClipImageLDMGuidance(nn.Module):
 
     @property
     def dataset_condition(self) -> torch.Tensor:
+        """y, ``[D]``: set by `set_conditions` (the mean embedding of dataset images or of the prompt)."""
         if self._dataset is None:
             raise ValueError("the dataset condition y is not set: compute it from captured images with "
-                             "compute_condition(images) and set_conditions(dataset=...) "
-                             "(CLI: --dataset-images DIR or --conditions FILE)")
+                             "compute_condition(images) (or from a prompt with compute_text_condition(prompt)) and "
+                             "set_conditions(dataset=...) (CLI: --dataset-images DIR, --prompt TEXT or --conditions FILE)")
         return self._dataset
 
     @property
     def artifact_condition(self) -> torch.Tensor:
+        """y′, ``[D]``: set by `set_conditions` (the mean embedding of raw renders or of the negative prompt)."""
         if self._artifact is None:
             raise ValueError("the artifact condition y′ is not set: compute it from renders of raw samples with "
-                             "compute_condition(renders) and set_conditions(artifact=...)")
+                             "compute_condition(renders) (or from a negative prompt with compute_text_condition) and "
+                             "set_conditions(artifact=...)")
         return self._artifact
 
     @property
     def null_condition(self) -> torch.Tensor:
+        """∅, ``[D]``: the zero embedding."""
         return self._null
 
     # ------------------------------------------------------------------ the model

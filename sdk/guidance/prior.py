@@ -19,13 +19,14 @@ from nfldm_sdk.persistence import resolve_model_dir
 from nfldm_sdk.models.bundle import add_part, load_part, read_manifest
 from nfldm_sdk.models.noise_schedule import training_scheduler
 
-__all__ = ["PriorGuidance", "PRIOR_PART", "add_prior_to_bundle", "bundle_has_prior", "load_prior_part"]
+__all__ = ["PriorGuidance", "PRIOR_PART", "ADD_PRIOR_FIX", "add_prior_to_bundle", "bundle_has_prior", "load_prior_part"]
 
 #: The name (and folder) of the prior's part in a model bundle.
 PRIOR_PART = "prior"
 #: How to add a prior to a bundle, ending the messages about a missing or broken part.
-_ADD_PRIOR_FIX = ("add one with `nfldm train prior ... --bundle BUNDLE --add-to-bundle` "
-                  "(or add_prior_to_bundle(BUNDLE, RUN/model))")
+ADD_PRIOR_FIX = ("train one with `nfldm train prior --data STORE --bundle BUNDLE --preset PRESET --out RUN "
+                 "--add-to-bundle`, or add a trained RUN with `nfldm export-bundle ... --prior RUN --out BUNDLE` "
+                 "(or add_prior_to_bundle(BUNDLE, RUN))")
 
 
 class PriorGuidance(nn.Module):
@@ -110,22 +111,33 @@ def load_prior_part(bundle: str | Path, device: str | torch.device = "cpu", veri
     """
     manifest = read_manifest(bundle)
     if PRIOR_PART not in manifest.parts:
-        raise GuidanceNotAvailable(f"bundle {bundle} has no {PRIOR_PART!r} part; {_ADD_PRIOR_FIX}, or pass "
-                                   "--guidance-path RUN")
+        raise GuidanceNotAvailable(f"bundle {bundle} has no {PRIOR_PART!r} part (the SDS guidance prior); "
+                                   f"{ADD_PRIOR_FIX}; or pass the prior's run explicitly (--guidance-path RUN, "
+                                   "PriorGuidance.from_pretrained(RUN))")
     return load_part(bundle, PRIOR_PART, manifest, device=device, verify=verify, cls=PriorUNet,  # type: ignore[return-value]
-                     fix=_ADD_PRIOR_FIX)
+                     fix=ADD_PRIOR_FIX)
 
 
-def add_prior_to_bundle(bundle: str | Path, prior_dir: str | Path) -> Path:
-    """Copy a trained prior (``RUN/model`` or a folder with ``config.json`` + ``model.safetensors``) into
-    ``BUNDLE/prior/`` and list it in the manifest (class, path, sha256); returns the part folder.
+def add_prior_to_bundle(bundle: str | Path, prior_dir: str | Path, *, half: bool = False) -> Path:
+    """Copy a trained prior (the ``nfldm train prior`` run ``RUN``, its ``RUN/model``, or a folder with
+    ``config.json`` + ``model.safetensors``) into ``BUNDLE/prior/`` and list it in the manifest (class, path,
+    sha256); returns the part folder.
 
     An existing prior part is replaced. The prior is verified by its own sha256; the ``bundle_hash`` (the identity
     of the generative model) does not change, so scenes generated earlier still load with this bundle. The part is
     copied to a temporary folder first and the manifest is replaced atomically last
     (`nfldm_sdk.models.bundle.add_part`).
+
+    Args:
+        bundle: the bundle folder.
+        prior_dir: the prior's run or model folder.
+        half: store its weights as float16 (``nfldm export-bundle --half``; loaded back as float32).
+    Raises:
+        `nfldm_sdk.persistence.ModelNotFoundError`: `prior_dir` holds no saved network.
+        ``ValueError``: it holds another network than a `PriorUNet`.
+        `nfldm_sdk.models.bundle.BundleError`: `bundle` is not a model bundle.
     """
     manifest = read_manifest(bundle)
     src = resolve_model_dir(prior_dir)
     PriorUNet.load_config(src)                      # raises when it is not a saved PriorUNet
-    return add_part(bundle, PRIOR_PART, src, PriorUNet, manifest)
+    return add_part(bundle, PRIOR_PART, src, PriorUNet, manifest, half=half)

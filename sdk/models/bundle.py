@@ -384,9 +384,10 @@ def write_manifest(bundle: str | Path, manifest: BundleManifest) -> Path:
 
 
 def add_part(bundle: str | Path, part: str, model_dir: str | Path, cls: type[nn.Module],
-             manifest: BundleManifest | None = None) -> Path:
+             manifest: BundleManifest | None = None, *, half: bool = False) -> Path:
     """Copy a saved network (``config.json`` + ``model.safetensors`` of a `cls`) into ``BUNDLE/<part>/`` and list it
-    in the manifest (class path, folder, sha256); returns the part folder. For optional parts (the SDS ``prior``).
+    in the manifest (class path, folder, sha256); returns the part folder. For optional parts (the SDS ``prior``,
+    the ``critic``).
 
     An existing part of that name is replaced. The part is copied to ``<part>.partial`` first and the manifest is
     replaced atomically last (`write_manifest`). The ``bundle_hash`` is recomputed; it counts only the generative
@@ -398,6 +399,8 @@ def add_part(bundle: str | Path, part: str, model_dir: str | Path, cls: type[nn.
         model_dir: the folder written by ``save_pretrained``.
         cls: the network class recorded for the part.
         manifest: the bundle's manifest (read when None).
+        half: store the weights as float16 (as `write_bundle`'s `half`: loaded back as float32); the network is
+            loaded with ``cls.from_pretrained`` and saved again instead of copied.
     Raises:
         `BundleError` when `bundle` is not a bundle; ``FileNotFoundError`` when `model_dir` lacks a file.
     """
@@ -412,8 +415,11 @@ def add_part(bundle: str | Path, part: str, model_dir: str | Path, cls: type[nn.
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        shutil.copy2(src / name, tmp / name)
+    if half:
+        cls.from_pretrained(src, device="cpu").half().save_pretrained(tmp)  # type: ignore[attr-defined]
+    else:
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            shutil.copy2(src / name, tmp / name)
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)

@@ -147,10 +147,27 @@ class SceneRender:
 
 @dataclass
 class SceneAEOutput:
-    """What `SceneAutoEncoder.forward` returns: the encoded field and its render at the target cameras."""
+    """What `SceneAutoEncoder.forward` returns: the encoded field, its render at the target cameras, and the input
+    views' frustum occupancy.
+
+    Attributes:
+        field: the encoded `VoxelField` (batched ``[B]``).
+        render: `SceneRender` at the target cameras.
+        occupancy: ``[B, V, D, h, w]`` per-bin occupancy O(d) of every input view's frustum at the feature-map
+            resolution (`nfldm_sdk.fields.lift_splat.lift`); ``1 − Σ_d O(d)`` is the chance its ray sees nothing.
+    """
 
     field: VoxelField
     render: SceneRender
+    occupancy: torch.Tensor | None = None
+
+
+def _like_weights(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`x` ``[N, C, H, W]`` in the memory layout of a convolution's weight (channels-last when the module was
+    converted with ``.to(memory_format=torch.channels_last)``, which runs faster on CPU)."""
+    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 class ImageEncoder(nn.Module):
@@ -169,7 +186,7 @@ class ImageEncoder(nn.Module):
         self.head = nn.Sequential(group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], config.depth_bins + config.feature_channels, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.stem(images * 2.0 - 1.0)))
+        return self.head(self.body(self.stem(_like_weights(images * 2.0 - 1.0, self.stem.weight))))
 
 
 class FeatureDecoder(nn.Module):
@@ -187,7 +204,7 @@ class FeatureDecoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.body(features))
+        return torch.sigmoid(self.body(_like_weights(features, self.body[0].weight))).contiguous()
 
 
 def _inverse_softplus(y: float) -> float:
@@ -225,7 +242,11 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
 
     # ---------------------------------------------------------------------------------------------- encode
     def encode(self, images: torch.Tensor, cameras: Cameras) -> VoxelField:
-        """Encode posed images of B scenes into B voxel fields.
+        """Encode posed images of B scenes into B voxel fields (`encode_with_occupancy` without the occupancy)."""
+        return self.encode_with_occupancy(images, cameras)[0]
+
+    def encode_with_occupancy(self, images: torch.Tensor, cameras: Cameras) -> tuple[VoxelField, torch.Tensor]:
+        """Encode posed images of B scenes into B voxel fields, and return every view's frustum occupancy.
 
         Args:
             images: ``[B, V, 3, H, W]`` float in [0, 1], ``(H, W)`` divisible by ``config.downsample``
@@ -233,7 +254,8 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
             cameras: `Cameras` of batch shape ``[B, V]`` at the image resolution ``H×W``; ``cam_to_world``
                 maps camera coordinates to the scene frame.
         Returns:
-            `VoxelField` with density ``[B, Z, Y, X]`` (1/m), features ``[B, C, Z, Y, X]`` and bounds ``[B, 2, 3]``.
+            ``(field, occupancy)``: `VoxelField` with density ``[B, Z, Y, X]`` (1/m), features ``[B, C, Z, Y, X]``
+            and bounds ``[B, 2, 3]``; occupancy ``[B, V, D, H/f, W/f]``, the per-bin O(d) of every view's frustum.
         """
         cfg = self.config
         if images.dim() != 5 or images.shape[2] != 3:
@@ -254,7 +276,7 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
         # lift (occupancy from σ, with δ = ray length through each bin so σ means what the renderer integrates),
         # frustum points in the scene frame, mean-splat per scene.
         return lift_splat(cameras, sigma, phi, DepthBins(self.bin_centres, self.bin_deltas), self.bounds,
-                          cfg.grid_shape, ray_length_deltas=True)
+                          cfg.grid_shape, ray_length_deltas=True, return_occupancy=True)
 
     # ---------------------------------------------------------------------------------------------- decode
     def decode(self, field: VoxelField, cameras: Cameras, *, min_hit_alpha: float = TRAINING_MIN_HIT_ALPHA
@@ -315,6 +337,7 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
                            semantic=semantic)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, target_cameras: Cameras | None = None) -> SceneAEOutput:
-        """`encode` the images, then `decode` at `target_cameras` (the input cameras when None)."""
-        field = self.encode(images, cameras)
-        return SceneAEOutput(field=field, render=self.decode(field, cameras if target_cameras is None else target_cameras))
+        """`encode_with_occupancy` the images, then `decode` at `target_cameras` (the input cameras when None)."""
+        field, occupancy = self.encode_with_occupancy(images, cameras)
+        return SceneAEOutput(field=field, render=self.decode(field, cameras if target_cameras is None else target_cameras),
+                             occupancy=occupancy)

@@ -37,6 +37,8 @@ from nfldm_sdk.models.bundle import (PART_CLASSES,
                               BundleError, BundleManifest, PartMismatch, changed_parts,
                               check_consistency, default_model_path, describe_part, export_fix, load_part, read_manifest)
 from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.guidance.base import GuidanceNotAvailable
+from nfldm_sdk.guidance.prior import ADD_PRIOR_FIX, PriorGuidance
 from nfldm_sdk.pipelines.refine import refine_neural_scene
 from nfldm_sdk.models.latent_ae import LatentAutoEncoder, Latents, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
@@ -72,6 +74,9 @@ class SceneGenerator:
         self.sampler_defaults = sampler_defaults or SamplerDefaults()
         self.bundle_hash = bundle_hash
         self.manifest = manifest
+        self.bundle_path: Path | None = None
+        """The bundle folder this generator was loaded from (`from_pretrained`), None when built from models."""
+        self._prior = None                         # the bundle's prior/ part, loaded on first use (`bundle_prior`)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
@@ -101,8 +106,10 @@ class SceneGenerator:
         except (TypeError, ValueError) as e:
             raise BundleError(f"bundle {path}: manifest entry does not parse ({e}); re-export the bundle with `nfldm export-bundle`") from e
         try:
-            return cls(parts["scene_ae"], parts["latent_ae"], {k: parts[f"denoiser_{k}"] for k in LEVELS}, stats,
-                       schedule, defaults, bundle_hash=manifest.bundle_hash, manifest=manifest)
+            gen = cls(parts["scene_ae"], parts["latent_ae"], {k: parts[f"denoiser_{k}"] for k in LEVELS}, stats,
+                      schedule, defaults, bundle_hash=manifest.bundle_hash, manifest=manifest)
+            gen.bundle_path = Path(path)
+            return gen
         except PartMismatch as e:
             # The parts fitted when the bundle was exported (write_bundle checks it), so a part that changed since
             # is the cause; blaming the part the export-time message names would send the user to the wrong one.
@@ -121,9 +128,32 @@ class SceneGenerator:
 
     def to(self, device: str | torch.device) -> "SceneGenerator":
         """Move every model to `device` (in place; returns self)."""
-        for m in (self.scene_ae, self.latent_ae, *self.denoisers.values()):
+        for m in (self.scene_ae, self.latent_ae, *self.denoisers.values(), *([self._prior] if self._prior else [])):
             m.to(device)
         return self
+
+    def bundle_prior(self) -> PriorGuidance:
+        """The SDS guidance of the bundle's optional ``prior/`` part (`nfldm_sdk.guidance.prior.PriorGuidance`),
+        loaded on the first call (class and sha256 checked) onto the generator's device, then kept.
+
+        Raises:
+            `GenerateArgumentError` (a ``ValueError``) when the generator was not loaded from a bundle or the bundle
+            has no prior: the message says how to train one (``nfldm train prior``) and add it
+            (``nfldm export-bundle --prior``).
+            `nfldm_sdk.models.bundle.BundleError`: the part is missing, of another class, changed or unreadable.
+        """
+        if self._prior is None:
+            if self.bundle_path is None:
+                raise GenerateArgumentError("guidance: refine=True needs a guidance model, and this generator was not "
+                                            "loaded from a bundle (whose prior/ part it would use): pass "
+                                            "guidance=PriorGuidance.from_pretrained(RUN) (see nfldm_sdk.guidance.prior)")
+            try:
+                self._prior = PriorGuidance.from_bundle(self.bundle_path, device=self.device)
+            except GuidanceNotAvailable as e:
+                raise GenerateArgumentError(f"guidance: refine=True needs a guidance model and bundle {self.bundle_path} "
+                                            f"has no 'prior' part; {ADD_PRIOR_FIX}; or pass "
+                                            "guidance=PriorGuidance.from_pretrained(RUN)") from e
+        return self._prior
 
     @torch.no_grad()
     def sample_latents(self, seeds: Sequence[int], steps: int | None = None, sampler: str | None = None) -> Latents:
@@ -180,20 +210,19 @@ class SceneGenerator:
             progress: show a progress bar over scenes.
             refine: post-optimise every scene by score distillation (`nfldm_sdk.guidance.sds`, method stage 4) with the
                 same seed as its sampling, so a refined scene is reproducible from its seed alone.
-            guidance: the `nfldm_sdk.guidance.base.GuidanceModel` for `refine` (e.g. ``PriorGuidance.from_bundle(path)``).
+            guidance: the `nfldm_sdk.guidance.base.GuidanceModel` for `refine`; None = the bundle's ``prior/`` part
+                (`bundle_prior`, loaded on first use).
             refine_config: `nfldm_sdk.guidance.sds.RefineConfig` (steps, lr, views per step, guidance alpha).
         Returns:
             an iterator of `NeuralScene` (field on the generator's device, decoder = the bundle's stage-1 model).
         Raises:
-            `nfldm_sdk.pipelines.generate_args.GenerateArgumentError` (a ``ValueError``) naming a bad argument (or a missing
-            `guidance` for `refine`), before the first scene is sampled.
+            `nfldm_sdk.pipelines.generate_args.GenerateArgumentError` (a ``ValueError``) naming a bad argument (or,
+            for `refine` without `guidance`, a bundle without a prior), before the first scene is sampled.
         """
         args = check_generate_args(num_scenes, seed, steps, batch_size, sampler, default_steps=self.sampler_defaults.steps,
                                    default_sampler=self.sampler_defaults.sampler, samplers=SAMPLERS)
         if refine and guidance is None:
-            raise GenerateArgumentError("guidance: refine=True needs a guidance model, e.g. "
-                                        "guidance=PriorGuidance.from_bundle(BUNDLE) after `nfldm train prior "
-                                        "--add-to-bundle` (see nfldm_sdk.guidance.prior)")
+            guidance = self.bundle_prior()
         return self._scenes(args, progress, guidance if refine else None, refine_config)
 
     def _scenes(self, args, progress: bool, guidance, refine_config) -> Iterator[NeuralScene]:

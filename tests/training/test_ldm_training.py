@@ -191,7 +191,7 @@ def test_train_ldm_cli_trains_and_resumes(tmp_path):
     assert res.exit_code != 0 and "encode-latents" in res.output
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "default", "small", "paper"])
 def test_ldm_presets_fit_the_latent_presets(name):
     lae = LATENT_PRESETS[name].latent_ae
     ldm = with_latent_shapes(get_ldm_preset(name), lae.g_dim, lae.c_shape, lae.f_shape)  # validates the U-Net sizes

@@ -262,7 +262,7 @@ def test_what_is_not_a_run_config_is_named(tmp_path):
 def test_the_stage_views_import_without_the_table_first_and_without_a_cycle():
     code = ("import sys\n"
             "import nfldm_training.configs.ldm as m\n"
-            "assert isinstance(m.LDM_PRESETS, dict) and set(m.LDM_PRESETS) == {'tiny', 'small', 'paper'}\n"
+            "assert isinstance(m.LDM_PRESETS, dict) and set(m.LDM_PRESETS) == {'tiny', 'default', 'small', 'paper'}\n"
             "import nfldm_training.configs.latent as l, nfldm_training.configs.prior as p\n"
             "assert isinstance(l.LATENT_PRESETS, dict) and isinstance(p.PRIOR_PRESETS, dict)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -279,7 +279,7 @@ def test_the_stage_views_are_the_tables_sections():
         assert LATENT_PRESETS[name].latent_ae is p.latent_ae and LATENT_PRESETS[name].latent_ae_train is p.latent_ae_train
         assert (LATENT_PRESETS[name].name, LATENT_PRESETS[name].description) == (p.name, p.description)
     for get in (get_preset, get_latent_preset, get_ldm_preset, get_prior_preset):
-        with pytest.raises(KeyError, match="tiny, small, paper"):
+        with pytest.raises(KeyError, match="tiny, default, small, paper"):
             get("huge")
     assert get_ldm_preset("tiny", {"train_g.max_steps": 7}).train_g.max_steps == 7
     assert get_prior_preset("tiny", {"train.max_steps": 7}).train.max_steps == 7

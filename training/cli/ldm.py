@@ -5,7 +5,11 @@
     nfldm train ldm --level c --latents runs/latents.zarr --preset small --out runs/ldm_c    # independent processes:
     nfldm train ldm --level f --latents runs/latents.zarr --preset small --out runs/ldm_f    # run them in parallel
     nfldm export-bundle --scene-ae runs/ae --latent-ae runs/lae --ldm-g runs/ldm_g --ldm-c runs/ldm_c \\
-        --ldm-f runs/ldm_f --out assets/models/small [--half]
+        --ldm-f runs/ldm_f --out assets/models/small [--half] [--prior runs/prior]
+
+``--prior RUN`` adds the SDS guidance prior of ``nfldm train prior`` as the bundle's optional ``prior/`` part
+(`nfldm_sdk.guidance.prior.add_prior_to_bundle`; float16 too with ``--half``), where ``nfldm refine`` and
+``SceneGenerator.generate(refine=True)`` find it.
 """
 from __future__ import annotations
 
@@ -87,9 +91,11 @@ def _run_info(path: str | Path, level: str) -> dict:
 @click.option("--ldm-c", "ldm_c", required=True, type=click.Path(exists=True), help="Run directory of `nfldm train ldm --level c`.")
 @click.option("--ldm-f", "ldm_f", required=True, type=click.Path(exists=True), help="Run directory of `nfldm train ldm --level f`.")
 @click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
+@click.option("--prior", "prior", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Run directory (or its model/) of `nfldm train prior`: added as the optional prior/ part.")
 @click.option("--half", is_flag=True, help="Store weights as float16 (half the size; loaded back as float32).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite):
+def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, prior, half, overwrite):
     """Assemble a model bundle (what `SceneGenerator.from_pretrained` loads) from the runs of the three stages."""
     # start-up time: the bundle writer and the model classes import torch
     from nfldm_sdk.models.bundle import BundleError, write_bundle
@@ -98,6 +104,7 @@ def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite
     from nfldm_sdk.models.noise_schedule import SamplerDefaults
     from nfldm_sdk.models.noise_schedule import NoiseSchedule
 
+    prior_dir = _prior_model_dir(prior) if prior else None      # checked before anything is written
     runs = {"g": ldm_g, "c": ldm_c, "f": ldm_f}
     infos = {k: _run_info(v, k) for k, v in runs.items()}
     for key, what in (("training_data_hash", "latent stores"), ("latent_stats", "latent statistics"),
@@ -129,5 +136,25 @@ def export_bundle(scene_ae, latent_ae, ldm_g, ldm_c, ldm_f, out, half, overwrite
             half=half, overwrite=overwrite)
     except (BundleError, FileExistsError) as e:
         raise click.ClickException(str(e)) from e
+    if prior_dir is not None:
+        from nfldm_sdk.guidance.prior import add_prior_to_bundle
+
+        add_prior_to_bundle(path, prior_dir, half=half)
     manifest = json.loads((path / "manifest.json").read_text())
-    click.echo(f"bundle {path} ({manifest['preset']}), hash {manifest['bundle_hash'][:16]}…")
+    extra = " with the SDS prior (prior/)" if prior_dir is not None else ""
+    click.echo(f"bundle {path} ({manifest['preset']}){extra}, hash {manifest['bundle_hash'][:16]}…")
+
+
+def _prior_model_dir(path: str | Path) -> Path:
+    """The model folder of the `nfldm train prior` run at `path` (the run or its model/), checked to hold a
+    `PriorUNet`; a bad one is a usage error of ``--prior``."""
+    # start-up time: the prior's network imports torch and diffusers
+    from nfldm_sdk.models.prior_unet import PriorUNet
+    from nfldm_sdk.persistence import resolve_model_dir
+
+    try:
+        folder = resolve_model_dir(path)
+        PriorUNet.load_config(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.BadParameter(f"{e} (pass the --out folder of `nfldm train prior`)", param_hint="--prior") from e
+    return folder

@@ -12,11 +12,14 @@ Stages (each one resumes or is skipped when its output is complete, so rerunning
 5. ``OUT/ldm_g``, ``OUT/ldm_c``, ``OUT/ldm_f`` — `train_ldm` per level (stage 3);
 6. ``OUT/critic``     — `train_critic`, the perception critic of ``nfldm eval`` (``--no-critic`` skips it);
 7. the bundle (``--bundle``, default ``OUT/bundle``) — ``nfldm export-bundle`` (``--half`` by default), plus the
-   critic as its optional ``critic/`` part.
+   critic as its optional ``critic/`` part;
+8. ``OUT/prior``      — `train_prior`, the SDS prior of ``nfldm refine`` (trained on captured images and renders of
+   the new bundle's scenes; ``--no-prior`` skips it), added to the bundle as its optional ``prior/`` part.
 
 ``--budget gpu`` trains with the preset's step counts; ``--budget cpu`` with the `CPU_BUDGET` step counts (for a
-machine without a GPU: a recognisable but blurry model in about 30 minutes on two idle cores — the budget the shipped
-default model was trained with, see assets/models/default/MODEL_CARD.md). Stage 4 (SDS refinement) needs no
+machine without a GPU: a blurry tiny model in about 30 minutes on two idle cores), except for the `CPU_RECIPES`
+presets, whose own step counts are a CPU budget (``--preset default``: the shipped default model, every stage within
+4 hours on 2 cores, see assets/models/default/MODEL_CARD.md). Stage 4 (SDS refinement) needs no
 training. ``OUT/train_all.json`` records the stages' step counts and wall times.
 """
 from __future__ import annotations
@@ -49,7 +52,21 @@ CPU_BUDGET: dict[str, dict] = {
     # plateaus at ~0.48 from 250 steps (0.47, 0.48, 0.48 at 250/500/1000), larger stores keep gaining longer
     "critic": {"train.max_steps": 1000, "train.val_interval": 250, "train.num_workers": 0,
                "train.precision": "32-true"},
+    # the SDS prior: the tiny preset's own counts (a few minutes); the key exists so a budget can set them
+    "prior": {},
 }
+
+
+#: Presets whose own step counts are already a CPU budget (the shipped default model's recipe: every stage on 2 CPU
+#: cores within 4 hours, assets/models/default/MODEL_CARD.md): ``--budget cpu`` leaves them as they are.
+CPU_RECIPES = ("default",)
+
+
+def _budget_overrides(name: str, budget: str) -> dict[str, dict]:
+    """The overrides per stage that `budget` applies to preset `name` (none for ``gpu`` and for `CPU_RECIPES`)."""
+    if budget not in ("cpu", "gpu"):
+        raise click.BadParameter(f"{budget!r}: use cpu or gpu", param_hint="--budget")
+    return CPU_BUDGET if budget == "cpu" and name not in CPU_RECIPES else {}
 
 
 def stage_presets(name: str, budget: str):
@@ -60,11 +77,9 @@ def stage_presets(name: str, budget: str):
     from nfldm_training.configs.latent import get_latent_preset
     from nfldm_training.configs.ldm import get_ldm_preset
 
-    if budget not in ("cpu", "gpu"):
-        raise click.BadParameter(f"{budget!r}: use cpu or gpu", param_hint="--budget")
-    b = CPU_BUDGET if budget == "cpu" else {"scene_ae": {}, "latent_ae": {}, "ldm": {}}
-    return (get_preset(name, b["scene_ae"]), get_latent_preset(name, b["latent_ae"]),
-            apply_overrides(get_ldm_preset(name), b["ldm"]))
+    b = _budget_overrides(name, budget)
+    return (get_preset(name, b.get("scene_ae", {})), get_latent_preset(name, b.get("latent_ae", {})),
+            apply_overrides(get_ldm_preset(name), b.get("ldm", {})))
 
 
 def critic_preset(name: str, budget: str):
@@ -72,12 +87,20 @@ def critic_preset(name: str, budget: str):
     # start-up time: the preset tables import torch
     from nfldm_training.configs.critic import get_critic_preset
 
-    return get_critic_preset(name, CPU_BUDGET.get("critic", {}) if budget == "cpu" else {})
+    return get_critic_preset(name, _budget_overrides(name, budget).get("critic", {}))
+
+
+def prior_preset(name: str, budget: str):
+    """The SDS prior's preset of `name` with the `budget`'s overrides (``CPU_BUDGET["prior"]`` for ``cpu``)."""
+    from nfldm_training.configs.prior import get_prior_preset  # start-up time: torch
+
+    return get_prior_preset(name, _budget_overrides(name, budget).get("prior", {}))
 
 
 @click.command("train-all")
 @store_options("Capture store(s)")
-@click.option("--preset", default="small", show_default=True, help="Preset of every stage (tiny, small, paper).")
+@click.option("--preset", default="small", show_default=True,
+              help="Preset of every stage (tiny, default, small, paper; default: the shipped model's CPU recipe).")
 @click.option("--budget", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
               help="gpu: the preset's step counts; cpu: the reduced CPU_BUDGET step counts (training/cli/train_all.py).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the stage runs.")
@@ -86,10 +109,13 @@ def critic_preset(name: str, budget: str):
 @click.option("--half/--no-half", default=True, show_default=True, help="Store the bundle's weights as float16.")
 @click.option("--critic/--no-critic", "with_critic", default=True, show_default=True,
               help="Train the perception critic of `nfldm eval` and add it to the bundle as its critic/ part.")
+@click.option("--prior/--no-prior", "with_prior", default=True, show_default=True,
+              help="Train the SDS prior of `nfldm refine` and add it to the bundle as its prior/ part.")
 @click.option("--accelerator", default="auto", show_default=True, help="Lightning accelerator: auto, cpu, gpu.")
 @click.option("--device", default=None, help="Torch device of the encode steps (default: cuda when available).")
 @progress_option("Show progress bars.")
-def train_all(data, more_stores, preset, budget, out, bundle, half, with_critic, accelerator, device, progress):
+def train_all(data, more_stores, preset, budget, out, bundle, half, with_critic, with_prior, accelerator, device,
+              progress):
     """Train stages 1–3 and the perception critic in order on the capture stores (resumable), then export the model
     bundle."""
     # start-up time: the models, the stages' training modules and the store writers import torch and Lightning
@@ -99,7 +125,9 @@ def train_all(data, more_stores, preset, budget, out, bundle, half, with_critic,
     from nfldm_training.benchmarks.bench import machine_line
     from nfldm_training.encoding.latents import encode_latents
     from nfldm_training.encoding.voxels import encode_voxels
+    from nfldm_sdk.guidance.prior import add_prior_to_bundle
     from nfldm_training.modules.critic import train_critic
+    from nfldm_training.modules.prior import train_prior
     from nfldm_training.modules.latent_ae import train_latent_ae
     from nfldm_training.modules.ldm import train_ldm
     from nfldm_training.modules.scene_ae import train_scene_ae
@@ -108,6 +136,7 @@ def train_all(data, more_stores, preset, budget, out, bundle, half, with_critic,
     try:
         p1, p2, p3 = stage_presets(preset, budget)
         pc = critic_preset(preset, budget) if with_critic else None
+        pp = prior_preset(preset, budget) if with_prior else None
     except KeyError as e:
         raise click.UsageError(str(e.args[0] if e.args else e))
     run = Path(out)
@@ -167,6 +196,13 @@ def train_all(data, more_stores, preset, budget, out, bundle, half, with_critic,
     if rc is not None:
         add_critic_to_bundle(target, rc.model_dir)
         click.echo(f"[train-all] added the critic to {target} as critic/")
+    if pp is not None:
+        t0 = time.perf_counter()
+        rp = train_prior(stores, pp, run / "prior", bundle=target, preset_name=preset, resume=True,
+                         accelerator=accelerator, render_device=device, progress=progress, log=click.echo)
+        done("prior", t0, steps=rp.global_step)
+        add_prior_to_bundle(target, rp.model_dir, half=half)
+        click.echo(f"[train-all] added the SDS prior to {target} as prior/")
     record["bundle"] = str(target)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     total = sum(s["seconds"] for s in record["stages"].values())

@@ -9,4 +9,4 @@ from __future__ import annotations
 __all__ = ["PRESET_NAMES"]
 
 #: Keys of `nfldm_training.configs.presets.PRESETS`, in its order (smallest first).
-PRESET_NAMES = ("tiny", "small", "paper")
+PRESET_NAMES = ("tiny", "default", "small", "paper")

@@ -1,6 +1,8 @@
 """The ONE preset table: model sizes and training settings of every stage, by name.
 
 * ``tiny``  — CI on CPU: every stage runs in seconds on 64×64 captures.
+* ``default`` — the shipped default model: 128×128 images, 16×64×64 voxels (1 m × 1 m × 0.5 m), every stage
+  trainable on 2 CPU cores within 4 hours (``nfldm train-all --preset default``).
 * ``small`` — the default model, trainable in about 20 minutes on one GPU (128×128 images, 16×64×64 voxels).
 * ``paper`` — the paper's sizes (docs/method.md, "Presets"): a 128×128×32 voxel grid, i.e.
   ``grid_shape (Z, Y, X) = (32, 128, 128)``.
@@ -64,6 +66,14 @@ _PAPER_SCENE_AE = SceneAEConfig(image_size=(256, 256), downsample=4, depth_bins=
                                encoder_widths=(64, 128, 256), decoder_widths=(256, 128, 64), blocks_per_stage=2,
                                semantic_classes=DEFAULT_CLASSES.to_config())
 
+# The shipped default model's stage 1 (CPU-trainable): 128×128 images, 1 m × 1 m × 0.5 m voxels. Log-spaced depth
+# bins: a bin is ~0.4 m wide at 5 m and ~3 m at 40 m, about the footprint of a feature pixel there; the encoder
+# runs on every input view, so it stays narrow, the decoder (on the rendered targets only) is wider.
+_DEFAULT_SCENE_AE = SceneAEConfig(image_size=(128, 128), downsample=4, depth_bins=48, bin_spacing="log", near=1.0,
+                                  far=60.0, feature_channels=16, grid_shape=(16, 64, 64), bounds=DRIVING_BOX,
+                                  render_samples=64, encoder_widths=(16, 32, 64), decoder_widths=(96, 48, 24),
+                                  blocks_per_stage=1, semantic_classes=DEFAULT_CLASSES.to_config())
+
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -104,6 +114,52 @@ PRESETS: dict[str, Preset] = {
                                 classes=DEFAULT_CLASSES.to_config()),
             train=CriticTrainConfig(batch_size=16, lr=3e-3, max_steps=300, val_interval=100, log_every=10,
                                     cache_views=True),
+        ),
+    ),
+    "default": Preset(
+        name="default",
+        description="the shipped default model, trainable on 2 CPU cores in <= 4 h (128x128 images, 16x64x64 voxels)",
+        scene_ae=_DEFAULT_SCENE_AE,
+        # geometry from the dense captured depth (occupancy + opacity losses) and 4 of the 12 views rendered per
+        # step: the render and the decoder are most of a CPU step (measured: scripts/profile_stage1.py)
+        scene_ae_train=SceneAETrainConfig(window=2, stride=2, batch_size=2, lr=2e-3, warmup_steps=100, max_steps=6000,
+                                          val_interval=500, val_batches=8, val_fraction=0.07, image_loss="l2",
+                                          depth_weight=0.02, semantic_weight=0.02, occupancy_weight=0.05,
+                                          opacity_weight=0.05, render_views=4, channels_last=True, log_every=10),
+        latent_ae=LatentAEConfig.for_scene_ae(_DEFAULT_SCENE_AE, g_dim=32, coarse_downsample_xy=4, coarse_downsample_z=2,
+                                 coarse_codebook_size=256, fine_codebook_size=256, dead_code_steps=50, kl_weight=1e-5,
+                                 g_encoder_widths=(32, 64, 64, 128), c_encoder_widths=(32, 64, 64), f_encoder_width=32,
+                                 f_encoder_blocks=2, decoder_widths=(64, 64, 32), blocks_per_stage=1),
+        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=1e-3, warmup_steps=100, max_steps=4000, val_interval=500,
+                                            val_batches=8, val_fraction=0.07, render_views=4, log_every=10),
+        ldm=LDMPreset(
+            denoiser_g=GDenoiserConfig(width=128, num_blocks=3, time_channels=64),
+            denoiser_c=CDenoiserConfig(widths=(32, 64), blocks_per_level=1, norm_groups=8, embed_dim=128, time_channels=64),
+            denoiser_f=FDenoiserConfig(widths=(32, 64, 64), blocks_per_level=1, norm_groups=8, embed_dim=128,
+                                       time_channels=64),
+            schedule=NoiseSchedule(num_train_timesteps=1000),
+            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=5000, ema_decay=0.999,
+                                   val_interval=500, val_fraction=0.07, log_every=20),
+            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=4000, ema_decay=0.999,
+                                   val_interval=500, val_fraction=0.07, log_every=20),
+            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=4000, ema_decay=0.999,
+                                   val_interval=500, val_fraction=0.07, log_every=20),
+            sampler=SamplerDefaults(sampler="ddim", steps=50),
+        ),
+        prior=PriorPreset(
+            prior=PriorConfig(image_size=(64, 64), block_out_channels=(32, 64, 64),
+                              down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                              up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), layers_per_block=1,
+                              attention_head_dim=16, norm_num_groups=16, schedule=NoiseSchedule(num_train_timesteps=1000)),
+            train=PriorTrainConfig(batch_size=16, lr=5e-4, warmup_steps=100, max_steps=2000, ema_decay=0.999,
+                                   artifact_scenes=8, artifact_views=6, generate_steps=10, frame_stride=2,
+                                   val_fraction=0.07, val_interval=500, log_every=20),
+        ),
+        critic=CriticPreset(
+            critic=CriticConfig(image_size=(128, 128), widths=(16, 32, 64, 64), blocks_per_stage=1,
+                                classes=DEFAULT_CLASSES.to_config()),
+            train=CriticTrainConfig(batch_size=16, lr=2e-3, warmup_steps=100, max_steps=2000, val_interval=500,
+                                    val_batches=8, frame_stride=2, val_fraction=0.07, log_every=10),
         ),
     ),
     "small": Preset(

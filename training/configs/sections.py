@@ -68,6 +68,18 @@ class SceneAETrainConfig(TrainConfig):
     included, which also teaches the field to stay empty there). Measured on the tiny preset (100 steps): 0.02 keeps
     the PSNR gain of training without it (+2.8 dB vs +2.3 dB without semantics); 0.05 and 0.1 cost depth AbsRel and
     PSNR; a 10× learning rate for the head alone doubled the mIoU after 100 steps but cost 1.4 dB."""
+    occupancy_weight: float = 0.0
+    """Weight of the frustum occupancy loss (`nfldm_training.modules.losses.occupancy_loss`): every input view's
+    per-bin ray-termination distribution against the bin of the captured depth (or "escape" on sky rays). 0 = off."""
+    opacity_weight: float = 0.0
+    """Weight of the rendered-opacity loss (`nfldm_training.modules.losses.opacity_loss`): opacity 1 where the
+    captured surface is in the box, 0 along sky / free rays. 0 = off."""
+    render_views: int | None = None
+    """Target views rendered and supervised per window each step, drawn at random (seeded by step) from the targets;
+    the encoder still sees every input view. None = render every target (rendering and decoding dominate a CPU
+    step). Validation always renders every view."""
+    channels_last: bool = False
+    """Run the image encoder and decoder convolutions in channels-last memory layout (faster on CPU)."""
     val_batches: int | None = None
     """Validation batches per validation (None = the whole validation split)."""
     cache_windows: bool = False

@@ -102,6 +102,11 @@ class SemanticFigures:
     """What the CFDs were computed on, or ``"unavailable: <why>"``."""
     classes: dict = field(default_factory=dict)
     """``{"head": [...], "critic": [...]}``: the class names each figure's classes refer to."""
+    sky_no_hit_stage1: float | None = None
+    """Fraction of the captured sky pixels (no captured hit) whose stage-1 reconstruction has no hit either (depth
+    ``inf`` at `HIT_ALPHA`); None when the held-out views saw no sky."""
+    sky_no_hit_lae: float | None = None
+    """The same for the stage 1 + LAE reconstructions."""
 
 
 def iou_figures(confusion: torch.Tensor, classes: SemanticClasses, images: int) -> IoUFigures:
@@ -170,13 +175,17 @@ class SemanticEvaluation:
         self.captured = torch.zeros(Kc, Kc, dtype=torch.float64)
         self.agree = {key: torch.zeros(Kc, Kc, dtype=torch.float64) for key in ("s1", "generated")}
         self.counts = {"recon": 0, "captured": 0, "s1": 0, "generated": 0}
+        self.sky = {key: [0, 0] for key in ("s1", "lae")}            # [captured sky pixels rendered no-hit, all]
 
     # ------------------------------------------------------------------------------------------ renders
-    def _labelled_render(self, field_: VoxelField, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rgb [N, 3, H, W], tags [N, H, W])`` of batched fields at cameras ``[B, R]`` by the user-facing rule."""
+    def _labelled_render(self, field_: VoxelField, cameras: Cameras
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(rgb [N, 3, H, W], tags [N, H, W] or None without a head, hit [N, H, W])`` of batched fields at
+        cameras ``[B, R]`` by the user-facing rule (a hit: opacity ≥ `HIT_ALPHA`)."""
         out = self.ae.decode(field_, cameras, min_hit_alpha=HIT_ALPHA)
-        tags, _ = labels_from_probabilities(out.semantic, torch.isfinite(out.depth), self.head)
-        return out.rgb.flatten(0, 1), tags.flatten(0, 1)
+        hit = torch.isfinite(out.depth)
+        tags = labels_from_probabilities(out.semantic, hit, self.head)[0].flatten(0, 1) if self.head is not None else None
+        return out.rgb.flatten(0, 1), tags, hit.flatten(0, 1)
 
     def _critic_confusion(self, images: torch.Tensor, target_tags: torch.Tensor) -> torch.Tensor:
         """Confusion of the critic's classes on ``images [N, 3, H, W]`` against ``target_tags [N, H, W]``."""
@@ -190,9 +199,11 @@ class SemanticEvaluation:
         """One reconstructed batch: `key` ``"s1"`` (stage 1) or ``"lae"`` (stage 1 + LAE), its fields (batched),
         the cameras ``[B, V]`` and the `SceneBatch` of captured views it reconstructs."""
         n = batch.images.shape[0] * batch.images.shape[1]
-        rgb = tags = None
+        rgb, tags, hit = self._labelled_render(field_, cameras)
+        sky = ~torch.isfinite(batch.depth.flatten(0, 1)).to(hit.device)
+        self.sky[key][0] += int((sky & ~hit).sum())
+        self.sky[key][1] += int(sky.sum())
         if self.head is not None:
-            rgb, tags = self._labelled_render(field_, cameras)
             lut = _lut(self.head, tags.device)
             self.recon[key] += confusion_matrix(lut[tags.long()], lut[batch.semantic.flatten(0, 1).long()],
                                                 self.head.num_classes).cpu()
@@ -202,7 +213,7 @@ class SemanticEvaluation:
             return
         self.captured += self._critic_confusion(batch.images.flatten(0, 1), batch.semantic.flatten(0, 1))
         self.counts["captured"] += n
-        if rgb is not None:
+        if tags is not None:
             self.agree["s1"] += self._critic_confusion(rgb, tags)
             self.counts["s1"] += n
 
@@ -220,12 +231,10 @@ class SemanticEvaluation:
         for k, scene in enumerate(scenes):
             cams = rigs[k % len(rigs)].to(device=self.device).reshape(1, -1)
             f = VoxelField.stack([scene.field.to(device=self.device, dtype=torch.float32)])
-            if self.head is not None:
-                rgb, tags = self._labelled_render(f, cams)
+            rgb, tags, _ = self._labelled_render(f, cams)
+            if tags is not None:
                 self.agree["generated"] += self._critic_confusion(rgb, tags)
                 self.counts["generated"] += len(rgb)
-            else:
-                rgb = self.ae.decode(f, cams, min_hit_alpha=HIT_ALPHA).rgb.flatten(0, 1)
             renders.append(rgb.cpu())
         generated, captured = torch.cat(renders), torch.cat(list(captured_rgb))
         train = CaptureViewDataset(stores, image_size, "train", val_fraction, cameras)
@@ -248,6 +257,8 @@ class SemanticEvaluation:
     def figures(self) -> SemanticFigures:
         """The figures accumulated so far."""
         f = self.figs
+        no_hit = {key: (v[0] / v[1] if v[1] else None) for key, v in self.sky.items()}
+        f.sky_no_hit_stage1, f.sky_no_hit_lae = no_hit["s1"], no_hit["lae"]
         if self.head is not None and self.counts["recon"]:
             f.stage1 = iou_figures(self.recon["s1"], self.head, self.counts["recon"])
             f.stage1_lae = iou_figures(self.recon["lae"], self.head, self.counts["recon"])
@@ -286,6 +297,9 @@ def semantic_markdown(s: SemanticFigures) -> list[str]:
     recon = s.reconstruction_note
     lines += [f"| semantic mIoU vs captured tags, stage 1 ↑ | {_iou_cell(s.stage1, recon)} |",
               f"| semantic mIoU vs captured tags, stage 1 + LAE ↑ | {_iou_cell(s.stage1_lae, recon)} |"]
+    pct = lambda v: "no sky in the held-out views" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    lines += [f"| captured-sky pixels rendered with no hit, stage 1 ↑ | {pct(s.sky_no_hit_stage1)} |",
+              f"| captured-sky pixels rendered with no hit, stage 1 + LAE ↑ | {pct(s.sky_no_hit_lae)} |"]
     agree = s.agreement_note or s.critic
     lines += [f"| label agreement (critic on RGB vs field labels), generated ↑ | {_iou_cell(s.agreement_generated, agree)} |",
               f"| label agreement, stage-1 reconstructions ↑ | {_iou_cell(s.agreement_stage1, agree)} |",

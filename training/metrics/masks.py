@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["depth_mask", "box_depth_mask"]
+__all__ = ["depth_mask", "box_depth_mask", "empty_ray_mask"]
 
 
 def depth_mask(depth: torch.Tensor, valid: torch.Tensor, near: float, far: float) -> torch.Tensor:
@@ -38,3 +38,22 @@ def box_depth_mask(depth: torch.Tensor, valid: torch.Tensor, cameras, bounds: to
     b = bounds.to(p)
     inside = ((p >= b[0]) & (p <= b[1])).all(-1)
     return mask & inside
+
+
+def empty_ray_mask(depth: torch.Tensor, valid: torch.Tensor, cameras, bounds: torch.Tensor, near: float) -> torch.Tensor:
+    """Pixels whose ray crosses the voxel box without meeting a surface: the camera is inside the box and the
+    capture saw sky (no hit) or a surface outside the box, so a render of the box must stay transparent there.
+    Same shape as `depth`; arguments as `box_depth_mask` (``valid`` marks finite captured depths).
+
+    Why the camera must be inside: the box is convex, so a ray from inside leaves it once; the part of the ray
+    inside the box then lies before the surface and is free space. Pixels closer than `near` are left out.
+    """
+    rays = cameras.rays()                                                    # [..., H, W, 3]
+    b = bounds.to(rays.origins)
+    cam_inside = ((rays.origins >= b[0]) & (rays.origins <= b[1])).all(-1)   # [..., H, W]
+    sky = ~torch.isfinite(depth)
+    finite = valid & torch.isfinite(depth) & (depth >= near)
+    t = torch.where(finite, depth, torch.zeros_like(depth)) / rays.z_per_t
+    p = rays.origins + rays.directions * t[..., None]
+    outside = ~((p >= b[0]) & (p <= b[1])).all(-1)
+    return cam_inside & (sky | (finite & outside))

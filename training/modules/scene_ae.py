@@ -1,9 +1,11 @@
 """Lightning training of the stage-1 scene auto-encoder, and the run that `nfldm train scene-ae` performs.
 
 `SceneAELightningModule` — one step: encode the window's input views into a voxel field, render it at the target
-views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂‖ + semantic_weight · CE(p̂, tags)`` (depth only
-where the captured surface lies in the voxel box, see `nfldm_training.metrics.masks.box_depth_mask`; the semantic
-cross-entropy on every pixel, sky included, for models with a semantic head). Validation on held-out episodes: PSNR
+views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂‖ + semantic_weight · CE(p̂, tags)
++ occupancy_weight · CE(O, bin of ρ) + opacity_weight · BCE(α, surface in box)`` (depth only where the captured
+surface lies in the voxel box, see `nfldm_training.metrics.masks.box_depth_mask`; the semantic cross-entropy on every
+pixel, sky included, for models with a semantic head; the occupancy loss on the input views' frusta, the opacity
+loss on the targets, `nfldm_training.modules.losses`). ``render_views`` renders a random subset of the targets. Validation on held-out episodes: PSNR
 of every view's reconstruction, depth AbsRel pooled over usable pixels and the semantic mIoU (argmax of the rendered
 class distribution against the captured classes), plus a PNG grid (ground truth, reconstruction, both depths)
 written to ``<run>/val_images/`` at every validation.
@@ -33,13 +35,15 @@ from lightning.pytorch import LightningModule, seed_everything
 from torchmetrics import MeanMetric, SumMetric
 
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
+from nfldm_sdk.rendering.api import HIT_ALPHA
 from nfldm_training.configs.run_config import save_run_config
 from nfldm_training.configs.sections import Preset, SceneAETrainConfig
 from nfldm_training.data.capture_windows import SceneBatch, SceneDataModule, split_views
 from nfldm_training.metrics.image import depth_abs_rel, psnr
-from nfldm_training.metrics.masks import box_depth_mask
+from nfldm_training.metrics.masks import box_depth_mask, empty_ray_mask
 from nfldm_training.metrics.semantic import ConfusionMatrix, mean_iou
-from nfldm_training.modules.losses import depth_loss, image_loss, semantic_loss
+from nfldm_training.modules.losses import (depth_loss, frustum_depth_target, image_loss, occupancy_loss, opacity_loss,
+                                           semantic_loss)
 from nfldm_training.runs.result import RunResult
 from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
                                          on_run_writer, start_run, run_writer_log)
@@ -54,12 +58,15 @@ class ValMetrics:
         abs_rel: depth AbsRel pooled over all usable pixels (captured surface inside the voxel box).
         step: optimisation step at which they were measured.
         miou: semantic mIoU over the classes present in the validation captures (None without a semantic head).
+        sky_empty: fraction of the captured sky pixels (no hit) rendered with no hit at the SDK's
+            `nfldm_sdk.rendering.api.HIT_ALPHA` (opacity below 0.5); None when the validation saw no sky.
     """
 
     psnr: float
     abs_rel: float
     step: int
     miou: float | None = None
+    sky_empty: float | None = None
 
 
 class SceneAELightningModule(LightningModule):
@@ -79,6 +86,8 @@ class SceneAELightningModule(LightningModule):
         self.val_psnr = MeanMetric()
         self.val_abs_rel_sum = SumMetric()
         self.val_abs_rel_count = SumMetric()
+        self.val_sky_empty = SumMetric()
+        self.val_sky_count = SumMetric()
         classes = self.model.config.classes
         self.num_classes = 0 if classes is None else classes.num_classes
         self.val_confusion = ConfusionMatrix(classes.num_classes) if classes is not None else None
@@ -103,16 +112,41 @@ class SceneAELightningModule(LightningModule):
                  else l_img.new_zeros(()))
         return out, usable, l_img, l_depth, l_sem, gt_class
 
+    def _geometry_losses(self, batch: SceneBatch, out, inputs: torch.Tensor, targets: torch.Tensor, usable: torch.Tensor):
+        """The dense-depth geometry losses: frustum occupancy of the input views, rendered opacity of the targets."""
+        mc = self.model.config
+        zero = out.render.alpha.new_zeros(())
+        l_occ = l_opa = zero
+        if self.cfg.occupancy_weight > 0 and out.occupancy is not None:
+            edges = torch.cat([self.model.bin_centres - 0.5 * self.model.bin_deltas,
+                               self.model.bin_centres[-1:] + 0.5 * self.model.bin_deltas[-1:]])
+            target, weight = frustum_depth_target(batch.depth[:, inputs], edges, mc.downsample)
+            l_occ = occupancy_loss(out.occupancy, target, weight)
+        if self.cfg.opacity_weight > 0:
+            cams = batch.cameras()[:, targets]
+            empty = empty_ray_mask(batch.depth[:, targets], batch.valid[:, targets], cams, self.model.bounds, mc.near)
+            l_opa = opacity_loss(out.render.alpha, usable, empty & ~usable)
+        return l_occ, l_opa
+
     def training_step(self, batch: SceneBatch, batch_idx: int) -> torch.Tensor:
         # The hold-out draw depends only on the seed and the step, so a resumed run draws what the original would.
         g = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + int(self.global_step))
         inputs, targets = split_views(batch.num_views, self.cfg.target_holdout, g)
+        if self.cfg.render_views is not None and 0 < self.cfg.render_views < len(targets):
+            targets = targets[torch.randperm(len(targets), generator=g)[: self.cfg.render_views]].sort().values
         dev = batch.images.device
-        _, _, l_img, l_depth, l_sem, _ = self._losses(batch, inputs.to(dev), targets.to(dev))
-        loss = self.cfg.image_weight * l_img + self.cfg.depth_weight * l_depth + self.cfg.semantic_weight * l_sem
+        inputs, targets = inputs.to(dev), targets.to(dev)
+        out, usable, l_img, l_depth, l_sem, _ = self._losses(batch, inputs, targets)
+        l_occ, l_opa = self._geometry_losses(batch, out, inputs, targets, usable)
+        loss = (self.cfg.image_weight * l_img + self.cfg.depth_weight * l_depth + self.cfg.semantic_weight * l_sem
+                + self.cfg.occupancy_weight * l_occ + self.cfg.opacity_weight * l_opa)
         logs = {"train/loss": loss, "train/image": l_img, "train/depth": l_depth}
         if self.val_confusion is not None:
             logs["train/semantic"] = l_sem
+        if self.cfg.occupancy_weight > 0:
+            logs["train/occupancy"] = l_occ
+        if self.cfg.opacity_weight > 0:
+            logs["train/opacity"] = l_opa
         self.log_dict(logs, batch_size=batch.batch_size, prog_bar=True)
         return loss
 
@@ -126,6 +160,9 @@ class SceneAELightningModule(LightningModule):
         s, n = depth_abs_rel(out.render.depth, batch.depth, usable, mc.near, mc.far)
         self.val_abs_rel_sum.update(s.sum())
         self.val_abs_rel_count.update(n.sum().to(s.dtype))
+        sky = ~torch.isfinite(batch.depth)
+        self.val_sky_empty.update((sky & (out.render.alpha < HIT_ALPHA)).sum().float())
+        self.val_sky_count.update(sky.sum().float())
         if batch_idx == 0 and self.image_dir is not None and not self.trainer.sanity_checking:
             path = self.image_dir / f"val_step{int(self.global_step):06d}.png"
             on_run_writer(save_val_grid, path, batch.images[0], out.render.rgb[0], batch.depth[0], out.render.depth[0], mc.far)
@@ -137,15 +174,30 @@ class SceneAELightningModule(LightningModule):
             abs_rel = torch.full_like(abs_rel, float("nan"))
         value = self.val_psnr.compute()  # torchmetrics' compute() already reduces over DDP ranks
         logs = {"val/psnr": value, "val/abs_rel": abs_rel}
+        sky_count = float(self.val_sky_count.compute())
+        sky_empty = float(self.val_sky_empty.compute()) / sky_count if sky_count > 0 else None
+        if sky_empty is not None:
+            logs["val/sky_empty"] = torch.tensor(sky_empty)
         miou = None
         if self.val_confusion is not None:
             miou = mean_iou(self.val_confusion.compute())
             logs["val/miou"] = torch.tensor(miou)
             self.val_confusion.reset()
         self.log_dict(logs)
-        self.last_val = ValMetrics(psnr=float(value), abs_rel=float(abs_rel), step=int(self.global_step), miou=miou)
-        for m in (self.val_psnr, self.val_abs_rel_sum, self.val_abs_rel_count):
+        self.last_val = ValMetrics(psnr=float(value), abs_rel=float(abs_rel), step=int(self.global_step), miou=miou,
+                                   sky_empty=sky_empty)
+        for m in (self.val_psnr, self.val_abs_rel_sum, self.val_abs_rel_count, self.val_sky_empty, self.val_sky_count):
             m.reset()
+
+    def on_fit_start(self) -> None:
+        if self.cfg.channels_last:
+            for net in (self.model.encoder, self.model.decoder):
+                net.to(memory_format=torch.channels_last)
+
+    def on_fit_end(self) -> None:
+        # back to the standard layout: safetensors stores contiguous tensors only
+        for net in (self.model.encoder, self.model.decoder):
+            net.to(memory_format=torch.contiguous_format)
 
     def configure_optimizers(self):
         return adamw_with_warmup(self.model.parameters(), self.cfg)
@@ -190,7 +242,9 @@ class TrainResult(RunResult):
 
 def _describe(m: ValMetrics) -> str:
     text = f"PSNR {m.psnr:.2f} dB, depth AbsRel {m.abs_rel:.3f}"
-    return text if m.miou is None else f"{text}, semantic mIoU {m.miou:.3f}"
+    if m.miou is not None:
+        text += f", semantic mIoU {m.miou:.3f}"
+    return text if m.sky_empty is None else f"{text}, sky empty {100 * m.sky_empty:.1f}%"
 
 
 def _val_metrics(results: list[dict], step: int) -> ValMetrics | None:
@@ -198,7 +252,9 @@ def _val_metrics(results: list[dict], step: int) -> ValMetrics | None:
         return None
     r = results[0]
     miou = float(r["val/miou"]) if "val/miou" in r else None
-    return ValMetrics(psnr=float(r["val/psnr"]), abs_rel=float(r["val/abs_rel"]), step=int(step), miou=miou)
+    sky_empty = float(r["val/sky_empty"]) if "val/sky_empty" in r else None
+    return ValMetrics(psnr=float(r["val/psnr"]), abs_rel=float(r["val/abs_rel"]), step=int(step), miou=miou,
+                      sky_empty=sky_empty)
 
 
 def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *, resume: bool = True,

@@ -14,7 +14,6 @@ from nfldm_sdk.cameras.builders import horizontal_cam_to_world, sample_sds_camer
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.guidance.base import (GuidanceModel, GuidanceNotAvailable, cfg_eps, eps_from_prediction, guided_noise,
                                      negative_guidance_eps)
-from nfldm_sdk.guidance.clip_ldm import ClipImageLDMGuidance
 from nfldm_sdk.guidance.prior import PriorGuidance
 from nfldm_sdk.guidance.sds import RefineConfig, refine_scene
 from nfldm_sdk.models.prior_unet import PRIOR_CLASSES, PriorConfig, PriorUNet
@@ -286,76 +285,6 @@ def test_prior_loads_from_a_training_run_folder_with_its_own_config(tmp_path):
         assert all(torch.equal(p, q) for p, q in zip(again.prior.state_dict().values(), prior.prior.state_dict().values()))
 
 
-# ============================================================================================ CLIP-image LDM
-def _tiny_clip_ldm(folder):
-    """A randomly initialised model in the sd-image-variations layout: tiny UNet2DConditionModel (cross-attention dim =
-    the CLIP projection dim), tiny AutoencoderKL (factor 2), tiny CLIPVisionModelWithProjection, CLIPImageProcessor,
-    DDPMScheduler."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                         cross_attention_dim=12, attention_head_dim=4, norm_num_groups=4).save_pretrained(folder / "unet")
-    AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                  sample_size=16).save_pretrained(folder / "vae")
-    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                                   num_attention_heads=2, image_size=32, patch_size=8,
-                                                   projection_dim=12)).save_pretrained(folder / "image_encoder")
-    CLIPImageProcessor(size={"shortest_edge": 32},
-                       crop_size={"height": 32, "width": 32}).save_pretrained(folder / "feature_extractor")
-    DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                  beta_end=0.012).save_pretrained(folder / "scheduler")
-    return folder
-
-
-def test_clip_ldm_guidance_end_to_end(tmp_path):
-    folder = _tiny_clip_ldm(tmp_path / "sd-iv")
-    g = ClipImageLDMGuidance.from_pretrained(folder)
-    assert g.image_size == (16, 16) and g.num_train_timesteps == 1000       # 8 latent px × VAE factor 2
-    imgs = torch.rand(5, 3, 20, 28, generator=torch.Generator().manual_seed(0))
-    y, y_prime = g.compute_condition(imgs[:3]), g.compute_condition([imgs[3], imgs[4:]])
-    e = g.embed_images(imgs[:3])
-    assert y.shape == (12,) and torch.allclose(y.norm(), e.norm(dim=-1).mean())          # mean direction, mean norm
-    torch.testing.assert_close(y / y.norm(), e.mean(0) / e.mean(0).norm())
-    with pytest.raises(ValueError, match="dataset condition y is not set"):
-        g.dataset_condition
-    g.set_conditions(dataset=y, artifact=y_prime)
-    assert isinstance(g, GuidanceModel)
-    assert torch.equal(g.null_condition, torch.zeros(12))
-    x0 = g.encode(torch.rand(2, 3, 16, 16))
-    assert x0.shape == (2, 4, 8, 8)
-    # ε̂ is the U-Net's output with the embedding as one cross-attention token
-    t = torch.tensor([50, 120])
-    with torch.no_grad():
-        direct = g.unet(x0, t, encoder_hidden_states=y.expand(2, 1, 12)).sample
-    torch.testing.assert_close(g.predict_noise(x0, t, y.expand(2, 12)), direct)
-    # SDS through the VAE encoder into a field (real stage-1 decoder)
-    ae, field = _tiny_ae(), _random_field()
-    r = refine_scene(field, ae, g, steps=2, alpha=3.0, seed=0, progress=False)
-    assert r.nonfinite_steps == 0 and not torch.equal(r.field.features, field.features)
-    assert all(n > 0 for n in r.history.feature_grad_norm)
-
-
-def test_clip_ldm_missing_or_incomplete_folder_names_the_download(tmp_path, monkeypatch):
-    import socket
-
-    def no_network(*a, **k):
-        raise AssertionError("a network call was attempted")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    with pytest.raises(GuidanceNotAvailable, match=r"huggingface-cli download lambdalabs/sd-image-variations-diffusers "
-                                                    r"--local-dir .*nope"):
-        ClipImageLDMGuidance.from_pretrained(tmp_path / "nope")
-    (tmp_path / "partial" / "unet").mkdir(parents=True)
-    (tmp_path / "partial" / "unet" / "config.json").write_text("{}")
-    with pytest.raises(GuidanceNotAvailable, match=r"lacks unet/ weights .*vae/config.json.*scheduler/scheduler_config.json"):
-        ClipImageLDMGuidance.from_pretrained(tmp_path / "partial")
-
-
 # ============================================================================================ bundle, training, CLI
 def test_prior_as_a_bundle_part(default_stats_bundle, tmp_path):
     import shutil
@@ -493,38 +422,3 @@ def test_cli_train_prior_then_refine(default_stats_bundle, tmp_path, capture_fac
     res = runner.invoke(refine, [str(tmp_path / "scene"), "--model", str(bundle), "--guidance", "clip-ldm",
                                  "--guidance-path", str(tmp_path / "none"), "--out", str(tmp_path / "x"), "--device", "cpu"])
     assert res.exit_code != 0 and "huggingface-cli download" in res.output
-
-
-def test_cli_refine_with_clip_ldm_conditions(default_stats_bundle, tmp_path):
-    """clip-ldm: y from --dataset-images, y′ from renders of the raw scene, saved with --save-conditions and reused."""
-    import imageio.v3 as iio
-    import numpy as np
-    from click.testing import CliRunner
-
-    from nfldm_sdk.cli.refine import refine
-    from nfldm_sdk.pipelines.generator import SceneGenerator
-    from nfldm_sdk.pipelines.scene import NeuralScene
-    from nfldm_sdk.guidance.base import load_conditions
-
-    folder = _tiny_clip_ldm(tmp_path / "sd-iv")
-    images = tmp_path / "frames"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        iio.imwrite(images / f"{i}.png", rng.integers(0, 256, (24 + 8 * i, 40, 3), dtype=np.uint8))
-    SceneGenerator.from_pretrained(default_stats_bundle).generate(1, seed=2, steps=2)[0].save(tmp_path / "scene")
-    base = [str(tmp_path / "scene"), "--model", str(default_stats_bundle), "--guidance", "clip-ldm", "--guidance-path", str(folder),
-            "--steps", "1", "--device", "cpu", "--no-progress", "--no-preview"]
-    runner = CliRunner()
-    res = runner.invoke(refine, base + ["--out", str(tmp_path / "a")])
-    assert res.exit_code != 0 and "--dataset-images" in res.output
-    res = runner.invoke(refine, base + ["--out", str(tmp_path / "a"), "--dataset-images", str(images),
-                                        "--save-conditions", str(tmp_path / "cond.safetensors")], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    y, y_prime = load_conditions(tmp_path / "cond.safetensors")
-    assert y.shape == y_prime.shape == (12,) and not torch.allclose(y, y_prime)
-    res = runner.invoke(refine, base + ["--out", str(tmp_path / "b"), "--conditions", str(tmp_path / "cond.safetensors")],
-                        catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    a, b = NeuralScene.load(tmp_path / "a"), NeuralScene.load(tmp_path / "b")
-    assert torch.equal(a.field.features, b.field.features)                          # same conditions, same seed

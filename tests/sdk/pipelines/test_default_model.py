@@ -90,7 +90,9 @@ def test_train_all_recipe_tiny(tmp_path, monkeypatch):
     two = {"scene_ae": {"scene_ae_train.max_steps": 2, "scene_ae_train.val_interval": 2},
            "latent_ae": {"latent_ae_train.max_steps": 2, "latent_ae_train.val_interval": 2},
            "ldm": {f"train_{k}.{f}": v for k in "gcf" for f, v in (("max_steps", 2), ("val_interval", 2), ("batch_size", 2))},
-           "critic": {"train.max_steps": 2, "train.val_interval": 2}}
+           "critic": {"train.max_steps": 2, "train.val_interval": 2},
+           "prior": {"train.max_steps": 2, "train.val_interval": 2, "train.artifact_scenes": 1,
+                     "train.generate_steps": 2}}
     monkeypatch.setattr(cli_all, "CPU_BUDGET", two)
     args = ["--data", str(store), "--preset", "tiny", "--budget", "cpu", "--out", str(tmp_path / "runs"),
             "--bundle", str(tmp_path / "bundle"), "--accelerator", "cpu", "--no-progress"]
@@ -98,10 +100,11 @@ def test_train_all_recipe_tiny(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output + repr(r.exception)
     record = json.loads((tmp_path / "runs" / "train_all.json").read_text())
     assert list(record["stages"]) == ["scene_ae", "encode_voxels", "latent_ae", "encode_latents", "ldm_g", "ldm_c", "ldm_f",
-                                      "critic"]
+                                      "critic", "prior"]
     assert record["stages"]["scene_ae"]["steps"] == 2 and record["budget"] == "cpu"
     gen = SceneGenerator.from_pretrained(tmp_path / "bundle")
     assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["parts"]["critic"]["path"] == "critic"
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["parts"]["prior"]["path"] == "prior"
     assert gen.generate(1, seed=0, steps=2)[0].field.density.shape == tuple(gen.scene_ae.config.grid_shape)
     # rerun: every stage is complete, nothing trains again
     r = CliRunner().invoke(cli_all.train_all, args)
