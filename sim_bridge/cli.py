@@ -1,4 +1,4 @@
-"""The `sim_bridge` command line: collect, info, validate, export-nuscenes, towns, weathers, rigs, bench.
+"""The `sim_bridge` command line: collect, info, validate, export-nuscenes, bev, towns, weathers, rigs, bench.
 
 `sim_bridge`'s own errors (`sim_bridge.errors.SimBridgeError` and everything derived from it: StoreError, RigError,
 the CARLA errors, ...) end every command as ``Error: <message>`` and exit status 1 (a command's own documented exit
@@ -163,6 +163,40 @@ def export_nuscenes(store, out, episodes, version, image_format, overwrite):
     click.echo(f"Wrote {len(summary.scenes)} scene(s), {summary.samples} sample(s), {summary.sample_data} sample_data "
                f"record(s){' with LiDAR' if summary.lidar else ''} to {summary.out} (load it with "
                f"NuScenes(version={summary.version!r}, dataroot={str(summary.out)!r}))")
+
+
+@main.command()
+@click.option("--town", default="Town03", show_default=True, help="CARLA town name (see `sim_bridge towns`).")
+@click.option("--at", "pose", nargs=3, type=float, required=True, metavar="X Y YAW",
+              help="The ego's CARLA pose: x, y metres in CARLA's left-handed world (y to the right) and yaw degrees "
+                   "(from +x towards +y, clockwise seen from above).")
+@click.option("--out", required=True, help="map.png (CARLA palette, x right / y up) or map.npy; map.json beside it "
+                                           "holds the bounds (what nfldm_sdk's BEVMap.load reads).")
+@click.option("--size", nargs=2, type=click.IntRange(min=1), default=(64, 64), show_default=True, metavar="Y X",
+              help="Cells: Y rows (along the ego's y, from its right) and X columns (along x, from behind).")
+@click.option("--extent", nargs=4, type=float, default=(-16.0, -32.0, 48.0, 32.0), show_default=True,
+              metavar="XMIN YMIN XMAX YMAX", help="The box in the ego frame (x forward, y left), metres.")
+@click.option("--z-min", type=float, default=-2.0, show_default=True,
+              help="Lowest height a hit may have, metres above the ego's ground (lower: unobserved, 255).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="World seed of the procedural town (a capture store's seed, see `sim_bridge info`).")
+@click.option("--samples", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Rays per cell side; the highest hit labels the cell.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing map at --out.")
+def bev(town, pose, out, size, extent, z_min, seed, samples, overwrite):
+    """Ground-truth bird's-eye label map of a built-in town around an ego pose (rays cast straight down)."""
+    from sim_bridge.bev import tag_fractions, town_bev, write_bev
+    from sim_bridge.semantics import TAG_NAMES
+
+    box = ((extent[0], extent[1]), (extent[2], extent[3]))
+    tags = town_bev(town, *pose, grid_yx=size, box=box, z_min=z_min, seed=seed, samples=samples)
+    x, y, yaw = pose
+    source = f"sim_bridge bev --town {town} --seed {seed} --at {x:g} {y:g} {yaw:g}"
+    written = write_bev(out, tags, box, name=f"{town} at ({x:g}, {y:g}, {yaw:g})", source=source,
+                        extra={"town": town, "seed": seed, "carla_pose": [x, y, yaw]}, overwrite=overwrite)
+    shares = ", ".join(f"{TAG_NAMES.get(t, 'unobserved')} {f:.0%}" for t, f in tag_fractions(tags).items())
+    click.echo(f"Wrote {written} (+ {written.with_suffix('.json').name}): {size[0]}x{size[1]} cells over x "
+               f"[{extent[0]:g}, {extent[2]:g}], y [{extent[1]:g}, {extent[3]:g}] m of the ego frame; {shares}")
 
 
 @main.command()
