@@ -130,3 +130,25 @@ class Oracle(torch.nn.Module):
 def oracle_factory():
     """``oracle_factory(target, alphas_cumprod) -> Oracle``: the exact v-predictor of a known clean sample."""
     return Oracle
+
+
+#: The stage-3 overrides of a BEV-conditioned tiny bundle (every level), with the trajectory in g.
+CONDITIONAL_OVERRIDES = {"denoiser_g.bev_condition": True, "denoiser_c.bev_condition": True,
+                         "denoiser_f.bev_condition": True, "denoiser_g.trajectory_in_g": True,
+                         "denoiser_g.trajectory_frames": 2, "denoiser_g.bev_token_dim": 16,
+                         "denoiser_c.bev_token_dim": 16, "denoiser_f.bev_token_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def tiny_conditional_generator():
+    """A `SceneGenerator` of the `tiny` preset with random weights (seed 0) whose three denoisers are BEV-conditioned
+    and whose ψ_g samples a 2-pose trajectory (`CONDITIONAL_OVERRIDES`)."""
+    from nfldm_training.configs.ldm import random_generator
+
+    return random_generator("tiny", seed=0, overrides=CONDITIONAL_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def tiny_conditional_bundle(tmp_path_factory, tiny_conditional_generator, write_tiny_bundle):
+    """Path of a bundle of `tiny_conditional_generator`."""
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny_cond", tiny_conditional_generator)

@@ -6,6 +6,9 @@ Writes ``OUT/scene_<seed>/`` per scene, each as soon as its batch is sampled (`S
 stays bounded whatever ``--num``): ``field.safetensors`` + ``scene.json`` (`NeuralScene.save`) and ``preview.png``
 (`nfldm_sdk.viz.previews.save_preview`) — four views from the scene origin at 1.6 m height looking front (+x), left
 (+y), back and right, RGB on the top row and inverse depth (near = bright, no hit = black) below.
+
+``--bev map.png|map.npy`` (a `nfldm_sdk.labels.bev_map.BEVMap` file with its ``map.json`` sidecar) conditions every
+scene on one layout (a BEV-conditioned bundle only), with classifier-free guidance ``--guidance-scale``.
 """
 from __future__ import annotations
 
@@ -41,7 +44,11 @@ __all__ = ["generate"]
 @click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write preview.png of each scene.")
 @click.option("--overwrite", is_flag=True, help="Replace scene folders of the same seeds already in OUT.")
-def generate(model, num, seed, out, steps, sampler, batch_size, device, preview, overwrite):
+@click.option("--bev", "bev", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="BEV map (map.png or map.npy with its map.json) to condition every scene on (a BEV-conditioned bundle).")
+@click.option("--guidance-scale", type=float, default=1.0, show_default=True,
+              help="Classifier-free guidance scale with --bev (1 = the conditional model, > 1 follows the map more).")
+def generate(model, num, seed, out, steps, sampler, batch_size, device, preview, overwrite, bev, guidance_scale):
     """Generate scenes with a model bundle; writes OUT/scene_<seed>/ (field, scene.json, preview.png) per scene.
 
     A scene folder of the same seed already in OUT is refused before anything is sampled unless --overwrite is given
@@ -53,9 +60,15 @@ def generate(model, num, seed, out, steps, sampler, batch_size, device, preview,
     out = Path(out)
     for i in range(num):                     # before the bundle loads: a refusal costs nothing and writes nothing
         check_output(out / scene_folder_name(seed + i), overwrite, marker=SCENE_MARKER, file_suffixes=())
+    bev_map = None
+    if bev is not None:
+        from nfldm_sdk.labels.bev_map import BEVMap
+
+        bev_map = BEVMap.load(bev)
     gen = SceneGenerator.from_pretrained(model, device=device)
     count, how = 0, ""
-    for scene in gen.generate_iter(num, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size, progress=True):
+    for scene in gen.generate_iter(num, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size, progress=True,
+                                   bev=bev_map, guidance_scale=guidance_scale):
         folder = out / scene_folder_name(scene.seed)
         with staged_output(folder) as tmp:
             scene.save(tmp)

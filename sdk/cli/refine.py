@@ -188,7 +188,7 @@ def refine(scene, model, guidance, guidance_path, steps, alpha, negative, lr, vi
     cfg = RefineConfig(steps=steps, lr=lr, views_per_step=views, alpha=alpha, negative=negative)
     result = refine_scene(raw, decoder, model_g, cfg, seed=seed, progress=progress)
     refined = NeuralScene(field=result.field, seed=raw.seed, bundle_hash=raw.bundle_hash, decoder=decoder,
-                          sampler=raw.sampler, steps=raw.steps,
+                          sampler=raw.sampler, steps=raw.steps, trajectory=raw.trajectory,
                           refinements=(*raw.refinements, refinement_record(result, model_g, seed)))
     folder = Path(out)
     info = {"source_scene": str(scene), "bundle": str(model), "guidance": guidance,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from nfldm_sdk.errors import NfldmError
 
-__all__ = ["GenerateArgumentError", "GenerateArgs", "check_int", "check_generate_args", "MAX_SEED",
+if TYPE_CHECKING:  # torch is imported where the maps are built (start-up time of the CLI)
+    import torch
+
+__all__ = ["GenerateArgumentError", "GenerateArgs", "check_int", "check_generate_args", "check_bev_args", "MAX_SEED",
            "DEFAULT_BATCH_SIZE"]
 
 #: The largest seed a ``torch.Generator`` accepts (``manual_seed`` takes an unsigned 64-bit value).
@@ -91,3 +94,58 @@ def check_generate_args(num_scenes: Any, seed: Any, steps: Any, batch_size: Any,
         raise GenerateArgumentError(f"sampler must be one of {', '.join(samplers)}, got {sampler!r}")
     return GenerateArgs(num_scenes=num_scenes, seed=seed, steps=steps, batch_size=min(batch_size, num_scenes),
                         sampler=sampler)
+
+
+def check_bev_args(bev: Any, guidance_scale: Any, num_scenes: int, *, conditional: bool,
+                   grid_yx: tuple[int, int] | None, bounds) -> "torch.Tensor | None":
+    """Check the BEV condition of `SceneGenerator.generate` and return it as ``[num_scenes, Y, X]`` uint8 CARLA tags
+    (None for ``bev=None``).
+
+    Args:
+        bev: None, a `nfldm_sdk.labels.bev_map.BEVMap`, a list of `num_scenes` of them, or a ``[Y, X]`` integer
+            array (numpy or torch) of CARLA tags (255 = unobserved).
+        guidance_scale: a finite real number.
+        num_scenes: scenes to generate.
+        conditional: whether the bundle reads BEV maps.
+        grid_yx: ``(Y, X)`` the bundle's maps have (None when not conditional).
+        bounds: the bundle's voxel box ``((xmin, ymin, zmin), (xmax, ymax, zmax))`` metres; a map's bounds must match.
+    Raises:
+        `GenerateArgumentError` naming the problem: a bundle that is not conditional, a map of another size or box,
+        unknown tags, a list of the wrong length, a bad guidance scale.
+    """
+    import numpy as np
+    import torch
+
+    from nfldm_sdk.labels.bev_map import BEVMap, BEVMapError
+
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) or not np.isfinite(guidance_scale):
+        raise GenerateArgumentError(f"guidance_scale must be a finite number (1 = the conditional model, 0 = the "
+                                    f"unconditional one), got {guidance_scale!r}")
+    if bev is None:
+        return None
+    if not conditional:
+        raise GenerateArgumentError("bev: this bundle is not BEV-conditioned (its denoisers were trained without "
+                                    "bev_condition): generate without bev=, or train the denoisers with "
+                                    "--set denoiser_g.bev_condition=true (and denoiser_c, denoiser_f) on a latent store "
+                                    "that has bev maps")
+    maps = list(bev) if isinstance(bev, (list, tuple)) else [bev] * num_scenes
+    if len(maps) != num_scenes:
+        raise GenerateArgumentError(f"bev: got a list of {len(maps)} maps for num_scenes={num_scenes}: pass one map "
+                                    "per scene, or a single map for all")
+    (xmin, ymin, _), (xmax, ymax, _) = bounds
+    out = []
+    for i, m in enumerate(maps):
+        try:
+            if not isinstance(m, BEVMap):
+                a = m.detach().cpu().numpy() if torch.is_tensor(m) else np.asarray(m)
+                m = BEVMap.from_tags(a, ((xmin, ymin), (xmax, ymax)))
+        except BEVMapError as e:
+            raise GenerateArgumentError(f"bev[{i}]: {e}") from e
+        if tuple(m.tags.shape) != tuple(grid_yx):
+            raise GenerateArgumentError(f"bev[{i}] is {m.tags.shape[0]}×{m.tags.shape[1]} cells but the bundle's maps are "
+                                        f"{grid_yx[0]}×{grid_yx[1]} (its voxel grid's Y×X): resize it (BEVMap.resized)")
+        if not np.allclose(np.asarray(m.bounds), [[xmin, ymin], [xmax, ymax]], atol=1e-4):
+            raise GenerateArgumentError(f"bev[{i}] covers {m.bounds} m but the bundle's scenes cover "
+                                        f"{((xmin, ymin), (xmax, ymax))} m: crop or re-make the map over that box")
+        out.append(torch.from_numpy(np.ascontiguousarray(m.tags, dtype=np.uint8)))
+    return torch.stack(out)

@@ -15,6 +15,12 @@ re-exported here; `SceneGenerator.from_pretrained` reads one and fails with a `B
 file and the fix when a part is missing, holds the wrong class, changed since export (sha256), does not parse or
 does not fit the others (latent shapes, voxel grid), or when the manifest's format version is unknown.
 
+BEV-map conditioning: a bundle whose denoisers were trained with ``bev_condition`` takes ``bev=`` (a
+`nfldm_sdk.labels.bev_map.BEVMap`, a list of them, one per scene, or a ``[Y, X]`` array of CARLA tags) and samples
+every conditioned level with classifier-free guidance of scale ``guidance_scale`` (`sample_level`); without
+``bev`` it samples the same bundle unconditionally (the null condition). A bundle whose ψ_g has ``trajectory_in_g``
+also samples the ego trajectory of the scene's window (`NeuralScene.trajectory`).
+
 Many scenes: `SceneGenerator.generate_iter` yields the scenes batch by batch in bounded memory (``nfldm generate``
 writes each one as it comes); `SceneGenerator.generate` returns them all as a list.
 
@@ -49,7 +55,8 @@ from nfldm_sdk.models.latent_ae import LEVELS
 from nfldm_sdk.models.noise_schedule import SamplerDefaults
 from nfldm_sdk.models.noise_schedule import SAMPLERS, NoiseSchedule
 
-from nfldm_sdk.pipelines.generate_args import GenerateArgumentError, check_generate_args, check_int
+from nfldm_sdk.models.denoisers import split_g_trajectory
+from nfldm_sdk.pipelines.generate_args import GenerateArgumentError, check_bev_args, check_generate_args, check_int
 
 __all__ = ["SceneGenerator"]
 
@@ -155,13 +162,35 @@ class SceneGenerator:
                                             "guidance=PriorGuidance.from_pretrained(RUN)") from e
         return self._prior
 
+    @property
+    def conditional(self) -> bool:
+        """Whether any denoiser of the bundle reads a BEV map (``bev_condition``)."""
+        return any(getattr(d, "conditional", False) for d in self.denoisers.values())
+
+    @property
+    def bev_grid_yx(self) -> tuple[int, int] | None:
+        """``(Y, X)`` of the BEV maps the bundle is conditioned on (None for an unconditional bundle)."""
+        for d in self.denoisers.values():
+            if getattr(d, "conditional", False):
+                return tuple(int(v) for v in d.config.bev_grid_yx)  # type: ignore[return-value]
+        return None
+
     @torch.no_grad()
-    def sample_latents(self, seeds: Sequence[int], steps: int | None = None, sampler: str | None = None) -> Latents:
+    def sample_latents(self, seeds: Sequence[int], steps: int | None = None, sampler: str | None = None, *,
+                       bev: torch.Tensor | None = None, guidance_scale: float = 1.0) -> Latents:
         """Sample one batch of latents, scene i with a CPU generator seeded ``seeds[i]``: g, then c | g, then f | g, c.
 
+        Args:
+            bev: ``[B, Y, X]`` uint8 CARLA tags (checked maps, `check_bev_args`) for a conditional bundle; None:
+                unconditional. Levels whose denoiser is not BEV-conditioned ignore it.
+            guidance_scale: classifier-free guidance scale of the conditioned levels (`sample_level`).
         Returns:
-            de-normalised `Latents` (g ``[B, G]``, c ``[B, 4, Zc, Yc, Xc]``, f ``[B, 4, Y, X]``) ready for the LAE.
+            de-normalised `Latents` (g ``[B, G]``, c ``[B, 4, Zc, Yc, Xc]``, f ``[B, 4, Y, X]``) ready for the LAE
+            (a ``trajectory_in_g`` ψ_g's trajectory is split off; `generate` puts it on the scenes).
         """
+        return self._sample(seeds, steps, sampler, bev, guidance_scale)[0]
+
+    def _sample(self, seeds, steps, sampler, bev, guidance_scale) -> tuple[Latents, torch.Tensor | None]:
         steps = self.sampler_defaults.steps if steps is None else check_int("steps", steps, 1)
         sampler = sampler or self.sampler_defaults.sampler
         if sampler not in SAMPLERS:
@@ -169,16 +198,21 @@ class SceneGenerator:
         seeds = [check_int("seeds[i]", s, 0) for s in seeds]
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         sampled: dict[str, torch.Tensor] = {}
+        trajectory = None
         for level in LEVELS:                                   # g -> c -> f, each conditioned on the clean upper levels
             denoiser = self.denoisers[level]
             cond = tuple(sampled[k] for k in denoiser.cond_levels)
-            shape = (len(seeds), *denoiser.latent_shape)
-            sampled[level] = sample_level(denoiser, shape, cond, self.noise_schedule.scheduler(sampler), steps, gens)
-        return Latents(**{k: denormalize_level(self.latent_stats, k, v) for k, v in sampled.items()})
+            shape = (len(seeds), *getattr(denoiser, "sample_shape", denoiser.latent_shape))
+            kw = {"condition": bev, "guidance_scale": guidance_scale} if getattr(denoiser, "conditional", False) else {}
+            sampled[level] = sample_level(denoiser, shape, cond, self.noise_schedule.scheduler(sampler), steps, gens, **kw)
+            if level == "g":
+                sampled["g"], trajectory = split_g_trajectory(denoiser.config, sampled["g"])
+        latents = Latents(**{k: denormalize_level(self.latent_stats, k, v) for k, v in sampled.items()})
+        return latents, trajectory
 
     def generate(self, num_scenes: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
                  batch_size: int | None = None, progress: bool = False, *, refine: bool = False, guidance=None,
-                 refine_config=None) -> list[NeuralScene]:
+                 refine_config=None, bev=None, guidance_scale: float = 1.0) -> list[NeuralScene]:
         """Generate `num_scenes` scenes as a list; scene i uses seed ``seed + i`` (module docstring).
 
         The list holds every scene's field at once (the `small` preset: 128×128×32×(1+32) float32 ≈ 69 MB per
@@ -189,11 +223,12 @@ class SceneGenerator:
             list of `NeuralScene` (fields on the generator's device, decoder = the bundle's stage-1 model).
         """
         return list(self.generate_iter(num_scenes, seed, steps, sampler, batch_size, progress, refine=refine,
-                                       guidance=guidance, refine_config=refine_config))
+                                       guidance=guidance, refine_config=refine_config, bev=bev,
+                                       guidance_scale=guidance_scale))
 
     def generate_iter(self, num_scenes: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
                       batch_size: int | None = None, progress: bool = False, *, refine: bool = False, guidance=None,
-                      refine_config=None) -> Iterator[NeuralScene]:
+                      refine_config=None, bev=None, guidance_scale: float = 1.0) -> Iterator[NeuralScene]:
         """Generate `num_scenes` scenes, yielding each one as soon as its batch is decoded (in seed order).
 
         Memory stays bounded whatever `num_scenes`: one batch of latents and fields is alive at a time, plus the
@@ -213,6 +248,11 @@ class SceneGenerator:
             guidance: the `nfldm_sdk.guidance.base.GuidanceModel` for `refine`; None = the bundle's ``prior/`` part
                 (`bundle_prior`, loaded on first use).
             refine_config: `nfldm_sdk.guidance.sds.RefineConfig` (steps, lr, views per step, guidance alpha).
+            bev: the layout to generate (a BEV-conditioned bundle only): a `nfldm_sdk.labels.bev_map.BEVMap`, a
+                list of `num_scenes` of them (scene i gets map i), or a ``[Y, X]`` integer array of CARLA tags
+                (255 = unobserved), at the bundle's grid (`bev_grid_yx`); None: unconditional.
+            guidance_scale: classifier-free guidance scale s (a finite float; 1: the conditional model, 0: the
+                unconditional one, > 1: follow the map more closely); used only with `bev`.
         Returns:
             an iterator of `NeuralScene` (field on the generator's device, decoder = the bundle's stage-1 model).
         Raises:
@@ -221,11 +261,13 @@ class SceneGenerator:
         """
         args = check_generate_args(num_scenes, seed, steps, batch_size, sampler, default_steps=self.sampler_defaults.steps,
                                    default_sampler=self.sampler_defaults.sampler, samplers=SAMPLERS)
+        maps = check_bev_args(bev, guidance_scale, args.num_scenes, conditional=self.conditional,
+                              grid_yx=self.bev_grid_yx, bounds=self.scene_ae.config.bounds)
         if refine and guidance is None:
             guidance = self.bundle_prior()
-        return self._scenes(args, progress, guidance if refine else None, refine_config)
+        return self._scenes(args, progress, guidance if refine else None, refine_config, maps, float(guidance_scale))
 
-    def _scenes(self, args, progress: bool, guidance, refine_config) -> Iterator[NeuralScene]:
+    def _scenes(self, args, progress: bool, guidance, refine_config, maps, guidance_scale) -> Iterator[NeuralScene]:
         # A generator of its own, so that generate_iter checks its arguments when called, not at the first next().
         bar = None
         if progress:
@@ -235,16 +277,18 @@ class SceneGenerator:
         try:
             for start in range(0, args.num_scenes, args.batch_size):
                 seeds = [args.seed + i for i in range(start, min(start + args.batch_size, args.num_scenes))]
+                bev = None if maps is None else maps[start:start + len(seeds)]
                 with torch.no_grad():
-                    latents = self.sample_latents(seeds, args.steps, args.sampler)
+                    latents, trajectory = self._sample(seeds, args.steps, args.sampler, bev, guidance_scale)
                     fields = self.latent_ae.decode(latents, snap_to_codebook=self.sampler_defaults.snap_to_codebook)
                 del latents
                 batch = []
                 for i, s in enumerate(seeds):
                     one = fields[i]
                     one = VoxelField(one.density.clone(), one.features.clone(), one.bounds.clone())  # not a view of the batch
+                    traj = None if trajectory is None else trajectory[i].float().cpu().numpy()
                     batch.append(NeuralScene(field=one, seed=s, bundle_hash=self.bundle_hash, decoder=self.scene_ae,
-                                             sampler=args.sampler, steps=args.steps))
+                                             sampler=args.sampler, steps=args.steps, trajectory=traj))
                 del fields, one                    # the batched field is freed before the scenes are handed out
                 while batch:
                     scene = batch.pop(0)

@@ -37,7 +37,7 @@ def refine_neural_scene(scene: NeuralScene, guidance: GuidanceModel, config: Ref
     seed = int(scene.seed if seed is None else seed)
     result = refine_scene(scene, None, guidance, config, seed=seed, progress=progress)
     refined = NeuralScene(field=result.field, seed=scene.seed, bundle_hash=scene.bundle_hash, decoder=scene.decoder,
-                          sampler=scene.sampler, steps=scene.steps,
+                          sampler=scene.sampler, steps=scene.steps, trajectory=scene.trajectory,
                           refinements=(*scene.refinements, refinement_record(result, guidance, seed)))
     return RefinedScene(scene=refined, result=result)
 

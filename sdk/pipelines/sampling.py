@@ -2,7 +2,8 @@
 
 * `NoiseSchedule` / `make_scheduler` (`nfldm_sdk.models.noise_schedule`) — the forward process a denoiser was
   trained with and the diffusers schedulers that sample it.
-* `sample_level` — the ~30-line reverse-diffusion loop of one level of the hierarchy.
+* `sample_level` — the ~30-line reverse-diffusion loop of one level of the hierarchy, optionally conditioned on
+  BEV maps with classifier-free guidance (``v = v_u + s·(v_c − v_u)``).
 * `normalize_level` / `denormalize_level` — one level of the LAE's `LatentStats` normalisation (the denoisers
   work on latents of about zero mean and unit variance; samples are de-normalised before the LAE decodes them).
 
@@ -29,7 +30,8 @@ __all__ = ["sample_level", "normalize_level", "denormalize_level"]
 @torch.no_grad()
 def sample_level(denoiser: torch.nn.Module, shape: Sequence[int], cond: Sequence[torch.Tensor], scheduler: Scheduler,
                  steps: int, generator: torch.Generator | list[torch.Generator] | None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, *,
+                 condition: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
     """Sample one level of the hierarchy by running `scheduler` backwards from pure noise.
 
     Args:
@@ -44,20 +46,43 @@ def sample_level(denoiser: torch.nn.Module, shape: Sequence[int], cond: Sequence
             generator i, whatever the batch size). Noise is drawn on the CPU and moved, so a seed gives the same
             noise on every device.
         device, dtype: where and in what precision to sample (default: the denoiser's).
+        condition: ``[B, Y, X]`` uint8 BEV maps (CARLA tags) for a BEV-conditioned denoiser (``bev_condition``),
+            passed as ``bev=``; None samples it unconditionally (its null tokens) — a denoiser without BEV
+            conditioning is then called exactly as before.
+        guidance_scale: s of classifier-free guidance, ``v = v_u + s·(v_c − v_u)`` (v_u with the null tokens); with
+            s ≠ 1 each step is one batched call of 2B samples (conditional, then unconditional); s = 1 is the plain
+            conditional model, s = 0 the unconditional one. Ignored without a `condition`.
     Returns:
         ``[B, ...]`` the sample ``x_0`` (normalised latent space).
     """
-    param = next(denoiser.parameters())
-    device, dtype = device or param.device, dtype or param.dtype
+    if device is None or dtype is None:
+        param = next(denoiser.parameters())
+        device, dtype = device or param.device, dtype or param.dtype
     if isinstance(generator, list) and len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}: pass one per sample")
+    guided = condition is not None and float(guidance_scale) != 1.0
+    if condition is not None:
+        condition = condition.to(device)
+        if guided:  # one call of 2B: the first B conditional, the last B with the null tokens
+            drop = torch.arange(2 * shape[0], device=device) >= shape[0]
+            cond2 = tuple(torch.cat([c, c]) for c in cond)
+            kwargs = {"bev": torch.cat([condition, condition]), "bev_drop": drop}
+        else:
+            kwargs = {"bev": condition}
     x = randn_tensor(tuple(shape), generator=generator, device=torch.device(device), dtype=dtype)
     x = x * scheduler.init_noise_sigma
     scheduler.set_timesteps(int(steps), device=device)
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(x, t)
         t_batch = t.reshape(1).expand(shape[0]).to(device)                     # [B] int64
-        prediction = denoiser(model_input, t_batch, *cond)
+        if guided:
+            v = denoiser(torch.cat([model_input, model_input]), torch.cat([t_batch, t_batch]), *cond2, **kwargs)
+            v_c, v_u = v.chunk(2)
+            prediction = v_u + float(guidance_scale) * (v_c - v_u)
+        elif condition is not None:
+            prediction = denoiser(model_input, t_batch, *cond, **kwargs)
+        else:
+            prediction = denoiser(model_input, t_batch, *cond)
         x = scheduler.step(prediction, t, x, generator=generator).prev_sample
     return x
 

@@ -4,7 +4,8 @@ through, view and save; and the scene folder format.
 A scene folder (`NeuralScene.save` / `NeuralScene.load`) holds ``field.safetensors`` (`VoxelField.save`) and
 ``scene.json``: ``format`` (`SCENE_FORMAT`), ``format_version`` (`SCENE_FORMAT_VERSION`), ``seed``, ``bundle_hash``,
 ``sampler``, ``steps``, ``refinements`` (one record per SDS refinement, oldest first), ``field`` (the field file's
-name) and ``nfldm_version``. The decoder is not copied: it is the ``scene_ae`` part of the model bundle that
+name), ``nfldm_version`` and, for a bundle whose ψ_g samples the ego trajectory (``trajectory_in_g``),
+``trajectory`` (``[K, 3]`` poses ``(x, y, yaw)`` in the scene frame, metres and radians; absent otherwise). The decoder is not copied: it is the ``scene_ae`` part of the model bundle that
 generated the scene (``NeuralScene.load(path, decoder=BUNDLE)`` loads it and checks the bundle hash).
 
 Rendering goes through the one decode-and-quantise step, `nfldm_sdk.sensors.views.decode_views`, so
@@ -78,6 +79,8 @@ class NeuralScene:
         sampler, steps: how it was sampled.
         refinements: one record per SDS refinement applied since sampling, oldest first (empty: the raw sample);
             each is `nfldm_sdk.pipelines.refine.refinement_record`'s dict (steps, guidance, alpha, negative, lr, views, seed).
+        trajectory: ``[K, 3]`` float32 ego poses ``(x, y, yaw)`` in the scene frame (metres, radians) sampled with
+            the scene by a ``trajectory_in_g`` bundle (the window's frames, oldest first); None otherwise.
     """
 
     field: VoxelField
@@ -87,6 +90,7 @@ class NeuralScene:
     sampler: str = ""
     steps: int = 0
     refinements: tuple[dict, ...] = ()
+    trajectory: np.ndarray | None = None
 
     @torch.no_grad()
     def render(self, cameras: Cameras, views_per_call: int = 8) -> SceneImages:
@@ -171,7 +175,7 @@ class NeuralScene:
     def save(self, path: str | Path) -> Path:
         """Write the scene to folder `path`: ``field.safetensors`` (`VoxelField.save`) + ``scene.json`` (format,
         version, seed, bundle hash, sampler, steps, ``refinements`` (`refinements`: ``[]`` for a raw sample), nfldm
-        version). The decoder is not copied (it is in the bundle)."""
+        version, and ``trajectory`` when the scene has one). The decoder is not copied (it is in the bundle)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.field.save(path / "field.safetensors")
@@ -179,6 +183,8 @@ class NeuralScene:
                 "bundle_hash": self.bundle_hash, "sampler": self.sampler, "steps": int(self.steps),
                 "refinements": [dict(r) for r in self.refinements], "field": "field.safetensors",
                 "nfldm_version": nfldm_version()}
+        if self.trajectory is not None:
+            meta["trajectory"] = np.asarray(self.trajectory, dtype=np.float64).round(6).tolist()
         (path / "scene.json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
@@ -221,7 +227,8 @@ class NeuralScene:
                                  f"{field.grid_shape} with C={field.num_channels}: pass the bundle that generated the scene")
         return cls(field=field, seed=int(meta["seed"]), bundle_hash=str(meta["bundle_hash"]), decoder=decoder,  # type: ignore[arg-type]
                    sampler=str(meta.get("sampler", "")), steps=int(meta.get("steps", 0)),
-                   refinements=tuple(meta.get("refinements", ())))
+                   refinements=tuple(meta.get("refinements", ())),
+                   trajectory=None if meta.get("trajectory") is None else np.asarray(meta["trajectory"], np.float32))
 
     # ---------------------------------------------------------------- sensors (nfldm_sdk.sensors) and viewing (viz)
     def render_trajectory(self, trajectory, rig, *, batch_size: int = DEFAULT_BATCH_SIZE, with_range: bool = False,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from nfldm_training.cli.common import given, parse_devices, resumed_run_config, run_model_dir, stage_options
+from nfldm_training.cli.common import given, parse_devices, parse_set, resumed_run_config, run_model_dir, stage_options
 
 __all__ = ["train_ldm", "export_bundle"]
 
@@ -29,10 +29,11 @@ __all__ = ["train_ldm", "export_bundle"]
               help="Which denoiser: g (global), c (coarse, conditioned on g), f (fine, conditioned on g and c).")
 @click.option("--latents", required=True, type=click.Path(), help="Latent store written by `nfldm encode-latents`.")
 @stage_options("Denoiser sizes and training settings.", "Override the preset's scenes per step (per device).",
-               strategy_help="Lightning strategy: auto, ddp, ...")
+               strategy_help="Lightning strategy: auto, ddp, ...",
+               set_help="Override any stage-3 setting, e.g. --set denoiser_c.bev_condition=true --set train_c.lr=2e-4.")
 @click.pass_context
-def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, workers, accelerator, devices, strategy,
-              num_nodes, resume, progress):
+def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, workers, settings, accelerator, devices,
+              strategy, num_nodes, resume, progress):
     """Train one denoiser of the hierarchical latent diffusion (v-prediction, EMA weights saved to OUT/model)."""
     # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.modules.ldm import train_ldm as run
@@ -51,6 +52,13 @@ def train_ldm(ctx, level, latents, preset, out, max_steps, batch_size, seed, wor
         if saved_level != level:
             raise click.UsageError(f"{out} trains level {saved_level!r}; resume it with --level {saved_level}, or "
                                    "start over with --no-resume")
+    if settings:
+        from nfldm_training.configs.presets import apply_overrides
+
+        try:
+            ldm = apply_overrides(ldm, parse_set(settings))
+        except (KeyError, TypeError, ValueError) as e:
+            raise click.BadParameter(str(e), param_hint="--set")
     overrides = given(max_steps=max_steps, batch_size=batch_size, seed=seed, num_workers=workers)
     if overrides:
         ldm = dataclasses.replace(ldm, **{f"train_{level}": dataclasses.replace(ldm.train_config(level), **overrides)})

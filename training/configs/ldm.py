@@ -44,29 +44,44 @@ def get_ldm_preset(name: str, overrides: Mapping[str, Any] | None = None) -> LDM
     return copy_with_overrides(LDM_PRESETS, name, overrides)
 
 
-def with_latent_shapes(ldm: LDMPreset, g_dim: int, c_shape: tuple[int, int, int, int], f_shape: tuple[int, int, int]) -> LDMPreset:
+def with_latent_shapes(ldm: LDMPreset, g_dim: int, c_shape: tuple[int, int, int, int], f_shape: tuple[int, int, int],
+                       *, bev_grid_yx: tuple[int, int] | None = None, trajectory_frames: int | None = None,
+                       trajectory_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> LDMPreset:
     """A copy of `ldm` whose denoisers are sized for latents g ``[g_dim]``, c ``c_shape = (C, Zc, Yc, Xc)`` and f
-    ``f_shape = (C, Y, X)`` (raises the configs' own errors when the U-Nets do not fit the spatial sizes)."""
+    ``f_shape = (C, Y, X)`` (raises the configs' own errors when the U-Nets do not fit the spatial sizes).
+
+    The conditioning sizes of a latent store with ``bev``/``trajectory`` are filled in too when given: the maps'
+    ``bev_grid_yx`` (every denoiser), ψ_g's ``trajectory_frames`` and ``trajectory_mean``/``trajectory_std``
+    (`trajectory_stats` = ``(mean, std)`` of ``(x, y, yaw)``)."""
     c_shape, f_shape = tuple(int(v) for v in c_shape), tuple(int(v) for v in f_shape)
+    extra: dict = {} if bev_grid_yx is None else {"bev_grid_yx": tuple(int(v) for v in bev_grid_yx)}
+    g_extra = dict(extra)
+    if trajectory_frames is not None:
+        g_extra["trajectory_frames"] = int(trajectory_frames)
+    if trajectory_stats is not None:
+        g_extra["trajectory_mean"] = tuple(float(v) for v in trajectory_stats[0])
+        g_extra["trajectory_std"] = tuple(float(v) for v in trajectory_stats[1])
     return dataclasses.replace(
         ldm,
-        denoiser_g=dataclasses.replace(ldm.denoiser_g, g_dim=int(g_dim)),
-        denoiser_c=dataclasses.replace(ldm.denoiser_c, g_dim=int(g_dim), latent_shape=c_shape),
-        denoiser_f=dataclasses.replace(ldm.denoiser_f, g_dim=int(g_dim), latent_shape=f_shape, c_shape=c_shape))
+        denoiser_g=dataclasses.replace(ldm.denoiser_g, g_dim=int(g_dim), **g_extra),
+        denoiser_c=dataclasses.replace(ldm.denoiser_c, g_dim=int(g_dim), latent_shape=c_shape, **extra),
+        denoiser_f=dataclasses.replace(ldm.denoiser_f, g_dim=int(g_dim), latent_shape=f_shape, c_shape=c_shape, **extra))
 
 
-def random_generator(name: str, seed: int = 0) -> SceneGenerator:
+def random_generator(name: str, seed: int = 0, overrides: Mapping[str, Any] | None = None) -> SceneGenerator:
     """A `SceneGenerator` of randomly initialised models of preset `name` (stage 1, 2 and 3 sizes), seeded.
 
     For benchmarks and tests: the sampling time does not depend on the weights. Latent statistics are the identity
-    (mean 0, std 1).
+    (mean 0, std 1). `overrides` are dotted stage-3 keys (``{"denoiser_c.bev_condition": True}``); BEV maps are
+    sized to the voxel grid's Y×X.
     """
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     torch.manual_seed(seed)  # module initialisation draws from the global RNG
     scene_cfg = PRESETS[name].scene_ae
     lae_cfg = PRESETS[name].latent_ae  # built from the same stage-1 preset's grid, channels and box
-    ldm = with_latent_shapes(get_ldm_preset(name), lae_cfg.g_dim, lae_cfg.c_shape, lae_cfg.f_shape)
+    ldm = with_latent_shapes(get_ldm_preset(name, overrides), lae_cfg.g_dim, lae_cfg.c_shape, lae_cfg.f_shape,
+                             bev_grid_yx=tuple(scene_cfg.grid_shape[1:]))
     denoisers = {"g": GDenoiser(ldm.denoiser_g), "c": CDenoiser(ldm.denoiser_c), "f": FDenoiser(ldm.denoiser_f)}
     return SceneGenerator(SceneAutoEncoder(scene_cfg), LatentAutoEncoder(lae_cfg), denoisers, LatentStats(),
                           ldm.schedule, ldm.sampler, bundle_hash=f"random-{name}-{seed}")

@@ -135,10 +135,14 @@ PRESETS: dict[str, Preset] = {
         latent_ae_train=LatentAETrainConfig(batch_size=2, lr=1e-3, warmup_steps=100, max_steps=2500, val_interval=500,
                                             val_batches=8, val_fraction=0.07, render_views=4, log_every=10),
         ldm=LDMPreset(
-            denoiser_g=GDenoiserConfig(width=128, num_blocks=3, time_channels=64),
-            denoiser_c=CDenoiserConfig(widths=(32, 64), blocks_per_level=1, norm_groups=8, embed_dim=128, time_channels=64),
+            # conditional on the capture window's BEV map (cross-attention, 10 % condition dropout: one model for
+            # conditional and unconditional sampling); ψ_g also samples the window's ego trajectory with g
+            denoiser_g=GDenoiserConfig(width=128, num_blocks=3, time_channels=64, bev_condition=True, bev_token_dim=64,
+                                       trajectory_in_g=True),
+            denoiser_c=CDenoiserConfig(widths=(32, 64), blocks_per_level=1, norm_groups=8, embed_dim=128, time_channels=64,
+                                       bev_condition=True, bev_token_dim=64),
             denoiser_f=FDenoiserConfig(widths=(32, 64, 64), blocks_per_level=1, norm_groups=8, embed_dim=128,
-                                       time_channels=64),
+                                       time_channels=64, bev_condition=True, bev_token_dim=64),
             schedule=NoiseSchedule(num_train_timesteps=1000),
             train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=3000, ema_decay=0.999,
                                    val_interval=500, val_fraction=0.07, log_every=20),

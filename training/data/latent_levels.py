@@ -8,7 +8,9 @@ over all scenes, written when the store is complete; an incomplete store is refu
 * `LatentLevels` — the stage-3 view of a store: per-level shapes, the normalisation, and `training_data_hash`
   (sha256 of the store's description: root attrs, array shapes and dtypes, and the scene ids), which a model
   bundle records as its training-data hash.
-* `LatentLevelDataset` — normalised latents of the levels one denoiser reads (its own and its conditions).
+* `LatentLevelDataset` — normalised latents of the levels one denoiser reads (its own and its conditions), and for
+  conditional training the scene's ``bev [Y, X]`` uint8 map and ``trajectory [K, 3]`` (un-normalised: metres,
+  radians; the store's arrays, format version 2+; `LatentStore.require_conditioning` names the fix for older stores).
 * `LatentLevelDataModule` — the train/val split by episode (stage 1's rule, `split_by_episode`) and the loaders.
 """
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["LatentLevels", "LatentLevelDataset", "LatentLevelDataModule", "split
 
 #: The levels each denoiser reads: its own first, then its conditions (docs/method.md, stage 3: p(g), p(c|g), p(f|g,c)).
 LEVEL_CONDITIONS: dict[str, tuple[str, ...]] = {"g": ("g",), "c": ("c", "g"), "f": ("f", "g", "c")}
+#: The conditioning arrays an item may carry besides the levels (un-normalised).
+_EXTRAS = ("bev", "trajectory")
 _CACHE_BYTES = 1 << 30  # load the needed arrays into memory when they take at most 1 GiB
 
 
@@ -92,6 +96,9 @@ class LatentLevels:
         self.g_dim = int(group["g"].shape[1])
         self.c_shape: tuple[int, int, int, int] = tuple(int(v) for v in group["c"].shape[1:])  # type: ignore[assignment]
         self.f_shape: tuple[int, int, int] = tuple(int(v) for v in group["f"].shape[1:])  # type: ignore[assignment]
+        self.has_conditioning = self.store.has_conditioning
+        self.bev_grid_yx = tuple(int(v) for v in group["bev"].shape[1:]) if self.has_conditioning else None
+        self.trajectory_frames = int(group["trajectory"].shape[1]) if self.has_conditioning else None
 
     def __len__(self) -> int:
         return self.num_scenes
@@ -101,8 +108,18 @@ class LatentLevels:
         return {"g": (self.g_dim,), "c": self.c_shape, "f": self.f_shape}[level]
 
     def read(self, level: str, index: slice | None = None) -> np.ndarray:
-        """Un-normalised latents of `level` for scenes `index` (all written scenes when None), float32 numpy."""
+        """Un-normalised latents of `level` for scenes `index` (all written scenes when None), float32 numpy; also
+        ``"bev"`` (uint8 ``[S, Y, X]``) and ``"trajectory"`` (``[S, K, 3]``) of a store with conditioning."""
+        if level in _EXTRAS:
+            self.store.require_conditioning()
+            dtype = np.uint8 if level == "bev" else np.float32
+            return np.asarray(self.store.group[level][index or slice(0, self.num_scenes)], dtype=dtype)
         return np.asarray(self.store.group[level][index or slice(0, self.num_scenes)], dtype=np.float32)
+
+    def trajectory_stats(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """``(mean, std)`` of ``(x, y, yaw)`` over every pose of every scene (metres, radians; population std)."""
+        t = self.read("trajectory").reshape(-1, 3).astype(np.float64)
+        return tuple(float(v) for v in t.mean(0)), tuple(float(v) for v in t.std(0))  # type: ignore[return-value]
 
     def training_data_hash(self) -> str:
         """sha256 of the store's description: root attrs (canonical JSON), array shapes/dtypes and the scene ids."""
@@ -119,18 +136,25 @@ class LatentLevelDataset(torch.utils.data.Dataset):
     """Normalised latents of the `levels` one denoiser reads, for scenes `indices` of a latent store.
 
     Items are ``{level: float32 tensor of the level's per-scene shape}`` (normalised with `stats`), so the default
-    collate gives ``{"g": [B, G], "c": [B, 4, Zc, Yc, Xc], ...}``. Arrays are held in memory when they are small
+    collate gives ``{"g": [B, G], "c": [B, 4, Zc, Yc, Xc], ...}``; `extras` (``"bev"``, ``"trajectory"``) add the
+    scene's conditioning arrays as they are stored. Arrays are held in memory when they are small
     (≤ 1 GiB together), else read per item (each DataLoader worker opens its own zarr handle).
     """
 
     def __init__(self, path: str | Path, levels: Sequence[str], indices: Sequence[int], stats: LatentStats,
-                 cache: bool | None = None):
+                 cache: bool | None = None, extras: Sequence[str] = ()):
         self.path, self.levels, self.indices, self.stats = str(path), tuple(levels), list(indices), stats
         store = LatentLevels(self.path)
+        self.extras = tuple(k for k in extras if k in _EXTRAS)
+        if len(self.extras) != len(tuple(extras)):
+            raise ValueError(f"extras must be among {_EXTRAS}, got {tuple(extras)}")
+        if self.extras:
+            store.store.require_conditioning()
         need = sum(int(np.prod(store.shape(k))) * 4 * len(store) for k in self.levels)
         self._cache: dict[str, torch.Tensor] | None = None
         if cache if cache is not None else need <= _CACHE_BYTES:
             self._cache = {k: normalize_level(stats, k, torch.from_numpy(store.read(k))) for k in self.levels}
+            self._cache.update({k: torch.from_numpy(store.read(k)) for k in self.extras})
         self._store, self._pid = store, os.getpid()
 
     def __getstate__(self):
@@ -149,9 +173,11 @@ class LatentLevelDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.indices[i]
         if self._cache is not None:
-            return {k: self._cache[k][s] for k in self.levels}
+            return {k: self._cache[k][s] for k in (*self.levels, *self.extras)}
         store = self._open()
-        return {k: normalize_level(self.stats, k, torch.from_numpy(store.read(k, slice(s, s + 1))))[0] for k in self.levels}
+        item = {k: normalize_level(self.stats, k, torch.from_numpy(store.read(k, slice(s, s + 1))))[0] for k in self.levels}
+        item.update({k: torch.from_numpy(store.read(k, slice(s, s + 1)))[0] for k in self.extras})
+        return item
 
 
 class LatentLevelDataModule(LightningDataModule):
@@ -162,16 +188,20 @@ class LatentLevelDataModule(LightningDataModule):
         level: ``"g"``, ``"c"`` or ``"f"`` (loads the level and its conditions, `LEVEL_CONDITIONS`).
         batch_size, val_fraction, num_workers, seed: loader settings (`LDMTrainConfig`).
         stats: normalisation (default: the store's ``latent_stats``).
+        extras: conditioning arrays to load too (``"bev"``, ``"trajectory"``); a store without them raises.
     """
 
     def __init__(self, path: str | Path, level: str, batch_size: int, val_fraction: float, num_workers: int = 0,
-                 seed: int = 0, stats: LatentStats | None = None):
+                 seed: int = 0, stats: LatentStats | None = None, extras: Sequence[str] = ()):
         super().__init__()
         if level not in LEVEL_CONDITIONS:
             raise ValueError(f"unknown level {level!r}: choose g, c or f")
         self.path, self.level = str(path), level
         self.batch_size, self.val_fraction, self.num_workers, self.seed = int(batch_size), float(val_fraction), int(num_workers), int(seed)
         self.store = LatentLevels(self.path)
+        self.extras = tuple(extras)
+        if self.extras:
+            self.store.store.require_conditioning()
         self.stats = stats or self.store.stats
         self.train_idx, self.val_idx = split_by_episode(self.store.store.ids(), self.val_fraction)
         self.train_set: LatentLevelDataset | None = None
@@ -180,8 +210,8 @@ class LatentLevelDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             levels = LEVEL_CONDITIONS[self.level]
-            self.train_set = LatentLevelDataset(self.path, levels, self.train_idx, self.stats)
-            self.val_set = LatentLevelDataset(self.path, levels, self.val_idx, self.stats)
+            self.train_set = LatentLevelDataset(self.path, levels, self.train_idx, self.stats, extras=self.extras)
+            self.val_set = LatentLevelDataset(self.path, levels, self.val_idx, self.stats, extras=self.extras)
 
     def train_dataloader(self):
         g = torch.Generator().manual_seed(self.seed)

@@ -4,7 +4,12 @@ resumably, with the latent normalisation statistics over all of them.
 
 * `encode_latents` — the job; it computes the statistics as it goes (`LatentStatsAccumulator`) and writes them into
   the store and the model's ``config.json`` (`write_latent_stats`);
-* `EncodeLatentsResult` — what it did.
+* `EncodeLatentsResult` — what it did;
+* `WindowConditioning` — the conditioning data of each scene, read back from its capture window: the BEV map
+  (`nfldm_training.data.capture_bev.window_bev` of the window at the capture's own image size, over the scene's voxel
+  box and grid) and the ego trajectory (``ego_to_world`` of each of the window's K frames mapped into the anchor's
+  frame, as ``(x, y, yaw)``: metres, radians). The trajectory is exactly the window's frames (K = the voxel store's
+  ``window``; 3 for the default presets), never extended past the window.
 """
 from __future__ import annotations
 
@@ -16,18 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sim_bridge
 import torch
 from tqdm.auto import tqdm
 
+from nfldm_sdk.labels.classes import DEFAULT_CLASSES
 from nfldm_sdk.models.latent_ae import LatentStats
 from nfldm_sdk.persistence import class_path, config_to_dict, nfldm_version
+from nfldm_training.data.capture_bev import window_bev
+from nfldm_training.data.capture_windows import SceneWindowDataset
 from nfldm_training.errors import TrainingError, TrainingInputNotFound
 from nfldm_training.stores.latent_store import (LATENT_CONVENTIONS, LATENT_STORE_FORMAT, LATENT_STORE_VERSION,
                                                 create_latent_arrays)
 from nfldm_training.stores.scene_store import create_or_resume_scene_store, weights_sha256
 from nfldm_training.stores.voxel_store import VoxelStore
 
-__all__ = ["LatentStatsAccumulator", "EncodeLatentsResult", "write_latent_stats", "encode_latents"]
+__all__ = ["LatentStatsAccumulator", "EncodeLatentsResult", "WindowConditioning", "write_latent_stats", "encode_latents"]
 
 
 class LatentStatsAccumulator:
@@ -81,6 +90,47 @@ class LatentStatsAccumulator:
                            num_scenes=self.num_scenes)
 
 
+class WindowConditioning:
+    """The BEV map and ego trajectory of each scene of a voxel store, from its capture window (module docstring).
+
+    Args:
+        vs: the voxel store; its ``source_stores``, ``window``, ``stride`` and ``cameras`` attrs name the windows.
+    Raises:
+        `TrainingError` when a capture store cannot be opened or a scene's window is not in it.
+    """
+
+    def __init__(self, vs: VoxelStore):
+        self.vs = vs
+        a = vs.attrs
+        self.window = int(a["window"])
+        try:
+            rig = sim_bridge.open_store(vs.source_stores[0]).rig
+            self.data = SceneWindowDataset(vs.source_stores, self.window, a.get("cameras"), (rig.height, rig.width),
+                                           split="all", stride=int(a.get("stride", 1)))
+        except Exception as e:  # any failure to read the captures has the same fix
+            raise TrainingError(f"encode-latents writes each scene's BEV map and trajectory from its capture window, and "
+                                f"the capture stores of {vs.path} ({vs.source_stores}) could not be read ({e}): make them "
+                                "readable at those paths") from e
+        self.index = {(r.store_index, r.episode, r.start + self.data.anchor_offset): i for i, r in enumerate(self.data.refs)}
+        self.grid_yx = tuple(int(v) for v in vs.group["density"].shape[2:4])
+
+    def scene(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scene `i`'s ``(bev [Y, X] uint8, trajectory [K, 3] float32)``."""
+        si, ep, anchor = (int(v) for v in self.vs.ids()[i])
+        j = self.index.get((si, ep, anchor))
+        if j is None:
+            raise TrainingError(f"scene {i} of {self.vs.path} (store {si}, episode {ep}, anchor {anchor}) is not a window "
+                                "of its capture stores: were they re-collected? Re-run `nfldm encode-voxels`")
+        w = self.data[j]
+        bounds = torch.from_numpy(np.asarray(self.vs.group["bounds"][i], dtype=np.float64))
+        bev = window_bev(w, bounds, self.grid_yx, DEFAULT_CLASSES).numpy().astype(np.uint8)
+        e2w = np.asarray(self.data.episode(self.data.refs[j]).ego_to_world, dtype=np.float64)
+        start = anchor - self.data.anchor_offset
+        rel = np.linalg.inv(e2w[anchor]) @ e2w[start:start + self.window]                  # [K, 4, 4] ego_t -> scene
+        traj = np.stack([rel[:, 0, 3], rel[:, 1, 3], np.arctan2(rel[:, 1, 0], rel[:, 0, 0])], 1)
+        return bev, traj.astype(np.float32)
+
+
 @dataclass
 class EncodeLatentsResult:
     """Outcome of `encode_latents`: store path, scenes in total, scenes encoded by this call, the statistics,
@@ -109,7 +159,7 @@ def write_latent_stats(model_dir: str | Path, stats: LatentStats) -> Path:
 
 def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str | Path | None = None,
                    batch_size: int = 8, device: str | torch.device = "cpu", overwrite: bool = False,
-                   progress: bool = True, log=print) -> EncodeLatentsResult:
+                   progress: bool = True, log=print, conditioning: bool = True) -> EncodeLatentsResult:
     """Encode every scene of a voxel store with ``model.encode`` into a latent store (resumable), and compute the
     latent normalisation statistics over all of them.
 
@@ -123,6 +173,8 @@ def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str
         out: latent store to write (zarr v3).
         model_dir: the folder `model` was loaded from (None: the statistics are only written to the store).
         overwrite: replace an existing store; otherwise one started with the same model and voxels is continued.
+        conditioning: also write each scene's ``bev`` and ``trajectory`` (`WindowConditioning`; needs the voxel
+            store's capture stores); False writes a store for unconditional training only.
     """
     start_time = time.perf_counter()
     vs = VoxelStore(voxels)
@@ -139,11 +191,14 @@ def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str
              "model": model_attrs, "voxels": str(voxels),
              **{k: vs.attrs.get(k) for k in ("source_stores", "window", "stride", "cameras", "image_size")},
              "conventions": LATENT_CONVENTIONS, "scenes_planned": S}
-    identity = ("model", "voxels", "scenes_planned")
+    attrs["conditioning"] = bool(conditioning)
+    identity = ("model", "voxels", "scenes_planned", "format_version", "conditioning")
     out = str(out)
+    cond = WindowConditioning(vs) if conditioning else None
 
     def create_arrays(group) -> None:
-        create_latent_arrays(group, vs.ids(), cfg.g_shape, cfg.c_shape, cfg.f_shape)
+        create_latent_arrays(group, vs.ids(), cfg.g_shape, cfg.c_shape, cfg.f_shape,
+                             cond.grid_yx if cond else None, cond.window if cond else None)
 
     group = create_or_resume_scene_store(out, attrs, identity, "latent", overwrite, create_arrays)
     done = int(group.attrs.get("scenes_written", 0))
@@ -165,6 +220,10 @@ def encode_latents(model, voxels: str | Path, out: str | Path, *, model_dir: str
             group["g"][i:j] = g
             group["c"][i:j] = c
             group["f"][i:j] = f
+            if cond is not None:
+                bev, traj = zip(*(cond.scene(k) for k in range(i, j)))
+                group["bev"][i:j] = np.stack(bev)
+                group["trajectory"][i:j] = np.stack(traj)
             group.attrs["scenes_written"] = j  # after the data: a crash never counts a scene it did not finish
             acc.update(g, c, f)
             bar.update(j - i)

@@ -5,6 +5,13 @@ normalised latent of the level, weighted by ``loss_weighting`` (``"none"``: plai
 with γ = ``snr_gamma``). The conditions are the **ground-truth** clean upper levels of the same scene (g for c;
 g and c for f), so the three levels train independently and in parallel.
 
+Conditional training (the denoiser's ``bev_condition``): every sample also reads the BEV map of its captured window
+(the latent store's ``bev``); in training steps a fraction ``cond_dropout`` of the samples gets the null tokens
+instead (``bev_drop``), so the saved network is the conditional and the unconditional model of classifier-free
+guidance at once; validation is conditional. ψ_g with ``trajectory_in_g`` models ``[g, τ]``: the store's
+trajectory, normalised with the mean/std over the store (recorded in the config), flattened and concatenated to g.
+A latent store without the conditioning arrays is refused for either (`LatentStore.require_conditioning`).
+
 The EMA of the weights (`EMADenoiserModule`) is validated and **it is what gets saved** (``RUN/model``).
 Strategies: one device or DDP; FSDP would shard the model but not its EMA copy and is not supported.
 
@@ -21,6 +28,7 @@ The run directory::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -53,7 +61,7 @@ class LDMLightningModule(EMADenoiserModule):
         train_config: optimiser, EMA, loss weighting.
         schedule: the forward process.
     Batches are ``{"g": [B, G], "c": [B, 4, Zc, Yc, Xc], "f": [B, 4, Y, X]}`` (the levels the denoiser reads,
-    normalised).
+    normalised), plus ``"bev" [B, Y, X]`` uint8 and ``"trajectory" [B, K, 3]`` for conditional training.
     """
 
     def __init__(self, level: str, denoiser_config: Any, train_config: LDMTrainConfig, schedule: NoiseSchedule):
@@ -62,15 +70,42 @@ class LDMLightningModule(EMADenoiserModule):
         super().__init__(lambda: DENOISER_CLASSES[level](denoiser_config), train_config, schedule, "stage 3")
         self.level, self.schedule = level, schedule
 
-    def inputs(self, batch: dict[str, torch.Tensor], train: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The level's latents and the upper levels it is conditioned on (``cond_levels``)."""
-        return batch[self.level], tuple(batch[k] for k in self.model.cond_levels)
+    def inputs(self, batch: dict[str, torch.Tensor], train: bool) -> tuple[torch.Tensor, tuple]:
+        """The level's latents and the upper levels it is conditioned on (``cond_levels``); for a BEV-conditioned
+        denoiser a trailing ``(bev [B, Y, X] uint8, bev_drop [B] bool)`` pair (drops only when `train`); with
+        ``trajectory_in_g`` x0 is ``[g, τ]`` ``[B, G + 3K]`` (module docstring)."""
+        cfg = self.model.config
+        x0 = batch[self.level]
+        if self.level == "g" and getattr(cfg, "trajectory_in_g", False):
+            tau = batch["trajectory"].to(x0)
+            mean = torch.as_tensor(cfg.trajectory_mean, dtype=x0.dtype, device=x0.device)
+            std = torch.as_tensor(cfg.trajectory_std, dtype=x0.dtype, device=x0.device).clamp_min(1e-3)
+            x0 = torch.cat([x0, ((tau - mean) / std).flatten(1)], 1)
+        cond: tuple = tuple(batch[k] for k in self.model.cond_levels)
+        if getattr(self.model, "conditional", False):
+            B = x0.shape[0]
+            drop = (torch.rand(B, device=x0.device) < float(cfg.cond_dropout)) if train else torch.zeros(
+                B, dtype=torch.bool, device=x0.device)
+            cond = (*cond, _BEVInput(batch["bev"], drop))
+        return x0, cond
 
-    def loss(self, model: torch.nn.Module, x0: torch.Tensor, cond: tuple[torch.Tensor, ...],
+    def loss(self, model: torch.nn.Module, x0: torch.Tensor, cond: tuple,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        """`v_prediction_loss` weighted by ``loss_weighting`` / ``snr_gamma``."""
+        """`v_prediction_loss` weighted by ``loss_weighting`` / ``snr_gamma`` (a trailing BEV input of `inputs` is
+        passed as ``bev=``/``bev_drop=``)."""
+        if cond and isinstance(cond[-1], _BEVInput):
+            model = functools.partial(model, bev=cond[-1].bev, bev_drop=cond[-1].drop)
+            cond = cond[:-1]
         return v_prediction_loss(model, x0, cond, self.noise, weighting=self.cfg.loss_weighting,
                                  snr_gamma=self.cfg.snr_gamma, generator=generator)
+
+
+@dataclass
+class _BEVInput:
+    """The BEV condition of one batch: ``bev [B, Y, X]`` uint8 CARLA tags, ``drop [B]`` bool (null tokens there)."""
+
+    bev: torch.Tensor
+    drop: torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -110,9 +145,17 @@ def train_ldm(latents: str | Path, level: str, ldm: LDMPreset, run_dir: str | Pa
     run_dir = Path(run_dir)
     tc = ldm.train_config(level)
     seed_everything(int(tc.seed), workers=True, verbose=False)
-    data = LatentLevelDataModule(latents, level, tc.batch_size, tc.val_fraction, tc.num_workers, tc.seed)
+    dcfg = ldm.denoiser_config(level)
+    extras = (("bev",) if dcfg.bev_condition else ()) + (
+        ("trajectory",) if level == "g" and getattr(dcfg, "trajectory_in_g", False) else ())
+    data = LatentLevelDataModule(latents, level, tc.batch_size, tc.val_fraction, tc.num_workers, tc.seed, extras=extras)
     store = data.store
-    ldm = with_latent_shapes(ldm, store.g_dim, store.c_shape, store.f_shape)
+    cond_sizes = {}
+    if store.has_conditioning:
+        cond_sizes = {"bev_grid_yx": store.bev_grid_yx, "trajectory_frames": store.trajectory_frames}
+        if "trajectory" in extras:
+            cond_sizes["trajectory_stats"] = store.trajectory_stats()
+    ldm = with_latent_shapes(ldm, store.g_dim, store.c_shape, store.f_shape, **cond_sizes)
     resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "ldm", preset_name, ldm, level=level))
     info = {"level": level, "preset": preset_name, "latents": str(latents), "num_scenes": len(store),
             "training_data_hash": store.training_data_hash(), "latent_stats": config_to_dict(data.stats),
