@@ -50,6 +50,7 @@ from nfldm_sdk.models.latent_ae import LatentAutoEncoder, Latents, LatentStats
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import CONFIG_NAME, WEIGHTS_NAME, config_from_dict
 from nfldm_sdk.pipelines.scene import NeuralScene
+from nfldm_sdk.pipelines.editing import edit_scene
 from nfldm_sdk.pipelines.sampling import denormalize_level, sample_level
 from nfldm_sdk.models.latent_ae import LEVELS
 from nfldm_sdk.models.noise_schedule import SamplerDefaults
@@ -209,6 +210,13 @@ class SceneGenerator:
                 sampled["g"], trajectory = split_g_trajectory(denoiser.config, sampled["g"])
         latents = Latents(**{k: denormalize_level(self.latent_stats, k, v) for k, v in sampled.items()})
         return latents, trajectory
+
+    def edit(self, scene: NeuralScene, region, *, bev=None, seed: int = 0, steps: int | None = None,
+             sampler: str | None = None, guidance_scale: float = 1.0) -> NeuralScene:
+        """Regenerate `scene` inside a bird's-eye `region` (a box ``(x0, y0, x1, y1)`` metres or a ``[Y, X]`` bool
+        mask), keeping every voxel column outside it: `nfldm_sdk.pipelines.editing.edit_scene`."""
+        return edit_scene(self, scene, region, bev=bev, seed=seed, steps=steps, sampler=sampler,
+                          guidance_scale=guidance_scale)
 
     def generate(self, num_scenes: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
                  batch_size: int | None = None, progress: bool = False, *, refine: bool = False, guidance=None,

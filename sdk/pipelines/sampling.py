@@ -31,7 +31,8 @@ __all__ = ["sample_level", "normalize_level", "denormalize_level"]
 def sample_level(denoiser: torch.nn.Module, shape: Sequence[int], cond: Sequence[torch.Tensor], scheduler: Scheduler,
                  steps: int, generator: torch.Generator | list[torch.Generator] | None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None, *,
-                 condition: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
+                 condition: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                 known: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Sample one level of the hierarchy by running `scheduler` backwards from pure noise.
 
     Args:
@@ -52,9 +53,17 @@ def sample_level(denoiser: torch.nn.Module, shape: Sequence[int], cond: Sequence
         guidance_scale: s of classifier-free guidance, ``v = v_u + s·(v_c − v_u)`` (v_u with the null tokens); with
             s ≠ 1 each step is one batched call of 2B samples (conditional, then unconditional); s = 1 is the plain
             conditional model, s = 0 the unconditional one. Ignored without a `condition`.
+        known, keep: masked sampling (editing, outpainting): `known` ``[B, ...]`` a clean normalised latent of
+            `shape` and `keep` a bool mask broadcastable to it. Before every model call the kept entries are
+            replaced by `known` noised to that step's level (``scheduler.add_noise``, fresh noise from `generator`),
+            and the returned sample equals `known` exactly there; the rest is sampled in agreement with it.
     Returns:
         ``[B, ...]`` the sample ``x_0`` (normalised latent space).
     """
+    if (known is None) != (keep is None):
+        raise ValueError("masked sampling needs both `known` and `keep` (or neither)")
+    if known is not None and tuple(known.shape) != tuple(shape):
+        raise ValueError(f"known latent {tuple(known.shape)} does not match the sample shape {tuple(shape)}")
     if device is None or dtype is None:
         param = next(denoiser.parameters())
         device, dtype = device or param.device, dtype or param.dtype
@@ -72,7 +81,12 @@ def sample_level(denoiser: torch.nn.Module, shape: Sequence[int], cond: Sequence
     x = randn_tensor(tuple(shape), generator=generator, device=torch.device(device), dtype=dtype)
     x = x * scheduler.init_noise_sigma
     scheduler.set_timesteps(int(steps), device=device)
+    if known is not None:
+        known, keep = known.to(device=device, dtype=dtype), keep.to(device)
     for t in scheduler.timesteps:
+        if known is not None:
+            noise = randn_tensor(tuple(shape), generator=generator, device=torch.device(device), dtype=dtype)
+            x = torch.where(keep, scheduler.add_noise(known, noise, t.reshape(1).to(device)), x)
         model_input = scheduler.scale_model_input(x, t)
         t_batch = t.reshape(1).expand(shape[0]).to(device)                     # [B] int64
         if guided:
@@ -84,7 +98,7 @@ def sample_level(denoiser: torch.nn.Module, shape: Sequence[int], cond: Sequence
         else:
             prediction = denoiser(model_input, t_batch, *cond)
         x = scheduler.step(prediction, t, x, generator=generator).prev_sample
-    return x
+    return x if known is None else torch.where(keep, known, x)
 
 
 # ============================================================================================ normalisation
