@@ -1,4 +1,4 @@
-"""The `sim_bridge` command line: collect, info, validate, export-nuscenes, bev, towns, weathers, rigs, bench.
+"""The `sim_bridge` command line: collect, info, validate, export-nuscenes, bev, route, towns, weathers, rigs, bench.
 
 `sim_bridge`'s own errors (`sim_bridge.errors.SimBridgeError` and everything derived from it: StoreError, RigError,
 the CARLA errors, ...) end every command as ``Error: <message>`` and exit status 1 (a command's own documented exit
@@ -197,6 +197,51 @@ def bev(town, pose, out, size, extent, z_min, seed, samples, overwrite):
     shares = ", ".join(f"{TAG_NAMES.get(t, 'unobserved')} {f:.0%}" for t, f in tag_fractions(tags).items())
     click.echo(f"Wrote {written} (+ {written.with_suffix('.json').name}): {size[0]}x{size[1]} cells over x "
                f"[{extent[0]:g}, {extent[2]:g}], y [{extent[1]:g}, {extent[3]:g}] m of the ego frame; {shares}")
+
+
+@main.command()
+@click.option("--town", default="Town03", show_default=True, help="CARLA town name (see `sim_bridge towns`).")
+@click.option("--length", type=float, default=500.0, show_default=True, help="Metres to drive along the lanes.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Route seed: where the drive starts and which road it takes at each junction (an episode's seed).")
+@click.option("--world-seed", type=int, default=0, show_default=True,
+              help="World seed of the procedural town (a capture store's seed, see `sim_bridge info`).")
+@click.option("--speed", type=float, default=10.0, show_default=True, help="Constant speed, m/s.")
+@click.option("--rate", type=float, default=10.0, show_default=True, help="Poses per second.")
+@click.option("--out", required=True, help="Folder to write: trajectory.json, map.npy, map.png, map.json.")
+@click.option("--margin", type=float, default=40.0, show_default=True, help="Map beyond the route on every side, m.")
+@click.option("--cell", type=float, default=1.0, show_default=True, help="Map cell size, m.")
+@click.option("--no-map", is_flag=True, help="Write the trajectory only.")
+@click.option("--overwrite", is_flag=True, help="Replace the route files in an existing --out folder.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def route(town, length, seed, world_seed, speed, rate, out, margin, cell, no_map, overwrite, quiet):
+    """A drive of --length metres through a built-in town (its simulator's lane keeping and turns) as a trajectory
+    file, with the town's ground-truth map around it in world coordinates."""
+    import numpy as np
+
+    from sim_bridge.bev import tag_fractions
+    from sim_bridge.route import DRIVABLE_TAGS, check_out_dir, route_bev, tags_under, town_route, write_route
+    from sim_bridge.semantics import TAG_NAMES
+
+    out_dir = check_out_dir(out, overwrite)   # before any work: an existing folder is refused at once
+    r = town_route(town, length, seed=seed, speed_mps=speed, rate_hz=rate, world_seed=world_seed)
+    bev = None
+    if not no_map:
+        if not quiet:
+            click.echo(f"Casting the map of {town} (world seed {world_seed}) around the route ...", err=True)
+        bev = route_bev(town, r, margin_m=margin, cell_m=cell, progress=not quiet)
+    source = (f"sim_bridge route --town {town} --length {length:g} --seed {seed} --world-seed {world_seed} "
+              f"--speed {speed:g} --rate {rate:g}" + ("" if no_map else f" --margin {margin:g} --cell {cell:g}"))
+    written = write_route(out_dir, r, bev, overwrite=overwrite, source=source)
+    click.echo(f"Wrote {written[0]}: {len(r)} poses over {r.timestamps[-1]:g} s, {r.length_m:g} m along the lanes "
+               f"of {town} (seed {seed}, world seed {world_seed}; {speed:g} m/s, {rate:g} Hz; path {r.path_length:.1f} m)")
+    if bev is not None:
+        tags, ((x0, y0), (x1, y1)) = bev
+        shares = ", ".join(f"{TAG_NAMES.get(t, 'unobserved')} {f:.0%}" for t, f in tag_fractions(tags).items())
+        on_road = float(np.isin(tags_under(tags, bev[1], r.positions[:, :2]), DRIVABLE_TAGS).mean())
+        click.echo(f"Wrote {written[1]}, {written[2].name} (+ map.json): {tags.shape[0]}x{tags.shape[1]} cells of "
+                   f"{cell:g} m over world x [{x0:g}, {x1:g}], y [{y0:g}, {y1:g}] m; {shares}; ego on road at "
+                   f"{on_road:.1%} of poses")
 
 
 @main.command()

@@ -122,17 +122,17 @@ PRESETS: dict[str, Preset] = {
         scene_ae=_DEFAULT_SCENE_AE,
         # geometry from the dense captured depth (occupancy + opacity losses) and 4 of the 12 views rendered per
         # step: the render and the decoder are most of a CPU step (measured: scripts/profile_stage1.py). Step
-        # counts: the 4-hour CPU budget on 2 cores — stage 1 ~1.2 s/step (2 h), the LAE ~0.9 s/step, ψ_c ~0.3 and
-        # ψ_f ~0.6 s/step (measured under load: a 1-thread LAE step 2.1 s, ψ_c 0.8 s, ψ_f 1.6 s)
-        scene_ae_train=SceneAETrainConfig(window=2, stride=2, batch_size=2, lr=2e-3, warmup_steps=100, max_steps=6000,
-                                          val_interval=500, val_batches=8, val_fraction=0.07, image_loss="l2",
+        # counts: every stage within ~2.5 h on 2 CPU cores (one working session; the 4-hour budget leaves room to
+        # rerun a stage) — stage 1 ~1.2 s/step (50 min), the LAE ~1.3 s/step, ψ_g/ψ_c/ψ_f ~0.15/0.35/0.7 s/step
+        scene_ae_train=SceneAETrainConfig(window=2, stride=2, batch_size=2, lr=2e-3, warmup_steps=100, max_steps=2400,
+                                          val_interval=400, val_batches=8, val_fraction=0.07, image_loss="l2",
                                           depth_weight=0.02, semantic_weight=0.02, occupancy_weight=0.05,
                                           opacity_weight=0.05, render_views=4, channels_last=True, log_every=10),
         latent_ae=LatentAEConfig.for_scene_ae(_DEFAULT_SCENE_AE, g_dim=32, coarse_downsample_xy=4, coarse_downsample_z=2,
                                  coarse_codebook_size=256, fine_codebook_size=256, dead_code_steps=50, kl_weight=1e-5,
                                  g_encoder_widths=(32, 64, 64, 128), c_encoder_widths=(32, 64, 64), f_encoder_width=32,
                                  f_encoder_blocks=2, decoder_widths=(64, 64, 32), blocks_per_stage=1),
-        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=1e-3, warmup_steps=100, max_steps=2500, val_interval=500,
+        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=1e-3, warmup_steps=100, max_steps=1000, val_interval=500,
                                             val_batches=8, val_fraction=0.07, render_views=4, log_every=10),
         ldm=LDMPreset(
             # conditional on the capture window's BEV map (cross-attention, 10 % condition dropout: one model for
@@ -144,12 +144,12 @@ PRESETS: dict[str, Preset] = {
             denoiser_f=FDenoiserConfig(widths=(32, 64, 64), blocks_per_level=1, norm_groups=8, embed_dim=128,
                                        time_channels=64, bev_condition=True, bev_token_dim=64),
             schedule=NoiseSchedule(num_train_timesteps=1000),
-            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=3000, ema_decay=0.999,
+            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=1500, ema_decay=0.995,
                                    val_interval=500, val_fraction=0.07, log_every=20),
-            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=3000, ema_decay=0.999,
+            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=1000, ema_decay=0.995,
                                    val_interval=500, val_fraction=0.07, log_every=20),
-            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=3000, ema_decay=0.999,
-                                   val_interval=500, val_fraction=0.07, log_every=20),
+            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=800, ema_decay=0.995,
+                                   val_interval=400, val_fraction=0.07, log_every=20),
             sampler=SamplerDefaults(sampler="ddim", steps=50),
         ),
         prior=PriorPreset(
@@ -157,14 +157,14 @@ PRESETS: dict[str, Preset] = {
                               down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                               up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), layers_per_block=1,
                               attention_head_dim=16, norm_num_groups=16, schedule=NoiseSchedule(num_train_timesteps=1000)),
-            train=PriorTrainConfig(batch_size=16, lr=5e-4, warmup_steps=100, max_steps=1500, ema_decay=0.999,
+            train=PriorTrainConfig(batch_size=16, lr=5e-4, warmup_steps=100, max_steps=500, ema_decay=0.995,
                                    artifact_scenes=8, artifact_views=6, generate_steps=10, frame_stride=2,
                                    val_fraction=0.07, val_interval=500, log_every=20),
         ),
         critic=CriticPreset(
             critic=CriticConfig(image_size=(128, 128), widths=(16, 32, 64, 64), blocks_per_stage=1,
                                 classes=DEFAULT_CLASSES.to_config()),
-            train=CriticTrainConfig(batch_size=16, lr=2e-3, warmup_steps=100, max_steps=1500, val_interval=500,
+            train=CriticTrainConfig(batch_size=16, lr=2e-3, warmup_steps=100, max_steps=500, val_interval=250,
                                     val_batches=8, frame_stride=2, val_fraction=0.07, log_every=10),
         ),
     ),
