@@ -34,6 +34,7 @@ import click
 from nfldm_sdk.cli.main import error_message
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, RIG_PRESET_NAMES, default_device
 from nfldm_sdk.cli.output_path import check_output, staged_output
+from nfldm_sdk.cli.route_views import is_route_folder, load_route
 from nfldm_sdk.errors import NfldmError
 
 if TYPE_CHECKING:  # torch-importing modules are imported inside the functions: `--help` start-up time
@@ -174,19 +175,35 @@ def scene_rig(rig: str, width: int | None, height: int | None, scene) -> CameraR
 @friendly_errors
 def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, offset, duration, out, overwrite,
            batch_size, width, height, device, fps, with_range, with_depth, with_semantic, check_overlap):
-    """Render SCENE's RGB + depth (+ semantic labels with a semantic head) from a camera rig driven along a trajectory."""
+    """Render SCENE's RGB + depth (+ semantic labels with a semantic head) from a camera rig driven along a trajectory.
+
+    SCENE may be a route folder (`nfldm generate-route`): the rig then drives the route's own drive (or
+    --trajectory, in the world frame) and renders across the seams."""
     from nfldm_sdk.viz.export import VIDEO_SUFFIXES, write_frames
     from nfldm_sdk.sensors.trajectory_render import render_trajectory
 
     check_output(out, overwrite, marker="frames.json", file_suffixes=VIDEO_SUFFIXES)   # before anything is written
-    s = load_scene(scene, model, device)
+    route = None
+    if is_route_folder(scene):                       # a route: world-frame drive, rendered across its seams
+        route = load_route(scene, model, device)
+        s = route.scenes[0]
+    else:
+        s = load_scene(scene, model, device)
     if not s.has_semantics:
         click.echo(semantics_unavailable_line())
         with_semantic = False
     cam_rig = scene_rig(rig, width, height, s)
-    traj = build_trajectory(trajectory, length, speed, rate, radius, angle, offset, duration)
-    frames = render_trajectory(s, traj, cam_rig, batch_size=batch_size, with_range=with_range, device=device,
-                               check_overlap=check_overlap, progress=True)
+    own_drive = click.get_current_context().get_parameter_source("trajectory") == click.core.ParameterSource.DEFAULT
+    if route is not None and own_drive:
+        traj = route.trajectory.resample(rate)       # a route renders along its own drive unless told otherwise
+    else:
+        traj = build_trajectory(trajectory, length, speed, rate, radius, angle, offset, duration)
+    if route is not None:
+        frames = route.render_trajectory(traj, cam_rig, batch_size=batch_size, with_range=with_range, device=device,
+                                         progress=True, check_overlap=check_overlap)
+    else:
+        frames = render_trajectory(s, traj, cam_rig, batch_size=batch_size, with_range=with_range, device=device,
+                                   check_overlap=check_overlap, progress=True)
     with staged_output(out) as tmp:    # the output appears, or replaces the old one, only once it is complete
         written = write_frames(frames, tmp, fps=fps or rate, with_depth=with_depth, with_semantic=with_semantic)
         if written.path.is_dir():

@@ -15,7 +15,9 @@
 ``decode`` — the renderer ``î = r(V, κ)`` used by every later stage and by the sensors (steps 4):
 volume-render the field at the feature-map resolution ``(H/f, W/f)`` (`nfldm_sdk.rendering.api.render_field`),
 then a 2D CNN decoder upsamples the rendered feature map by ``f`` to the image. Depth and alpha are
-rendered at the feature-map resolution and bilinearly upsampled to the image size.
+rendered at the feature-map resolution and bilinearly upsampled to the image size. `SceneAutoEncoder.decode_rendered`
+is the part after the render (CNN decode, upsampling, semantic probabilities), for renderers that composite several
+fields.
 
 The scene frame is the ego frame at the scene's anchor time (x forward, y left, z up, metres); the voxel
 box `SceneAEConfig.bounds` is given in it.
@@ -36,7 +38,7 @@ from nfldm_sdk.labels.classes import SemanticClasses
 from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
 from nfldm_sdk.models.semantic_head import SemanticHead
 from nfldm_sdk.persistence import PretrainedMixin
-from nfldm_sdk.rendering.api import render_field
+from nfldm_sdk.rendering.api import RenderOutput, render_field
 
 #: The hit threshold `SceneAutoEncoder.decode` uses by default, i.e. in training and evaluation: a rendered depth
 #: wherever a ray meets any density, so the depth loss also reaches surfaces that are still faint early in
@@ -309,32 +311,59 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
             raise ValueError(f"camera size {W}x{H} must be divisible by downsample {f}")
         if len(cameras.batch_shape) != 2:
             raise ValueError(f"cameras must have batch shape [B, R], got {list(cameras.batch_shape)}")
-        B, R = cameras.batch_shape
         h, w = H // f, W // f
         out = render_field(field, cameras.resized(w, h), n_samples=cfg.render_samples, near=cfg.near, far=cfg.far,
                            min_hit_alpha=min_hit_alpha)
-        feats = out.features                                                          # [B, R, C, h, w]
-        rgb = self.decoder(feats.flatten(0, 1))                                       # [B*R, 3, H, W]
+        return self.decode_rendered(out, H, W, min_hit_alpha=min_hit_alpha)
+
+    def decode_rendered(self, out: RenderOutput, height: int, width: int, *,
+                        min_hit_alpha: float = TRAINING_MIN_HIT_ALPHA) -> SceneRender:
+        """The part of `decode` after the volume render: CNN-decode a rendered feature image to RGB, upsample alpha
+        and depth, and (with a semantic head) the class probabilities. `decode` is ``render_field`` at ``(H/f,
+        W/f)`` followed by this; a renderer that composites several fields (`nfldm_sdk.routes.composite`) calls it on
+        its own `RenderOutput`.
+
+        Args:
+            out: `RenderOutput` of any leading shape ``[...]``: features ``[..., C, h, w]``, depth and alpha
+                ``[..., h, w]`` at the feature-map resolution ``(h, w) = (height/f, width/f)``. A pixel *hits* where
+                its depth is finite and ``alpha >= min_hit_alpha`` (``render_field``'s output already has depth
+                ``inf`` exactly where alpha is below the threshold it was given).
+            height, width: output image size in pixels (``h·f``, ``w·f``).
+            min_hit_alpha: the hit threshold applied to the upsampled alpha (as in `decode`).
+        Returns:
+            `SceneRender` with the leading shape ``[...]`` of `out`: rgb ``[..., 3, H, W]``, depth/alpha
+            ``[..., H, W]``, features = ``out.features``, semantic ``[..., K, H, W]`` or None.
+        """
+        f = self.config.downsample
+        H, W = int(height), int(width)
+        feats = out.features
+        lead, (C, h, w) = feats.shape[:-3], feats.shape[-3:]
+        if (h * f, w * f) != (H, W):
+            raise ValueError(f"a {w}x{h} render decodes to {w * f}x{h * f} (downsample {f}), not {W}x{H}")
+        flat = feats.reshape(-1, C, h, w)                                             # [N, C, h, w]
+        depth_lo, alpha_lo = out.depth.reshape(-1, h, w), out.alpha.reshape(-1, h, w)  # [N, h, w]
+        rgb = self.decoder(flat)                                                      # [N, 3, H, W]
         # Upsample alpha bilinearly and decide "hit" on the upsampled alpha, so the output keeps the render's rule
         # exactly: depth is finite iff alpha >= min_hit_alpha. Depth is the bilinear mix of the neighbouring hit
         # pixels only (normalised by their weight: inf cannot be mixed, and a far-plane stand-in would bleed into
         # silhouettes). A pixel whose upsampled alpha reaches the threshold has a hit neighbour with positive weight
         # (alpha_up is a convex mix of the neighbours' alphas), so the normalisation never divides by zero there.
-        hit = torch.isfinite(out.depth)                                               # [B, R, h, w]
-        depth = torch.where(hit, out.depth, torch.zeros_like(out.depth))
-        up = F.interpolate(torch.stack([depth, hit.to(depth.dtype), out.alpha], 2).flatten(0, 1),
-                           size=(H, W), mode="bilinear", align_corners=False).unflatten(0, (B, R))  # [B, R, 3, H, W]
-        depth_sum, hit_weight, alpha_up = up.unbind(2)                                # [B, R, H, W] each
+        hit = torch.isfinite(depth_lo) & (alpha_lo >= min_hit_alpha)                  # [N, h, w]
+        depth = torch.where(hit, depth_lo, torch.zeros_like(depth_lo))
+        up = F.interpolate(torch.stack([depth, hit.to(depth.dtype), alpha_lo], 1),
+                           size=(H, W), mode="bilinear", align_corners=False)         # [N, 3, H, W]
+        depth_sum, hit_weight, alpha_up = up.unbind(1)                                # [N, H, W] each
         hit_up = (alpha_up >= min_hit_alpha) & (hit_weight > 0)
         depth_up = torch.where(hit_up, depth_sum / hit_weight.clamp_min(1e-12), torch.full_like(depth_sum, math.inf))
         semantic = None
         if self.semantic_head is not None:
             # upsampled after the softmax: a bilinear mix of distributions stays a distribution, and p_sky = 1 − α
             # upsamples to exactly 1 − alpha_up
-            probs = self.semantic_head.probabilities(feats.flatten(0, 1).float(), out.alpha.flatten(0, 1).float())
-            semantic = F.interpolate(probs, size=(H, W), mode="bilinear", align_corners=False).unflatten(0, (B, R))
-        return SceneRender(rgb=rgb.unflatten(0, (B, R)), depth=depth_up, alpha=alpha_up, features=feats,
-                           semantic=semantic)
+            probs = self.semantic_head.probabilities(flat.float(), alpha_lo.float())
+            semantic = F.interpolate(probs, size=(H, W), mode="bilinear", align_corners=False)
+            semantic = semantic.reshape(*lead, *semantic.shape[1:])
+        return SceneRender(rgb=rgb.reshape(*lead, 3, H, W), depth=depth_up.reshape(*lead, H, W),
+                           alpha=alpha_up.reshape(*lead, H, W), features=feats, semantic=semantic)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, target_cameras: Cameras | None = None) -> SceneAEOutput:
         """`encode_with_occupancy` the images, then `decode` at `target_cameras` (the input cameras when None)."""

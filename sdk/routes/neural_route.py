@@ -29,7 +29,9 @@ import torch
 from nfldm_sdk.cameras.trajectory import Trajectory, rigid_inverse
 from nfldm_sdk.labels.bev_map import UNOBSERVED, BEVMap
 from nfldm_sdk.pipelines.scene import NeuralScene
+from nfldm_sdk.routes.composite import in_cells
 from nfldm_sdk.routes.placement import RouteError, RoutePlan
+from nfldm_sdk.routes.sensors import RouteScenes, render_route_trajectory, route_world
 
 if TYPE_CHECKING:
     from nfldm_sdk.pipelines.generator import SceneGenerator
@@ -48,14 +50,11 @@ def cell_contains(plan: RoutePlan, k: int, bounds, points: np.ndarray) -> np.nda
     Returns ``[...]`` bool. The cells of a plan are disjoint; their union covers the route's boxes along it.
     """
     p = np.asarray(points, dtype=np.float64)
-    local = p @ rigid_inverse(plan.scene_to_world[k])[:3, :3].T + rigid_inverse(plan.scene_to_world[k])[:3, 3]
+    inv = rigid_inverse(plan.scene_to_world[k])
+    local = p @ inv[:3, :3].T + inv[:3, 3]
     lo, hi = np.asarray(bounds[0], np.float64), np.asarray(bounds[1], np.float64)
-    ok = ((local >= lo) & (local <= hi)).all(-1)
-    if k > 0:
-        ok &= (p - plan.seam_points[k - 1]) @ plan.seam_normals[k - 1] >= 0.0
-    if k < len(plan) - 1:
-        ok &= (p - plan.seam_points[k]) @ plan.seam_normals[k] < 0.0
-    return ok
+    box = ((local >= lo) & (local <= hi)).all(-1)
+    return box & in_cells(torch.as_tensor(p), k, plan.seam_points, plan.seam_normals).numpy()
 
 
 @dataclass(eq=False)
@@ -98,6 +97,37 @@ class NeuralRoute:
         """The scenes' voxel box ``((xmin, ymin, zmin), (xmax, ymax, zmax))`` metres, scene frame."""
         b = self.scenes[0].field.bounds.detach().cpu().double().numpy()
         return tuple(map(tuple, b.tolist()))
+
+    # ------------------------------------------------------------------------------------------ sensors
+    def scenes_for_rendering(self, mode: str = "composite") -> RouteScenes:
+        """The route as the renderers take it (`nfldm_sdk.routes.sensors.RouteScenes`): each point is shown by the
+        scene whose cell holds it, cells composited front to back along each ray (``mode="nearest"``: each camera
+        sees only the scene it stands in — the baseline that jumps at seams)."""
+        return RouteScenes.from_scenes(self.scenes, self.plan.scene_to_world, self.plan.seam_points,
+                                       self.plan.seam_normals, mode=mode)
+
+    def sensor_renderer(self, batch_size: int = 12, device=None):
+        """The batched renderer the sensors use (`render_trajectory`, `SensorWorld`): any camera along the route."""
+        return self.scenes_for_rendering().sensor_renderer(batch_size=batch_size, device=device)
+
+    def render(self, cameras, *, batch_size: int = 12, with_range: bool = False, device=None):
+        """Render world-frame `cameras` (`Cameras` of any batch shape) across the route: `SceneImages`."""
+        return self.scenes_for_rendering().render(cameras, batch_size=batch_size, with_range=with_range, device=device)
+
+    def render_trajectory(self, trajectory: Trajectory, rig, *, batch_size: int = 12, with_range: bool = False,
+                          device=None, progress: bool = False, mode: str = "composite", check_overlap: bool = True):
+        """Render `rig` along a world-frame `trajectory`, lazily: per tick ``[Frame] * N`` (world poses), across the
+        seams without a jump (`nfldm_sdk.routes.sensors.render_route_trajectory`)."""
+        return render_route_trajectory(self.scenes, self.plan.scene_to_world, self.plan.seam_points,
+                                       self.plan.seam_normals, trajectory, rig, batch_size=batch_size,
+                                       with_range=with_range, device=device, progress=progress, mode=mode,
+                                       check_overlap=check_overlap)
+
+    def world(self, trajectory: Trajectory | None = None, **kwargs):
+        """A CARLA-like `SensorWorld` driving `trajectory` (default: the route's own drive) through the route
+        (cameras; LiDAR needs one field and is refused): `nfldm_sdk.routes.sensors.route_world`."""
+        return route_world(self.scenes, self.plan.scene_to_world, self.plan.seam_points, self.plan.seam_normals,
+                           trajectory if trajectory is not None else self.trajectory, **kwargs)
 
     # ------------------------------------------------------------------------------------------ labels
     def world_bev(self, bounds=None, grid_yx=None) -> BEVMap:

@@ -5,7 +5,8 @@ Modules, one job each:
 * `nfldm_sdk.sensors.views` — the one decode-and-quantise step (`decode_views`) and its result, `SceneImages`;
 * `nfldm_sdk.sensors.frames` — the results: `Frame` (one camera, one tick, host arrays) and `FrameBatch`;
 * `nfldm_sdk.sensors.frustum` — can a camera see the scene box (`frustum_overlap`, `check_overlap`)?
-* `nfldm_sdk.sensors.renderer` — the batched, out-of-memory-halving renderer and `render_views`;
+* `nfldm_sdk.sensors.renderer` — the batched, out-of-memory-halving renderer and `render_views`; `renderer_for` also
+  takes sources that make their own renderer (a route of scenes: `nfldm_sdk.routes.sensors.RouteScenes`);
 * `nfldm_sdk.sensors.trajectory_render` — dataset-devkit style: `render_trajectory(scene, trajectory, rig)` yields,
   per tick, one `Frame` per camera; `render_trajectory_batched` returns one `FrameBatch` of ``[T, N, ...]`` tensors
   on the render device (for GPU pipelines);

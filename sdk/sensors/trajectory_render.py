@@ -17,7 +17,7 @@ from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.cameras.rig import CameraRig
 from nfldm_sdk.cameras.trajectory import Trajectory
 from nfldm_sdk.sensors.frames import Frame, FrameBatch, compose_poses
-from nfldm_sdk.sensors.renderer import DEFAULT_BATCH_SIZE, BatchedRenderer, RenderableScene, resolve_scene
+from nfldm_sdk.sensors.renderer import DEFAULT_BATCH_SIZE, ViewRenderer, renderer_for
 from nfldm_sdk.sensors.views import SceneImages
 
 __all__ = ["rig_cameras", "render_trajectory", "render_trajectory_batched"]
@@ -31,17 +31,17 @@ def rig_cameras(rig: CameraRig, trajectory: Trajectory) -> tuple[Cameras, np.nda
 
 
 def _prepare(scene, trajectory: Trajectory, rig: CameraRig, batch_size: int, device, check_overlap: bool,
-             decoder) -> tuple[RenderableScene, BatchedRenderer, Cameras, np.ndarray]:
-    """The resolved scene, its renderer, the rig's cameras ``[T, N]`` and poses, after the size and overlap checks."""
-    src = resolve_scene(scene, decoder)
-    r = BatchedRenderer(src, batch_size, device)
+             decoder) -> tuple[ViewRenderer, Cameras, np.ndarray]:
+    """The scene's renderer (`renderer_for`), the rig's cameras ``[T, N]`` and poses, after the size and overlap
+    checks."""
+    r = renderer_for(scene, batch_size, device, decoder)
     cams, c2w = rig_cameras(rig, trajectory)                                           # [T, N]
     T, N = len(trajectory), len(rig)
     r.check_size(rig.width, rig.height)
     if check_overlap:
         r.check(cams, [f"{rig.specs[n].name!r} at tick {t} ({trajectory.timestamps[t]:.3f} s)"
                        for t in range(T) for n in range(N)])
-    return src, r, cams, c2w
+    return r, cams, c2w
 
 
 def render_trajectory(scene, trajectory: Trajectory, rig: CameraRig, *, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -50,7 +50,9 @@ def render_trajectory(scene, trajectory: Trajectory, rig: CameraRig, *, batch_si
     """Render every camera of `rig` at every pose of `trajectory`, lazily, one tick at a time.
 
     Args:
-        scene: a `NeuralScene` (or `VoxelField` with `decoder`); the trajectory is in its scene frame.
+        scene: a `NeuralScene` (or `VoxelField` with `decoder`); the trajectory is in its scene frame. Also any
+            object with ``sensor_renderer(batch_size=, device=)`` (`nfldm_sdk.sensors.renderer.renderer_for`), e.g.
+            a route of scenes (`nfldm_sdk.routes.sensors.RouteScenes`), the trajectory then in its world frame.
         trajectory: ``T`` ego poses (ego x forward, y left, z up) — resample it first for another rate.
         rig: ``N`` cameras (image size divisible by the decoder's downsample factor; supported: each side within 2×
             of the decoder's training size, else a one-time `RenderSizeWarning` — `nfldm_sdk.sensors`).
@@ -67,12 +69,12 @@ def render_trajectory(scene, trajectory: Trajectory, rig: CameraRig, *, batch_si
         ``t``, ``cam_to_ego`` = the rig mount, ``cam_to_world`` their product (`compose_poses`), the camera's K,
         model and distortion, timestamp (s; ``timestamp_us``), seed, bundle hash and scene id.
     """
-    src, r, cams, c2w = _prepare(scene, trajectory, rig, batch_size, device, check_overlap, decoder)
-    return _iter_ticks(r, src, cams, c2w, trajectory, rig, with_range, progress)
+    r, cams, c2w = _prepare(scene, trajectory, rig, batch_size, device, check_overlap, decoder)
+    return _iter_ticks(r, cams, c2w, trajectory, rig, with_range, progress)
 
 
-def _iter_ticks(r: BatchedRenderer, src: RenderableScene, cams: Cameras, c2w: np.ndarray, trajectory: Trajectory,
-                rig: CameraRig, with_range: bool, progress: bool) -> Iterator[list[Frame]]:
+def _iter_ticks(r: ViewRenderer, cams: Cameras, c2w: np.ndarray, trajectory: Trajectory, rig: CameraRig,
+                with_range: bool, progress: bool) -> Iterator[list[Frame]]:
     # A generator separate from render_trajectory so the argument and overlap checks run at call time.
     N = len(rig)
     c2e, dist = rig.cam_to_ego(), rig.distortion()                                    # [N, 4, 4], [N, 4]
@@ -92,9 +94,9 @@ def _iter_ticks(r: BatchedRenderer, src: RenderableScene, cams: Cameras, c2w: np
                 t = done // N
                 yield [Frame.from_views(buf, k * N + n, timestamp=trajectory.timestamps[t], frame=t,
                                         camera=rig.specs[n].name, K=rig.specs[n].K, cam_to_world=c2w[t, n],
-                                        seed=src.seed, bundle_hash=src.bundle_hash,
+                                        seed=r.seed, bundle_hash=r.bundle_hash,
                                         ego_to_world=trajectory.ego_to_world[t], cam_to_ego=c2e[n],
-                                        camera_model=rig.specs[n].model, distortion=dist[n], scene_id=src.scene_id)
+                                        camera_model=rig.specs[n].model, distortion=dist[n], scene_id=r.scene_id)
                        for n in range(N)]
                 if bar is not None:
                     bar.update(1)
@@ -109,11 +111,11 @@ def render_trajectory_batched(scene, trajectory: Trajectory, rig: CameraRig, *, 
                               with_range: bool = False, device: torch.device | str | None = None,
                               check_overlap: bool = True, decoder: torch.nn.Module | None = None) -> FrameBatch:
     """Like `render_trajectory` but all at once: a `FrameBatch` of ``[T, N, ...]`` tensors on the render device."""
-    src, r, cams, c2w = _prepare(scene, trajectory, rig, batch_size, device, check_overlap, decoder)
+    r, cams, c2w = _prepare(scene, trajectory, rig, batch_size, device, check_overlap, decoder)
     T = len(trajectory)
     return FrameBatch.from_views(r.render(cams, with_range), T, len(rig),
                                  timestamps=np.array(trajectory.timestamps), frames=np.arange(T, dtype=np.int64),
-                                 cameras=rig.names, K=rig.K(), cam_to_world=c2w, seed=src.seed,
-                                 bundle_hash=src.bundle_hash, ego_to_world=np.array(trajectory.ego_to_world),
+                                 cameras=rig.names, K=rig.K(), cam_to_world=c2w, seed=r.seed,
+                                 bundle_hash=r.bundle_hash, ego_to_world=np.array(trajectory.ego_to_world),
                                  cam_to_ego=np.broadcast_to(rig.cam_to_ego(), (T, len(rig), 4, 4)).copy(),
-                                 camera_models=rig.models(), distortion=rig.distortion(), scene_id=src.scene_id)
+                                 camera_models=rig.models(), distortion=rig.distortion(), scene_id=r.scene_id)

@@ -18,9 +18,10 @@ import torch
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.labels.semantic_field import labels_from_probabilities
+from nfldm_sdk.models.scene_ae import SceneRender
 from nfldm_sdk.rendering.api import HIT_ALPHA
 
-__all__ = ["SceneImages", "decode_views", "ray_length_per_depth"]
+__all__ = ["SceneImages", "decode_views", "images_from_render", "ray_length_per_depth"]
 
 
 @dataclass(eq=False)
@@ -99,11 +100,30 @@ def decode_views(decoder: torch.nn.Module, field: VoxelField, cameras: Cameras, 
         field = VoxelField.stack([field])
     n = cameras.batch_shape[0]
     out = decoder.decode(field, cameras.reshape(1, n), min_hit_alpha=HIT_ALPHA)          # rgb [1, n, 3, H, W]
-    rgb = (out.rgb[0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)    # [n, H, W, 3]
-    depth = out.depth[0].float()                                                         # [n, H, W]
+    first = {k: None if getattr(out, k, None) is None else getattr(out, k)[0] for k in ("features", "semantic")}
+    one = SceneRender(rgb=out.rgb[0], depth=out.depth[0], alpha=out.alpha[0], **first)
+    return images_from_render(one, cameras, getattr(decoder, "semantic_head", None), with_range=with_range)
+
+
+def images_from_render(render: SceneRender, cameras: Cameras, head: torch.nn.Module | None = None, *,
+                       with_range: bool = False) -> SceneImages:
+    """Quantise a decoded render of n views into `SceneImages` (module docstring): the step of `decode_views` after
+    the decoder, shared by every renderer whose output is a `SceneRender` (e.g. a route's composite,
+    `nfldm_sdk.routes.composite.render_route`).
+
+    Args:
+        render: `SceneRender` of n views without a scene axis: rgb ``[n, 3, H, W]`` in [0, 1], depth/alpha
+            ``[n, H, W]`` (depth ``inf`` where alpha stayed below `HIT_ALPHA`), semantic ``[n, K, H, W]`` or None.
+        cameras: the flattened ``[n]`` `Cameras` it was rendered from (for the range).
+        head: the decoder's semantic head (None: no labels, whatever ``render.semantic`` holds).
+        with_range: also return the ray length (``depth · |K^-1 (u, v, 1)|``, ``inf`` stays ``inf``).
+    Returns:
+        `SceneImages` as `decode_views` returns them.
+    """
+    rgb = (render.rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)     # [n, H, W, 3]
+    depth = render.depth.float()                                                         # [n, H, W]
     rng = depth * ray_length_per_depth(cameras).float() if with_range else None          # inf stays inf
     tags = confidence = None
-    head = getattr(decoder, "semantic_head", None)
-    if head is not None and getattr(out, "semantic", None) is not None:
-        tags, confidence = labels_from_probabilities(out.semantic[0], torch.isfinite(depth), head.classes)
-    return SceneImages(rgb.contiguous(), depth, out.alpha[0].float(), rng, tags, confidence)
+    if head is not None and render.semantic is not None:
+        tags, confidence = labels_from_probabilities(render.semantic, torch.isfinite(depth), head.classes)
+    return SceneImages(rgb.contiguous(), depth, render.alpha.float(), rng, tags, confidence)

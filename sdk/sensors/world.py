@@ -42,11 +42,12 @@ from nfldm_sdk.sensors.frames import Frame
 from nfldm_sdk.sensors.lidar import lidar_samples, lidar_scan
 from nfldm_sdk.sensors.lidar_measurement import LidarMeasurement
 from nfldm_sdk.sensors.lidar_spec import LidarSpec
-from nfldm_sdk.sensors.renderer import DEFAULT_BATCH_SIZE, BatchedRenderer, resolve_scene
+from nfldm_sdk.sensors.renderer import DEFAULT_BATCH_SIZE, renderer_for
 
 __all__ = ["SensorWorld", "scene_world", "spawn_camera", "EgoVehicle", "SensorActor", "CameraSensor", "LidarSensor",
            "CameraImage", "SemanticImage", "LidarMeasurement", "WorldSnapshot", "SimulationFinished",
-           "CAMERA_BLUEPRINTS", "RGBD_CAMERA", "SEMANTIC_CAMERA", "LIDAR_SENSOR", "FRAME_ATTRIBUTES"]
+           "CAMERA_BLUEPRINTS", "RGBD_CAMERA", "SEMANTIC_CAMERA", "LIDAR_SENSOR", "FRAME_ATTRIBUTES",
+           "LidarUnavailableError"]
 
 #: The default camera: RGB with depth (and labels when the model has a semantic head).
 RGBD_CAMERA = "sensor.camera.rgbd"
@@ -62,6 +63,10 @@ _EGO = object()
 
 class SimulationFinished(NfldmError, RuntimeError):
     """`SensorWorld.tick` was called after the trajectory's last pose."""
+
+
+class LidarUnavailableError(NfldmError, ValueError):
+    """`SensorWorld.spawn_lidar` on a world whose source is not one scene's field (e.g. a route of scenes)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,8 +220,10 @@ class SensorWorld:
     index). After the last pose `tick` raises `SimulationFinished` (see `done`).
 
     Args:
-        scene: a `NeuralScene` (or `VoxelField` with `decoder`).
-        trajectory: the ego path in the scene frame.
+        scene: a `NeuralScene` (or `VoxelField` with `decoder`), or an object that makes its own renderer
+            (``sensor_renderer(batch_size=, device=)``: `nfldm_sdk.sensors.renderer.renderer_for`), e.g. a route of
+            scenes (`nfldm_sdk.routes.sensors.RouteScenes`; cameras only, no LiDAR: `LidarUnavailableError`).
+        trajectory: the ego path in the scene frame (a route's world frame).
         rate_hz: resample the trajectory to this rate first (the "fixed delta seconds" of the world); default: tick
             through the trajectory's own samples.
         rig: where camera names given to `spawn_camera` are looked up (default: the ``capture`` preset at the
@@ -236,9 +243,9 @@ class SensorWorld:
     def __init__(self, scene, trajectory: Trajectory, *, rate_hz: float | None = None, rig: CameraRig | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str | None = None,
                  check_overlap: bool = True, with_range: bool = False, decoder: torch.nn.Module | None = None):
-        self.scene = resolve_scene(scene, decoder)
+        self._renderer = renderer_for(scene, batch_size, device, decoder)
+        self.scene = self._renderer.scene          # a RenderableScene, or the object that made its own renderer
         self.trajectory = trajectory.resample(rate_hz) if rate_hz else trajectory
-        self._renderer = BatchedRenderer(self.scene, batch_size, device)
         if rig is None:
             h, w = getattr(self.scene.decoder.config, "image_size", (256, 256))
             rig = CameraRig.preset("capture", w, h)
@@ -350,6 +357,10 @@ class SensorWorld:
             n_samples: samples per beam (default `lidar_samples`: steps of at most half a voxel).
             hit_alpha: the opacity that counts as a return (default `HIT_ALPHA`, the cameras' threshold).
         """
+        if getattr(self.scene, "field", None) is None:
+            raise LidarUnavailableError(f"this world renders a {type(self.scene).__name__}, not one scene's field: the "
+                                        "generated LiDAR marches a single field; scan each scene with "
+                                        "NeuralScene.render_lidar instead")
         spec = LidarSpec.resolve(spec)
         attach_to = self.ego if attach_to is _EGO else attach_to
         if attach_to is not None and attach_to is not self.ego:
@@ -414,10 +425,10 @@ class SensorWorld:
             views = self._renderer.render(cams, self.with_range)
             for i, s in enumerate(group):
                 frames[s.id] = Frame.from_views(views, i, timestamp=ts, frame=t, camera=s.name, K=s.spec.K,
-                                                cam_to_world=c2w[i], seed=self.scene.seed,
-                                                bundle_hash=self.scene.bundle_hash, ego_to_world=ego,
+                                                cam_to_world=c2w[i], seed=self._renderer.seed,
+                                                bundle_hash=self._renderer.bundle_hash, ego_to_world=ego,
                                                 cam_to_ego=poses[i][0], camera_model=s.spec.model,
-                                                distortion=s.spec.distortion, scene_id=self.scene.scene_id)
+                                                distortion=s.spec.distortion, scene_id=self._renderer.scene_id)
         for s in live:                                                                     # spawn order
             cb = s.callback
             if cb is None:                                         # a listener may stop another sensor

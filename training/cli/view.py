@@ -15,6 +15,7 @@ import click
 
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, default_device
 from nfldm_sdk.cli.render import COLOR_BY_NAMES, VIEW_NAMES, friendly_errors, trajectory_options, view_scene
+from nfldm_sdk.cli.route_views import is_route_folder, view_route
 
 __all__ = ["view", "view_capture", "is_capture_store"]
 
@@ -109,7 +110,8 @@ def view_capture(store_path: str, *, episode: int | str = 0, frames: str | None 
 @friendly_errors
 def view(target, model, screenshot, rig, trajectory, length, speed, rate, radius, angle, offset, duration, geometry,
          level, episode, frames, stride, max_depth, voxel_size, view_name, size, color_by, device):
-    """View a capture store (fused RGB-D points, ego path, cameras) or a scene folder (mesh/points) in Open3D."""
+    """View a capture store (fused RGB-D points, ego path, cameras), a scene folder (mesh/points) or a route folder
+    (the whole route's mesh and its drive) in Open3D."""
     if is_capture_store(target):
         out = view_capture(target, episode=episode, frames=frames, stride=stride, max_depth=max_depth,
                            voxel_size=voxel_size, screenshot=screenshot, width=size[0], height=size[1], view=view_name,
@@ -120,8 +122,12 @@ def view(target, model, screenshot, rig, trajectory, length, speed, rate, radius
         out = view_scene(target, model, screenshot=screenshot, rig=rig, trajectory=trajectory, traj_kwargs=traj_kwargs,
                          geometry=geometry, level=level, width=size[0], height=size[1], view=view_name, device=device,
                          color_by=color_by)
+    elif is_route_folder(target):
+        out = view_route(target, model, screenshot=screenshot, level=level, width=size[0], height=size[1],
+                         view=view_name, device=device)
     else:
         raise click.ClickException(f"{target} is neither a capture store (a zarr store with an 'episodes' group, from "
-                                   "`sim_bridge collect`) nor a scene folder (with scene.json, from `nfldm generate`)")
+                                   "`sim_bridge collect`), a scene folder (with scene.json, from `nfldm generate`) nor a route folder (with "
+                                   "route.json, from `nfldm generate-route`)")
     if out is not None:
         click.echo(f"screenshot -> {out}")

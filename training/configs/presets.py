@@ -122,9 +122,9 @@ PRESETS: dict[str, Preset] = {
         scene_ae=_DEFAULT_SCENE_AE,
         # geometry from the dense captured depth (occupancy + opacity losses) and 4 of the 12 views rendered per
         # step: the render and the decoder are most of a CPU step (measured: scripts/profile_stage1.py). Step
-        # counts: every stage within ~2.5 h on 2 CPU cores (one working session; the 4-hour budget leaves room to
-        # rerun a stage) — stage 1 ~1.2 s/step (50 min), the LAE ~1.3 s/step, ψ_g/ψ_c/ψ_f ~0.15/0.35/0.7 s/step
-        scene_ae_train=SceneAETrainConfig(window=2, stride=2, batch_size=2, lr=2e-3, warmup_steps=100, max_steps=2400,
+        # counts: every stage within ~2 h on 2 CPU cores, so that the whole recipe runs inside one working
+        # session (measured with the cores otherwise idle: stage 1 ~2.2 s/step = 45 min, the LAE ~2 s/step)
+        scene_ae_train=SceneAETrainConfig(window=2, stride=2, batch_size=2, lr=2e-3, warmup_steps=100, max_steps=1200,
                                           val_interval=400, val_batches=8, val_fraction=0.07, image_loss="l2",
                                           depth_weight=0.02, semantic_weight=0.02, occupancy_weight=0.05,
                                           opacity_weight=0.05, render_views=4, channels_last=True, log_every=10),
@@ -132,7 +132,7 @@ PRESETS: dict[str, Preset] = {
                                  coarse_codebook_size=256, fine_codebook_size=256, dead_code_steps=50, kl_weight=1e-5,
                                  g_encoder_widths=(32, 64, 64, 128), c_encoder_widths=(32, 64, 64), f_encoder_width=32,
                                  f_encoder_blocks=2, decoder_widths=(64, 64, 32), blocks_per_stage=1),
-        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=1e-3, warmup_steps=100, max_steps=1000, val_interval=500,
+        latent_ae_train=LatentAETrainConfig(batch_size=2, lr=1e-3, warmup_steps=100, max_steps=800, val_interval=400,
                                             val_batches=8, val_fraction=0.07, render_views=4, log_every=10),
         ldm=LDMPreset(
             # conditional on the capture window's BEV map (cross-attention, 10 % condition dropout: one model for
@@ -144,11 +144,11 @@ PRESETS: dict[str, Preset] = {
             denoiser_f=FDenoiserConfig(widths=(32, 64, 64), blocks_per_level=1, norm_groups=8, embed_dim=128,
                                        time_channels=64, bev_condition=True, bev_token_dim=64),
             schedule=NoiseSchedule(num_train_timesteps=1000),
-            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=1500, ema_decay=0.995,
+            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=1000, ema_decay=0.995,
                                    val_interval=500, val_fraction=0.07, log_every=20),
-            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=1000, ema_decay=0.995,
+            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=600, ema_decay=0.995,
                                    val_interval=500, val_fraction=0.07, log_every=20),
-            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=800, ema_decay=0.995,
+            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=500, ema_decay=0.995,
                                    val_interval=400, val_fraction=0.07, log_every=20),
             sampler=SamplerDefaults(sampler="ddim", steps=50),
         ),
@@ -157,14 +157,14 @@ PRESETS: dict[str, Preset] = {
                               down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                               up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), layers_per_block=1,
                               attention_head_dim=16, norm_num_groups=16, schedule=NoiseSchedule(num_train_timesteps=1000)),
-            train=PriorTrainConfig(batch_size=16, lr=5e-4, warmup_steps=100, max_steps=500, ema_decay=0.995,
+            train=PriorTrainConfig(batch_size=16, lr=5e-4, warmup_steps=100, max_steps=300, ema_decay=0.995,
                                    artifact_scenes=8, artifact_views=6, generate_steps=10, frame_stride=2,
                                    val_fraction=0.07, val_interval=500, log_every=20),
         ),
         critic=CriticPreset(
             critic=CriticConfig(image_size=(128, 128), widths=(16, 32, 64, 64), blocks_per_stage=1,
                                 classes=DEFAULT_CLASSES.to_config()),
-            train=CriticTrainConfig(batch_size=16, lr=2e-3, warmup_steps=100, max_steps=500, val_interval=250,
+            train=CriticTrainConfig(batch_size=16, lr=2e-3, warmup_steps=50, max_steps=300, val_interval=150,
                                     val_batches=8, frame_stride=2, val_fraction=0.07, log_every=10),
         ),
     ),

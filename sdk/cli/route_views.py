@@ -1,0 +1,35 @@
+"""The route branches of `nfldm render` and `nfldm view`: a route folder (``route.json``, `nfldm generate-route`)
+rendered along a drive across its seams, or shown as one world-frame mesh with its drive."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["is_route_folder", "load_route", "view_route"]
+
+
+def is_route_folder(path: str | Path) -> bool:
+    """Whether `path` is a route folder (holds ``route.json``)."""
+    return (Path(path) / "route.json").is_file()
+
+
+def load_route(path: str, model: str | None, device: str):
+    """`NeuralRoute.load(path, decoder=model)` with CLI-friendly errors."""
+    from nfldm_sdk.routes.neural_route import NeuralRoute  # start-up time: imports torch
+
+    if not is_route_folder(path):
+        raise click.ClickException(f"{path} is not a route folder (no route.json): make one with `nfldm generate-route`")
+    return NeuralRoute.load(path, decoder=model, device=device)
+
+
+def view_route(path: str, model: str | None, *, screenshot: str | None = None, level: float | None = None,
+               width: int = 1280, height: int = 720, view: str = "above_behind", device: str = "cpu"):
+    """Open (or screenshot into a PNG) a route: its scenes' meshes cut to their cells in the world frame
+    (`NeuralRoute.to_mesh`) and the drive as a line. Returns the screenshot path or None."""
+    from nfldm_sdk.viz.lines import trajectory_lines  # start-up time: Open3D
+    from nfldm_sdk.viz.viewer import show
+
+    route = load_route(path, model, device)
+    geoms = [route.to_mesh(level, device=device), trajectory_lines(route.trajectory.ego_to_world, heading=0.0, lift=1.5)]
+    return show(geoms, screenshot, width=width, height=height, view=view)

@@ -1,0 +1,66 @@
+"""`nfldm generate-route`: a drive through a built-in town conditioned on its map, a trajectory file, resumption
+through the same command, and its refusals (one `Error:` line, nothing written)."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from nfldm_sdk.cameras.trajectory import Trajectory
+from nfldm_sdk.cli.main import main as cli
+from nfldm_sdk.routes.neural_route import NeuralRoute
+
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+def test_generate_route_through_a_town_with_its_map(tiny_conditional_bundle, tmp_path):
+    out = tmp_path / "route"
+    args = ["generate-route", "--model", str(tiny_conditional_bundle), "--town", "Town01", "--length", "90",
+            "--steps", "2", "--guidance-scale", "2", "--out", str(out), "--device", "cpu"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "3 scenes along 90 m (conditioned on the route map)" in r.output
+    route = NeuralRoute.load(out, decoder=tiny_conditional_bundle)
+    assert len(route) == 3 and route.bev is not None and route.settings["conditioned"]
+    (xmin, ymin), (xmax, ymax) = route.bev.bounds
+    pos = route.trajectory.positions
+    assert (pos[:, 0] > xmin).all() and (pos[:, 0] < xmax).all() and (pos[:, 1] > ymin).all() and (pos[:, 1] < ymax).all()
+    meta = json.loads((out / "route.json").read_text())
+    meta["scenes"], meta["complete"] = meta["scenes"][:1], False
+    (out / "route.json").write_text(json.dumps(meta))
+    again = CliRunner().invoke(cli, args)                                    # resumes after the first scene
+    assert again.exit_code == 0, again.output
+    assert NeuralRoute.load(out).scenes[2].field.density.equal(route.scenes[2].field.density)
+
+
+def test_generate_route_from_a_trajectory_file_and_its_refusals(tiny_bundle, tmp_path):
+    traj = Trajectory.straight(length_m=50.0)
+    traj.save(tmp_path / "t.json")
+    out = tmp_path / "r"
+    base = ["generate-route", "--model", str(tiny_bundle), "--steps", "2", "--device", "cpu"]
+    r = CliRunner().invoke(cli, [*base, "--trajectory", str(tmp_path / "t.json"), "--out", str(out)])
+    assert r.exit_code == 0, r.output and "2 scenes along 50 m (unconditional)" in r.output
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "--trajectory FILE or as --town" in r.output
+    r = CliRunner().invoke(cli, [*base, "--town", "Town99", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 1 and "Town99" in r.output and not (tmp_path / "y").exists()
+    r = CliRunner().invoke(cli, [*base, "--trajectory", str(tmp_path / "t.json"), "--seed", "5", "--out", str(out)])
+    assert r.exit_code == 1 and "already holds a route" in r.output
+
+
+def test_render_and_view_a_route_folder(tiny_bundle, tmp_path):
+    out = tmp_path / "r"
+    traj = Trajectory.straight(length_m=60.0)
+    traj.save(tmp_path / "t.json")
+    base = ["--model", str(tiny_bundle), "--device", "cpu"]
+    assert CliRunner().invoke(cli, ["generate-route", *base, "--trajectory", str(tmp_path / "t.json"), "--steps", "2",
+                                    "--out", str(out)]).exit_code == 0
+    frames = tmp_path / "frames"
+    r = CliRunner().invoke(cli, ["render", str(out), *base, "--rate", "2", "--out", str(frames)])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((frames / "frames.json").read_text())
+    assert len(Trajectory.load(frames / "trajectory.json")) == 13          # the route's own 60 m drive at 2 Hz
+    assert meta                                                            # frames were written
+    shot = tmp_path / "route.png"
+    r = CliRunner().invoke(cli, ["view", str(out), *base, "--screenshot", str(shot), "--size", "320", "240"])
+    assert r.exit_code == 0, r.output
+    assert shot.is_file() and shot.stat().st_size > 1000
