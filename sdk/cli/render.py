@@ -34,7 +34,7 @@ import click
 from nfldm_sdk.cli.main import error_message
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, RIG_PRESET_NAMES, default_device
 from nfldm_sdk.cli.output_path import check_output, staged_output
-from nfldm_sdk.cli.route_views import is_route_folder, load_route
+from nfldm_sdk.cli.route_views import export_route, is_route_folder, load_route
 from nfldm_sdk.errors import NfldmError
 
 if TYPE_CHECKING:  # torch-importing modules are imported inside the functions: `--help` start-up time
@@ -227,7 +227,10 @@ def render(scene, model, rig, trajectory, length, speed, rate, radius, angle, of
 @click.option("--overwrite", is_flag=True, help="Replace an existing --voxels store.")
 @friendly_errors
 def export(scene, model, mesh, points, voxels, level, color_by, device, overwrite):
-    """Export SCENE as a mesh, a point cloud (with a label per point given a semantic head) and/or a voxel zarr store."""
+    """Export SCENE as a mesh, a point cloud (with a label per point given a semantic head) and/or a voxel zarr store.
+
+    SCENE may be a route folder (`nfldm generate-route`): --mesh and --points then cover the whole route in the world
+    frame (each scene cut to its cell)."""
     from nfldm_sdk.models.semantic_head import require_semantic_head
     from nfldm_sdk.viz.export import export_mesh, export_points, export_voxels
 
@@ -236,6 +239,9 @@ def export(scene, model, mesh, points, voxels, level, color_by, device, overwrit
     if (points or color_by == "class") and model is None:
         raise click.UsageError("--points and --color-by class render the scene: pass --model BUNDLE (the bundle that "
                                "generated it)")
+    if is_route_folder(scene):
+        return export_route(scene, model, mesh=mesh, points=points, voxels=voxels, level=level, color_by=color_by,
+                            device=device)
     s = load_scene(scene, model, device)
     if color_by == "class":
         require_semantic_head(getattr(s.decoder, "semantic_head", None))      # before anything is written

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["is_route_folder", "load_route", "view_route"]
+__all__ = ["is_route_folder", "load_route", "view_route", "export_route"]
 
 
 def is_route_folder(path: str | Path) -> bool:
@@ -33,3 +33,25 @@ def view_route(path: str, model: str | None, *, screenshot: str | None = None, l
     route = load_route(path, model, device)
     geoms = [route.to_mesh(level, device=device), trajectory_lines(route.trajectory.ego_to_world, heading=0.0, lift=1.5)]
     return show(geoms, screenshot, width=width, height=height, view=view)
+
+
+def export_route(path: str, model: str | None, *, mesh: str | None = None, points: str | None = None,
+                 voxels: str | None = None, level: float | None = None, color_by: str = "rgb", device: str = "cpu"):
+    """`nfldm export ROUTE`: the whole route's mesh (`NeuralRoute.to_mesh`) and/or point cloud
+    (`NeuralRoute.to_point_cloud`) as PLY files in the world frame. Voxels are per scene (each scene's own grid):
+    export ``ROUTE/scenes/NNNN`` one by one."""
+    if voxels:
+        raise click.UsageError("--voxels: a route has one voxel grid per scene, in its own frame; export them one by one "
+                               "(nfldm export ROUTE/scenes/0000 --voxels out.zarr), or use --mesh/--points for the route")
+    import open3d as o3d  # start-up time: Open3D only when something is written
+
+    route = load_route(path, model, device)
+    colors = "class" if color_by == "class" else "auto"
+    if mesh:
+        if not o3d.io.write_triangle_mesh(str(mesh), route.to_mesh(level, colors=colors, device=device)):
+            raise click.ClickException(f"could not write {mesh}: use a .ply, .obj or .glb path in a writable folder")
+        click.echo(f"mesh -> {mesh}")
+    if points:
+        if not o3d.io.write_point_cloud(str(points), route.to_point_cloud(color_by=color_by, device=device)):
+            raise click.ClickException(f"could not write {points}: use a .ply or .pcd path in a writable folder")
+        click.echo(f"points -> {points}")

@@ -196,6 +196,23 @@ class NeuralRoute:
             out += mesh
         return out
 
+    def to_point_cloud(self, *, color_by: str = "rgb", device=None):
+        """One coloured `open3d.geometry.PointCloud` of the route in the world frame: each scene's RGB-D points
+        (`NeuralScene.to_point_cloud`, its default overview views) kept inside its cell and moved to the world."""
+        import open3d as o3d  # start-up time: Open3D only when a cloud is built
+
+        out = o3d.geometry.PointCloud()
+        for k, scene in enumerate(self.scenes):
+            cloud = scene.to_point_cloud(color_by=color_by, device=device)
+            pts = np.asarray(cloud.points)
+            if len(pts):
+                world = pts @ self.scene_to_world[k][:3, :3].T + self.scene_to_world[k][:3, 3]
+                keep = np.flatnonzero(cell_contains(self.plan, k, self.bounds, world))
+                cloud = cloud.select_by_index(keep.tolist())
+                cloud.transform(self.scene_to_world[k])
+            out += cloud
+        return out
+
     # ------------------------------------------------------------------------------------------ files
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the route folder (module docstring). Refuses a folder that holds something else unless

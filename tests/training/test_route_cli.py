@@ -64,3 +64,27 @@ def test_render_and_view_a_route_folder(tiny_bundle, tmp_path):
     r = CliRunner().invoke(cli, ["view", str(out), *base, "--screenshot", str(shot), "--size", "320", "240"])
     assert r.exit_code == 0, r.output
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_export_a_route_as_a_mesh_and_as_a_nuscenes_scene(tiny_bundle, tmp_path):
+    nuscenes = pytest.importorskip("nuscenes.nuscenes", reason="the nuScenes devkit is not installed")
+    traj = Trajectory.straight(length_m=50.0)
+    traj.save(tmp_path / "t.json")
+    route = tmp_path / "route"
+    base = ["--model", str(tiny_bundle), "--device", "cpu"]
+    assert CliRunner().invoke(cli, ["generate-route", *base, "--trajectory", str(tmp_path / "t.json"), "--steps", "2",
+                                    "--out", str(route)]).exit_code == 0
+    r = CliRunner().invoke(cli, ["export", str(route), *base, "--mesh", str(tmp_path / "route.ply")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "route.ply").stat().st_size > 0
+    r = CliRunner().invoke(cli, ["export", str(route), *base, "--voxels", str(tmp_path / "v.zarr")])
+    assert r.exit_code == 2 and "one voxel grid per scene" in r.output
+    out = tmp_path / "ns"
+    r = CliRunner().invoke(cli, ["export-nuscenes", str(route), *base, "--rig", "front", "--rate", "2",
+                                 "--out", str(out), "--version", "v1.0-mini"])
+    assert r.exit_code == 0, r.output
+    ns = nuscenes.NuScenes(version="v1.0-mini", dataroot=str(out), verbose=False)
+    assert len(ns.scene) == 1 and ns.scene[0]["nbr_samples"] == 11              # the route's 50 m drive at 2 Hz
+    r = CliRunner().invoke(cli, ["export-nuscenes", str(route), *base, "--lidar", "nuscenes32", "--out",
+                                 str(tmp_path / "ns2")])
+    assert r.exit_code == 2 and "route" in r.output and not (tmp_path / "ns2").exists()

@@ -25,6 +25,7 @@ import click
 
 from nfldm_sdk.cli.main import error_message
 from nfldm_sdk.cli.names import DEVICE_DEFAULT_HELP, RIG_PRESET_NAMES, default_device
+from nfldm_sdk.cli.route_views import is_route_folder, load_route
 from nfldm_sdk.cli.render import (build_trajectory, friendly_errors, load_scene, scene_rig,
                                   semantics_unavailable_line, trajectory_options)
 
@@ -102,10 +103,20 @@ def export_nuscenes(scenes, model, rig, trajectory, length, speed, rate, radius,
         check_export_output(out, overwrite)                                  # before anything is rendered
         spec = LidarSpec.resolve(lidar) if lidar is not None else None
         traj = build_trajectory(trajectory, length, speed, rate, radius, angle, offset, duration)
-        loaded, names = [], []
+        loaded, names, routes = [], [], {}
+        own_drive = click.get_current_context().get_parameter_source("trajectory") == click.core.ParameterSource.DEFAULT
         for folder in scenes:
-            s = load_scene(folder, model, device)
-            name = check_scene_name(scene_id_of(s) or Path(folder).name)
+            if is_route_folder(folder):                  # a route: one nuScenes scene along its own drive
+                if spec is not None:
+                    raise click.UsageError(f"{folder} is a route: --lidar renders one field, not a route of them; "
+                                           "export the route without --lidar")
+                route = load_route(folder, model, device)
+                s = route.scenes[0]
+                name = check_scene_name(Path(folder).name)
+                routes[name] = (route, route.trajectory.resample(rate) if own_drive else traj)
+            else:
+                s = load_scene(folder, model, device)
+                name = check_scene_name(scene_id_of(s) or Path(folder).name)
             if name in names:
                 raise click.UsageError(f"scene {name} is given twice: pass each scene folder once")
             loaded.append(s)
@@ -117,9 +128,16 @@ def export_nuscenes(scenes, model, rig, trajectory, length, speed, rate, radius,
                                    "repeat: rename the cameras")
         if not all(s.has_semantics for s in loaded):
             click.echo(semantics_unavailable_line("RGB and depth without labels"))
-        spacing = scene_spacing_us(traj.duration)
+        spacing = scene_spacing_us(max([traj.duration] + [d.duration for _, d in routes.values()]))
+        ticks = {n: len(routes[n][1]) if n in routes else len(traj) for n in names}
         drives = []                                   # the overlap and LiDAR checks run here, before writing
-        for k, s in enumerate(loaded):
+        for k, (name, s) in enumerate(zip(names, loaded)):
+            if name in routes:
+                route, drive = routes[name]
+                frames = route.render_trajectory(drive, cam_rig, batch_size=batch_size, device=device,
+                                                 check_overlap=check_overlap)
+                drives.append(generated_samples(frames, None, k * spacing))
+                continue
             frames = render_trajectory(s, traj, cam_rig, batch_size=batch_size, device=device,
                                        check_overlap=check_overlap)
             scans = s.render_lidar(traj, spec, device=device) if spec is not None else None
@@ -131,11 +149,12 @@ def export_nuscenes(scenes, model, rig, trajectory, length, speed, rate, radius,
         with NuScenesWriter(out, version, source="generated|" + ",".join(names), source_info=info,
                             overwrite=overwrite, image_format=image_format) as writer:
             for name, s, drive in zip(names, loaded, drives):
+                what = f"generated route of {len(routes[name][0])} scenes" if name in routes else "generated scene"
                 writer.add_scene(name, drive, location="nfldm-generated", date_captured="1970-01-01",
-                                 logfile=name, description=f"generated scene (seed {s.seed}, bundle "
+                                 logfile=name, description=f"{what} (seed {s.seed}, bundle "
                                                            f"{s.bundle_hash[:12]}), {len(cam_rig)} camera(s), "
-                                                           f"{len(traj)} tick(s){', LiDAR ' + spec.name if spec else ''}")
-                click.echo(f"{name}: {len(traj)} sample(s)", err=True)
+                                                           f"{ticks[name]} tick(s){', LiDAR ' + spec.name if spec else ''}")
+                click.echo(f"{name}: {ticks[name]} sample(s)", err=True)
     except SimBridgeError as e:
         raise click.ClickException(error_message(e)) from e
     click.echo(f"Wrote {len(names)} scene(s) × {len(traj)} sample(s), {len(cam_rig)} camera(s)"
