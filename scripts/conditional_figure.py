@@ -31,7 +31,7 @@ def painted_map(classes, grid_yx=(64, 64), bounds=((-16.0, -32.0), (48.0, 32.0))
     side = (np.abs(gy) < 9.0) | (np.abs(gx - 28.0) < 9.0)                        # the road corridor and the side street
     ids[side] = classes.names.index("sidewalk")
     ids[(np.abs(gy) < 6.0) | (np.abs(gx - 28.0) < 6.0)] = classes.names.index("road")
-    return BEVMap.from_class_ids(ids, classes, bounds, name="painted junction", source="scripts/conditional_figure.py")
+    return BEVMap.from_class_ids(ids, classes, bounds, name="painted junction")
 
 
 def main() -> None:

@@ -147,5 +147,5 @@ def check_bev_args(bev: Any, guidance_scale: Any, num_scenes: int, *, conditiona
         if not np.allclose(np.asarray(m.bounds), [[xmin, ymin], [xmax, ymax]], atol=1e-4):
             raise GenerateArgumentError(f"bev[{i}] covers {m.bounds} m but the bundle's scenes cover "
                                         f"{((xmin, ymin), (xmax, ymax))} m: crop or re-make the map over that box")
-        out.append(torch.from_numpy(np.ascontiguousarray(m.tags, dtype=np.uint8)))
+        out.append(torch.from_numpy(np.array(m.tags, dtype=np.uint8)))   # a copy: BEVMap tags are read-only
     return torch.stack(out)

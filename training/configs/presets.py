@@ -122,8 +122,9 @@ PRESETS: dict[str, Preset] = {
         scene_ae=_DEFAULT_SCENE_AE,
         # geometry from the dense captured depth (occupancy + opacity losses) and 4 of the 12 views rendered per
         # step: the render and the decoder are most of a CPU step (measured: scripts/profile_stage1.py). Step
-        # counts: every stage within ~2 h on 2 CPU cores, so that the whole recipe runs inside one working
-        # session (measured with the cores otherwise idle: stage 1 ~2.2 s/step = 45 min, the LAE ~2 s/step)
+        # counts: every stage within ~1.5 h on 2 CPU cores, so that the whole recipe runs inside one working
+        # session (measured, cores otherwise idle: stage 1 ~2.2 s/step, encoding the voxels 10 min, the LAE
+        # ~1.1 s/step, ψ_g / ψ_c / ψ_f ~0.07 / 0.1 / 0.24 s/step)
         scene_ae_train=SceneAETrainConfig(window=2, stride=2, batch_size=2, lr=2e-3, warmup_steps=100, max_steps=1200,
                                           val_interval=400, val_batches=8, val_fraction=0.07, image_loss="l2",
                                           depth_weight=0.02, semantic_weight=0.02, occupancy_weight=0.05,
@@ -144,11 +145,11 @@ PRESETS: dict[str, Preset] = {
             denoiser_f=FDenoiserConfig(widths=(32, 64, 64), blocks_per_level=1, norm_groups=8, embed_dim=128,
                                        time_channels=64, bev_condition=True, bev_token_dim=64),
             schedule=NoiseSchedule(num_train_timesteps=1000),
-            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=1000, ema_decay=0.995,
+            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=2000, ema_decay=0.995,
                                    val_interval=500, val_fraction=0.07, log_every=20),
-            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=600, ema_decay=0.995,
+            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=2000, ema_decay=0.995,
                                    val_interval=500, val_fraction=0.07, log_every=20),
-            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=500, ema_decay=0.995,
+            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=1500, ema_decay=0.995,
                                    val_interval=400, val_fraction=0.07, log_every=20),
             sampler=SamplerDefaults(sampler="ddim", steps=50),
         ),

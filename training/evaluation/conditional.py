@@ -33,7 +33,6 @@ on a doubled batch. The report names the machine (`machine_line`).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,6 +50,7 @@ from nfldm_sdk.labels.classes import DEFAULT_CLASSES, UNOBSERVED, SemanticClasse
 from nfldm_sdk.models.semantic_head import SemanticsUnavailableError, require_semantic_head
 from nfldm_sdk.pipelines.generator import SceneGenerator
 from nfldm_sdk.pipelines.scene import NeuralScene
+from nfldm_training.evaluation.report_files import write_report_files
 from nfldm_training.benchmarks.bench import machine_line
 from nfldm_training.data.capture_bev import window_bev
 from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows
@@ -466,22 +466,6 @@ def conditional_markdown(r: ConditionalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _strict(o):
-    """JSON-safe copy: nan -> null, ±inf -> "inf"/"-inf" (strict JSON has neither)."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
-    if isinstance(o, dict):
-        return {k: _strict(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_strict(v) for v in o]
-    return o
-
-
 def write_conditional_report(report: ConditionalReport, out: str | Path) -> tuple[Path, Path]:
     """Write ``OUT/eval_conditional.json`` (strict JSON: nan as null, inf as "inf") and ``OUT/eval_conditional.md``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    j, m = out / "eval_conditional.json", out / "eval_conditional.md"
-    j.write_text(json.dumps(_strict(asdict(report)), indent=2, allow_nan=False) + "\n")
-    m.write_text(conditional_markdown(report))
-    return j, m
+    return write_report_files(report, out, "eval_conditional", conditional_markdown(report))

@@ -42,7 +42,6 @@ one untimed warm-up scan, in the same run.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,6 +60,7 @@ from nfldm_sdk.models.semantic_head import SEMANTICS_UNAVAILABLE, SemanticHead
 from nfldm_sdk.rendering.rays import HIT_ALPHA, clip_rays_to_box
 from nfldm_sdk.sensors.lidar import lidar_point_tags, lidar_samples, march_lidar_rays
 from nfldm_sdk.sensors.lidar_spec import LidarError, LidarSpec
+from nfldm_training.evaluation.report_files import write_report_files
 from nfldm_training.benchmarks.bench import machine_line
 from nfldm_training.configs.presets import PRESETS
 from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows
@@ -499,22 +499,6 @@ def lidar_markdown(r: LidarEvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _finite(obj):
-    """JSON-ready: NaN/inf floats -> None, recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def write_lidar_report(report: LidarEvalReport, out: str | Path) -> tuple[Path, Path]:
-    """Write ``OUT/lidar_eval.json`` and ``OUT/lidar_eval.md``; returns both paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    j, m = out / "lidar_eval.json", out / "lidar_eval.md"
-    j.write_text(json.dumps(_finite(asdict(report)), indent=2, allow_nan=False) + "\n")
-    m.write_text(lidar_markdown(report))
-    return j, m
+    """Write ``OUT/lidar_eval.json`` (strict JSON, `strict_json`) and ``OUT/lidar_eval.md``; returns both paths."""
+    return write_report_files(report, out, "lidar_eval", lidar_markdown(report))
