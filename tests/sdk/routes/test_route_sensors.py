@@ -124,9 +124,9 @@ def test_generated_scenes_drive_through_a_sensor_world(generated):
         assert np.array_equal(lab.tags, f.semantic)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_route_renders_on_another_device_without_moving_its_decoder(route):
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
     rig = CameraRig.preset("front", SIZE, SIZE)
     traj = Trajectory.from_poses(np.stack([yaw_pose(30.0, 0.5, 0.0)]))
     gpu = next(iter(render_trajectory(route, traj, rig, device="cuda")))[0]
