@@ -88,9 +88,7 @@ def transfer_columns(src: torch.Tensor, bounds_xy, dst_to_src: np.ndarray) -> tu
     x1, y1 = np.minimum(x0 + 1, X - 1), np.minimum(y0 + 1, Y - 1)
     values = (at(y0, x0) * w((1 - wy) * (1 - wx)) + at(y0, x1) * w((1 - wy) * wx)
               + at(y1, x0) * w(wy * (1 - wx)) + at(y1, x1) * w(wy * wx))
-    # where a weight is exactly 0 the product above is exact too; a column on a source centre copies it exactly
-    exact = (wx == 0) & (wy == 0)
-    values = torch.where(torch.as_tensor(exact, device=src.device), at(y0, x0), values)
+    # a column on a source centre has weights (1, 0, 0, 0): v·1 + w·0 + … is v bit for bit (IEEE), so it copies it
     inside_t = torch.as_tensor(inside, device=src.device)
     return torch.where(inside_t, values, torch.zeros_like(values)), inside_t
 
