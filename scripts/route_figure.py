@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance-scale", type=float, default=1.0)
     ap.add_argument("--no-map", action="store_true")
+    ap.add_argument("--no-feather", action="store_true", help="keep each scene's own decode over the overlaps")
     ap.add_argument("--out", default="runs/route")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
@@ -54,7 +55,7 @@ def main() -> None:
     cond = town_map if (gen.conditional and not a.no_map) else None
     t0 = time.perf_counter()
     route = generate_route(gen, traj, bev=cond, seed=a.seed, steps=a.steps, guidance_scale=a.guidance_scale,
-                           out=out / "route", overwrite=True, progress=True)
+                           feather=not a.no_feather, out=out / "route", overwrite=True, progress=True)
     gen_s = time.perf_counter() - t0
     h, w = gen.scene_ae.config.image_size
     rig = CameraRig.preset("capture", w, h)
@@ -70,14 +71,15 @@ def main() -> None:
     gap = np.full((left.shape[0], 8, 3), 255, np.uint8)
     iio.imwrite(out / "route_bev.png", np.concatenate([left, gap, right[:left.shape[0]]], 1))
     fig = {"town": a.town, "length_m": plan.length_m, "scenes": len(route), "conditioned": cond is not None,
-           "guidance_scale": a.guidance_scale, "steps": route.settings["steps"], "sampler": route.settings["sampler"],
+           "guidance_scale": a.guidance_scale, "feather": not a.no_feather, "steps": route.settings["steps"], "sampler": route.settings["sampler"],
            "generate_s": gen_s, "metres_per_minute": plan.length_m / gen_s * 60.0, "seam_measure_s": seam_s,
            "layout_miou_vs_town_map": miou, "layout_class_iou": iou, "seams": seams.to_dict(),
            "machine": machine_line(a.device), "torch_threads": torch.get_num_threads()}
     (out / "route_figures.json").write_text(json.dumps(fig, indent=2, default=float) + "\n")
     m = seams.to_dict()["mean"]
     md = [f"# Route figures: {a.town}, {plan.length_m:.0f} m, {len(route)} scenes "
-          f"({'conditioned on the town map' if cond is not None else 'unconditional'})", "",
+          f"({'conditioned on the town map' if cond is not None else 'unconditional'}; "
+          f"{'feathered' if not a.no_feather else 'not feathered'} over the overlaps)", "",
           f"- generation: {gen_s:.0f} s = {fig['metres_per_minute']:.0f} m/min on {fig['machine']}",
           f"- layout mIoU of the route's labels vs the town map: {miou:.3f} ({', '.join(f'{k} {v:.2f}' for k, v in iou.items() if k in ('road', 'sidewalk', 'building', 'vegetation'))})",
           "", "| | PSNR (dB) | depth AbsRel | label agreement |", "|---|---|---|---|",

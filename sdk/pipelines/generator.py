@@ -218,6 +218,13 @@ class SceneGenerator:
         return edit_scene(self, scene, region, bev=bev, seed=seed, steps=steps, sampler=sampler,
                           guidance_scale=guidance_scale)
 
+    def generate_route(self, trajectory, **kwargs):
+        """A route of scenes along `trajectory` (a world-frame `Trajectory`) by outpainting, as a `NeuralRoute`:
+        `nfldm_sdk.routes.outpaint.generate_route` (``bev=``, ``seed=``, ``overlap_m=``, ``feather=``, ``out=`` ...)."""
+        from nfldm_sdk.routes.outpaint import generate_route  # the routes package builds on this module
+
+        return generate_route(self, trajectory, **kwargs)
+
     def generate(self, num_scenes: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
                  batch_size: int | None = None, progress: bool = False, *, refine: bool = False, guidance=None,
                  refine_config=None, bev=None, guidance_scale: float = 1.0) -> list[NeuralScene]:

@@ -66,7 +66,7 @@ class NeuralRoute:
         plan: their placement (`RoutePlan`: ``scene_to_world [K, 4, 4]``, seams).
         trajectory: the drive they were generated along, world frame.
         bev: the world-frame route map generation was conditioned on (None: unconditional).
-        settings: how they were generated (seed, steps, sampler, guidance_scale, bundle_hash, conditioned).
+        settings: how they were generated (seed, steps, sampler, guidance_scale, bundle_hash, conditioned, feather).
     """
 
     scenes: list[NeuralScene]

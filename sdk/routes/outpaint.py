@@ -3,12 +3,13 @@
 `generate_route` places boxes along the trajectory (`nfldm_sdk.routes.placement.plan_route`), samples the first
 scene as `SceneGenerator.generate` does (g, then c | g, then f | g, c), then each next scene by outpainting, as
 InfiniCube, SemCity and the paper's panoramas do: the latents of the scene before it are moved into the new box's
-frame (`transfer_columns`: bilinear over the bird's-eye columns, exact where the boxes' cells line up, as on a
+frame (`nfldm_sdk.routes.transfer.transfer_columns`: bilinear over the bird's-eye columns, exact where the boxes' cells line up, as on a
 straight route with the default 40 m spacing) and held fixed over the overlap — re-noised to each denoising step's
 level and written back (`nfldm_sdk.pipelines.sampling.sample_level` with ``known``/``keep``) — while the rest of c
 and f is sampled; g (the scene's global style) is the first scene's for the whole route. With a route map (a
 world-frame `BEVMap`, e.g. ``sim_bridge route``'s), each box is conditioned on the map's part under it
-(`map_for_box`).
+(`nfldm_sdk.routes.transfer.map_for_box`). Each new scene's decoded field is then cross-faded into its predecessor's
+over the overlap (`nfldm_sdk.routes.feather`), where the two decodes of the same latents still differ.
 
 Determinism: scene k's noise comes from a CPU generator seeded ``seed + k``; the same bundle, trajectory, seed and
 settings give the same route. Resumable: with ``out=``, each scene is written as soon as it is decoded (its field
@@ -25,96 +26,21 @@ import torch
 
 from nfldm_sdk.cameras.trajectory import Trajectory, rigid_inverse
 from nfldm_sdk.fields.voxel_field import VoxelField
-from nfldm_sdk.labels.bev_map import UNOBSERVED, BEVMap
+from nfldm_sdk.labels.bev_map import BEVMap
 from nfldm_sdk.models.denoisers import split_g_trajectory
 from nfldm_sdk.models.latent_ae import Latents
 from nfldm_sdk.pipelines.generate_args import check_bev_args, check_int
 from nfldm_sdk.pipelines.sampling import denormalize_level, sample_level
 from nfldm_sdk.pipelines.scene import NeuralScene
 from nfldm_sdk.routes.neural_route import NeuralRoute, RouteWriter
+from nfldm_sdk.routes.feather import feather_into_predecessor
 from nfldm_sdk.routes.placement import DEFAULT_OVERLAP_M, RouteError, plan_route
+from nfldm_sdk.routes.transfer import map_for_box, transfer_columns
 
 if TYPE_CHECKING:
     from nfldm_sdk.pipelines.generator import SceneGenerator
 
-__all__ = ["generate_route", "transfer_columns", "map_for_box"]
-
-
-def _cell_centres(bounds_xy, grid_yx) -> tuple[np.ndarray, np.ndarray]:
-    (xmin, ymin), (xmax, ymax) = bounds_xy
-    Y, X = grid_yx
-    xs = xmin + (np.arange(X, dtype=np.float64) + 0.5) * (xmax - xmin) / X
-    ys = ymin + (np.arange(Y, dtype=np.float64) + 0.5) * (ymax - ymin) / Y
-    return xs, ys
-
-
-def transfer_columns(src: torch.Tensor, bounds_xy, dst_to_src: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move a bird's-eye latent map into another frame: the value under each destination column, and where known.
-
-    Both maps cover the same box ``bounds_xy = ((xmin, ymin), (xmax, ymax))`` metres in their own frames, on the
-    same grid; `dst_to_src` ``[4, 4]`` maps destination-frame points into the source frame. Each destination column
-    centre is mapped into the source grid and read bilinearly (computed in float64 index space, so a column that lands
-    exactly on a source column centre copies it bit for bit).
-
-    Args:
-        src: ``[C, Y, X]`` the source map (e.g. f, or c with its Z folded into C).
-        bounds_xy: the box both grids span, metres.
-        dst_to_src: ``[4, 4]`` float64 rigid transform, destination frame → source frame.
-    Returns:
-        ``values [C, Y, X]`` (zero where unknown) and ``inside [Y, X]`` bool: the columns whose centre lies inside the
-        hull of the source's column centres (all four bilinear neighbours exist).
-    """
-    C, Y, X = src.shape
-    xs, ys = _cell_centres(bounds_xy, (Y, X))
-    gx, gy = np.meshgrid(xs, ys)                                                   # [Y, X] each
-    pts = np.stack([gx, gy, np.zeros_like(gx), np.ones_like(gx)], -1) @ np.asarray(dst_to_src, np.float64).T
-    (xmin, ymin), (xmax, ymax) = bounds_xy
-    fx = (pts[..., 0] - xmin) / ((xmax - xmin) / X) - 0.5                        # fractional source column index
-    fy = (pts[..., 1] - ymin) / ((ymax - ymin) / Y) - 0.5
-    eps = 1e-9
-    inside = (fx >= -eps) & (fx <= X - 1 + eps) & (fy >= -eps) & (fy <= Y - 1 + eps)
-    fx, fy = np.clip(fx, 0, X - 1), np.clip(fy, 0, Y - 1)
-    x0, y0 = np.minimum(np.floor(fx), X - 2).astype(np.int64), np.minimum(np.floor(fy), Y - 2).astype(np.int64)
-    wx, wy = fx - x0, fy - y0
-    x0, y0 = np.clip(x0, 0, None), np.clip(y0, 0, None)
-    flat = src.reshape(C, -1)
-
-    def at(iy, ix):
-        return flat[:, torch.as_tensor((iy * X + ix).reshape(-1), device=src.device)].reshape(C, Y, X)
-
-    def w(a):
-        return torch.as_tensor(a, dtype=src.dtype, device=src.device)
-
-    x1, y1 = np.minimum(x0 + 1, X - 1), np.minimum(y0 + 1, Y - 1)
-    values = (at(y0, x0) * w((1 - wy) * (1 - wx)) + at(y0, x1) * w((1 - wy) * wx)
-              + at(y1, x0) * w(wy * (1 - wx)) + at(y1, x1) * w(wy * wx))
-    # a column on a source centre has weights (1, 0, 0, 0): v·1 + w·0 + … is v bit for bit (IEEE), so it copies it
-    inside_t = torch.as_tensor(inside, device=src.device)
-    return torch.where(inside_t, values, torch.zeros_like(values)), inside_t
-
-
-def map_for_box(route_map: BEVMap, scene_to_world: np.ndarray, bounds_xy, grid_yx) -> BEVMap:
-    """The part of a world-frame route map under one box, resampled to the box's grid (nearest cell).
-
-    Args:
-        route_map: a `BEVMap` whose bounds are world-frame metres (e.g. ``sim_bridge route``'s ``map.json``).
-        scene_to_world: ``[4, 4]`` the box's scene frame → world.
-        bounds_xy: the box ``((xmin, ymin), (xmax, ymax))`` metres, scene frame.
-        grid_yx: ``(Y, X)`` cells of the box's map (the bundle's `bev_grid_yx`).
-    Returns:
-        a `BEVMap` in the scene frame; `UNOBSERVED` where the box reaches beyond the route map.
-    """
-    xs, ys = _cell_centres(bounds_xy, grid_yx)
-    gx, gy = np.meshgrid(xs, ys)
-    pts = np.stack([gx, gy, np.zeros_like(gx), np.ones_like(gx)], -1) @ np.asarray(scene_to_world, np.float64).T
-    (wxmin, wymin), (wxmax, wymax) = route_map.bounds
-    H, W = route_map.tags.shape
-    ix = np.floor((pts[..., 0] - wxmin) / ((wxmax - wxmin) / W)).astype(np.int64)
-    iy = np.floor((pts[..., 1] - wymin) / ((wymax - wymin) / H)).astype(np.int64)
-    ok = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
-    tags = np.full(grid_yx, UNOBSERVED, dtype=np.uint8)
-    tags[ok] = route_map.tags[iy[ok], ix[ok]]
-    return BEVMap(tags, bounds=bounds_xy, name=route_map.name, source=route_map.source)
+__all__ = ["generate_route"]
 
 
 def _known(prev: dict[str, torch.Tensor], dst_to_src: np.ndarray, bounds_xy) -> tuple[dict, dict]:
@@ -150,8 +76,8 @@ def _sample_scene(gen: "SceneGenerator", seed: int, condition, guidance_scale: f
 
 def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap | None = None, seed: int = 0,
                    overlap_m: float = DEFAULT_OVERLAP_M, steps: int | None = None, sampler: str | None = None,
-                   guidance_scale: float = 1.0, out: str | Path | None = None, overwrite: bool = False,
-                   progress: bool = False) -> NeuralRoute:
+                   guidance_scale: float = 1.0, feather: bool = True, out: str | Path | None = None,
+                   overwrite: bool = False, progress: bool = False) -> NeuralRoute:
     """Generate a route of scenes along `trajectory` by outpainting (module docstring).
 
     Args:
@@ -164,6 +90,8 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
         overlap_m: overlap of consecutive boxes along the route, metres (`plan_route`).
         steps, sampler: denoising steps per level and sampler (None: the bundle's defaults).
         guidance_scale: classifier-free guidance scale with `bev`.
+        feather: cross-fade each new scene's field into its predecessor's over the overlap
+            (`nfldm_sdk.routes.feather`); False keeps every scene's own decode.
         out: a route folder to write each scene into as it is made (`NeuralRoute.save`'s layout) and to resume
             from: a folder holding part of the same route continues after its last scene.
         overwrite: start `out` afresh even if it holds another route.
@@ -191,7 +119,7 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
                                guidance_scale, 1, conditional=gen.conditional, grid_yx=gen.bev_grid_yx,
                                bounds=cfg.bounds) for k in range(len(plan))]
     settings = {"seed": seed, "steps": steps, "sampler": sampler, "guidance_scale": float(guidance_scale),
-                "bundle_hash": gen.bundle_hash, "conditioned": bev is not None}
+                "bundle_hash": gen.bundle_hash, "conditioned": bev is not None, "feather": bool(feather)}
     writer = None if out is None else RouteWriter.open(out, plan, trajectory, settings, bev, overwrite=overwrite)
     scenes: list[NeuralScene] = []
     latents: dict[str, torch.Tensor] | None = None
@@ -213,8 +141,10 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
             decoded = gen.latent_ae.decode(Latents(**{lv: denormalize_level(gen.latent_stats, lv, v)
                                                       for lv, v in latents.items()}),
                                            snap_to_codebook=gen.sampler_defaults.snap_to_codebook)[0]
-            scene = NeuralScene(field=VoxelField(decoded.density.clone(), decoded.features.clone(),
-                                                 decoded.bounds.clone()),
+            field = VoxelField(decoded.density.clone(), decoded.features.clone(), decoded.bounds.clone())
+            if feather and k > 0:
+                field = feather_into_predecessor(field, scenes[k - 1].field, bounds_xy, dst_to_src)
+            scene = NeuralScene(field=field,
                                 seed=seed + k, bundle_hash=gen.bundle_hash, decoder=gen.scene_ae, sampler=sampler,
                                 steps=steps)
             scenes.append(scene)

@@ -39,12 +39,14 @@ __all__ = ["generate_route_command"]
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Denoising steps per level (default: the bundle's).")
 @click.option("--sampler", type=click.Choice(list(SAMPLER_NAMES)), default=None, help="Sampler (default: the bundle's).")
 @click.option("--guidance-scale", type=float, default=1.0, show_default=True, help="Classifier-free guidance with a map.")
+@click.option("--feather/--no-feather", default=True, show_default=True,
+              help="Cross-fade each scene's field into its predecessor's over their overlap.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Route folder (written scene by scene).")
 @click.option("--overwrite", is_flag=True, help="Replace a different route already in OUT.")
 @click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @friendly_errors
 def generate_route_command(model, trajectory_path, town, length, route_seed, bev_path, use_map, seed, overlap, steps,
-                           sampler, guidance_scale, out, overwrite, device):
+                           sampler, guidance_scale, feather, out, overwrite, device):
     """Generate a route of scenes along a drive; writes OUT/route.json, OUT/scenes/NNNN/ (resumable)."""
     # start-up time: torch, the SDK's pipelines and sim_bridge's town load only when the command runs
     import time
@@ -75,7 +77,7 @@ def generate_route_command(model, trajectory_path, town, length, route_seed, bev
         trajectory = Trajectory.load(trajectory_path)
     t0 = time.perf_counter()
     route = generate_route(gen, trajectory, bev=bev, seed=seed, overlap_m=overlap, steps=steps, sampler=sampler,
-                           guidance_scale=guidance_scale, out=Path(out), overwrite=overwrite, progress=True)
+                           guidance_scale=guidance_scale, feather=feather, out=Path(out), overwrite=overwrite, progress=True)
     dt = time.perf_counter() - t0
     how = "conditioned on the route map" if bev is not None else "unconditional"
     click.echo(f"{len(route)} scenes along {route.plan.length_m:.0f} m ({how}) in {out}: {dt:.0f} s this run, "

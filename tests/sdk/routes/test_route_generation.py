@@ -10,7 +10,8 @@ import torch
 from nfldm_sdk.cameras.trajectory import Trajectory, yaw_pose
 from nfldm_sdk.labels.bev_map import BEVMap
 from nfldm_sdk.routes.neural_route import NeuralRoute, cell_contains
-from nfldm_sdk.routes.outpaint import generate_route, map_for_box, transfer_columns
+from nfldm_sdk.routes.outpaint import generate_route
+from nfldm_sdk.routes.transfer import map_for_box, transfer_columns
 from nfldm_sdk.routes.placement import RouteError, plan_route
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
