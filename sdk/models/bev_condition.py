@@ -7,6 +7,10 @@ cross-attention).
   condition is dropped (``drop [B]`` True, or ``tags=None`` for the whole batch) get the learned **null tokens**
   instead, so one network serves both the conditional and the unconditional model (classifier-free guidance,
   `nfldm_sdk.pipelines.sampling.sample_level`).
+* `bev_class_fractions` — the same one-hot, area-pooled to a latent's ``(H, W)``: ``[B, K+1, H, W]`` class fractions
+  that ψ_c / ψ_f with ``bev_spatial`` concatenate to their input (zeros for a dropped condition). Cross-attention
+  alone cannot place the map: a convolutional query does not know where it is, so it can read *what* the map holds
+  but not *where* (measured: conditional layout mIoU at the unconditional level); the aligned channels give it where.
 * `BEVCrossAttention` — ``h [B, C, H, W]`` attends to the tokens (diffusers ``Attention`` with
   ``cross_attention_dim``; group norm in, residual out): what `ConditionalUNet2D` inserts after the residual blocks
   of the attended levels and in its middle.
@@ -23,7 +27,8 @@ from torch import nn
 
 from nfldm_sdk.labels.classes import DEFAULT_CLASSES, UNOBSERVED
 
-__all__ = ["BEVEncoder", "BEVCrossAttention", "check_bev_tags", "bev_class_lut"]
+__all__ = ["BEVEncoder", "BEVCrossAttention", "check_bev_tags", "bev_class_lut", "bev_class_fractions",
+           "BEV_CHANNELS"]
 
 
 def bev_class_lut() -> torch.Tensor:
@@ -34,6 +39,40 @@ def bev_class_lut() -> torch.Tensor:
     lut[lut < 0] = K
     lut[UNOBSERVED] = K
     return torch.from_numpy(lut)
+
+
+#: Channels of `bev_class_fractions` (and of `BEVEncoder`'s one-hot): the classes plus "unobserved".
+BEV_CHANNELS: int = DEFAULT_CLASSES.num_classes + 1
+
+
+def bev_class_fractions(tags: torch.Tensor | None, drop: torch.Tensor | None, batch: int, size: tuple[int, int],
+                        dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """``tags [B, Y, X]`` uint8 CARLA tags -> ``[B, BEV_CHANNELS, H, W]`` class fractions at ``size = (H, W)``.
+
+    The one-hot of `bev_class_lut` area-pooled (``Y, X`` multiples of ``H, W``) or, for a finer ``size``, nearest
+    upsampled; each cell's fractions sum to 1. ``tags=None`` (the whole batch unconditional) or ``drop [B]`` True
+    give zeros there, a value no map produces. Raises ``ValueError`` when ``(Y, X)`` and ``(H, W)`` are not
+    multiples of one another.
+    """
+    H, W = int(size[0]), int(size[1])
+    if tags is None:
+        return torch.zeros(batch, BEV_CHANNELS, H, W, dtype=dtype, device=device)
+    Y, X = tags.shape[-2:]
+    lut = bev_class_lut().to(tags.device)
+    onehot = nn.functional.one_hot(lut[tags.long()], BEV_CHANNELS).permute(0, 3, 1, 2).to(dtype)   # [B, K+1, Y, X]
+    if (Y, X) == (H, W):
+        frac = onehot
+    elif Y % H == 0 and X % W == 0:
+        frac = nn.functional.avg_pool2d(onehot, (Y // H, X // W))
+    elif H % Y == 0 and W % X == 0:
+        frac = nn.functional.interpolate(onehot, size=(H, W), mode="nearest")
+    else:
+        raise ValueError(f"a BEV map of {Y}x{X} cells cannot be pooled to a {H}x{W} latent: one must be a multiple "
+                         "of the other")
+    frac = frac.to(device)
+    if drop is not None:
+        frac = frac * (~drop.to(device)).to(dtype).reshape(-1, 1, 1, 1)
+    return frac
 
 
 def check_bev_tags(tags: torch.Tensor, grid_yx: tuple[int, int], batch: int) -> None:

@@ -28,6 +28,10 @@ cross-attention after the residual blocks of the levels ``bev_attention_levels``
 first, the full resolution) on the way down and up, and in the middle; ψ_g adds a projection of the tokens' mean
 to its time embedding. ``bev_drop [B]`` True (or ``bev=None``) gives a sample the learned null tokens instead: the
 unconditional model of classifier-free guidance. The call is ``denoiser(x_t, t, *cond, bev=..., bev_drop=...)``.
+With ``bev_spatial`` (ψ_c, ψ_f) the map's class fractions at the latent's resolution
+(`nfldm_sdk.models.bev_condition.bev_class_fractions`, ``BEV_CHANNELS`` channels, zeros when dropped) are also
+concatenated to the U-Net's input: the spatially aligned path that tells each latent cell what the map holds under
+it, which cross-attention from translation-equivariant features cannot.
 
 **Trajectory in g** (ψ_g, ``trajectory_in_g=True``): ψ_g models ``[g, τ]`` jointly, τ the ego trajectory of the
 scene's window (``trajectory_frames`` poses ``(x, y, yaw)`` in the scene frame, metres and radians) normalised with
@@ -48,7 +52,8 @@ from diffusers.models.resnet import ResnetBlockCondNorm2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from nfldm_sdk.models.bev_condition import BEVCrossAttention, BEVEncoder
+from nfldm_sdk.models.bev_condition import (BEV_CHANNELS, BEVCrossAttention, BEVEncoder, bev_class_fractions,
+                                            check_bev_tags)
 from nfldm_sdk.models.layout import fold_z, unfold_z
 from nfldm_sdk.persistence import PretrainedMixin
 
@@ -295,6 +300,11 @@ def _check_bev(name: str, cfg) -> None:
         raise ValueError(f"{name}: bev_token_dim, bev_token_grid and bev_grid_yx (Y, X) must be positive")
     if not 0.0 <= cfg.cond_dropout < 1.0:
         raise ValueError(f"{name}: cond_dropout must be in [0, 1), got {cfg.cond_dropout}")
+    if getattr(cfg, "bev_spatial", False):
+        (Y, X), (H, W) = cfg.bev_grid_yx, cfg.latent_shape[-2:]
+        if not ((Y % H == 0 and X % W == 0) or (H % Y == 0 and W % X == 0)):
+            raise ValueError(f"{name}: bev_spatial needs the map grid {tuple(cfg.bev_grid_yx)} and the latent's "
+                             f"{(H, W)} to be multiples of one another")
     if hasattr(cfg, "widths"):
         levels = _cross_levels(cfg)
         bad = [i for i in levels if not 0 <= i < len(cfg.widths)]
@@ -346,8 +356,12 @@ class UNetDenoiserConfig:
     """U-Net levels with cross-attention after their residual blocks (None: all but level 0); always the middle."""
     cond_dropout: float = 0.1
     """Fraction of training samples whose BEV map is replaced by the null tokens (training only)."""
+    bev_spatial: bool = False
+    """With ``bev_condition``: also concatenate the map's class fractions at the latent's resolution to the input."""
 
     def _unet(self, in_channels: int, out_channels: int) -> ConditionalUNet2D:
+        if self.bev_condition and self.bev_spatial:
+            in_channels += BEV_CHANNELS
         return ConditionalUNet2D(in_channels, out_channels, self.widths, self.blocks_per_level, self.embed_dim,
                                  self.norm_groups, self.mid_attention, self.attention_head_dim, self.dropout,
                                  self.bev_token_dim if self.bev_condition else None,
@@ -374,6 +388,16 @@ class _BEVUNetDenoiser(nn.Module):
         if bev is not None:
             raise ValueError(f"this ψ_{self.level} is not BEV-conditioned (bev_condition=False): pass bev=None")
         return None
+
+    def _with_map(self, h: torch.Tensor, bev: torch.Tensor | None, bev_drop: torch.Tensor | None) -> torch.Tensor:
+        """``h [B, C, H, W]`` -> ``[B, C + BEV_CHANNELS, H, W]`` with ``bev_spatial`` (the map's class fractions
+        at ``(H, W)``), else ``h``."""
+        if not (self.config.bev_condition and self.config.bev_spatial):
+            return h
+        if bev is not None:
+            check_bev_tags(bev, self.config.bev_grid_yx, h.shape[0])
+        frac = bev_class_fractions(bev, bev_drop, h.shape[0], tuple(h.shape[-2:]), h.dtype, h.device)
+        return torch.cat([h, frac], dim=1)
 
 
 # ============================================================================================ ψ_c
@@ -419,7 +443,8 @@ class CDenoiser(_BEVUNetDenoiser, PretrainedMixin):
         if tuple(c_t.shape[1:]) != self.latent_shape:
             raise ValueError(f"ψ_c expects c of shape [B, {', '.join(map(str, self.latent_shape))}], got {tuple(c_t.shape)}")
         emb = self.cond(t.expand(c_t.shape[0]), g0)                                  # [B, E]
-        v = self.unet(fold_z(c_t), emb, self._tokens(bev, bev_drop, c_t))            # [B, C·Zc, Yc, Xc]
+        tokens = self._tokens(bev, bev_drop, c_t)
+        v = self.unet(self._with_map(fold_z(c_t), bev, bev_drop), emb, tokens)      # [B, C·Zc, Yc, Xc]
         return unfold_z(v, self.config.latent_shape[0])
 
 
@@ -473,7 +498,8 @@ class FDenoiser(_BEVUNetDenoiser, PretrainedMixin):
         emb = self.cond(t.expand(f_t.shape[0]), g0)                                  # [B, E]
         c_up = F.interpolate(fold_z(c0), size=f_t.shape[-2:], mode="bilinear",       # [B, Cc·Zc, Y, X]
                              align_corners=False)
-        return self.unet(torch.cat([f_t, c_up], dim=1), emb, self._tokens(bev, bev_drop, f_t))   # [B, C, Y, X]
+        tokens = self._tokens(bev, bev_drop, f_t)
+        return self.unet(self._with_map(torch.cat([f_t, c_up], dim=1), bev, bev_drop), emb, tokens)   # [B, C, Y, X]
 
 
 #: Denoiser class of each level.

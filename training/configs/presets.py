@@ -137,20 +137,22 @@ PRESETS: dict[str, Preset] = {
                                             val_batches=8, val_fraction=0.07, render_views=4, log_every=10),
         ldm=LDMPreset(
             # conditional on the capture window's BEV map (cross-attention, 10 % condition dropout: one model for
-            # conditional and unconditional sampling); ψ_g also samples the window's ego trajectory with g
+            # conditional and unconditional sampling); ψ_c and ψ_f also read the map's class fractions concatenated
+            # to their input (bev_spatial: cross-attention alone left the layout at the unconditional level);
+            # ψ_g also samples the window's ego trajectory with g
             denoiser_g=GDenoiserConfig(width=128, num_blocks=3, time_channels=64, bev_condition=True, bev_token_dim=64,
                                        trajectory_in_g=True),
             denoiser_c=CDenoiserConfig(widths=(32, 64), blocks_per_level=1, norm_groups=8, embed_dim=128, time_channels=64,
-                                       bev_condition=True, bev_token_dim=64),
+                                       bev_condition=True, bev_token_dim=64, bev_spatial=True),
             denoiser_f=FDenoiserConfig(widths=(32, 64, 64), blocks_per_level=1, norm_groups=8, embed_dim=128,
-                                       time_channels=64, bev_condition=True, bev_token_dim=64),
+                                       time_channels=64, bev_condition=True, bev_token_dim=64, bev_spatial=True),
             schedule=NoiseSchedule(num_train_timesteps=1000),
-            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=2000, ema_decay=0.995,
-                                   val_interval=500, val_fraction=0.07, log_every=20),
-            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=2000, ema_decay=0.995,
-                                   val_interval=500, val_fraction=0.07, log_every=20),
-            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=1500, ema_decay=0.995,
-                                   val_interval=400, val_fraction=0.07, log_every=20),
+            train_g=LDMTrainConfig(batch_size=16, lr=1e-3, warmup_steps=100, max_steps=3000, ema_decay=0.995,
+                                   val_interval=1000, val_fraction=0.07, log_every=20),
+            train_c=LDMTrainConfig(batch_size=8, lr=5e-4, warmup_steps=100, max_steps=6000, ema_decay=0.995,
+                                   val_interval=1500, val_fraction=0.07, log_every=20),
+            train_f=LDMTrainConfig(batch_size=4, lr=5e-4, warmup_steps=100, max_steps=4000, ema_decay=0.995,
+                                   val_interval=1000, val_fraction=0.07, log_every=20),
             sampler=SamplerDefaults(sampler="ddim", steps=50),
         ),
         prior=PriorPreset(

@@ -200,3 +200,43 @@ def test_nfldm_generate_bev_cli(tiny_conditional_bundle, tiny_bundle, tmp_path):
     assert len(scene["trajectory"]) == 2
     res = runner.invoke(generate, ["--model", str(tiny_bundle), "--out", str(tmp_path / "u"), *args])
     assert res.exit_code != 0 and "not BEV-conditioned" in str(res.exception or res.output)
+
+
+def test_class_fractions_pool_the_one_hot_and_are_zero_where_dropped():
+    from nfldm_sdk.models.bev_condition import BEV_CHANNELS, bev_class_fractions
+    tags = torch.full((2, 4, 4), 1, dtype=torch.uint8)          # road everywhere ...
+    tags[:, :2, :2] = 11                                        # ... but a 2x2 block of sky in one corner
+    tags[1, 3, 3] = 255                                         # one unobserved cell
+    frac = bev_class_fractions(tags, torch.tensor([False, True]), 2, (2, 2), torch.float32, "cpu")
+    lut = bev_class_lut()
+    assert frac.shape == (2, BEV_CHANNELS, 2, 2)
+    torch.testing.assert_close(frac[0].sum(0), torch.ones(2, 2))
+    assert frac[0, lut[11], 0, 0] == 1 and frac[0, lut[1], 0, 0] == 0 and frac[0, lut[1], 1, 1] == 1
+    assert frac[1].abs().sum() == 0                              # dropped: zeros, which no map produces
+    up = bev_class_fractions(tags[:1], None, 1, (8, 8), torch.float32, "cpu")
+    assert up[0, lut[11], :4, :4].min() == 1 and up[0, lut[1], 4:, 4:].min() == 1
+    assert bev_class_fractions(None, None, 3, (2, 2), torch.float32, "cpu").abs().sum() == 0
+    with pytest.raises(ValueError, match="multiple"):
+        bev_class_fractions(tags, None, 2, (3, 3), torch.float32, "cpu")
+
+
+def test_the_spatial_path_puts_the_map_where_it_is():
+    """With ``bev_spatial`` and no cross-attention reach (a one-level U-Net has only the middle's), changing the map
+    in one corner changes ψ_f's output near that corner far more than in the opposite one."""
+    torch.manual_seed(0)
+    kw = {**F_KW, "widths": (8,)}
+    f = FDenoiser(FDenoiserConfig(**kw, **BEV_KW, bev_spatial=True)).eval()
+    plain = FDenoiser(FDenoiserConfig(**kw, **BEV_KW))
+    assert f.unet.conv_in.in_channels == plain.unet.conv_in.in_channels + 14
+    for p in f.parameters():                                    # the middle's cross-attention reads nothing local
+        p.data.copy_(torch.randn_like(p) * 0.3) if p.dim() > 1 else None
+    gen = torch.Generator().manual_seed(1)
+    f_t, t, g0, c0 = torch.randn(1, 4, 16, 16, generator=gen), torch.tensor([5]), torch.randn(1, 16), torch.randn(1, 4, 4, 8, 8)
+    a = torch.ones(1, 16, 16, dtype=torch.uint8)
+    b = a.clone()
+    b[:, :3, :3] = 9                                            # vegetation in the corner (y, x) < 3
+    with torch.no_grad():
+        d = (f(f_t, t, g0, c0, bev=a) - f(f_t, t, g0, c0, bev=b)).abs().sum(1)[0]
+        dropped = f(f_t, t, g0, c0, bev=a, bev_drop=torch.tensor([True])) - f(f_t, t, g0, c0, bev=b, bev_drop=torch.tensor([True]))
+    assert d[:4, :4].mean() > 10 * d[10:, 10:].mean()
+    assert dropped.abs().max() == 0
