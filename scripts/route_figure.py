@@ -61,7 +61,8 @@ def main() -> None:
     rig = CameraRig.preset("capture", w, h)
     plan = route.plan
     t1 = time.perf_counter()
-    seams = seam_consistency(route.scenes, plan.scene_to_world, plan.seam_points, plan.seam_normals, rig)
+    seams = seam_consistency(route.scenes, plan.scene_to_world, plan.seam_points, plan.seam_normals, rig,
+                             reach_m=plan.reach_m)
     seam_s = time.perf_counter() - t1
     seam_strip(route.scenes, plan.scene_to_world, plan.seam_points, plan.seam_normals, out / "seam_strip.png",
                seam=min(1, len(plan) - 2), modes=("composite", "nearest"))

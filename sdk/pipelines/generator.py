@@ -221,7 +221,7 @@ class SceneGenerator:
     def generate_route(self, trajectory, **kwargs):
         """A route of scenes along `trajectory` (a world-frame `Trajectory`) by outpainting, as a `NeuralRoute`:
         `nfldm_sdk.routes.outpaint.generate_route` (``bev=``, ``seed=``, ``overlap_m=``, ``feather=``, ``out=`` ...)."""
-        from nfldm_sdk.routes.outpaint import generate_route  # the routes package builds on this module
+        from nfldm_sdk.routes.outpaint import generate_route  # cycle: the routes package builds on this module
 
         return generate_route(self, trajectory, **kwargs)
 

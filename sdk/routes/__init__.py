@@ -6,6 +6,6 @@
 * `transfer` — grids moved between box frames (the known latents; a box's part of a route map).
 * `feather` — each new scene's field cross-faded into its predecessor's over the overlap.
 * `neural_route` — `NeuralRoute`: the chain of fields with their transforms, saved and loaded as one folder.
-* `composite`, `sensors`, `seams` — rendering the union of the scenes' cells (exact front-to-back compositing),
-  trajectory sensors over a route, and the seam-consistency measures.
+* `composite`, `sensors`, `lidar`, `seams` — rendering the union of the scenes' cells (exact front-to-back
+  compositing), trajectory sensors and LiDAR over a route, and the seam-consistency measures.
 """

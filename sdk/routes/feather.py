@@ -9,8 +9,8 @@ near one. `feather_into_predecessor` replaces scene j+1's field over the overlap
 
 with the mosaic feathering weight ``w = d_new / (d_new + d_old)``: ``d_new`` the column's distance (metres) to the
 nearer of scene j+1's front and back edges (of its grid of column centres; a box's x axis is the drive's heading
-where it is anchored, `nfldm_sdk.routes.placement`), ``d_old`` to the nearer of scene j's, measured in scene j's
-frame. ``w`` is 0 on scene j+1's back column (there it is scene j's field exactly), rises to 1 where the overlap
+where it is anchored, `nfldm_sdk.routes.placement`), ``d_old`` to the nearer of scene j's back edge and its reach
+(how far ahead a scene is trusted), measured in scene j's frame. ``w`` is 0 on scene j+1's back column (there it is scene j's field exactly), rises to 1 where the overlap
 ends and is 1 beyond it — on a straight route a linear ramp along the drive — so the field is continuous across
 both ends of the overlap, and each decode weighs most where it is reliable. (On a curve, scene j's side edge cuts
 through the overlap; across it the weight steps to 1, by ``1 − w`` times the two decodes' difference.) Scene j is
@@ -35,31 +35,37 @@ def _hull(bounds_xy, grid_yx) -> tuple[float, float, float, float]:
     return xmin + hx, xmax - hx, ymin + hy, ymax - hy
 
 
-def feather_weights(bounds_xy, grid_yx: tuple[int, int], dst_to_src: np.ndarray) -> np.ndarray:
+def feather_weights(bounds_xy, grid_yx: tuple[int, int], dst_to_src: np.ndarray,
+                    reach: float | None = None) -> np.ndarray:
     """``[Y, X]`` float64 weight of the new (destination) scene's field at each column, in [0, 1] (module docstring).
 
     Args:
         bounds_xy: ``((xmin, ymin), (xmax, ymax))`` metres, the box both scenes span in their own frames.
         grid_yx: ``(Y, X)`` columns of the grid.
         dst_to_src: ``[4, 4]`` rigid transform, the new scene's frame → the previous scene's.
+        reach: the previous scene is trusted up to this x (metres, its frame): its last column centre before it is
+            the "front edge" that ``d_old`` is measured to (None: the grid's).
     Returns:
-        1 on columns outside the previous scene's grid of column centres, ``d_new / (d_new + d_old)`` inside it.
+        1 on columns outside the previous scene's trusted grid, ``d_new / (d_new + d_old)`` inside it.
     """
     xs, ys = cell_centres(bounds_xy, grid_yx)
     gx, gy = np.meshgrid(xs, ys)                                                   # [Y, X] each
     pts = np.stack([gx, gy, np.zeros_like(gx), np.ones_like(gx)], -1) @ np.asarray(dst_to_src, np.float64).T
     x0, x1, y0, y1 = _hull(bounds_xy, grid_yx)
-    px, py = pts[..., 0], pts[..., 1]
     eps = 1e-9
-    inside = (px >= x0 - eps) & (px <= x1 + eps) & (py >= y0 - eps) & (py <= y1 + eps)
+    trusted = xs[xs <= (x1 if reach is None else float(reach)) + eps]    # the previous grid's trusted columns
+    x1_old = float(trusted.max()) if len(trusted) else x0 - 1.0           # (none: no column blends)
+    px, py = pts[..., 0], pts[..., 1]
+    inside = (px >= x0 - eps) & (px <= x1_old + eps) & (py >= y0 - eps) & (py <= y1 + eps)
     d_new = np.clip(np.minimum(gx - x0, x1 - gx), 0.0, None)
-    d_old = np.clip(np.minimum(px - x0, x1 - px), 0.0, None)
+    d_old = np.clip(np.minimum(px - x0, x1_old - px), 0.0, None)
     total = d_new + d_old
     w = np.where(total > 0, d_new / np.where(total > 0, total, 1.0), 1.0)
     return np.where(inside, w, 1.0)
 
 
-def feather_into_predecessor(new: VoxelField, prev: VoxelField, bounds_xy, dst_to_src: np.ndarray) -> VoxelField:
+def feather_into_predecessor(new: VoxelField, prev: VoxelField, bounds_xy, dst_to_src: np.ndarray, *,
+                             reach: float | None = None) -> VoxelField:
     """Scene j+1's field cross-faded into scene j's over their overlap (module docstring).
 
     Args:
@@ -67,6 +73,7 @@ def feather_into_predecessor(new: VoxelField, prev: VoxelField, bounds_xy, dst_t
         prev: the previous scene's field on the same grid and box, in its own frame.
         bounds_xy: the box's ``((xmin, ymin), (xmax, ymax))`` metres.
         dst_to_src: ``[4, 4]`` the new scene's frame → the previous scene's.
+        reach: the previous scene is trusted up to this x, metres (`feather_weights`).
     Returns:
         a new `VoxelField`; columns beyond the overlap are `new`'s bit for bit.
     """
@@ -76,7 +83,7 @@ def feather_into_predecessor(new: VoxelField, prev: VoxelField, bounds_xy, dst_t
                          f"{tuple(new.density.shape)} and {tuple(prev.density.shape)}")
     Z, Y, X = new.density.shape
     C = new.features.shape[0]
-    w = torch.as_tensor(feather_weights(bounds_xy, (Y, X), dst_to_src), dtype=new.density.dtype,
+    w = torch.as_tensor(feather_weights(bounds_xy, (Y, X), dst_to_src, reach), dtype=new.density.dtype,
                         device=new.density.device)
     blend = w < 1
     if not bool(blend.any()):

@@ -123,9 +123,17 @@ class NeuralRoute:
                                        with_range=with_range, device=device, progress=progress, mode=mode,
                                        check_overlap=check_overlap)
 
+    def render_lidar(self, trajectory: Trajectory | None, spec, *, n_samples: int | None = None,
+                     hit_alpha: float | None = None, device=None):
+        """Scan a LiDAR (`LidarSpec`, preset name or JSON file) along a world-frame `trajectory` (None: the route's
+        own drive) across the whole route, lazily: one `LidarScan` per tick (`nfldm_sdk.routes.lidar`)."""
+        kw = {} if hit_alpha is None else {"hit_alpha": hit_alpha}
+        return self.scenes_for_rendering().render_lidar(trajectory if trajectory is not None else self.trajectory,
+                                                        spec, n_samples=n_samples, device=device, **kw)
+
     def world(self, trajectory: Trajectory | None = None, **kwargs):
         """A CARLA-like `SensorWorld` driving `trajectory` (default: the route's own drive) through the route
-        (cameras; LiDAR needs one field and is refused): `nfldm_sdk.routes.sensors.route_world`."""
+        (cameras and LiDAR): `nfldm_sdk.routes.sensors.route_world`."""
         return route_world(self.scenes, self.plan.scene_to_world, self.plan.seam_points, self.plan.seam_normals,
                            trajectory if trajectory is not None else self.trajectory, **kwargs)
 

@@ -34,8 +34,8 @@ from nfldm_sdk.pipelines.sampling import denormalize_level, sample_level
 from nfldm_sdk.pipelines.scene import NeuralScene
 from nfldm_sdk.routes.neural_route import NeuralRoute, RouteWriter
 from nfldm_sdk.routes.feather import feather_into_predecessor
-from nfldm_sdk.routes.placement import DEFAULT_OVERLAP_M, RouteError, plan_route
-from nfldm_sdk.routes.transfer import map_for_box, transfer_columns
+from nfldm_sdk.routes.placement import DEFAULT_OVERLAP_M, DEFAULT_REACH_M, RouteError, plan_route
+from nfldm_sdk.routes.transfer import map_for_box, source_x, transfer_columns
 
 if TYPE_CHECKING:
     from nfldm_sdk.pipelines.generator import SceneGenerator
@@ -43,12 +43,19 @@ if TYPE_CHECKING:
 __all__ = ["generate_route"]
 
 
-def _known(prev: dict[str, torch.Tensor], dst_to_src: np.ndarray, bounds_xy) -> tuple[dict, dict]:
-    """Known (normalised) c and f of the next scene from the previous one's, and where they are known."""
+
+def _known(prev: dict[str, torch.Tensor], dst_to_src: np.ndarray, bounds_xy, reach: float) -> tuple[dict, dict]:
+    """Known (normalised) c and f of the next scene from the previous one's, and where they are known: the columns
+    inside the previous grid that lie no farther than `reach` ahead of its anchor."""
+    def trusted(grid_yx, inside):
+        near = torch.as_tensor(source_x(bounds_xy, grid_yx, dst_to_src) <= reach + 1e-9, device=inside.device)
+        return inside & near
+
     f_vals, f_in = transfer_columns(prev["f"][0], bounds_xy, dst_to_src)                  # [4, Y, X], [Y, X]
     c = prev["c"][0]                                                                        # [4, Zc, Yc, Xc]
     c_vals, c_in = transfer_columns(c.flatten(0, 1), bounds_xy, dst_to_src)
-    return {"c": c_vals.reshape(c.shape)[None], "f": f_vals[None]}, {"c": c_in, "f": f_in}
+    keep = {"c": trusted(tuple(c.shape[-2:]), c_in), "f": trusted(tuple(prev["f"].shape[-2:]), f_in)}
+    return {"c": c_vals.reshape(c.shape)[None], "f": f_vals[None]}, keep
 
 
 @torch.no_grad()
@@ -75,7 +82,8 @@ def _sample_scene(gen: "SceneGenerator", seed: int, condition, guidance_scale: f
 
 
 def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap | None = None, seed: int = 0,
-                   overlap_m: float = DEFAULT_OVERLAP_M, steps: int | None = None, sampler: str | None = None,
+                   overlap_m: float = DEFAULT_OVERLAP_M, reach_m: float | None = None, steps: int | None = None,
+                   sampler: str | None = None,
                    guidance_scale: float = 1.0, feather: bool = True, out: str | Path | None = None,
                    overwrite: bool = False, progress: bool = False) -> NeuralRoute:
     """Generate a route of scenes along `trajectory` by outpainting (module docstring).
@@ -87,7 +95,9 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
         bev: optional route map, a `BEVMap` in world-frame metres covering the drive (a conditional bundle only);
             each scene is conditioned on its box's part (`map_for_box`; unobserved beyond the map).
         seed: seed of the first scene (scene k uses ``seed + k``), an integer >= 0.
-        overlap_m: overlap of consecutive boxes along the route, metres (`plan_route`).
+        overlap_m: route consecutive scenes share and hold identical, metres (`plan_route`).
+        reach_m: how far ahead of its anchor a scene is trusted (`plan_route`), metres; None: `DEFAULT_REACH_M`
+            or the box's front, whichever is nearer.
         steps, sampler: denoising steps per level and sampler (None: the bundle's defaults).
         guidance_scale: classifier-free guidance scale with `bev`.
         feather: cross-fade each new scene's field into its predecessor's over the overlap
@@ -112,7 +122,8 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
         raise RouteError(f"bev must be a world-frame BEVMap covering the route (BEVMap.load('map.json') of "
                          f"`sim_bridge route`), got {type(bev).__name__}")
     check_bev_args(None, guidance_scale, 1, conditional=gen.conditional, grid_yx=gen.bev_grid_yx, bounds=cfg.bounds)
-    plan = plan_route(trajectory, (xmin, xmax), overlap_m)
+    reach = min(DEFAULT_REACH_M, float(xmax)) if reach_m is None else float(reach_m)
+    plan = plan_route(trajectory, (xmin, xmax), overlap_m, box_y=(ymin, ymax), reach_m=reach)
     maps = None
     if bev is not None:
         maps = [check_bev_args(map_for_box(bev, plan.scene_to_world[k], bounds_xy, gen.bev_grid_yx or (1, 1)),
@@ -135,7 +146,7 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
             known = keep = None
             if latents is not None:
                 dst_to_src = rigid_inverse(plan.scene_to_world[k - 1]) @ plan.scene_to_world[k]
-                known, keep = _known(latents, dst_to_src, bounds_xy)
+                known, keep = _known(latents, dst_to_src, bounds_xy, reach)
             latents = _sample_scene(gen, seed + k, None if maps is None else maps[k], float(guidance_scale), steps,
                                     sampler, None if latents is None else latents["g"], known, keep)
             decoded = gen.latent_ae.decode(Latents(**{lv: denormalize_level(gen.latent_stats, lv, v)
@@ -143,7 +154,7 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
                                            snap_to_codebook=gen.sampler_defaults.snap_to_codebook)[0]
             field = VoxelField(decoded.density.clone(), decoded.features.clone(), decoded.bounds.clone())
             if feather and k > 0:
-                field = feather_into_predecessor(field, scenes[k - 1].field, bounds_xy, dst_to_src)
+                field = feather_into_predecessor(field, scenes[k - 1].field, bounds_xy, dst_to_src, reach=reach)
             scene = NeuralScene(field=field,
                                 seed=seed + k, bundle_hash=gen.bundle_hash, decoder=gen.scene_ae, sampler=sampler,
                                 steps=steps)

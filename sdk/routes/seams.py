@@ -5,8 +5,9 @@
 and backward), and measures two things, each against a baseline of the same kind:
 
 * **the two neighbours agree** — the rig rendered from scene j alone and from scene j+1 alone, each restricted to the
-  space both boxes hold (voxels outside the other scene's box masked out, `nfldm_sdk.routes.composite.box_overlap_mask`:
-  beyond it one of the two has nothing to show), cameras moved into each scene's frame
+  space both boxes hold (voxels outside either box masked out, `nfldm_sdk.routes.composite.box_overlap_mask`: beyond
+  it one of the two has nothing to show; with ``reach_m``, each box ends at the reach, where the route stops using
+  its scene), cameras moved into each scene's frame
   (`nfldm_sdk.routes.composite.render_one_scene`, at `HIT_ALPHA`). Baseline: scene j (restricted the same way) at the
   seam point against the rig ``shift_m`` (default 1 m) further along — how much the views change when the car moves
   one metre;
@@ -134,7 +135,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
 @torch.no_grad()
 def seam_consistency(scenes: Sequence, scene_to_world, seam_points, seam_normals, rig: CameraRig, *,
                      decoder: torch.nn.Module | None = None, shift_m: float = 1.0, drive_offset_m: float = 20.0,
-                     device: torch.device | str | None = None) -> SeamConsistency:
+                     reach_m: float | None = None, device: torch.device | str | None = None) -> SeamConsistency:
     """Seam-consistency figures of a route (module docstring).
 
     Args:
@@ -143,6 +144,8 @@ def seam_consistency(scenes: Sequence, scene_to_world, seam_points, seam_normals
         rig: the cameras placed at each seam point (ego frame: x forward, y left, z up), facing forward and backward.
         shift_m: the baselines' step along the heading (and the crossing's), metres.
         drive_offset_m: how far before each seam the drive baseline's step is taken, metres (inside scene j's cell).
+        reach_m: how far ahead of its anchor each scene is trusted (the route plan's ``reach_m``): the shared space
+            of the neighbours' figure ends there in both boxes (None: at the boxes' fronts).
         device: render device (None: the decoder's).
     Returns:
         `SeamConsistency` (per seam and mean `SeamFigures`).
@@ -154,6 +157,8 @@ def seam_consistency(scenes: Sequence, scene_to_world, seam_points, seam_normals
     head = getattr(dec, "semantic_head", None)
     fields = [f.to(device=dev, dtype=torch.float32) for f in route.fields]
     bounds = [f.bounds.detach().double().cpu().numpy() for f in fields]
+    if reach_m is not None:                             # what each scene holds: its box up to its reach
+        bounds = [np.concatenate([b[:1], [[min(b[1, 0], float(reach_m)), b[1, 1], b[1, 2]]]]) for b in bounds]
     s2w = route.scene_to_world
 
     def views(field, k: int, poses: np.ndarray) -> SceneImages:
@@ -169,8 +174,10 @@ def seam_consistency(scenes: Sequence, scene_to_world, seam_points, seam_normals
 
     figures = []
     for j, (p, n) in enumerate(zip(route.seam_points, route.seam_normals)):
-        a = masked_field(fields[j], box_overlap_mask(fields[j], s2w[j], bounds[j + 1], s2w[j + 1]))
-        b = masked_field(fields[j + 1], box_overlap_mask(fields[j + 1], s2w[j + 1], bounds[j], s2w[j]))
+        a = masked_field(fields[j], box_overlap_mask(fields[j], s2w[j], bounds[j + 1], s2w[j + 1])
+                         * box_overlap_mask(fields[j], s2w[j], bounds[j], s2w[j]))
+        b = masked_field(fields[j + 1], box_overlap_mask(fields[j + 1], s2w[j + 1], bounds[j], s2w[j])
+                         * box_overlap_mask(fields[j + 1], s2w[j + 1], bounds[j + 1], s2w[j + 1]))
         here = views(a, j, both_ways(p, n, 0.0))
         seam = image_agreement(here, views(b, j + 1, both_ways(p, n, 0.0)))
         base = image_agreement(here, views(a, j, both_ways(p, n, shift_m)))

@@ -19,7 +19,7 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -30,10 +30,14 @@ from nfldm_sdk.cameras.rig import CameraRig
 from nfldm_sdk.cameras.trajectory import Trajectory, rigid_inverse
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.rendering.api import HIT_ALPHA
-from nfldm_sdk.routes.composite import ROUTE_MODES, cameras_in_frame, cell_density_masks, check_route, render_route
+from nfldm_sdk.routes.composite import (ROUTE_MODES, cameras_in_frame, cell_density_masks, check_route, masked_field,
+                                        render_route)
+from nfldm_sdk.routes.lidar import route_lidar_scan
 from nfldm_sdk.routes.placement import RouteError
 from nfldm_sdk.sensors.frames import Frame, scene_id_of
 from nfldm_sdk.sensors.frustum import NoOverlapError, frustum_overlap
+from nfldm_sdk.sensors.lidar import LidarScan, lidar_samples
+from nfldm_sdk.sensors.lidar_spec import LidarSpec
 from nfldm_sdk.sensors.renderer import DEFAULT_BATCH_SIZE, ChunkedRenderer
 from nfldm_sdk.sensors.trajectory_render import render_trajectory
 from nfldm_sdk.sensors.views import SceneImages, images_from_render
@@ -84,6 +88,7 @@ class RouteScenes:
     bundle_hash: str = ""
     scene_id: str = ""
     mode: str = "composite"
+    _lidar_fields: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         self.fields = list(self.fields)
@@ -136,6 +141,37 @@ class RouteScenes:
                         device: torch.device | str | None = None) -> "RouteRenderer":
         """The sensors' renderer of this route (`nfldm_sdk.sensors.renderer.renderer_for` calls it)."""
         return RouteRenderer(self, batch_size, device)
+
+    def lidar_samples(self, max_range: float) -> int:
+        """Samples per LiDAR beam (`nfldm_sdk.sensors.lidar.lidar_samples` of the scenes' common grid)."""
+        return lidar_samples(self.fields[0], max_range)
+
+    def lidar_scan(self, spec: LidarSpec, ego_to_world: np.ndarray, lidar_to_ego: np.ndarray | None = None, *,
+                   n_samples: int | None = None, hit_alpha: float = HIT_ALPHA, head=None, frame: int = 0,
+                   timestamp: float = 0.0, device: torch.device | str | None = None) -> LidarScan:
+        """One LiDAR scan from a world ego pose over the whole route (`nfldm_sdk.routes.lidar.route_lidar_scan`;
+        ``head`` labels the returns, default the decoder's semantic head). What `SensorWorld`'s LiDAR calls."""
+        spec = LidarSpec.resolve(spec)
+        dev = torch.device(device) if device is not None else self.device
+        key = str(dev)
+        if key not in self._lidar_fields:      # the cells' densities, once per device
+            masks = cell_density_masks(self.fields, self.scene_to_world, self.seam_points, self.seam_normals)
+            self._lidar_fields[key] = [masked_field(f, m).to(device=dev, dtype=torch.float32)
+                                       for f, m in zip(self.fields, masks)]
+        head = getattr(self.decoder, "semantic_head", None) if head is None else head
+        samples = self.lidar_samples(spec.range_m) if n_samples is None else int(n_samples)
+        return route_lidar_scan(self._lidar_fields[key], self.scene_to_world, spec, ego_to_world, lidar_to_ego,
+                                n_samples=samples, hit_alpha=hit_alpha, head=head, frame=frame, timestamp=timestamp,
+                                scene_id=self.scene_id)
+
+    def render_lidar(self, trajectory: Trajectory, spec: LidarSpec | str, *, n_samples: int | None = None,
+                     hit_alpha: float = HIT_ALPHA, device: torch.device | str | None = None) -> Iterator[LidarScan]:
+        """Scan `spec` along a world-frame `trajectory`: one `LidarScan` per tick (as
+        `nfldm_sdk.sensors.lidar.render_lidar` does for one scene)."""
+        spec = LidarSpec.resolve(spec)
+        for t in range(len(trajectory)):
+            yield self.lidar_scan(spec, trajectory.ego_to_world[t], n_samples=n_samples, hit_alpha=hit_alpha,
+                                  frame=t, timestamp=float(trajectory.timestamps[t]), device=device)
 
     @torch.no_grad()
     def render(self, cameras: Cameras, *, batch_size: int = DEFAULT_BATCH_SIZE, with_range: bool = False,

@@ -3,7 +3,7 @@
 * `transfer_columns` — a ``[C, Y, X]`` map of one box read in another box's frame (bilinear; exact where the grids
   line up): the known latents of outpainting and the predecessor's field of feathering.
 * `map_for_box` — the part of a world-frame route map under one box.
-* `cell_centres` — the column centres of a box's grid.
+* `cell_centres` — the column centres of a box's grid; `source_x` — where they land along another box's x.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from nfldm_sdk.labels.bev_map import UNOBSERVED, BEVMap
 
-__all__ = ["cell_centres", "transfer_columns", "map_for_box"]
+__all__ = ["cell_centres", "transfer_columns", "map_for_box", "source_x"]
 
 
 def cell_centres(bounds_xy, grid_yx) -> tuple[np.ndarray, np.ndarray]:
@@ -91,3 +91,11 @@ def map_for_box(route_map: BEVMap, scene_to_world: np.ndarray, bounds_xy, grid_y
     tags = np.full(grid_yx, UNOBSERVED, dtype=np.uint8)
     tags[ok] = route_map.tags[iy[ok], ix[ok]]
     return BEVMap(tags, bounds=bounds_xy, name=route_map.name, source=route_map.source)
+
+
+def source_x(bounds_xy, grid_yx, dst_to_src: np.ndarray) -> np.ndarray:
+    """``[Y, X]`` float64: the source-frame x (metres) of each destination column centre (``dst_to_src`` ``[4, 4]``)."""
+    xs, ys = cell_centres(bounds_xy, grid_yx)
+    gx, gy = np.meshgrid(xs, ys)
+    m = np.asarray(dst_to_src, np.float64)
+    return m[0, 0] * gx + m[0, 1] * gy + m[0, 3]

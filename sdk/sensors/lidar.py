@@ -47,6 +47,7 @@ from nfldm_sdk.sensors.frames import scene_id_of, timestamp_us
 from nfldm_sdk.sensors.lidar_spec import LidarError, LidarSpec
 
 __all__ = ["LidarScan", "march_lidar_rays", "render_lidar", "lidar_scan", "lidar_samples", "lidar_point_tags",
+           "assemble_scan",
            "MAX_SAMPLES_PER_CHUNK", "NO_RETURN_TAG"]
 
 #: Tag of the range image's cells without a return (`LidarScan.tag_image`): CARLA's 0, "Unlabeled", as the capture
@@ -288,15 +289,37 @@ def lidar_scan(field: VoxelField, spec: LidarSpec, ego_to_world: np.ndarray, lid
                               torch.from_numpy(world_dirs), max_range=spec.range_m, n_samples=n_samples,
                               hit_alpha=hit_alpha).cpu().numpy()              # [R] float32
     ok = np.isfinite(ranges)
-    xyz = (flat[ok] * ranges[ok, None].astype(np.float64)).astype(np.float32)
-    points = np.concatenate([xyz, np.ones((len(xyz), 1), dtype=np.float32)], axis=1)
     tags = None
     if head is not None:           # the return points in the scene frame, in float64 as the ranges were measured
         hits = origins[ok] + world_dirs[ok] * ranges[ok, None].astype(np.float64)
         tags = lidar_point_tags(field, torch.from_numpy(hits), head).cpu().numpy()
+    return assemble_scan(spec, ranges, s2w, e2w, l2e, tags, frame=frame, timestamp=timestamp, scene_id=scene_id)
+
+
+def assemble_scan(spec: LidarSpec, ranges: np.ndarray, sensor_to_world: np.ndarray, ego_to_world: np.ndarray,
+                  lidar_to_ego: np.ndarray, tags: np.ndarray | None, *, frame: int = 0, timestamp: float = 0.0,
+                  scene_id: str = "") -> LidarScan:
+    """A `LidarScan` from the beam ranges of one scan.
+
+    Args:
+        spec: the `LidarSpec` whose beam table (``[C, A]`` directions) the ranges follow.
+        ranges: ``[C·A]`` float32 ranges, metres along each beam, ``inf`` = no return.
+        sensor_to_world, ego_to_world, lidar_to_ego: ``[4, 4]`` poses copied into the scan.
+        tags: ``[N]`` uint8 CARLA tags of the finite returns in beam order, or None.
+        frame, timestamp, scene_id: copied into the scan.
+    Returns:
+        the scan: points ``[N, 4]`` (x, y, z in the sensor frame, intensity 1), ranges ``[C, A]``.
+    """
+    dirs = spec.directions()                                                  # [C, A, 3] float64, sensor frame
+    flat = dirs.reshape(-1, 3)
+    ranges = np.asarray(ranges, dtype=np.float32).reshape(-1)
+    ok = np.isfinite(ranges)
+    xyz = (flat[ok] * ranges[ok, None].astype(np.float64)).astype(np.float32)
+    points = np.concatenate([xyz, np.ones((len(xyz), 1), dtype=np.float32)], axis=1)
     return LidarScan(points=points, ranges=ranges.reshape(dirs.shape[:2]), frame=int(frame),
-                     timestamp=float(timestamp), sensor_to_world=s2w, spec_name=spec.name, tags=tags,
-                     ego_to_world=e2w, lidar_to_ego=l2e, scene_id=scene_id)
+                     timestamp=float(timestamp), sensor_to_world=np.asarray(sensor_to_world, np.float64),
+                     spec_name=spec.name, tags=tags, ego_to_world=np.asarray(ego_to_world, np.float64),
+                     lidar_to_ego=np.asarray(lidar_to_ego, np.float64), scene_id=scene_id)
 
 
 def _iter_scans(field: VoxelField, trajectory: Trajectory, spec: LidarSpec, n_samples: int,

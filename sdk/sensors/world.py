@@ -222,7 +222,7 @@ class SensorWorld:
     Args:
         scene: a `NeuralScene` (or `VoxelField` with `decoder`), or an object that makes its own renderer
             (``sensor_renderer(batch_size=, device=)``: `nfldm_sdk.sensors.renderer.renderer_for`), e.g. a route of
-            scenes (`nfldm_sdk.routes.sensors.RouteScenes`; cameras only, no LiDAR: `LidarUnavailableError`).
+            scenes (`nfldm_sdk.routes.sensors.RouteScenes`, whose LiDAR scans the union of its cells).
         trajectory: the ego path in the scene frame (a route's world frame).
         rate_hz: resample the trajectory to this rate first (the "fixed delta seconds" of the world); default: tick
             through the trajectory's own samples.
@@ -357,9 +357,10 @@ class SensorWorld:
             n_samples: samples per beam (default `lidar_samples`: steps of at most half a voxel).
             hit_alpha: the opacity that counts as a return (default `HIT_ALPHA`, the cameras' threshold).
         """
-        if getattr(self.scene, "field", None) is None:
-            raise LidarUnavailableError(f"this world renders a {type(self.scene).__name__}, not one scene's field: the "
-                                        "generated LiDAR marches a single field; scan each scene with "
+        route = hasattr(self.scene, "lidar_scan")       # a route of scenes scans itself (nfldm_sdk.routes.sensors)
+        if getattr(self.scene, "field", None) is None and not route:
+            raise LidarUnavailableError(f"this world renders a {type(self.scene).__name__}, which has neither one "
+                                        "scene's field nor a lidar_scan: scan each scene with "
                                         "NeuralScene.render_lidar instead")
         spec = LidarSpec.resolve(spec)
         attach_to = self.ego if attach_to is _EGO else attach_to
@@ -367,9 +368,12 @@ class SensorWorld:
             raise ValueError("attach_to must be this world's ego (world.ego) or None for a LiDAR fixed in the scene")
         if not 0.0 < float(hit_alpha) < 1.0:
             raise ValueError(f"hit_alpha must lie in (0, 1), got {hit_alpha}")
-        if self._lidar_field is None:
-            self._lidar_field = self.scene.field.to(device=self._renderer.device, dtype=torch.float32)
-        samples = lidar_samples(self._lidar_field, spec.range_m) if n_samples is None else int(n_samples)
+        if route:
+            samples = self.scene.lidar_samples(spec.range_m) if n_samples is None else int(n_samples)
+        else:
+            if self._lidar_field is None:
+                self._lidar_field = self.scene.field.to(device=self._renderer.device, dtype=torch.float32)
+            samples = lidar_samples(self._lidar_field, spec.range_m) if n_samples is None else int(n_samples)
         if samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         mount = spec.lidar_to_ego if transform is None else check_rigid(np.asarray(transform, dtype=np.float64),
@@ -380,8 +384,12 @@ class SensorWorld:
         ego = np.array(self._ego_to_world())
         l2e, _ = s.poses(ego)
         head = getattr(self._renderer.decoder, "semantic_head", None)
-        scan = lidar_scan(self._lidar_field, s.spec, ego, l2e, n_samples=s.n_samples, hit_alpha=s.hit_alpha,
-                          head=head, frame=t, timestamp=ts, scene_id=self.scene.scene_id)
+        if hasattr(self.scene, "lidar_scan"):
+            scan = self.scene.lidar_scan(s.spec, ego, l2e, n_samples=s.n_samples, hit_alpha=s.hit_alpha, head=head,
+                                         frame=t, timestamp=ts, device=self._renderer.device)
+        else:
+            scan = lidar_scan(self._lidar_field, s.spec, ego, l2e, n_samples=s.n_samples, hit_alpha=s.hit_alpha,
+                              head=head, frame=t, timestamp=ts, scene_id=self.scene.scene_id)
         return LidarMeasurement(scan, s.spec, s)
 
     # ------------------------------------------------------------------ the loop

@@ -77,7 +77,7 @@ def test_evaluate_conditional_figures(report, tmp_path):
 
     r = report
     assert [g.guidance_scale for g in r.conditional] == [1.0, 2.0] and r.unconditional.guidance_scale is None
-    rows = [*(g.layout for g in r.conditional), r.unconditional.layout, r.ceiling]
+    rows = [*(g.layout for g in r.conditional), r.unconditional.layout, r.ceiling, r.lae_ceiling]
     for f in rows:
         assert f.num_maps == 2 and 0 <= f.coverage <= 1
         assert all(0 <= v <= 1 for v in f.class_iou.values() if not math.isnan(v))
@@ -111,8 +111,10 @@ def test_cli_writes_the_conditional_report(tiny_conditional_bundle, tiny_capture
     data = json.loads((out / "eval_conditional.json").read_text())
     assert [g["guidance_scale"] for g in data["conditional"]] == [1.0, 2.5] and data["edit"] is None
     assert data["bundle"] == str(tiny_conditional_bundle) and data["ceiling"]["num_maps"] == 2
+    assert data["lae_ceiling"]["num_maps"] == 2 and data["lae_ceiling"]["cells"] > 0
     text = (out / "eval_conditional.md").read_text()
     assert "unconditional, same seeds (chance)" in text and "stage-1 fields of the windows (ceiling)" in text
+    assert "the same fields through the LAE (what decoding keeps)" in text
     assert "Layout fidelity" in r.output and "s / scene" in r.output and "cores" in r.output   # the machine line
 
 

@@ -107,9 +107,6 @@ def export_nuscenes(scenes, model, rig, trajectory, length, speed, rate, radius,
         own_drive = click.get_current_context().get_parameter_source("trajectory") == click.core.ParameterSource.DEFAULT
         for folder in scenes:
             if is_route_folder(folder):                  # a route: one nuScenes scene along its own drive
-                if spec is not None:
-                    raise click.UsageError(f"{folder} is a route: --lidar renders one field, not a route of them; "
-                                           "export the route without --lidar")
                 route = load_route(folder, model, device)
                 s = route.scenes[0]
                 name = check_scene_name(Path(folder).name)
@@ -136,7 +133,8 @@ def export_nuscenes(scenes, model, rig, trajectory, length, speed, rate, radius,
                 route, drive = routes[name]
                 frames = route.render_trajectory(drive, cam_rig, batch_size=batch_size, device=device,
                                                  check_overlap=check_overlap)
-                drives.append(generated_samples(frames, None, k * spacing))
+                scans = route.render_lidar(drive, spec, device=device) if spec is not None else None
+                drives.append(generated_samples(frames, scans, k * spacing))
                 continue
             frames = render_trajectory(s, traj, cam_rig, batch_size=batch_size, device=device,
                                        check_overlap=check_overlap)

@@ -35,7 +35,10 @@ __all__ = ["generate_route_command"]
               help="With --town: condition on the town's ground-truth map (when the bundle is BEV-conditioned).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the first scene; scene k uses seed + k.")
-@click.option("--overlap", type=float, default=24.0, show_default=True, help="Overlap of consecutive boxes, metres.")
+@click.option("--overlap", type=float, default=12.0, show_default=True,
+              help="Route consecutive scenes share (held identical), metres.")
+@click.option("--reach", type=float, default=None,
+              help="How far ahead of its anchor a scene is trusted, metres (default 12, or the box's front).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Denoising steps per level (default: the bundle's).")
 @click.option("--sampler", type=click.Choice(list(SAMPLER_NAMES)), default=None, help="Sampler (default: the bundle's).")
 @click.option("--guidance-scale", type=float, default=1.0, show_default=True, help="Classifier-free guidance with a map.")
@@ -45,7 +48,7 @@ __all__ = ["generate_route_command"]
 @click.option("--overwrite", is_flag=True, help="Replace a different route already in OUT.")
 @click.option("--device", default=default_device, show_default=DEVICE_DEFAULT_HELP, help="torch device.")
 @friendly_errors
-def generate_route_command(model, trajectory_path, town, length, route_seed, bev_path, use_map, seed, overlap, steps,
+def generate_route_command(model, trajectory_path, town, length, route_seed, bev_path, use_map, seed, overlap, reach, steps,
                            sampler, guidance_scale, feather, out, overwrite, device):
     """Generate a route of scenes along a drive; writes OUT/route.json, OUT/scenes/NNNN/ (resumable)."""
     # start-up time: torch, the SDK's pipelines and sim_bridge's town load only when the command runs
@@ -76,7 +79,7 @@ def generate_route_command(model, trajectory_path, town, length, route_seed, bev
     else:
         trajectory = Trajectory.load(trajectory_path)
     t0 = time.perf_counter()
-    route = generate_route(gen, trajectory, bev=bev, seed=seed, overlap_m=overlap, steps=steps, sampler=sampler,
+    route = generate_route(gen, trajectory, bev=bev, seed=seed, overlap_m=overlap, reach_m=reach, steps=steps, sampler=sampler,
                            guidance_scale=guidance_scale, feather=feather, out=Path(out), overwrite=overwrite, progress=True)
     dt = time.perf_counter() - t0
     how = "conditioned on the route map" if bev is not None else "unconditional"

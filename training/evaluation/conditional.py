@@ -15,7 +15,11 @@ of the requested map's observed cells the scene labels at all). Three rows:
 * **conditional** — scene i generated under map i with seed ``seed + i``, for every guidance scale of the sweep;
 * **unconditional (chance)** — the same seeds with ``bev=None``, against the same maps: what a map-blind model gets;
 * **stage-1 ceiling** — the held-out window's own stage-1 field (its views, at the bundle's image size, through the
-  bundle's encoder), whose `bev` against the window's map bounds what the latent model could reach.
+  bundle's encoder), whose `bev` against the window's map bounds what the latent model could reach;
+* **through the LAE** — that field encoded and decoded by the bundle's latent autoencoder (quantised, decoded as
+  generation decodes): the layout every generated scene passes through on its way out, so the bound a perfect
+  denoiser would meet. Where the conditional row reaches it and the stage-1 ceiling is well above, the LAE, not the
+  conditioning, is what loses the map.
 
 Editing (`EditFigures`): for the first ``num_edits`` maps, the scene generated under map A (guidance
 ``edit_guidance_scale``) is edited inside ``edit_box`` (default a 16 m × 16 m box ahead of the ego) under map B =
@@ -176,6 +180,8 @@ class ConditionalReport:
     conditional: list[GuidanceFigures]
     unconditional: GuidanceFigures
     ceiling: LayoutFigures
+    lae_ceiling: LayoutFigures
+    """The held-out stage-1 fields encoded and decoded by the LAE (module docstring)."""
     edit: EditFigures | None
     machine: str
     device: str
@@ -292,15 +298,23 @@ def _sweep_row(gen, maps, cfg, scale, device, progress) -> GuidanceFigures:
 
 
 @torch.no_grad()
-def _ceiling(gen, data, idx, maps, cfg, device, progress) -> LayoutFigures:
-    """The held-out windows' stage-1 fields (encoded from their views) against their maps."""
-    bevs = []
+def _ceiling(gen, data, idx, maps, cfg, device, progress) -> tuple[LayoutFigures, LayoutFigures]:
+    """The held-out windows' stage-1 fields (encoded from their views) against their maps, and the same fields
+    through the LAE (encode, decode as generation does)."""
+    bevs, lae_bevs = [], []
+
+    def bev(field):
+        return NeuralScene(field=field, seed=0, bundle_hash=gen.bundle_hash, decoder=gen.scene_ae).bev()
+
     for start in tqdm(range(0, len(idx), cfg.batch_size), desc="stage-1 ceiling", unit="batch", disable=not progress):
         batch = collate_windows([data[i] for i in idx[start:start + cfg.batch_size]]).to(device)
         fields = gen.scene_ae.encode(batch.images, batch.cameras())
-        bevs += [NeuralScene(field=fields[b], seed=0, bundle_hash=gen.bundle_hash, decoder=gen.scene_ae).bev()
-                 for b in range(fields.batch_size)]
-    return layout_figures(bevs, [m.tags for m in maps])
+        decoded = gen.latent_ae.decode(gen.latent_ae.encode(fields),
+                                       snap_to_codebook=gen.sampler_defaults.snap_to_codebook)
+        bevs += [bev(fields[b]) for b in range(fields.batch_size)]
+        lae_bevs += [bev(decoded[b]) for b in range(decoded.batch_size)]
+    requested = [m.tags for m in maps]
+    return layout_figures(bevs, requested), layout_figures(lae_bevs, requested)
 
 
 def _anchor_cameras(window) -> Cameras:
@@ -404,8 +418,8 @@ def evaluate_conditional(generator, stores: Sequence[str], config: ConditionalCo
         rows.append(_sweep_row(gen, maps, cfg, float(s), device, progress))
     log(f"generating {len(maps)} unconditional scenes (same seeds) ...")
     uncond = _sweep_row(gen, maps, cfg, None, device, progress)
-    log("stage-1 fields of the held-out windows ...")
-    ceiling = _ceiling(gen, data, idx, maps, cfg, device, progress)
+    log("stage-1 fields of the held-out windows, and through the LAE ...")
+    ceiling, lae_ceiling = _ceiling(gen, data, idx, maps, cfg, device, progress)
     edit = None
     if cfg.edit:
         if len(maps) < 2:
@@ -415,7 +429,7 @@ def evaluate_conditional(generator, stores: Sequence[str], config: ConditionalCo
             edit = _edits(gen, data, idx, maps, cfg, device, progress)
     return ConditionalReport(bundle=str(generator) if path else "in-memory", bundle_hash=gen.bundle_hash,
                              stores=[str(s) for s in stores], config=asdict(cfg), maps=desc, conditional=rows,
-                             unconditional=uncond, ceiling=ceiling, edit=edit, machine=machine_line(str(device)),
+                             unconditional=uncond, ceiling=ceiling, lae_ceiling=lae_ceiling, edit=edit, machine=machine_line(str(device)),
                              device=str(device), seconds=time.perf_counter() - start, notes=notes)
 
 
@@ -444,7 +458,8 @@ def conditional_markdown(r: ConditionalReport) -> str:
     lines += [_row("conditional", f"{g.guidance_scale:g}", g.layout, f"{g.seconds_per_scene:.3f}") for g in r.conditional]
     u = r.unconditional
     lines += [_row("unconditional, same seeds (chance)", "—", u.layout, f"{u.seconds_per_scene:.3f}"),
-              _row("stage-1 fields of the windows (ceiling)", "—", r.ceiling, "—"), "",
+              _row("stage-1 fields of the windows (ceiling)", "—", r.ceiling, "—"),
+              _row("the same fields through the LAE (what decoding keeps)", "—", r.lae_ceiling, "—"), "",
               "IoU over the cells observed in both maps; coverage = those cells / the requested maps' observed cells. "
               "A guidance scale ≠ 1 runs every denoiser on a doubled batch.", ""]
     e = r.edit

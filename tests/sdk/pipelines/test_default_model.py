@@ -41,6 +41,8 @@ def test_shipped_bundle_is_small_and_half_precision():
     # ... and BEV-conditional denoisers (controllable generation)
     for level in "gcf":
         assert json.loads((SHIPPED / f"denoiser_{level}" / "config.json").read_text())["bev_condition"]
+    for level in "cf":   # the map's class fractions on ψ_c's and ψ_f's grids: what places the layout
+        assert json.loads((SHIPPED / f"denoiser_{level}" / "config.json").read_text())["bev_spatial"]
     from safetensors import safe_open
 
     with safe_open(str(SHIPPED / "scene_ae" / "model.safetensors"), "pt") as f:

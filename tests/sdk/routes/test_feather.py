@@ -56,7 +56,7 @@ def test_a_feathered_route_agrees_better_with_itself_over_the_overlaps(tiny_gene
     bxy = ((float(xmin), float(ymin)), (float(xmax), float(ymax)))
     for k in range(1, len(soft)):
         dst_to_src = rigid_inverse(soft.plan.scene_to_world[k - 1]) @ soft.plan.scene_to_world[k]
-        w = feather_weights(bxy, soft.scenes[k].field.density.shape[-2:], dst_to_src)
+        w = feather_weights(bxy, soft.scenes[k].field.density.shape[-2:], dst_to_src, soft.plan.reach_m)
         over = torch.as_tensor(w < 1)
 
         def gap(route):
@@ -71,3 +71,11 @@ def test_on_a_turn_the_weights_stay_in_range_and_reach_both_scenes():
     turn = yaw_pose(36.0, 8.0, 0.4)                                         # the next box 36 m on, turned 23°
     w = feather_weights(BOUNDS_XY, (32, 32), turn)
     assert 0 <= w.min() and w.max() <= 1 and (w == 0).any() and (w == 1).any() and ((w > 0) & (w < 1)).any()
+
+
+def test_the_predecessor_counts_only_up_to_its_reach():
+    w = feather_weights(BOUNDS_XY, (16, 16), yaw_pose(20.0, 0.0, 0.0), reach=24.0)   # columns at x = -14, -10, ...
+    row = w[8]
+    # old-frame x = new x + 20: the old grid's last trusted column is at 22 m (new x = 2), where the ramp reaches 1
+    np.testing.assert_allclose(row[:5], [0, 4 / 16, 8 / 16, 12 / 16, 1.0], atol=1e-12)
+    np.testing.assert_array_equal(row[5:], 1.0)

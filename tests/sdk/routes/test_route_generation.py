@@ -20,7 +20,7 @@ BOUNDS_XY = ((-16.0, -32.0), (48.0, 32.0))
 
 
 def test_straight_route_places_boxes_every_40_m_with_seams_mid_overlap():
-    plan = plan_route(Trajectory.straight(length_m=150.0), BOX_X, overlap_m=24.0)
+    plan = plan_route(Trajectory.straight(length_m=150.0), BOX_X, overlap_m=24.0, reach_m=48.0)
     assert len(plan) == 4 and plan.spacing_m == 40.0
     np.testing.assert_allclose(plan.anchors_m, [0, 40, 80, 120])
     np.testing.assert_allclose(plan.scene_to_world[:, 0, 3], [0, 40, 80, 120], atol=1e-9)
@@ -31,12 +31,12 @@ def test_straight_route_places_boxes_every_40_m_with_seams_mid_overlap():
     pts = Trajectory.straight(length_m=150.0).positions + [0, 0, 1.0]
     owners = np.stack([cell_contains(plan, k, bounds, pts) for k in range(len(plan))])
     assert (owners.sum(0) == 1).all()
-    assert len(plan_route(Trajectory.straight(length_m=30.0), BOX_X)) == 1
+    assert len(plan_route(Trajectory.straight(length_m=30.0), BOX_X, overlap_m=24.0, reach_m=48.0)) == 1
 
 
 def test_curved_route_anchors_lie_on_the_drive_and_face_along_it():
     traj = Trajectory.arc(radius_m=60.0, angle_deg=120.0)
-    plan = plan_route(traj, BOX_X)
+    plan = plan_route(traj, BOX_X, overlap_m=24.0, reach_m=48.0)
     assert len(plan) == 1 + math.ceil((traj.path_length - 40.0) / 40.0)          # 125.7 m: 4 boxes
     for m, s in zip(plan.scene_to_world, plan.anchors_m):
         np.testing.assert_allclose(m[:3, :3].T @ m[:3, :3], np.eye(3), atol=1e-9)
@@ -50,7 +50,7 @@ def test_curved_route_anchors_lie_on_the_drive_and_face_along_it():
 @pytest.mark.parametrize("overlap", [0.0, -1.0, 64.0, 10.0, float("nan")])
 def test_bad_overlaps_are_refused(overlap):
     with pytest.raises(RouteError, match="overlap"):
-        plan_route(Trajectory.straight(length_m=100.0), BOX_X, overlap_m=overlap)
+        plan_route(Trajectory.straight(length_m=100.0), BOX_X, overlap_m=overlap, reach_m=48.0)
 
 
 def test_transfer_reproduces_linear_maps_under_any_rigid_motion_and_copies_on_aligned_grids():
@@ -93,14 +93,18 @@ def test_generation_holds_the_overlap_fixed_and_follows_its_seed(tiny_generator,
     gen = tiny_generator
     traj = Trajectory.straight(length_m=130.0)
     route = generate_route(gen, traj, seed=3, steps=2, out=tmp_path / "r")
-    assert len(route) == 4 and [s.seed for s in route.scenes] == [3, 4, 5, 6]
-    Y, X = route.scenes[0].field.density.shape[-2:]
-    shift = int(40.0 / (64.0 / X))                                          # columns between anchors
-    for k in range(1, 4):
+    # the default reach (12 m) and overlap (12 m): anchors 16 m apart, 0 … 128 m (the last trusts the end, 130 m)
+    np.testing.assert_allclose(route.plan.anchors_m, np.arange(9) * 16.0)
+    assert len(route) == 9 and [s.seed for s in route.scenes] == list(range(3, 12))
+    X = _latents(tmp_path / "r", 0)["f"].shape[-1]
+    cell = 64.0 / X
+    shift, held = int(16.0 / cell), int(12.0 / cell)       # columns between anchors; columns of x in [-16, -4] m
+    for k in range(1, len(route)):
         a, b = _latents(tmp_path / "r", k - 1), _latents(tmp_path / "r", k)
         assert torch.equal(a["g"], b["g"])                                 # one g for the whole route
-        assert torch.equal(b["f"][..., : X - shift], a["f"][..., shift:])  # the overlap is the predecessor's
-        assert not torch.allclose(b["f"][..., X - shift:], a["f"][..., X - shift:])
+        # the predecessor's part up to its reach (x <= 12 m there, x <= -4 m here) is held; beyond it is sampled
+        assert torch.equal(b["f"][..., :held], a["f"][..., shift:shift + held])
+        assert not torch.allclose(b["f"][..., held:X - shift], a["f"][..., shift + held:])
     again = generate_route(gen, traj, seed=3, steps=2)
     for s, t in zip(route.scenes, again.scenes):
         assert torch.equal(s.field.density, t.field.density)
@@ -166,3 +170,33 @@ def test_conditioned_route_uses_each_boxes_part_of_the_map(tiny_conditional_gene
     assert NeuralRoute.load(tmp_path / "r").bev == world
     with pytest.raises(RouteError, match="world-frame BEVMap"):
         generate_route(gen, traj, bev=tags, steps=2)
+
+
+def test_a_sharp_turn_shortens_the_spacing_so_the_drive_stays_inside_each_box():
+    # 40 m straight, a 90° left turn of radius 6 m, 80 m straight: 36 m after the second anchor (where a fixed
+    # 40 m spacing puts seam 1) the drive is 33 m to the side of that box's axis, beyond its 32 m half-width
+    pts = [(float(x), 0.0) for x in np.arange(0.0, 40.0, 1.0)]
+    pts += [(40.0 + 6 * math.sin(a), 6 - 6 * math.cos(a)) for a in np.linspace(0, math.pi / 2, 10)[1:]]
+    pts += [(46.0, 6.0 + float(y)) for y in np.arange(1.0, 80.0, 1.0)]
+    poses = []
+    for i, (x, y) in enumerate(pts):
+        nx, ny = pts[min(i + 1, len(pts) - 1)] if i + 1 < len(pts) else (2 * x - pts[i - 1][0], 2 * y - pts[i - 1][1])
+        poses.append(yaw_pose(x, y, math.atan2(ny - y, nx - x)))
+    traj = Trajectory.from_poses(np.stack(poses), rate_hz=1.0)
+    box_y = (-32.0, 32.0)
+    fixed = plan_route(traj, BOX_X, overlap_m=24.0, reach_m=48.0)
+    adaptive = plan_route(traj, BOX_X, overlap_m=24.0, box_y=box_y, reach_m=48.0)
+    assert (np.diff(fixed.anchors_m) == 40.0).all()
+    steps = np.diff(adaptive.anchors_m)
+    assert steps.min() < 40.0 and (steps % 4.0 == 0).all() and len(adaptive) > len(fixed)
+    # every pose between an anchor and its seam lies inside the box by 12 m ahead and 16 m at the sides
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(traj.positions[:, :2], axis=0), axis=1))])
+    for k in range(len(adaptive) - 1):
+        m = adaptive.scene_to_world[k]
+        seam_arc = adaptive.anchors_m[k] + (steps[k] + BOX_X[0] + 48.0) / 2          # the middle of the overlap
+        sel = (arc >= adaptive.anchors_m[k]) & (arc <= seam_arc)
+        local = (traj.positions[sel] - m[:3, 3]) @ m[:3, :3]
+        assert (local[:, 0] <= 36.0 + 1e-6).all() and (np.abs(local[:, 1]) <= 16.0 + 1e-6).all()
+    # a straight drive keeps the full spacing
+    straight = plan_route(Trajectory.straight(length_m=150.0), BOX_X, overlap_m=24.0, box_y=box_y, reach_m=48.0)
+    np.testing.assert_allclose(straight.anchors_m, [0, 40, 80, 120])

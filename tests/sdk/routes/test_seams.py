@@ -76,3 +76,19 @@ def test_seam_strip_writes_the_drive_across_a_seam(tmp_path, decoder):
     assert not np.array_equal(top, bottom)                                          # the baseline differs
     with pytest.raises(RouteError, match="seam 3"):
         seam_strip(scenes, SCENE_TO_WORLD, SEAM_POINTS, SEAM_NORMALS, tmp_path / "x.png", seam=3)
+
+
+def test_the_neighbours_figure_ends_at_the_reach(decoder):
+    """Scene 0 empty beyond x = 40 m of its box (as a model's scenes thin out far ahead): over the whole shared box
+    the neighbours disagree there; ended at a 40 m reach, they agree as scenes cut from one world do."""
+    from nfldm_sdk.fields.voxel_field import VoxelField
+
+    rig = CameraRig.preset("capture", SIZE, SIZE)
+    s0, s1 = two_scene_route()
+    d = s0.density.clone()
+    d[..., 28:] = 0.0                                              # 2 m columns: x >= 40 m of scene 0's box
+    thin = VoxelField(d, s0.features, s0.bounds)
+    route = ([(thin, decoder), (s1, decoder)], SCENE_TO_WORLD, SEAM_POINTS, SEAM_NORMALS, rig)
+    whole = seam_consistency(*route).mean
+    ended = seam_consistency(*route, reach_m=40.0).mean
+    assert ended.psnr_db > 30.0 and ended.psnr_db > whole.psnr_db + 5.0
