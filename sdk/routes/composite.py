@@ -26,7 +26,7 @@ compositing: each camera sees only the scene whose cell contains it (a jump at e
 
 Each scene renders at the decoder's feature resolution ``(H/f, W/f)`` from the camera moved into its scene frame
 (`cameras_in_frame`), with the decoder's ``render_samples``, ``near`` and ``far``; only scenes whose cell a ray of a
-camera enters within ``far`` are rendered for that camera (with far = 60 m and scenes every ~40 m, at most three).
+camera enters within ``far`` are rendered for that camera (with far = 60 m and scenes every 16 m, about six).
 
 Example::
 

@@ -3,9 +3,10 @@
 `generate_route` places boxes along the trajectory (`nfldm_sdk.routes.placement.plan_route`), samples the first
 scene as `SceneGenerator.generate` does (g, then c | g, then f | g, c), then each next scene by outpainting, as
 InfiniCube, SemCity and the paper's panoramas do: the latents of the scene before it are moved into the new box's
-frame (`nfldm_sdk.routes.transfer.transfer_columns`: bilinear over the bird's-eye columns, exact where the boxes' cells line up, as on a
-straight route with the default 40 m spacing) and held fixed over the overlap — re-noised to each denoising step's
-level and written back (`nfldm_sdk.pipelines.sampling.sample_level` with ``known``/``keep``) — while the rest of c
+frame (`nfldm_sdk.routes.transfer.transfer_columns`: bilinear over the bird's-eye columns, exact where the boxes'
+cells line up, as on a straight route with the default 16 m spacing) and held fixed over the shared part — the
+predecessor's columns up to its reach (`nfldm_sdk.routes.placement`), re-noised to each denoising step's level and
+written back (`nfldm_sdk.pipelines.sampling.sample_level` with ``known``/``keep``) — while the rest of c
 and f is sampled; g (the scene's global style) is the first scene's for the whole route. With a route map (a
 world-frame `BEVMap`, e.g. ``sim_bridge route``'s), each box is conditioned on the map's part under it
 (`nfldm_sdk.routes.transfer.map_for_box`). Each new scene's decoded field is then cross-faded into its predecessor's
