@@ -20,6 +20,7 @@ TINY = {
                   decoder=dict(preset="tiny", feature_channels=4, render_samples=8, decoder_widths=(16, 16, 16),
                                grid_shape=(4, 16, 16))),
     "refine": dict(size="tiny", steps=1, views=1),
+    "route": dict(bundle_or_preset="tiny", length_m=40.0, steps=1),
     "startup": dict(repeats=1),
 }
 
@@ -50,7 +51,7 @@ def test_refine_and_sensor_benchmarks_take_their_sizes_from_the_preset_table():
 def test_run_bench_tiny(tmp_path):
     report = run_bench(quick=True, device="cpu", sizes=TINY, log=lambda s: None)
     rows = {r.name: r for r in report.rows}
-    assert list(rows) == ["capture", "render", "sampling", "sensors", "lidar", "refine", "startup"]
+    assert list(rows) == ["capture", "render", "sampling", "sensors", "lidar", "refine", "route", "startup"]
     for name in rows:                                        # refine included: a broken bench_refine is an error row
         assert not rows[name].error, f"{name}: {rows[name].error}"
         assert rows[name].value > 0 and math.isfinite(rows[name].value)
@@ -66,6 +67,8 @@ def test_run_bench_tiny(tmp_path):
     li = rows["lidar"]                                       # beams/s against the camera pixels/s of the same scene
     assert li.unit == "M beams/s" and "nuscenes32" in li.setting and "16 samples/beam" in li.setting
     assert li.baseline > 0 and li.ratio == pytest.approx(li.value / li.baseline, rel=1e-6)
+    ro = rows["route"]                                       # metres per minute; the same scenes made independently
+    assert ro.unit == "m/min" and "over 40 m" in ro.setting and ro.baseline > 0 and ro.ratio > 0
     s = rows["startup"]                                      # the slowest nfldm start-up, sim_bridge as baseline
     assert s.unit == "s" and s.baseline > 0 and s.ratio == pytest.approx(s.baseline / s.value, rel=1e-6)
     assert "nfldm --help" in s.setting and "nfldm generate --no-such-option" in s.setting

@@ -97,6 +97,7 @@ BENCH_SIZES: dict[str, dict] = {
         "sensors": dict(size=64, ticks=2, batch_size=6, rounds=1, decoder=dict(preset="tiny")),
         "lidar": dict(spec="nuscenes32", ticks=1, size=64, batch_size=6, rounds=1, decoder=dict(preset="tiny")),
         "refine": dict(size="tiny", steps=2, views=1),
+        "route": dict(bundle_or_preset="tiny", length_m=64.0, steps=4),
         "startup": dict(repeats=3),
     },
     "full": {
@@ -106,6 +107,7 @@ BENCH_SIZES: dict[str, dict] = {
         "sensors": dict(size=128, ticks=2, batch_size=12, rounds=2, decoder=dict(preset="small")),
         "lidar": dict(spec="nuscenes32", ticks=2, size=128, batch_size=12, rounds=2, decoder=dict(preset="small")),
         "refine": dict(size="small", steps=5, views=2),
+        "route": dict(bundle_or_preset="small", length_m=200.0, steps=25),
         "startup": dict(repeats=5),
     },
 }
@@ -170,6 +172,15 @@ def _refine(cfg: dict, device: str) -> BenchRow:
                     float(r["per_step"]), "s/step")
 
 
+def _route(cfg: dict, device: str) -> BenchRow:
+    from nfldm_training.benchmarks.routes import run_route_bench  # start-up time: loaded only when this benchmark runs
+
+    r = run_route_bench(device=device, **cfg)
+    return BenchRow("route", f"generate_route, {r.source}, {r.scenes} scenes over {r.length_m:.0f} m, {r.steps} "
+                    "steps/level", r.metres_per_minute, "m/min", baseline=r.baseline_seconds,
+                    baseline_name="the same scenes generated independently (s)", ratio=r.ratio)
+
+
 def _startup(cfg: dict, device: str) -> BenchRow:
     from nfldm_training.benchmarks.startup import run_startup_bench  # start-up time: loaded only when this benchmark runs
 
@@ -182,7 +193,7 @@ def _startup(cfg: dict, device: str) -> BenchRow:
 
 _BENCHES: dict[str, Callable[[dict, str], BenchRow]] = {
     "capture": _capture, "render": _render, "sampling": _sampling, "sensors": _sensors, "lidar": _lidar,
-    "refine": _refine, "startup": _startup}
+    "refine": _refine, "route": _route, "startup": _startup}
 
 
 def run_bench(quick: bool = True, device: str = "cpu", only: tuple[str, ...] | None = None,

@@ -12,7 +12,7 @@ import click
 @click.option("--quick", is_flag=True, help="Tiny sizes: about a minute on two CPU cores.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Torch device.")
 @click.option("--only", multiple=True, type=click.Choice(["capture", "render", "sampling", "sensors", "lidar", "refine",
-                                                           "startup"]),
+                                                           "route", "startup"]),
               help="Run only these benchmarks (repeatable).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON here.")
