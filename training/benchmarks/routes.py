@@ -19,7 +19,7 @@ import torch
 from nfldm_sdk.cameras.trajectory import Trajectory
 from nfldm_sdk.pipelines.generator import SceneGenerator
 from nfldm_sdk.routes.outpaint import generate_route
-from nfldm_training.configs.ldm import random_generator
+from nfldm_training.benchmarks.sampling import bench_generator
 
 __all__ = ["RouteBenchResult", "run_route_bench", "main"]
 
@@ -59,12 +59,7 @@ def run_route_bench(bundle_or_preset: str | Path | SceneGenerator = "tiny", leng
         device: torch device.
     """
     device = torch.device(device)
-    if isinstance(bundle_or_preset, SceneGenerator):
-        gen, source = bundle_or_preset.to(device), "generator"
-    elif Path(str(bundle_or_preset)).is_dir():
-        gen, source = SceneGenerator.from_pretrained(bundle_or_preset, device=device), str(bundle_or_preset)
-    else:
-        gen, source = random_generator(str(bundle_or_preset), seed=0).to(device), f"preset {bundle_or_preset} (random weights)"
+    gen, source = bench_generator(bundle_or_preset, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     drive = Trajectory.straight(length_m=float(length_m))
     generate_route(gen, Trajectory.straight(length_m=1.0), seed=0, steps=1)          # warm-up (allocator, kernels)

@@ -23,7 +23,8 @@ import torch
 from nfldm_sdk.pipelines.generator import SceneGenerator
 from nfldm_training.configs.ldm import random_generator
 
-__all__ = ["SamplingTiming", "SamplingBenchResult", "run_sampling_bench", "format_sampling_bench", "main"]
+__all__ = ["SamplingTiming", "SamplingBenchResult", "run_sampling_bench", "format_sampling_bench", "bench_generator",
+           "main"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,17 @@ def _generator_for_preset(name: str, device: str | torch.device) -> SceneGenerat
     return random_generator(name, seed=0).to(device)
 
 
+def bench_generator(bundle_or_preset: str | Path | SceneGenerator,
+                    device: torch.device) -> tuple[SceneGenerator, str]:
+    """``(generator on device, its description)`` of a bundle folder, a preset name (random weights: timings do not
+    depend on them) or a generator."""
+    if isinstance(bundle_or_preset, SceneGenerator):
+        return bundle_or_preset.to(device), "generator"
+    if Path(str(bundle_or_preset)).is_dir():
+        return SceneGenerator.from_pretrained(bundle_or_preset, device=device), str(bundle_or_preset)
+    return _generator_for_preset(str(bundle_or_preset), device), f"preset {bundle_or_preset} (random weights)"
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -79,12 +91,7 @@ def run_sampling_bench(bundle_or_preset: str | Path | SceneGenerator = "tiny",
         repeats: timed calls per cell (the best is kept) after one untimed warm-up call per sampler.
     """
     device = torch.device(device)
-    if isinstance(bundle_or_preset, SceneGenerator):
-        gen, source = bundle_or_preset.to(device), "generator"
-    elif Path(str(bundle_or_preset)).is_dir():
-        gen, source = SceneGenerator.from_pretrained(bundle_or_preset, device=device), str(bundle_or_preset)
-    else:
-        gen, source = _generator_for_preset(str(bundle_or_preset), device), f"preset {bundle_or_preset} (random weights)"
+    gen, source = bench_generator(bundle_or_preset, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = []
     for sampler in samplers:
