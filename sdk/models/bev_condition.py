@@ -18,6 +18,7 @@ cross-attention).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -45,6 +46,12 @@ def bev_class_lut() -> torch.Tensor:
 BEV_CHANNELS: int = DEFAULT_CLASSES.num_classes + 1
 
 
+@functools.lru_cache(maxsize=None)
+def _lut_on(device: str) -> torch.Tensor:
+    """`bev_class_lut` on `device`, built once (every denoiser call of a conditional sampling reads it)."""
+    return bev_class_lut().to(device)
+
+
 def bev_class_fractions(tags: torch.Tensor | None, drop: torch.Tensor | None, batch: int, size: tuple[int, int],
                         dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """``tags [B, Y, X]`` uint8 CARLA tags -> ``[B, BEV_CHANNELS, H, W]`` class fractions at ``size = (H, W)``.
@@ -58,7 +65,7 @@ def bev_class_fractions(tags: torch.Tensor | None, drop: torch.Tensor | None, ba
     if tags is None:
         return torch.zeros(batch, BEV_CHANNELS, H, W, dtype=dtype, device=device)
     Y, X = tags.shape[-2:]
-    lut = bev_class_lut().to(tags.device)
+    lut = _lut_on(str(tags.device))
     onehot = nn.functional.one_hot(lut[tags.long()], BEV_CHANNELS).permute(0, 3, 1, 2).to(dtype)   # [B, K+1, Y, X]
     if (Y, X) == (H, W):
         frac = onehot

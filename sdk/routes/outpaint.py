@@ -35,7 +35,7 @@ from nfldm_sdk.pipelines.sampling import denormalize_level, sample_level
 from nfldm_sdk.pipelines.scene import NeuralScene
 from nfldm_sdk.routes.neural_route import NeuralRoute, RouteWriter
 from nfldm_sdk.routes.feather import feather_into_predecessor
-from nfldm_sdk.routes.placement import DEFAULT_OVERLAP_M, DEFAULT_REACH_M, RouteError, plan_route
+from nfldm_sdk.routes.placement import DEFAULT_OVERLAP_M, RouteError, plan_route
 from nfldm_sdk.routes.transfer import map_for_box, source_x, transfer_columns
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
             each scene is conditioned on its box's part (`map_for_box`; unobserved beyond the map).
         seed: seed of the first scene (scene k uses ``seed + k``), an integer >= 0.
         overlap_m: route consecutive scenes share and hold identical, metres (`plan_route`).
-        reach_m: how far ahead of its anchor a scene is trusted (`plan_route`), metres; None: `DEFAULT_REACH_M`
+        reach_m: how far ahead of its anchor a scene is trusted (`plan_route`), metres; None: `nfldm_sdk.routes.placement.DEFAULT_REACH_M`
             or the box's front, whichever is nearer.
         steps, sampler: denoising steps per level and sampler (None: the bundle's defaults).
         guidance_scale: classifier-free guidance scale with `bev`.
@@ -123,8 +123,8 @@ def generate_route(gen: "SceneGenerator", trajectory: Trajectory, *, bev: BEVMap
         raise RouteError(f"bev must be a world-frame BEVMap covering the route (BEVMap.load('map.json') of "
                          f"`sim_bridge route`), got {type(bev).__name__}")
     check_bev_args(None, guidance_scale, 1, conditional=gen.conditional, grid_yx=gen.bev_grid_yx, bounds=cfg.bounds)
-    reach = min(DEFAULT_REACH_M, float(xmax)) if reach_m is None else float(reach_m)
-    plan = plan_route(trajectory, (xmin, xmax), overlap_m, box_y=(ymin, ymax), reach_m=reach)
+    plan = plan_route(trajectory, (xmin, xmax), overlap_m, box_y=(ymin, ymax), reach_m=reach_m)
+    reach = plan.reach_m
     maps = None
     if bev is not None:
         maps = [check_bev_args(map_for_box(bev, plan.scene_to_world[k], bounds_xy, gen.bev_grid_yx or (1, 1)),
