@@ -35,7 +35,7 @@ from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.labels.classes import UNOBSERVED, SemanticClasses
 from nfldm_sdk.rendering.rays import HIT_ALPHA
 
-__all__ = ["field_bev", "labels_from_probabilities", "points_bev", "semantic_probabilities", "voxel_labels"]
+__all__ = ["field_bev", "field_bev_probabilities", "labels_from_probabilities", "points_bev", "semantic_probabilities", "voxel_labels"]
 
 #: Opacity below which a ray's features are not divided by it (the normalised feature ``F / α`` of an empty ray is
 #: meaningless, and its weight ``α`` in ``p`` is negligible anyway).
@@ -110,10 +110,17 @@ def voxel_labels(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor, cl
     return torch.where(solid, lut[k], torch.full_like(lut[k], UNOBSERVED))
 
 
-def field_bev(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor, classes: SemanticClasses
-              ) -> torch.Tensor:
-    """Bird's-eye map ``[B?, Y, X]`` uint8 of CARLA tags: per grid column, the class of the surface a top-down
-    ray meets (module docstring), `UNOBSERVED` where that ray's opacity stays below `HIT_ALPHA`."""
+def field_bev_probabilities(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor, classes: SemanticClasses
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class distribution of every top-down column ray (module docstring), differentiable w.r.t. the field.
+
+    Args:
+        field: a (batched) voxel field, features ``[B?, C, Z, Y, X]``, density ``[B?, Z, Y, X]`` (1/m).
+        weight, bias: the semantic head, ``[K−1, C]`` and ``[K−1]``.
+        classes: the head's class set.
+    Returns:
+        ``probs [B?, K, Y, X]`` (sum 1 over K; the sky entry is ``1 − α``) and the column opacity ``alpha [B?, Y, X]``.
+    """
     dz = field.voxel_size[..., 2]                                                      # [B?]
     density = field.density.flip(-3)                                                   # top first: [B?, Z, Y, X]
     feats = field.features.flip(-3)                                                    # [B?, C, Z, Y, X]
@@ -123,6 +130,14 @@ def field_bev(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor, class
     alpha = w.sum(-3)                                                                  # [B?, Y, X]
     F = (feats * w.unsqueeze(-4)).sum(-3)                                              # [B?, C, Y, X]
     probs = semantic_probabilities(F, alpha, weight.to(F.dtype), bias.to(F.dtype), classes.sky_index)
+    return probs, alpha
+
+
+def field_bev(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor, classes: SemanticClasses
+              ) -> torch.Tensor:
+    """Bird's-eye map ``[B?, Y, X]`` uint8 of CARLA tags: per grid column, the class of the surface a top-down
+    ray meets (module docstring), `UNOBSERVED` where that ray's opacity stays below `HIT_ALPHA`."""
+    probs, alpha = field_bev_probabilities(field, weight, bias, classes)
     tags, _ = labels_from_probabilities(probs, alpha >= HIT_ALPHA, classes)
     sky_tag = int(classes.representative_tags[classes.sky_index])
     return torch.where(tags == sky_tag, torch.full_like(tags, UNOBSERVED), tags)

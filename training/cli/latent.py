@@ -2,6 +2,7 @@
 command of the ``train`` group in `nfldm_training.cli.train`, ``encode-latents`` an ``nfldm.commands`` entry point)::
 
     nfldm train latent-ae --voxels runs/ae/voxels.zarr --scene-ae runs/ae --data data/town03.zarr --preset small --out runs/lae
+    nfldm train latent-ae ... --init-from assets/models/default/latent_ae --out runs/lae_ft   # fine-tune
     nfldm encode-latents --model runs/lae --voxels runs/ae/voxels.zarr --out runs/lae/latents.zarr
 """
 from __future__ import annotations
@@ -22,12 +23,15 @@ from nfldm_training.cli.common import (capture_stores, collect_overrides, parse_
               help="The stage-1 run directory (or its model/ folder) that encoded the voxels; its renderer is frozen.")
 @store_options("Capture store(s) the voxels were encoded from, in the same order (default: the paths recorded in "
                "the voxel store)")
+@click.option("--init-from", "init_from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Start from this trained LAE's weights and codebooks (a latent-ae run, its model/ folder, or a "
+                   "bundle's latent_ae): fine-tuning, same architecture; --max-steps counts the new steps.")
 @stage_options("Model and training sizes (the preset table, training/configs/presets.py).",
                "Override the preset's scenes per step (per device).",
                set_help="Override any preset setting, e.g. --set latent_ae_train.lr=5e-4 --set latent_ae.g_dim=64.")
 @click.pass_context
-def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_steps, batch_size, seed, workers, settings,
-                    accelerator, devices, strategy, num_nodes, resume, progress):
+def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, init_from, preset, out, max_steps, batch_size, seed,
+                    workers, settings, accelerator, devices, strategy, num_nodes, resume, progress):
     """Stage 2: train the latent voxel auto-encoder (voxel field -> g, c, f -> voxel field).
 
     Writes OUT/model (load with LatentAutoEncoder.from_pretrained), OUT/config.json (resolved preset),
@@ -47,7 +51,7 @@ def train_latent_ae(ctx, voxels, scene_ae, data, more_stores, preset, out, max_s
     try:
         result = run_train(voxels, scene_ae, resolved, run, stores, resume=resume, accelerator=accelerator,
                            devices=parse_devices(devices), strategy=strategy, num_nodes=num_nodes, progress=progress,
-                           log=click.echo)
+                           log=click.echo, init_from=init_from)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))
     run_writer_log(click.echo)(f"model: {result.model_dir}  ({result.global_step} steps, {result.seconds:.0f} s)")

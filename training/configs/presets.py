@@ -133,8 +133,11 @@ PRESETS: dict[str, Preset] = {
                                  coarse_codebook_size=256, fine_codebook_size=256, dead_code_steps=50, kl_weight=1e-5,
                                  g_encoder_widths=(32, 64, 64, 128), c_encoder_widths=(32, 64, 64), f_encoder_width=32,
                                  f_encoder_blocks=2, decoder_widths=(64, 64, 32), blocks_per_stage=1),
+        # the label losses: without them the LAE decoded sidewalks, terrain and vegetation as road and building
+        # (BEV cells kept: sidewalk 14 %, terrain 20 %, vegetation 0 %; road 87 %, building 94 %)
         latent_ae_train=LatentAETrainConfig(batch_size=2, lr=1e-3, warmup_steps=100, max_steps=800, val_interval=400,
-                                            val_batches=8, val_fraction=0.07, render_views=4, log_every=10),
+                                            val_batches=8, val_fraction=0.07, render_views=4, log_every=10,
+                                            voxel_label_weight=0.1, bev_label_weight=0.3),
         ldm=LDMPreset(
             # conditional on the capture window's BEV map (cross-attention, 10 % condition dropout: one model for
             # conditional and unconditional sampling); ψ_c and ψ_f also read the map's class fractions concatenated

@@ -123,6 +123,14 @@ class LatentAETrainConfig(TrainConfig):
     (None = all views of the window). Validation renders every view."""
     sample_g: bool = True
     """Sample g with the reparameterisation trick in training (False: use the posterior mean)."""
+    voxel_label_weight: float = 0.0
+    """Weight of the class-balanced cross-entropy of the frozen semantic head on V̂'s features against its labels of
+    V, on V's solid voxels (`nfldm_training.modules.label_losses`; 0: off; needs a stage-1 semantic head)."""
+    bev_label_weight: float = 0.0
+    """Weight of the class-balanced NLL of V's top-down (BEV) labels under V̂'s top-down class distribution (what
+    ``NeuralScene.bev()`` and the layout figures read; 0: off; needs a stage-1 semantic head)."""
+    label_balance_power: float = 0.5
+    """Class balancing of both label losses: a class of n elements in the batch weighs ``n^(−power)`` each."""
     val_batches: int | None = None
     """Validation batches per validation (None = the whole validation split)."""
 

@@ -5,6 +5,7 @@
     loss = density_weight · ‖ℓ(σ) − ℓ(σ̂)‖ + feature_weight · ‖φ − φ̂‖    voxel reconstruction (L1 or L2, means)
          + image_weight · ‖i − r(V̂, κ)‖                                  through the FROZEN stage-1 decoder
          + kl_weight · KL(q(g|V) ‖ N(0, I)) + vq_loss_c + vq_loss_f      (kl_weight, β: the model config)
+         + voxel_label_weight · CE_voxels + bev_label_weight · NLL_bev     labels of V kept (label_losses; 0 = off)
 
     ℓ(σ) = log(σ + ε), ε = density_log_eps (1/m); ε = 0 compares σ itself. The density part is L2
     (``density_loss``), the feature part ``voxel_loss`` (L1 by default).
@@ -60,6 +61,7 @@ from nfldm_training.configs.sections import LatentAETrainConfig, LatentPreset
 from nfldm_training.data.latent_scenes import LatentBatch, LatentDataModule
 from nfldm_training.errors import TrainingError
 from nfldm_training.metrics.image import psnr
+from nfldm_training.modules.label_losses import bev_label_loss, voxel_label_loss
 from nfldm_training.modules.losses import image_loss
 from nfldm_training.modules.scene_ae import save_val_grid
 from nfldm_training.runs.result import RunResult
@@ -219,6 +221,17 @@ class LatentAELightningModule(LightningModule):
             l_img = image_loss(render.rgb, batch.views.images[:, views], cfg.image_loss)
             loss = loss + cfg.image_weight * l_img
             logs["train/image"] = l_img
+        head = self.scene_ae.semantic_head
+        if head is not None and cfg.voxel_label_weight > 0:
+            l_vox = voxel_label_loss(out.field, batch.field, head.linear.weight, head.linear.bias,
+                                     cfg.label_balance_power)
+            loss = loss + cfg.voxel_label_weight * l_vox
+            logs["train/voxel_labels"] = l_vox
+        if head is not None and cfg.bev_label_weight > 0:
+            l_bev = bev_label_loss(out.field, batch.field, head.linear.weight, head.linear.bias, head.classes,
+                                   cfg.label_balance_power)
+            loss = loss + cfg.bev_label_weight * l_bev
+            logs["train/bev_labels"] = l_bev
         logs["train/loss"] = loss
         self.log_dict(logs, batch_size=batch.batch_size)
         self.log("loss", loss, batch_size=batch.batch_size, prog_bar=True, logger=False)
@@ -276,10 +289,27 @@ def _val_metrics(results: list[dict], step: int) -> LatentValMetrics | None:
     return LatentValMetrics(**{n: float(r[f"val/{n}"]) for n in names}, step=int(step))
 
 
+def _init_weights(init_from: str | Path, config: LatentAEConfig) -> dict[str, torch.Tensor]:
+    """The float32 state dict of the LAE at `init_from`, checked against the architecture `config` builds."""
+    try:
+        source = LatentAutoEncoder.from_pretrained(resolve_model_dir(init_from))
+    except FileNotFoundError as e:
+        raise TrainingError(f"--init-from {init_from}: no saved latent auto-encoder there ({e}); pass a latent-ae run "
+                            "directory, its model folder, or a bundle's latent_ae folder") from None
+    theirs = dataclasses.replace(source.config, latent_stats=None)
+    ours = dataclasses.replace(config, latent_stats=None)
+    if theirs != ours:
+        diff = [f.name for f in dataclasses.fields(LatentAEConfig) if getattr(theirs, f.name) != getattr(ours, f.name)]
+        raise TrainingError(f"--init-from {init_from}: its architecture differs from this run's in {diff}: fine-tune "
+                            "with the preset it was trained with")
+    return {k: v.float() if v.is_floating_point() else v for k, v in source.state_dict().items()}
+
+
 def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPreset, run_dir: str | Path,
                     stores: Sequence[str] | None = None, *, resume: bool = True, accelerator: str = "auto",
                     devices: Any = "auto", strategy: Any = "auto", num_nodes: int = 1, progress: bool = True,
-                    log: Callable[[str], None] = print, trainer_kwargs: dict | None = None) -> LatentTrainResult:
+                    log: Callable[[str], None] = print, trainer_kwargs: dict | None = None,
+                    init_from: str | Path | None = None) -> LatentTrainResult:
     """Train stage 2 on the voxel store `voxels` (with its capture stores) against the frozen stage-1 model.
 
     Args:
@@ -290,11 +320,18 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
         run_dir: run directory (module docstring).
         stores: capture stores in the voxel store's order (None: the paths recorded in it).
         resume: continue from ``run_dir/checkpoints/last.ckpt`` when it exists (up to ``max_steps`` in total).
+        init_from: a trained LAE (run directory, model folder, or a bundle's ``latent_ae``) of the same architecture
+            whose weights and codebooks start this run (fine-tuning; ``max_steps`` counts this run's steps). A
+            resumed run continues from its checkpoint instead.
     """
     log = run_writer_log(log)
     start = time.perf_counter()
     run_dir = Path(run_dir)
     scene_model = SceneAutoEncoder.from_pretrained(resolve_model_dir(scene_ae))
+    tc = preset.latent_ae_train
+    if (tc.voxel_label_weight > 0 or tc.bev_label_weight > 0) and scene_model.semantic_head is None:
+        raise TrainingError(f"latent_ae_train.voxel_label_weight / bev_label_weight need a stage-1 semantic head, and "
+                            f"{scene_ae} has none: set both to 0, or train stage 1 with semantic_classes")
     vs = VoxelStore(voxels)
     recorded = vs.attrs.get("model", {}).get("weights_sha256")
     if recorded is not None and recorded != weights_sha256(scene_model):
@@ -307,11 +344,15 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
             f"{preset.name!r} has {preset.latent_ae.grid_shape}, C={preset.latent_ae.feature_channels})")
     preset = dataclasses.replace(preset, latent_ae=resolved)
     tc = preset.latent_ae_train
+    init_state = _init_weights(init_from, resolved) if init_from is not None else None
 
     resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "latent-ae", preset.name, preset))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     module = LatentAELightningModule(resolved, tc, scene_model, image_dir=run_dir / "val_images")
+    if init_state is not None and resumed_from is None:
+        module.model.load_state_dict(init_state)
+        log(f"weights and codebooks from {init_from}")
     data = LatentDataModule(voxels, stores, tc)
     data.setup()
     has_val = len(data.val_set) > 0
