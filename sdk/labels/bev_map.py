@@ -38,7 +38,7 @@ from nfldm_sdk.labels.classes import CARLA_PALETTE, CARLA_TAG_NAMES, DEFAULT_CLA
 from nfldm_sdk.labels.semantic_field import points_bev
 
 __all__ = ["BEV_FORMAT", "BEVMap", "BEVMapError", "DEFAULT_GRID_YX", "DRIVING_BOX_XY", "DRIVING_Z_RANGE", "KNOWN_TAGS",
-           "LAYOUT_CLASSES", "bev_class_iou"]
+           "LAYOUT_CLASSES", "bev_class_counts", "bev_class_iou"]
 
 #: The voxel box of the presets in x/y, metres in the scene frame: x ∈ [−16, 48], y ∈ [−32, 32].
 DRIVING_BOX_XY = ((-16.0, -32.0), (48.0, 32.0))
@@ -117,6 +117,27 @@ def _check_tags(array, what: str = "tags") -> np.ndarray:
     return a.astype(np.uint8)
 
 
+def bev_class_counts(a, b, classes: SemanticClasses = DEFAULT_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class intersection and union cell counts of two tag maps over the cells observed in both.
+
+    Args:
+        a, b: CARLA tags (uint8; `UNOBSERVED` = 255), same shape (any, e.g. ``[Y, X]`` or ``[B, Y, X]``).
+        classes: the class set tags are grouped by (tags of one class count as equal).
+    Returns:
+        ``(inter [K], union [K])`` int64: for class k, ``|a = k ∧ b = k|`` and ``|a = k ∨ b = k|`` counted over the
+        cells where neither map is `UNOBSERVED` (sums of these over many maps give their pooled IoU).
+    """
+    a, b = _numpy(a), _numpy(b)
+    if a.shape != b.shape:
+        raise BEVMapError(f"the maps have different grids {a.shape} and {b.shape}: resize one (BEVMap.resized)")
+    both = (a != UNOBSERVED) & (b != UNOBSERVED)
+    ca, cb = classes.from_tags(a[both]), classes.from_tags(b[both])
+    K = classes.num_classes
+    inter = np.bincount(ca[ca == cb], minlength=K).astype(np.int64)
+    union = np.bincount(ca, minlength=K) + np.bincount(cb, minlength=K) - inter
+    return inter, union.astype(np.int64)
+
+
 def bev_class_iou(a, b, classes: SemanticClasses = DEFAULT_CLASSES) -> np.ndarray:
     """Per-class IoU of two tag maps over the cells observed in both (the layout-fidelity measure).
 
@@ -127,14 +148,7 @@ def bev_class_iou(a, b, classes: SemanticClasses = DEFAULT_CLASSES) -> np.ndarra
         ``[K]`` float64: for class k, ``|a = k ∧ b = k| / |a = k ∨ b = k|`` counted over the cells where neither map
         is `UNOBSERVED`; ``nan`` where class k is in neither map there (symmetric in a and b).
     """
-    a, b = _numpy(a), _numpy(b)
-    if a.shape != b.shape:
-        raise BEVMapError(f"the maps have different grids {a.shape} and {b.shape}: resize one (BEVMap.resized)")
-    both = (a != UNOBSERVED) & (b != UNOBSERVED)
-    ca, cb = classes.from_tags(a[both]), classes.from_tags(b[both])
-    K = classes.num_classes
-    inter = np.bincount(ca[ca == cb], minlength=K).astype(np.float64)
-    union = np.bincount(ca, minlength=K) + np.bincount(cb, minlength=K) - inter
+    inter, union = bev_class_counts(a, b, classes)
     return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
 
 

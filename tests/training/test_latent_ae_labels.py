@@ -105,6 +105,23 @@ def test_bev_label_loss_known_values_and_gradient_to_the_density():
     assert float(alpha[0, 0, 0]) == pytest.approx(1.0, abs=1e-6) and float(alpha[0, 1, 1]) == 0.0
 
 
+def test_layout_agreement_pools_the_layout_classes_over_updates():
+    from nfldm_sdk.labels.bev_map import bev_class_iou
+    from nfldm_training.modules.latent_ae import LayoutAgreement
+
+    road, side, building, tree, U = 1, 2, 3, 9, 255
+    a1, b1 = torch.tensor([[road, road, side, U]]), torch.tensor([[road, side, side, road]])
+    a2, b2 = torch.tensor([[building, tree]]), torch.tensor([[building, building]])
+    m = LayoutAgreement(DEFAULT_CLASSES)
+    m.update(a1, b1)
+    m.update(a2, b2)
+    # pooled: road 1/2, sidewalk 1/2, building 1/2, vegetation 0/1 -> mean 0.375 (the unobserved cell does not count)
+    assert float(m.compute()) == pytest.approx(0.375)
+    iou = bev_class_iou(torch.cat([a1.flatten(), a2.flatten()])[None], torch.cat([b1.flatten(), b2.flatten()])[None])
+    assert iou[DEFAULT_CLASSES.names.index("road")] == pytest.approx(0.5)
+    assert math.isnan(float(LayoutAgreement(DEFAULT_CLASSES).compute()))
+
+
 # ============================================================================================ fine-tuning
 @pytest.fixture(scope="module")
 def lae_source(tmp_path_factory, tiny_capture, tiny_generator):
@@ -131,7 +148,7 @@ def lae_source(tmp_path_factory, tiny_capture, tiny_generator):
 def test_label_losses_are_logged_in_training(lae_source):
     root, _, source = lae_source
     metrics = (next((source.run_dir / "logs").glob("version_*")) / "metrics.csv").read_text().splitlines()[0]
-    assert "train/voxel_labels" in metrics and "train/bev_labels" in metrics
+    assert "train/voxel_labels" in metrics and "train/bev_labels" in metrics and "val/layout_miou" in metrics
 
 
 def test_fine_tuning_starts_where_the_source_ended(lae_source):
@@ -143,8 +160,9 @@ def test_fine_tuning_starts_where_the_source_ended(lae_source):
                             log=logs.append, accelerator="cpu", devices=1, init_from=source.run_dir)
     assert any("weights and codebooks from" in m for m in logs)
     src, new = (json.loads((r.run_dir / "metrics.json").read_text()) for r in (source, tuned))
-    for name in ("density_error", "feature_error", "psnr_render", "usage_c", "usage_f"):
-        assert new["untrained"][name] == pytest.approx(src["final"][name], rel=1e-5, abs=1e-6), name
+    assert "layout_miou" in src["final"]     # nan here: the random stage-1 fields' BEV holds no layout class
+    for name in ("density_error", "feature_error", "psnr_render", "usage_c", "usage_f", "layout_miou"):
+        assert new["untrained"][name] == pytest.approx(src["final"][name], rel=1e-5, abs=1e-6, nan_ok=True), name
     assert tuned.global_step == 2
 
 

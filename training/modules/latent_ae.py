@@ -28,8 +28,8 @@ window's captured images (``render_views`` of them per step, drawn with a genera
 
 Validation (g = posterior mean, codebooks untouched): voxel errors (mean absolute density and feature error),
 PSNR of ``r(V̂)`` against ``r(V)`` (the LAE's own error as seen through the renderer), PSNR of ``r(V̂)`` and of
-``r(V)`` against the captured images (the second is stage 1's ceiling), and the fraction of each codebook used over
-the whole validation set. A PNG grid (rows: r(V), r(V̂), their depths) per validation goes to ``<run>/val_images/``.
+``r(V)`` against the captured images (the second is stage 1's ceiling), the fraction of each codebook used over
+the whole validation set, and the BEV layout kept (mIoU of V̂'s bird's-eye labels against V's, `LayoutAgreement`). A PNG grid (rows: r(V), r(V̂), their depths) per validation goes to ``<run>/val_images/``.
 
 `train_latent_ae` — the whole run::
 
@@ -43,6 +43,7 @@ the whole validation set. A PNG grid (rows: r(V), r(V̂), their depths) per vali
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ from lightning.pytorch import LightningModule, seed_everything
 from torchmetrics import MeanMetric, Metric
 
 from nfldm_sdk.fields.voxel_field import VoxelField
+from nfldm_sdk.labels.bev_map import LAYOUT_CLASSES, bev_class_counts
+from nfldm_sdk.labels.classes import SemanticClasses
 from nfldm_sdk.models.latent_ae import LatentAEConfig, LatentAutoEncoder
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import resolve_model_dir
@@ -118,6 +121,32 @@ def voxel_errors(pred: VoxelField, target: VoxelField, kind: str = "l1", density
                        features=err_f(pred.features, target.features))
 
 
+class LayoutAgreement(Metric):
+    """Pooled per-class intersection and union of two sets of BEV tag maps (`bev_class_counts`, summed over ranks);
+    ``compute()`` = mIoU over the `LAYOUT_CLASSES` present (nan when none is)."""
+
+    full_state_update = False
+
+    def __init__(self, classes: SemanticClasses):
+        super().__init__()
+        self.classes = classes
+        self.layout = [classes.names.index(n) for n in LAYOUT_CLASSES if n in classes.names]
+        self.add_state("inter", default=torch.zeros(classes.num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("union", default=torch.zeros(classes.num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
+        inter, union = bev_class_counts(predicted, target, self.classes)
+        self.inter += torch.from_numpy(inter).to(self.inter)
+        self.union += torch.from_numpy(union).to(self.union)
+
+    def compute(self) -> torch.Tensor:
+        inter, union = self.inter[self.layout], self.union[self.layout]
+        present = union > 0
+        if not bool(present.any()):
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return (inter[present] / union[present]).mean()
+
+
 class CodeHistogram(Metric):
     """Counts of code indices over a whole evaluation (summed over ranks); ``compute()`` = fraction of codes used."""
 
@@ -147,6 +176,8 @@ class LatentValMetrics:
         psnr_images: PSNR (dB) of ``r(V̂)`` against the captured images.
         psnr_stage1: PSNR (dB) of ``r(V)`` against the captured images (the stage-1 ceiling).
         usage_c, usage_f: fraction of each codebook used over the validation set.
+        layout_miou: BEV layout kept: mIoU over `LAYOUT_CLASSES` (those present) of the bird's-eye labels of V̂
+            against those of V, pooled over the validation set (nan without a stage-1 semantic head).
         step: optimisation step at which they were measured.
     """
 
@@ -157,6 +188,7 @@ class LatentValMetrics:
     psnr_stage1: float
     usage_c: float
     usage_f: float
+    layout_miou: float
     step: int
 
 
@@ -189,6 +221,8 @@ class LatentAELightningModule(LightningModule):
         self.val_psnr_stage1 = MeanMetric()
         self.val_codes_c = CodeHistogram(model_config.coarse_codebook_size)
         self.val_codes_f = CodeHistogram(model_config.fine_codebook_size)
+        head = scene_ae.semantic_head
+        self.val_layout = LayoutAgreement(head.classes) if head is not None else None
 
     def train(self, mode: bool = True):
         """Lightning switches every child to train mode at fit start; the frozen renderer stays in eval mode."""
@@ -251,6 +285,9 @@ class LatentAELightningModule(LightningModule):
         self.val_psnr_render.update(psnr(r_hat.rgb, r_ref.rgb).flatten())
         self.val_psnr_images.update(psnr(r_hat.rgb, batch.views.images).flatten())
         self.val_psnr_stage1.update(psnr(r_ref.rgb, batch.views.images).flatten())
+        if self.val_layout is not None:
+            head = self.scene_ae.semantic_head
+            self.val_layout.update(head.bev(out.field), head.bev(batch.field))
         if batch_idx == 0 and self.image_dir is not None and not self.trainer.sanity_checking:
             path = self.image_dir / f"val_step{int(self.global_step):06d}.png"
             on_run_writer(save_val_grid, path, r_ref.rgb[0], r_hat.rgb[0], r_ref.depth[0], r_hat.depth[0], self.scene_ae.config.far)
@@ -259,6 +296,8 @@ class LatentAELightningModule(LightningModule):
         metrics = {"val/density_error": self.val_density, "val/feature_error": self.val_features,
                    "val/psnr_render": self.val_psnr_render, "val/psnr_images": self.val_psnr_images,
                    "val/psnr_stage1": self.val_psnr_stage1, "val/usage_c": self.val_codes_c, "val/usage_f": self.val_codes_f}
+        if self.val_layout is not None:
+            metrics["val/layout_miou"] = self.val_layout
         self.log_dict({k: m.compute() for k, m in metrics.items()})
         for m in metrics.values():
             m.reset()
@@ -286,7 +325,7 @@ def _val_metrics(results: list[dict], step: int) -> LatentValMetrics | None:
         return None
     r = results[0]
     names = [f.name for f in dataclasses.fields(LatentValMetrics) if f.name != "step"]
-    return LatentValMetrics(**{n: float(r[f"val/{n}"]) for n in names}, step=int(step))
+    return LatentValMetrics(**{n: float(r.get(f"val/{n}", math.nan)) for n in names}, step=int(step))
 
 
 def _init_weights(init_from: str | Path, config: LatentAEConfig) -> dict[str, torch.Tensor]:
@@ -376,7 +415,8 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
         describe_final=lambda m: (f"step {trainer.global_step}: density error {m.density_error:.4f}, feature error "
                                   f"{m.feature_error:.4f}, PSNR vs r(V) {m.psnr_render:.2f} dB, vs images "
                                   f"{m.psnr_images:.2f} dB (stage 1: {m.psnr_stage1:.2f} dB), codebook usage "
-                                  f"c {m.usage_c:.2f} f {m.usage_f:.2f}"))
+                                  f"c {m.usage_c:.2f} f {m.usage_f:.2f}, BEV layout kept (mIoU vs V) "
+                                  f"{m.layout_miou:.3f}"))
 
     metrics = {"untrained": asdict(untrained) if untrained else None, "final": asdict(final) if final else None,
                "global_step": int(trainer.global_step), "voxels": str(voxels), "scene_ae": str(scene_ae),
