@@ -35,7 +35,8 @@ from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.labels.classes import UNOBSERVED, SemanticClasses
 from nfldm_sdk.rendering.rays import HIT_ALPHA
 
-__all__ = ["field_bev", "field_bev_probabilities", "labels_from_probabilities", "points_bev", "semantic_probabilities", "voxel_labels"]
+__all__ = ["class_indices_from_probabilities", "field_bev", "field_bev_probabilities", "labels_from_probabilities",
+           "points_bev", "semantic_probabilities", "solid_voxels", "voxel_labels", "voxel_logits"]
 
 #: Opacity below which a ray's features are not divided by it (the normalised feature ``F / α`` of an empty ray is
 #: meaningless, and its weight ``α`` in ``p`` is negligible anyway).
@@ -67,6 +68,24 @@ def semantic_probabilities(features: torch.Tensor, alpha: torch.Tensor, weight: 
     return _solid_to_all(solid, 1.0 - a, sky_index, dim=-3)
 
 
+def class_indices_from_probabilities(probs: torch.Tensor, hit: torch.Tensor, sky_index: int
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class indices and confidence of pixels by the label rule (module docstring): the most likely solid class
+    where ``hit``, sky elsewhere.
+
+    Args:
+        probs: ``[..., K, H, W]`` from `semantic_probabilities`; hit: ``[..., H, W]`` bool; sky_index: the sky class.
+    Returns:
+        ``k [..., H, W]`` int64 indices into the class order and ``confidence [..., H, W]`` (probability of ``k``).
+    """
+    sky = sky_index
+    solid = torch.cat([probs[..., :sky, :, :], probs[..., sky + 1:, :, :]], dim=-3)    # [..., K-1, H, W]
+    p_best, k_best = solid.max(dim=-3)
+    k_best = k_best + (k_best >= sky).to(k_best.dtype)                                 # back to the full class order
+    k = torch.where(hit, k_best, torch.full_like(k_best, sky))
+    return k, torch.where(hit, p_best, probs[..., sky, :, :])
+
+
 def labels_from_probabilities(probs: torch.Tensor, hit: torch.Tensor, classes: SemanticClasses
                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """CARLA tags and confidence of pixels from their class distribution and the depth's hit mask.
@@ -79,12 +98,7 @@ def labels_from_probabilities(probs: torch.Tensor, hit: torch.Tensor, classes: S
         ``tags [..., H, W]`` uint8 (representative CARLA tags; sky where not ``hit``) and ``confidence [..., H, W]``
         float32, the probability of the chosen class.
     """
-    sky = classes.sky_index
-    solid = torch.cat([probs[..., :sky, :, :], probs[..., sky + 1:, :, :]], dim=-3)    # [..., K-1, H, W]
-    p_best, k_best = solid.max(dim=-3)
-    k_best = k_best + (k_best >= sky).to(k_best.dtype)                                 # back to the full class order
-    k = torch.where(hit, k_best, torch.full_like(k_best, sky))
-    confidence = torch.where(hit, p_best, probs[..., sky, :, :])
+    k, confidence = class_indices_from_probabilities(probs, hit, classes.sky_index)
     lut = torch.as_tensor(classes.representative_tags, device=probs.device)
     return lut[k], confidence.float()
 
@@ -94,18 +108,26 @@ def _mean_voxel_size(field: VoxelField) -> torch.Tensor:
     return field.voxel_size.mean(-1)
 
 
-def voxel_labels(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor, classes: SemanticClasses
-                 ) -> torch.Tensor:
-    """Per-voxel CARLA tags ``[B?, Z, Y, X]`` uint8 of a field; `UNOBSERVED` where a voxel is empty (its own
-    opacity ``1 − exp(−σ · mean voxel size)`` stays below `HIT_ALPHA`)."""
-    logits = (torch.einsum("kc,...czyx->...kzyx", weight.to(field.features.dtype), field.features)
-              + bias.to(field.features.dtype)[:, None, None, None])
-    k = logits.argmax(dim=-4)
-    k = k + (k >= classes.sky_index).to(k.dtype)
+def voxel_logits(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The head's logits ``W f + b`` of every voxel, ``[B?, K−1, Z, Y, X]`` (solid classes), differentiable."""
+    return (torch.einsum("kc,...czyx->...kzyx", weight.to(field.features.dtype), field.features)
+            + bias.to(field.features.dtype)[:, None, None, None])
+
+
+def solid_voxels(field: VoxelField) -> torch.Tensor:
+    """``[B?, Z, Y, X]`` bool: voxels whose own opacity ``1 − exp(−σ · mean voxel size)`` reaches `HIT_ALPHA`."""
     size = _mean_voxel_size(field)
     if field.is_batched:
         size = size[:, None, None, None]
-    solid = -torch.expm1(-field.density * size) >= HIT_ALPHA
+    return -torch.expm1(-field.density * size) >= HIT_ALPHA
+
+
+def voxel_labels(field: VoxelField, weight: torch.Tensor, bias: torch.Tensor, classes: SemanticClasses
+                 ) -> torch.Tensor:
+    """Per-voxel CARLA tags ``[B?, Z, Y, X]`` uint8 of a field; `UNOBSERVED` where a voxel is empty (`solid_voxels`)."""
+    k = voxel_logits(field, weight, bias).argmax(dim=-4)
+    k = k + (k >= classes.sky_index).to(k.dtype)
+    solid = solid_voxels(field)
     lut = torch.as_tensor(classes.representative_tags, device=k.device)
     return torch.where(solid, lut[k], torch.full_like(lut[k], UNOBSERVED))
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.labels.classes import SemanticClasses
-from nfldm_sdk.labels.semantic_field import field_bev_probabilities
+from nfldm_sdk.labels.semantic_field import (class_indices_from_probabilities, field_bev_probabilities, solid_voxels,
+                                             voxel_logits)
 from nfldm_sdk.rendering.rays import HIT_ALPHA
 
 __all__ = ["balanced_weights", "bev_label_loss", "voxel_label_loss"]
@@ -49,16 +50,14 @@ def voxel_label_loss(pred: VoxelField, target: VoxelField, weight: torch.Tensor,
     Returns:
         scalar; 0 (attached to `pred`) when V has no solid voxel.
     """
-    w, b = weight.to(pred.features.dtype), bias.to(pred.features.dtype)
-    size = target.voxel_size.mean(-1)[:, None, None, None]                           # [B, 1, 1, 1] m
     with torch.no_grad():
-        solid = -torch.expm1(-target.density * size) >= HIT_ALPHA                      # [B, Z, Y, X]
-        labels = torch.einsum("kc,bczyx->bzyxk", w, target.features.to(w.dtype)).add(b).argmax(-1)[solid]
+        solid = solid_voxels(target)                                                   # [B, Z, Y, X]
+        labels = voxel_logits(target, weight, bias).argmax(1)[solid]                   # [N]
     if labels.numel() == 0:
         return pred.features.sum() * 0.0
-    logits = torch.einsum("kc,bczyx->bzyxk", w, pred.features).add(b)[solid]          # [N, K-1]
+    logits = voxel_logits(pred, weight, bias).movedim(1, -1)[solid]                  # [N, K-1]
     ce = F.cross_entropy(logits.float(), labels, reduction="none")
-    return _weighted_mean(ce, balanced_weights(labels, w.shape[0], power))
+    return _weighted_mean(ce, balanced_weights(labels, weight.shape[0], power))
 
 
 def bev_label_loss(pred: VoxelField, target: VoxelField, weight: torch.Tensor, bias: torch.Tensor,
@@ -74,10 +73,7 @@ def bev_label_loss(pred: VoxelField, target: VoxelField, weight: torch.Tensor, b
     """
     with torch.no_grad():
         p_t, alpha_t = field_bev_probabilities(target, weight, bias, classes)           # [B, K, Y, X], [B, Y, X]
-        sky = classes.sky_index
-        solid = p_t.clone()
-        solid[:, sky] = -1.0
-        labels = torch.where(alpha_t >= HIT_ALPHA, solid.argmax(1), torch.full_like(alpha_t, sky, dtype=torch.long))
+        labels, _ = class_indices_from_probabilities(p_t, alpha_t >= HIT_ALPHA, classes.sky_index)   # [B, Y, X]
     p, _ = field_bev_probabilities(pred, weight, bias, classes)
     nll = -torch.log(p.gather(1, labels.unsqueeze(1)).squeeze(1).float().clamp_min(1e-6))   # [B, Y, X]
     flat = labels.reshape(-1)

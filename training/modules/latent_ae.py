@@ -29,7 +29,8 @@ window's captured images (``render_views`` of them per step, drawn with a genera
 Validation (g = posterior mean, codebooks untouched): voxel errors (mean absolute density and feature error),
 PSNR of ``r(V̂)`` against ``r(V)`` (the LAE's own error as seen through the renderer), PSNR of ``r(V̂)`` and of
 ``r(V)`` against the captured images (the second is stage 1's ceiling), the fraction of each codebook used over
-the whole validation set, and the BEV layout kept (mIoU of V̂'s bird's-eye labels against V's, `LayoutAgreement`). A PNG grid (rows: r(V), r(V̂), their depths) per validation goes to ``<run>/val_images/``.
+the whole validation set, and the BEV layout kept (mIoU of V̂'s bird's-eye labels against V's, `LayoutAgreement`).
+A PNG grid (rows: r(V), r(V̂), their depths) per validation goes to ``<run>/val_images/``.
 
 `train_latent_ae` — the whole run::
 
