@@ -136,11 +136,13 @@ class LayoutAgreement(Metric):
         self.add_state("union", default=torch.zeros(classes.num_classes, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the cells of BEV tag maps ``[B, Y, X]`` uint8 (`predicted` of V̂, `target` of V)."""
         inter, union = bev_class_counts(predicted, target, self.classes)
         self.inter += torch.from_numpy(inter).to(self.inter)
         self.union += torch.from_numpy(union).to(self.union)
 
     def compute(self) -> torch.Tensor:
+        """Scalar float64: the pooled mIoU over the layout classes present (nan when none is)."""
         inter, union = self.inter[self.layout], self.union[self.layout]
         present = union > 0
         if not bool(present.any()):
