@@ -105,6 +105,17 @@ class VoxelField:
         return cls(torch.stack([f.density for f in fields]), torch.stack([f.features for f in fields]),
                    torch.stack([f.bounds for f in fields]))
 
+    def where(self, pick: torch.Tensor, other: "VoxelField") -> "VoxelField":
+        """Per scene of a batch, `other`'s field where ``pick`` (``[B]`` bool) is True and this one's elsewhere
+        (same grid, channels and batch size; the bounds are taken along with the grids)."""
+        if not (self.is_batched and other.is_batched) or pick.shape != (self.batch_size,):
+            raise ValueError(f"where needs two batched fields and pick [B]; got pick {tuple(pick.shape)} for "
+                             f"batch sizes {self.batch_size} and {other.batch_size}")
+        p = pick.to(self.density.device)
+        return VoxelField(density=torch.where(p[:, None, None, None], other.density, self.density),
+                          features=torch.where(p[:, None, None, None, None], other.features, self.features),
+                          bounds=torch.where(p[:, None, None], other.bounds, self.bounds))
+
     # ------------------------------------------------------------------ properties
     @property
     def is_batched(self) -> bool:

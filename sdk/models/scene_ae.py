@@ -304,6 +304,15 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
             out = self.decode(VoxelField.stack([field]), cameras.reshape(1, -1), min_hit_alpha=min_hit_alpha)
             return SceneRender(rgb=out.rgb[0], depth=out.depth[0], alpha=out.alpha[0], features=out.features[0],
                                semantic=None if out.semantic is None else out.semantic[0])
+        out = self.render_features(field, cameras, min_hit_alpha=min_hit_alpha)
+        return self.decode_rendered(out, int(cameras.height), int(cameras.width), min_hit_alpha=min_hit_alpha)
+
+    def render_features(self, field: VoxelField, cameras: Cameras, *,
+                        min_hit_alpha: float = TRAINING_MIN_HIT_ALPHA) -> RenderOutput:
+        """The volume render of `decode`, before the CNN decoder: B batched fields at cameras ``[B, R]`` of the
+        output size ``H×W`` (divisible by ``config.downsample``), rendered at the feature-map resolution
+        ``(H/f, W/f)``. Returns the `RenderOutput` (features ``[B, R, C, H/f, W/f]``, depth and alpha
+        ``[B, R, H/f, W/f]``) that `decode_rendered` turns into images."""
         cfg = self.config
         f = cfg.downsample
         H, W = int(cameras.height), int(cameras.width)
@@ -311,10 +320,8 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
             raise ValueError(f"camera size {W}x{H} must be divisible by downsample {f}")
         if len(cameras.batch_shape) != 2:
             raise ValueError(f"cameras must have batch shape [B, R], got {list(cameras.batch_shape)}")
-        h, w = H // f, W // f
-        out = render_field(field, cameras.resized(w, h), n_samples=cfg.render_samples, near=cfg.near, far=cfg.far,
-                           min_hit_alpha=min_hit_alpha)
-        return self.decode_rendered(out, H, W, min_hit_alpha=min_hit_alpha)
+        return render_field(field, cameras.resized(W // f, H // f), n_samples=cfg.render_samples, near=cfg.near,
+                            far=cfg.far, min_hit_alpha=min_hit_alpha)
 
     def decode_rendered(self, out: RenderOutput, height: int, width: int, *,
                         min_hit_alpha: float = TRAINING_MIN_HIT_ALPHA) -> SceneRender:

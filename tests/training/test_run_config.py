@@ -299,8 +299,9 @@ SHARED_DEFAULTS = {
 def test_every_training_section_derives_from_the_one_base_with_its_own_defaults(cls):
     assert issubclass(cls, TrainConfig)
     shared = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert shared == {"batch_size", "lr", "warmup_steps", "weight_decay", "max_steps", "grad_clip", "val_fraction",
-                      "val_interval", "num_workers", "precision", "seed", "log_every"}
+    assert shared == {"batch_size", "lr", "warmup_steps", "lr_schedule", "min_lr_fraction", "weight_decay",
+                      "max_steps", "grad_clip", "val_fraction", "val_interval", "num_workers", "precision", "seed",
+                      "log_every"}
     d = cls()
     assert {k: getattr(d, k) for k in SHARED_DEFAULTS[cls]} == SHARED_DEFAULTS[cls]
     assert (d.warmup_steps, d.grad_clip, d.num_workers, d.precision, d.seed, d.log_every) == (0, 1.0, 0, "32-true", 0, 10)

@@ -166,3 +166,25 @@ def _prior_model_dir(path: str | Path) -> Path:
     except (FileNotFoundError, ValueError) as e:
         raise click.BadParameter(f"{e} (pass the --out folder of `nfldm train prior`)", param_hint="--prior") from e
     return folder
+
+
+@click.command("replace-decoder")
+@click.option("--bundle", "bundle", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The source bundle (left as it is).")
+@click.option("--scene-ae", "scene_ae", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A decoder-only fine-tune of the bundle's stage 1 (`nfldm train scene-ae --init-from "
+                   "BUNDLE/scene_ae --set scene_ae_train.trainable=decoder`): its run or model folder.")
+@click.option("--out", required=True, type=click.Path(), help="The new bundle folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def replace_decoder(bundle, scene_ae, out, overwrite):
+    """Write a copy of a bundle whose stage 1 has the fine-tuned decoder (the fields, the LAE and the denoisers are
+    unchanged: the stage 1 must equal the bundle's outside its decoder, which is checked)."""
+    # start-up time: the bundle reader imports torch
+    from nfldm_sdk.models.bundle import BundleError, read_manifest
+    from nfldm_sdk.models.bundle_decoder import replace_scene_decoder
+
+    try:
+        path = replace_scene_decoder(bundle, scene_ae, out, overwrite=overwrite)
+    except BundleError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"bundle {path}, hash {read_manifest(path).bundle_hash[:16]}… (stage-1 decoder from {scene_ae})")

@@ -31,17 +31,28 @@ def train():
 @stage_options("Model and training sizes (training/configs/presets.py).",
                "Override the preset's scene windows per step (per device).",
                set_help="Override any preset setting, e.g. --set scene_ae_train.lr=5e-4 --set scene_ae.feature_channels=16.")
+@click.option("--init-from", "init_from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Start from this trained stage 1 (run, model folder or a bundle's scene_ae) of the preset's "
+                   "architecture: a fine-tune; --max-steps counts its own steps.")
+@click.option("--latent-ae", "latent_ae", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A frozen LAE of this stage 1's fields: validation also reports PSNR through it, and with "
+                   "--set scene_ae_train.lae_input_fraction=P the decoder also learns its reconstructions.")
 @click.pass_context
 def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, workers, settings, accelerator, devices,
-             strategy, num_nodes, resume, progress):
+             strategy, num_nodes, resume, progress, init_from, latent_ae):
     """Stage 1: train the scene auto-encoder (images -> voxel field -> images).
 
     Writes OUT/model (load with SceneAutoEncoder.from_pretrained), OUT/config.json (resolved preset),
     OUT/metrics.json (validation PSNR and depth AbsRel before and after training), OUT/checkpoints and
     OUT/val_images.
+
+    Fine-tune the decoder of a trained model alone (its fields, and every stage trained on them, stay valid):
+    --init-from BUNDLE/scene_ae --latent-ae BUNDLE/latent_ae --set scene_ae_train.trainable=decoder
+    --set scene_ae_train.lae_input_fraction=0.5 --set scene_ae_train.lr_schedule=cosine.
     """
     # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.configs.presets import get_preset
+    from nfldm_training.errors import TrainingError
     from nfldm_training.modules.scene_ae import train_scene_ae
     from nfldm_training.runs.trainer import run_writer_log
 
@@ -52,8 +63,9 @@ def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, w
     resolved = resolve_run_preset(ctx, run, preset, overrides, resume, stage="scene-ae", get=get_preset)
     try:
         result = train_scene_ae(stores, resolved, run, resume=resume, accelerator=accelerator, devices=parse_devices(devices),
-                                strategy=strategy, num_nodes=num_nodes, progress=progress, log=click.echo)
-    except FileNotFoundError as e:
+                                strategy=strategy, num_nodes=num_nodes, progress=progress, log=click.echo,
+                                init_from=init_from, latent_ae=latent_ae)
+    except (FileNotFoundError, TrainingError) as e:
         raise click.ClickException(str(e))
     run_writer_log(click.echo)(f"model: {result.model_dir}  ({result.global_step} steps, {result.seconds:.0f} s)")
 

@@ -1,7 +1,7 @@
 """`TrainConfig`: the training settings every stage has, with one meaning (the base of the four ``*TrainConfig``).
 
 What `nfldm_training.runs.trainer` reads from a stage's training section — the optimiser (`adamw_with_warmup`:
-``lr``, ``weight_decay``, ``warmup_steps``), the Trainer's schedule (`make_trainer`: ``max_steps``, ``val_interval``,
+``lr``, ``weight_decay``, ``warmup_steps``, ``lr_schedule``), the Trainer's schedule (`make_trainer`: ``max_steps``, ``val_interval``,
 ``log_every``, ``grad_clip``, ``precision``) — and what every stage's data and seeding read (``batch_size``,
 ``val_fraction``, ``num_workers``, ``seed``) is declared here once. A stage's section (`nfldm_training.configs.sections`)
 derives from it, adds its own fields, and redeclares a shared field where its default differs or where the field
@@ -23,9 +23,14 @@ class TrainConfig:
     batch_size: int = 2
     """Training items per optimisation step (per device); the stage's section says which items."""
     lr: float = 1e-3
-    """AdamW learning rate (constant after a linear warm-up)."""
+    """AdamW learning rate (reached after a linear warm-up; then constant or decayed, `lr_schedule`)."""
     warmup_steps: int = 0
     """Linear learning-rate warm-up steps."""
+    lr_schedule: str = "constant"
+    """Learning rate after the warm-up: ``"constant"``, or ``"cosine"`` (half a cosine from `lr` down to
+    ``min_lr_fraction · lr`` at ``max_steps``; a fine-tune settles instead of oscillating at a constant rate)."""
+    min_lr_fraction: float = 0.05
+    """With ``lr_schedule="cosine"``: the final learning rate as a fraction of `lr`."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     max_steps: int = 1000
@@ -44,3 +49,9 @@ class TrainConfig:
     """Seed of everything random in the run: weights, data order and the stage's own draws (its section says which)."""
     log_every: int = 10
     """Steps between training-loss log rows."""
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule {self.lr_schedule!r}: use 'constant' or 'cosine'")
+        if not (0.0 <= self.min_lr_fraction <= 1.0):
+            raise ValueError(f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction}")

@@ -84,6 +84,25 @@ class SceneAETrainConfig(TrainConfig):
     """Validation batches per validation (None = the whole validation split)."""
     cache_windows: bool = False
     """Keep decoded scene windows in memory after their first read (small stores only)."""
+    trainable: str = "all"
+    """What the optimiser updates: ``"all"``, or ``"decoder"`` — only the 2D decoder after the render, with the
+    encoder and the semantic head frozen, so the voxel fields, their labels and every later stage trained on them
+    stay valid (a fine-tune of a trained model: `train_scene_ae`'s ``init_from``). Only the image loss is trained
+    then (depth, opacity and labels come from the frozen field)."""
+    lae_input_fraction: float = 0.0
+    """With ``trainable="decoder"`` and a latent auto-encoder given to `train_scene_ae`: the fraction of training
+    scenes whose field is replaced by its LAE reconstruction V̂ before rendering, so the decoder also learns the
+    fields that generation produces (drawn per scene with the step's seeded generator)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.trainable not in ("all", "decoder"):
+            raise ValueError(f"scene_ae_train.trainable {self.trainable!r}: use 'all' or 'decoder'")
+        if not (0.0 <= self.lae_input_fraction <= 1.0):
+            raise ValueError(f"scene_ae_train.lae_input_fraction must be in [0, 1], got {self.lae_input_fraction}")
+        if self.lae_input_fraction > 0 and self.trainable != "decoder":
+            raise ValueError("scene_ae_train.lae_input_fraction needs trainable='decoder' (the LAE was trained on the "
+                             "frozen encoder's fields)")
 
 
 @dataclass
@@ -199,6 +218,7 @@ class PriorTrainConfig(TrainConfig):
     """Use every k-th captured frame (consecutive frames are nearly identical)."""
 
     def __post_init__(self):
+        super().__post_init__()
         if not (0.0 <= self.cond_dropout < 1.0):
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not (0.0 <= self.artifact_fraction <= 1.0):
@@ -230,6 +250,7 @@ class CriticTrainConfig(TrainConfig):
     """Keep decoded views in memory after their first read (small stores only)."""
 
     def __post_init__(self):
+        super().__post_init__()
         if not (0.0 <= self.flip <= 1.0):
             raise ValueError(f"flip is a probability in [0, 1], got {self.flip}")
         if self.frame_stride < 1:

@@ -69,6 +69,7 @@ from nfldm_training.modules.label_losses import bev_label_loss, voxel_label_loss
 from nfldm_training.modules.losses import image_loss
 from nfldm_training.modules.scene_ae import save_val_grid
 from nfldm_training.runs.result import RunResult
+from nfldm_training.runs.init_weights import init_state_dict
 from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
                                          on_run_writer, start_run, run_writer_log)
 from nfldm_training.stores.scene_store import weights_sha256
@@ -331,22 +332,6 @@ def _val_metrics(results: list[dict], step: int) -> LatentValMetrics | None:
     return LatentValMetrics(**{n: float(r.get(f"val/{n}", math.nan)) for n in names}, step=int(step))
 
 
-def _init_weights(init_from: str | Path, config: LatentAEConfig) -> dict[str, torch.Tensor]:
-    """The float32 state dict of the LAE at `init_from`, checked against the architecture `config` builds."""
-    try:
-        source = LatentAutoEncoder.from_pretrained(resolve_model_dir(init_from))
-    except FileNotFoundError as e:
-        raise TrainingError(f"--init-from {init_from}: no saved latent auto-encoder there ({e}); pass a latent-ae run "
-                            "directory, its model folder, or a bundle's latent_ae folder") from None
-    theirs = dataclasses.replace(source.config, latent_stats=None)
-    ours = dataclasses.replace(config, latent_stats=None)
-    if theirs != ours:
-        diff = [f.name for f in dataclasses.fields(LatentAEConfig) if getattr(theirs, f.name) != getattr(ours, f.name)]
-        raise TrainingError(f"--init-from {init_from}: its architecture differs from this run's in {diff}: fine-tune "
-                            "with the preset it was trained with")
-    return {k: v.float() if v.is_floating_point() else v for k, v in source.state_dict().items()}
-
-
 def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPreset, run_dir: str | Path,
                     stores: Sequence[str] | None = None, *, resume: bool = True, accelerator: str = "auto",
                     devices: Any = "auto", strategy: Any = "auto", num_nodes: int = 1, progress: bool = True,
@@ -386,7 +371,10 @@ def train_latent_ae(voxels: str | Path, scene_ae: str | Path, preset: LatentPres
             f"{preset.name!r} has {preset.latent_ae.grid_shape}, C={preset.latent_ae.feature_channels})")
     preset = dataclasses.replace(preset, latent_ae=resolved)
     tc = preset.latent_ae_train
-    init_state = _init_weights(init_from, resolved) if init_from is not None else None
+    init_state = init_state_dict(
+        LatentAutoEncoder, init_from, resolved, what="latent auto-encoder",
+        folder_hint="a latent-ae run directory, its model folder, or a bundle's latent_ae folder",
+        comparable=lambda c: dataclasses.replace(c, latent_stats=None)) if init_from is not None else None
 
     resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "latent-ae", preset.name, preset))
 

@@ -34,16 +34,20 @@ import torch
 from lightning.pytorch import LightningModule, seed_everything
 from torchmetrics import MeanMetric, SumMetric
 
+from nfldm_sdk.models.latent_ae import LatentAutoEncoder
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
+from nfldm_sdk.persistence import resolve_model_dir
 from nfldm_sdk.rendering.api import HIT_ALPHA
 from nfldm_training.configs.run_config import save_run_config
 from nfldm_training.configs.sections import Preset, SceneAETrainConfig
 from nfldm_training.data.capture_windows import SceneBatch, SceneDataModule, split_views
+from nfldm_training.errors import TrainingError
 from nfldm_training.metrics.image import depth_abs_rel, psnr
 from nfldm_training.metrics.masks import box_depth_mask, empty_ray_mask
 from nfldm_training.metrics.semantic import ConfusionMatrix, mean_iou
 from nfldm_training.modules.losses import (depth_loss, frustum_depth_target, image_loss, occupancy_loss, opacity_loss,
                                            semantic_loss)
+from nfldm_training.runs.init_weights import init_state_dict
 from nfldm_training.runs.result import RunResult
 from nfldm_training.runs.trainer import (adamw_with_warmup, finish_run, fit_with_val_metrics, make_trainer,
                                          on_run_writer, start_run, run_writer_log)
@@ -60,6 +64,8 @@ class ValMetrics:
         miou: semantic mIoU over the classes present in the validation captures (None without a semantic head).
         sky_empty: fraction of the captured sky pixels (no hit) rendered with no hit at the SDK's
             `nfldm_sdk.rendering.api.HIT_ALPHA` (opacity below 0.5); None when the validation saw no sky.
+        psnr_lae: mean PSNR (dB) of the renders of the fields' LAE reconstructions V̂ (None without a latent
+            auto-encoder in the run).
     """
 
     psnr: float
@@ -67,6 +73,7 @@ class ValMetrics:
     step: int
     miou: float | None = None
     sky_empty: float | None = None
+    psnr_lae: float | None = None
 
 
 class SceneAELightningModule(LightningModule):
@@ -78,10 +85,21 @@ class SceneAELightningModule(LightningModule):
         image_dir: folder for the validation PNG grids (None: no images).
     """
 
-    def __init__(self, model_config: SceneAEConfig, train_config: SceneAETrainConfig, image_dir: str | Path | None = None):
+    def __init__(self, model_config: SceneAEConfig, train_config: SceneAETrainConfig, image_dir: str | Path | None = None,
+                 latent_ae: LatentAutoEncoder | None = None):
         super().__init__()
         self.model = SceneAutoEncoder(model_config)
         self.cfg = train_config
+        self.decoder_only = train_config.trainable == "decoder"
+        if self.decoder_only:
+            # the field (and the labels rendered from it) must stay what the later stages were trained on
+            self.model.encoder.requires_grad_(False)
+            if self.model.semantic_head is not None:
+                self.model.semantic_head.requires_grad_(False)
+        self.latent_ae = latent_ae.requires_grad_(False).eval() if latent_ae is not None else None
+        """The frozen LAE whose reconstructions V̂ the decoder also learns (``lae_input_fraction``) and through
+        which validation also reports PSNR (``val/psnr_lae``); None without one."""
+        self.val_psnr_lae = MeanMetric()
         self.image_dir = Path(image_dir) if image_dir is not None else None
         self.val_psnr = MeanMetric()
         self.val_abs_rel_sum = SumMetric()
@@ -128,6 +146,31 @@ class SceneAELightningModule(LightningModule):
             l_opa = opacity_loss(out.render.alpha, usable, empty & ~usable)
         return l_occ, l_opa
 
+    def train(self, mode: bool = True):
+        """Lightning switches every child to train mode at fit start; a frozen LAE stays in eval mode."""
+        super().train(mode)
+        if self.latent_ae is not None:
+            self.latent_ae.eval()
+        return self
+
+    def _decoder_step(self, batch: SceneBatch, inputs: torch.Tensor, targets: torch.Tensor,
+                      g: torch.Generator) -> torch.Tensor:
+        """``trainable="decoder"``: the frozen encoder's field (or, for ``lae_input_fraction`` of the scenes, its
+        LAE reconstruction) rendered without gradients, then the decoder trained on the image loss alone."""
+        cams = batch.cameras()
+        with torch.no_grad():
+            field = self.model.encode(batch.images[:, inputs], cams[:, inputs])
+            if self.latent_ae is not None and self.cfg.lae_input_fraction > 0:
+                pick = torch.rand(batch.batch_size, generator=g) < self.cfg.lae_input_fraction
+                if bool(pick.any()):
+                    field = field.where(pick, self.latent_ae.decode(self.latent_ae.encode(field)))
+            t_cams = cams[:, targets]
+            rendered = self.model.render_features(field, t_cams)
+        out = self.model.decode_rendered(rendered, int(t_cams.height), int(t_cams.width))
+        l_img = image_loss(out.rgb, batch.images[:, targets], self.cfg.image_loss)
+        self.log_dict({"train/loss": l_img, "train/image": l_img}, batch_size=batch.batch_size, prog_bar=True)
+        return l_img
+
     def training_step(self, batch: SceneBatch, batch_idx: int) -> torch.Tensor:
         # The hold-out draw depends only on the seed and the step, so a resumed run draws what the original would.
         g = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + int(self.global_step))
@@ -136,6 +179,8 @@ class SceneAELightningModule(LightningModule):
             targets = targets[torch.randperm(len(targets), generator=g)[: self.cfg.render_views]].sort().values
         dev = batch.images.device
         inputs, targets = inputs.to(dev), targets.to(dev)
+        if self.decoder_only:
+            return self._decoder_step(batch, inputs, targets, g)
         out, usable, l_img, l_depth, l_sem, _ = self._losses(batch, inputs, targets)
         l_occ, l_opa = self._geometry_losses(batch, out, inputs, targets, usable)
         loss = (self.cfg.image_weight * l_img + self.cfg.depth_weight * l_depth + self.cfg.semantic_weight * l_sem
@@ -155,6 +200,9 @@ class SceneAELightningModule(LightningModule):
         views = torch.arange(batch.num_views, device=batch.images.device)
         out, usable, _, _, _, gt_class = self._losses(batch, views, views)
         self.val_psnr.update(psnr(out.render.rgb, batch.images).flatten())
+        if self.latent_ae is not None:
+            rec = self.latent_ae.decode(self.latent_ae.encode(out.field))
+            self.val_psnr_lae.update(psnr(self.model.decode(rec, batch.cameras()).rgb, batch.images).flatten())
         if self.val_confusion is not None:
             self.val_confusion.update(out.render.semantic.argmax(-3), gt_class)
         s, n = depth_abs_rel(out.render.depth, batch.depth, usable, mc.near, mc.far)
@@ -178,6 +226,11 @@ class SceneAELightningModule(LightningModule):
         sky_empty = float(self.val_sky_empty.compute()) / sky_count if sky_count > 0 else None
         if sky_empty is not None:
             logs["val/sky_empty"] = torch.tensor(sky_empty)
+        psnr_lae = None
+        if self.latent_ae is not None:
+            psnr_lae = float(self.val_psnr_lae.compute())
+            logs["val/psnr_lae"] = torch.tensor(psnr_lae)
+            self.val_psnr_lae.reset()
         miou = None
         if self.val_confusion is not None:
             miou = mean_iou(self.val_confusion.compute())
@@ -185,7 +238,7 @@ class SceneAELightningModule(LightningModule):
             self.val_confusion.reset()
         self.log_dict(logs)
         self.last_val = ValMetrics(psnr=float(value), abs_rel=float(abs_rel), step=int(self.global_step), miou=miou,
-                                   sky_empty=sky_empty)
+                                   sky_empty=sky_empty, psnr_lae=psnr_lae)
         for m in (self.val_psnr, self.val_abs_rel_sum, self.val_abs_rel_count, self.val_sky_empty, self.val_sky_count):
             m.reset()
 
@@ -199,8 +252,17 @@ class SceneAELightningModule(LightningModule):
         for net in (self.model.encoder, self.model.decoder):
             net.to(memory_format=torch.contiguous_format)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the frozen LAE is not part of this run's state: it has its own files and is passed again on a resume
+        for key in [k for k in checkpoint["state_dict"] if k.startswith("latent_ae.")]:
+            del checkpoint["state_dict"][key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.latent_ae is not None:
+            checkpoint["state_dict"].update({f"latent_ae.{k}": v for k, v in self.latent_ae.state_dict().items()})
+
     def configure_optimizers(self):
-        return adamw_with_warmup(self.model.parameters(), self.cfg)
+        return adamw_with_warmup([p for p in self.model.parameters() if p.requires_grad], self.cfg)
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -244,6 +306,8 @@ def _describe(m: ValMetrics) -> str:
     text = f"PSNR {m.psnr:.2f} dB, depth AbsRel {m.abs_rel:.3f}"
     if m.miou is not None:
         text += f", semantic mIoU {m.miou:.3f}"
+    if m.psnr_lae is not None:
+        text += f", through the LAE PSNR {m.psnr_lae:.2f} dB"
     return text if m.sky_empty is None else f"{text}, sky empty {100 * m.sky_empty:.1f}%"
 
 
@@ -253,29 +317,66 @@ def _val_metrics(results: list[dict], step: int) -> ValMetrics | None:
     r = results[0]
     miou = float(r["val/miou"]) if "val/miou" in r else None
     sky_empty = float(r["val/sky_empty"]) if "val/sky_empty" in r else None
+    psnr_lae = float(r["val/psnr_lae"]) if "val/psnr_lae" in r else None
     return ValMetrics(psnr=float(r["val/psnr"]), abs_rel=float(r["val/abs_rel"]), step=int(step), miou=miou,
-                      sky_empty=sky_empty)
+                      sky_empty=sky_empty, psnr_lae=psnr_lae)
+
+
+def _frozen_latent_ae(latent_ae: str | Path, config: SceneAEConfig) -> LatentAutoEncoder:
+    """The LAE at `latent_ae`, checked to read fields of the stage-1 architecture `config`."""
+    try:
+        lae = LatentAutoEncoder.from_pretrained(resolve_model_dir(latent_ae))
+    except FileNotFoundError as e:
+        raise TrainingError(f"--latent-ae {latent_ae}: no saved latent auto-encoder there ({e}); pass a latent-ae "
+                            "run directory, its model folder, or a bundle's latent_ae folder") from None
+    if (tuple(lae.config.grid_shape), lae.config.feature_channels) != (tuple(config.grid_shape), config.feature_channels):
+        raise TrainingError(f"--latent-ae {latent_ae}: it reads {tuple(lae.config.grid_shape)} grids of "
+                            f"{lae.config.feature_channels} channels, this stage 1 writes {tuple(config.grid_shape)} of "
+                            f"{config.feature_channels}: pass the LAE trained on this stage 1's fields")
+    return lae
 
 
 def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *, resume: bool = True,
                    accelerator: str = "auto", devices: Any = "auto", strategy: Any = "auto", num_nodes: int = 1,
-                   progress: bool = True, log: Callable[[str], None] = print,
-                   trainer_kwargs: dict | None = None) -> TrainResult:
+                   progress: bool = True, log: Callable[[str], None] = print, trainer_kwargs: dict | None = None,
+                   init_from: str | Path | None = None, latent_ae: str | Path | None = None) -> TrainResult:
     """Train stage 1 on `stores` with the resolved `preset`, writing the run directory (module docstring).
 
     With ``resume`` and an existing ``run_dir/checkpoints/last.ckpt``, training continues from it (up to
-    ``preset.scene_ae_train.max_steps`` steps in total); otherwise it starts from scratch and overwrites the
-    checkpoints. Validation figures of the untrained model are measured once, before training, and kept in
-    ``metrics.json`` across resumes.
+    ``preset.scene_ae_train.max_steps`` steps in total); otherwise it starts from scratch (or from `init_from`) and
+    overwrites the checkpoints. Validation figures of the untrained (or initial) model are measured once, before
+    training, and kept in ``metrics.json`` across resumes.
+
+    Args:
+        init_from: a trained stage 1 (run directory, model folder, or a bundle's ``scene_ae``) of the preset's
+            architecture whose weights start this run (fine-tuning; ``max_steps`` counts this run's steps). Needed
+            by ``scene_ae_train.trainable="decoder"``, which trains its decoder alone.
+        latent_ae: a trained LAE of this stage 1's fields, frozen: validation also reports the PSNR of renders
+            through it, and ``lae_input_fraction`` of the training fields are its reconstructions.
+    Raises:
+        `TrainingError` before anything is written when `init_from` or `latent_ae` does not fit, or
+        ``trainable="decoder"`` comes without `init_from`.
     """
     log = run_writer_log(log)
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.scene_ae_train
+    if tc.trainable == "decoder" and init_from is None:
+        raise TrainingError("scene_ae_train.trainable='decoder' fine-tunes the decoder of a trained stage 1: pass "
+                            "--init-from MODEL (its encoder, and so its fields, stay frozen)")
+    if tc.lae_input_fraction > 0 and latent_ae is None:
+        raise TrainingError("scene_ae_train.lae_input_fraction > 0 needs the LAE whose reconstructions to decode: pass "
+                            "--latent-ae LAE")
+    init_state = init_state_dict(SceneAutoEncoder, init_from, preset.scene_ae, what="scene auto-encoder",
+                                 folder_hint="a scene-ae run directory, its model folder, or a bundle's scene_ae folder") if init_from is not None else None
+    lae = _frozen_latent_ae(latent_ae, preset.scene_ae) if latent_ae is not None else None
     resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "scene-ae", preset.name, preset))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
-    module = SceneAELightningModule(preset.scene_ae, tc, image_dir=run_dir / "val_images")
+    module = SceneAELightningModule(preset.scene_ae, tc, image_dir=run_dir / "val_images", latent_ae=lae)
+    if init_state is not None and resumed_from is None:
+        module.model.load_state_dict(init_state)
+        log(f"weights from {init_from}" + (" (training the decoder alone)" if tc.trainable == "decoder" else ""))
     data = SceneDataModule(stores, preset.scene_ae.image_size, tc)
     data.setup()
     has_val = len(data.val_set) > 0
