@@ -367,8 +367,11 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     if tc.lae_input_fraction > 0 and latent_ae is None:
         raise TrainingError("scene_ae_train.lae_input_fraction > 0 needs the LAE whose reconstructions to decode: pass "
                             "--latent-ae LAE")
-    init_state = init_state_dict(SceneAutoEncoder, init_from, preset.scene_ae, what="scene auto-encoder",
-                                 folder_hint="a scene-ae run directory, its model folder, or a bundle's scene_ae folder") if init_from is not None else None
+    init_state = None
+    if init_from is not None:
+        init_state = init_state_dict(SceneAutoEncoder, init_from, preset.scene_ae, what="scene auto-encoder",
+                                     folder_hint="a scene-ae run directory, its model folder, or a bundle's scene_ae "
+                                                 "folder")
     lae = _frozen_latent_ae(latent_ae, preset.scene_ae) if latent_ae is not None else None
     resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "scene-ae", preset.name, preset))
 

@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from nfldm_training.configs.base import TrainConfig
 from nfldm_training.configs.run_config import RUN_CONFIG_NAME
 
 METRICS_NAME = "metrics.json"
@@ -127,31 +128,26 @@ def clear_checkpoints(run_dir: str | Path) -> None:
             old.unlink()
 
 
-def lr_factor(step: int, train_cfg: Any) -> float:
+def lr_factor(step: int, train_cfg: TrainConfig) -> float:
     """The learning-rate multiplier at optimisation step `step` (0-based): ``min(1, (step + 1) / warmup_steps)``
     during the warm-up, then 1 (``lr_schedule="constant"``) or half a cosine from 1 at the warm-up's end down to
     ``min_lr_fraction`` at ``max_steps`` (``"cosine"``; held there after it)."""
     warm = max(0, int(train_cfg.warmup_steps))
     if warm and step < warm:
         return min(1.0, (step + 1) / warm)
-    schedule = getattr(train_cfg, "lr_schedule", "constant")
-    if schedule == "constant":
+    if train_cfg.lr_schedule == "constant":   # the values are checked once, by TrainConfig
         return 1.0
-    if schedule != "cosine":
-        raise ValueError(f"lr_schedule {schedule!r}: use 'constant' or 'cosine'")
     floor = float(train_cfg.min_lr_fraction)
     span = max(1, int(train_cfg.max_steps) - warm)
     progress = min(1.0, (step - warm) / span)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def adamw_with_warmup(params: Iterable[torch.nn.Parameter], train_cfg: Any) -> dict:
+def adamw_with_warmup(params: Iterable[torch.nn.Parameter], train_cfg: TrainConfig) -> dict:
     """AdamW (``train_cfg.lr``, ``train_cfg.weight_decay``) with the learning-rate schedule `lr_factor` (a linear
     warm-up over ``train_cfg.warmup_steps`` optimisation steps, then constant or cosine-decayed,
     ``train_cfg.lr_schedule``), in the form `LightningModule.configure_optimizers` returns (the scheduler steps per
     optimisation step; its state is in the checkpoints, so a resumed run continues the schedule)."""
-    if getattr(train_cfg, "lr_schedule", "constant") not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule {train_cfg.lr_schedule!r}: use 'constant' or 'cosine'")
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train_cfg))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
