@@ -7,7 +7,7 @@
 # decay. Resumable: rerun after an interruption and the run continues from its last checkpoint.
 #
 #   bash scripts/finetune_decoder.sh SRC_BUNDLE WORK OUT_BUNDLE STORE [STORE ...]
-#   STEPS=1500, LAE_FRACTION=0 (defaults)    e.g. bash scripts/finetune_decoder.sh runs/ft/bundle runs/dec runs/dec/bundle runs/d128/data/train_*.zarr
+#   STEPS=1500, LAE_FRACTION=0, IMAGE_LOSS=l2, SSIM_WEIGHT=0 (defaults)    e.g. bash scripts/finetune_decoder.sh runs/ft/bundle runs/dec runs/dec/bundle runs/d128/data/train_*.zarr
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/.venv/bin}"
@@ -15,12 +15,15 @@ SRC="$1"; WORK="$2"; OUT="$3"; shift 3
 PRESET="${PRESET:-default}"
 STEPS="${STEPS:-1500}"
 LAE_FRACTION="${LAE_FRACTION:-0}"   # 0.5: half the fields are LAE reconstructions (measured: model card)
+IMAGE_LOSS="${IMAGE_LOSS:-l2}"       # the per-pixel error of the image loss: l1 or l2
+SSIM_WEIGHT="${SSIM_WEIGHT:-0}"      # w of (1 - w) * error + w * (1 - SSIM)
 export HF_HUB_OFFLINE=1
 mkdir -p "$WORK"
 "$BIN/nfldm" train scene-ae --data "$@" --preset "$PRESET" --out "$WORK/s1" --max-steps "$STEPS" \
   --init-from "$SRC/scene_ae" --latent-ae "$SRC/latent_ae" \
   --set scene_ae_train.trainable=decoder --set scene_ae_train.lae_input_fraction="$LAE_FRACTION" \
   --set scene_ae_train.lr_schedule=cosine --set scene_ae_train.lr=5e-4 --set scene_ae_train.warmup_steps=50 \
+  --set scene_ae_train.image_loss="$IMAGE_LOSS" --set scene_ae_train.ssim_weight="$SSIM_WEIGHT" \
   --set scene_ae_train.render_views=6 --set scene_ae_train.val_interval=250 --no-progress
 "$BIN/nfldm" replace-decoder --bundle "$SRC" --scene-ae "$WORK/s1" --out "$OUT" --overwrite
 echo "bundle: $OUT"

@@ -1,12 +1,13 @@
-"""Stage-1 losses and metrics on known values: PSNR and the image loss, the depth loss and AbsRel on usable pixels
+"""Stage-1 losses and metrics on known values: PSNR, SSIM (against skimage) and the image loss with its SSIM term, the depth loss and AbsRel on usable pixels
 only, and the mask of depth surfaces inside the scene box."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from nfldm_sdk.cameras.pinhole import Cameras
-from nfldm_training.metrics.image import depth_abs_rel, psnr
+from nfldm_training.metrics.image import depth_abs_rel, psnr, ssim
 from nfldm_training.metrics.masks import box_depth_mask
 from nfldm_training.metrics.semantic import (ConfusionMatrix, confusion_matrix, majority_baseline_miou, mean_iou,
                                              per_class_iou)
@@ -23,6 +24,37 @@ def test_psnr_and_image_loss_known_values():
     assert math.isclose(image_loss(pred, target, "l2").item(), 0.01, rel_tol=1e-4)
     with pytest.raises(ValueError, match="l1"):
         image_loss(pred, target, "huber")
+
+
+def test_ssim_matches_skimage():
+    skm = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(2, 3, 32, 40, generator=g)
+    y = (x + 0.1 * torch.randn(2, 3, 32, 40, generator=g)).clamp(0, 1)
+    ours = ssim(y, x)
+    for i in range(2):
+        ref = skm.structural_similarity(y[i].permute(1, 2, 0).numpy().astype(np.float64),
+                                        x[i].permute(1, 2, 0).numpy().astype(np.float64), data_range=1.0,
+                                        channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+    assert ssim(x, x).sub(1).abs().max().item() < 1e-6
+
+
+def test_image_loss_ssim_term_blends_error_and_structure():
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 3, 3, 24, 24, generator=g)
+    pred = (target + 0.1 * torch.randn(target.shape, generator=g)).clamp(0, 1).requires_grad_(True)
+    l1 = (pred - target).abs().mean()
+    structural = 1.0 - ssim(pred.detach(), target).mean()           # the float64 metric
+    assert 0.05 < structural.item() < 0.9                           # a real, non-trivial structural error
+    loss = image_loss(pred, target, "l1", ssim_weight=0.2)
+    assert loss.item() == pytest.approx(0.8 * l1.item() + 0.2 * structural.item(), abs=1e-5)
+    loss.backward()
+    assert pred.grad is not None and pred.grad.abs().sum().item() > 0
+    assert image_loss(target, target, "l2", ssim_weight=0.5).item() == pytest.approx(0.0, abs=1e-6)
+    assert image_loss(pred, target, "l1", ssim_weight=0.0).item() == pytest.approx(l1.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="ssim_weight"):
+        image_loss(pred, target, "l1", ssim_weight=1.5)
 
 
 def test_depth_loss_and_abs_rel_use_only_usable_pixels():

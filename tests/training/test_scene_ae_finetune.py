@@ -46,6 +46,8 @@ def test_bad_schedule_settings_are_refused():
         SceneAETrainConfig(trainable="encoder")
     with pytest.raises(ValueError, match="needs trainable='decoder'"):
         SceneAETrainConfig(lae_input_fraction=0.5)
+    with pytest.raises(ValueError, match="ssim_weight must be in"):
+        SceneAETrainConfig(ssim_weight=-0.1)
 
 
 def test_voxel_field_where_picks_whole_scenes():
@@ -64,7 +66,8 @@ def test_voxel_field_where_picks_whole_scenes():
 @pytest.fixture(scope="module")
 def finetune_source(tmp_path_factory, tiny_generator):
     """``(root, preset)``: the tiny generator's stage 1 and LAE saved, and the tiny preset set up for a 3-step
-    decoder-only fine-tune with half the fields replaced by LAE reconstructions and a cosine schedule."""
+    decoder-only fine-tune with half the fields replaced by LAE reconstructions, a cosine schedule and the image
+    loss's SSIM term."""
     from nfldm_training.configs.presets import get_preset
 
     root = tmp_path_factory.mktemp("s1_finetune")
@@ -73,7 +76,7 @@ def finetune_source(tmp_path_factory, tiny_generator):
     preset = get_preset("tiny")
     tc = dataclasses.replace(preset.scene_ae_train, max_steps=3, val_interval=1000, val_batches=1, log_every=1,
                              warmup_steps=0, lr=1e-2, trainable="decoder", lae_input_fraction=0.5,
-                             lr_schedule="cosine")
+                             lr_schedule="cosine", image_loss="l1", ssim_weight=0.2)
     return root, dataclasses.replace(preset, scene_ae_train=tc)
 
 

@@ -56,6 +56,9 @@ class SceneAETrainConfig(TrainConfig):
     seeded generator each step). 0: every view is both an encoder input and a target."""
     image_loss: str = "l1"
     """Image reconstruction loss: ``"l1"`` or ``"l2"``."""
+    ssim_weight: float = 0.0
+    """w of the image loss's structural term, ``(1 − w) · error + w · (1 − SSIM)`` (`nfldm_training.modules.losses.
+    image_loss`); 0 = the per-pixel error alone. The shipped decoder fine-tune uses 0.2 (model card)."""
     image_weight: float = 1.0
     """Weight of the image loss."""
     depth_loss: str = "l1"
@@ -96,6 +99,8 @@ class SceneAETrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if not (0.0 <= self.ssim_weight <= 1.0):
+            raise ValueError(f"scene_ae_train.ssim_weight must be in [0, 1], got {self.ssim_weight}")
         if self.trainable not in ("all", "decoder"):
             raise ValueError(f"scene_ae_train.trainable {self.trainable!r}: use 'all' or 'decoder'")
         if not (0.0 <= self.lae_input_fraction <= 1.0):

@@ -57,10 +57,10 @@ from nfldm_training.errors import TrainingError
 from nfldm_training.evaluation.semantic import (SemanticEvaluation, SemanticFigures, load_eval_critic, semantic_markdown,
                                                spread_indices)
 from nfldm_training.metrics.fid import FID_WEIGHTS_HELP, FIDInceptionV3, feature_fid, kernel_inception_distance
-from nfldm_training.metrics.image import depth_abs_rel, psnr
+from nfldm_training.metrics.image import depth_abs_rel, psnr, ssim
 from nfldm_training.metrics.masks import box_depth_mask
 from nfldm_training.metrics.scene_3d import (BEVStats, HistDistances, SetMetrics, bev_stats, chamfer_matrix,
-                                             depth_histogram, histogram_distances, mmd_cov_1nna, ssim, subsample_points)
+                                             depth_histogram, histogram_distances, mmd_cov_1nna, subsample_points)
 
 __all__ = ["EvalConfig", "ReconFigures", "GenerationFigures", "EvalReport", "evaluate", "write_report",
            "backproject", "SEMANTIC_GROUPS"]

@@ -5,7 +5,6 @@ All functions are plain PyTorch/numpy, deterministic, and have worked examples i
 * `chamfer_matrix` — pairwise Chamfer distance between two lists of point sets (vectorised ``torch.cdist``).
 * `mmd_cov_1nna` — the shape-generation metrics of Achlioptas et al. 2018 / Yang et al. 2019 (PointFlow) on a
   distance matrix: minimum matching distance (MMD), coverage (COV) and 1-nearest-neighbour accuracy (1-NNA).
-* `ssim` — Gaussian-window SSIM (Wang et al. 2004; skimage's ``gaussian_weights=True, sigma=1.5`` settings).
 * `bev_stats` — bird's-eye-view occupancy and height statistics of a point set in the voxel box.
 * `histogram_distances` — total variation and Wasserstein-1 between two histograms over the same bins.
 """
@@ -16,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 # ------------------------------------------------------------------------------------------------ Chamfer
@@ -111,47 +109,6 @@ def subsample_points(points: torch.Tensor, num: int, generator: torch.Generator)
         raise ValueError("empty point set: the scene shows no surface inside the box")
     idx = torch.randperm(p, generator=generator)[:num] if p >= num else torch.randint(p, (num,), generator=generator)
     return points[idx]
-
-
-# ------------------------------------------------------------------------------------------------ SSIM
-def _gaussian_window(sigma: float, radius: int, dtype, device) -> torch.Tensor:
-    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    w = torch.exp(-0.5 * (x / sigma) ** 2)
-    return w / w.sum()
-
-
-def ssim(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
-    """Structural similarity per image with a Gaussian window (Wang et al. 2004).
-
-    Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=1, channel_axis=...)``: window radius ``int(3.5 σ + 0.5)`` (skimage's
-    truncate=3.5), K1 = 0.01, K2 = 0.03, mean over the pixels whose window lies fully inside the image and over
-    channels.
-
-    Args:
-        pred, target: ``[..., C, H, W]`` in [0, data_range] (H, W > 2 × radius).
-    Returns:
-        ``[...]`` SSIM per image.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"image shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
-    lead, (C, H, W) = pred.shape[:-3], pred.shape[-3:]
-    radius = int(3.5 * sigma + 0.5)
-    if H <= 2 * radius or W <= 2 * radius:
-        raise ValueError(f"images of {H}x{W} are too small for an SSIM window of radius {radius}")
-    x = pred.reshape(-1, 1, H, W).double()
-    y = target.reshape(-1, 1, H, W).double()
-    w = _gaussian_window(sigma, radius, x.dtype, x.device)
-    def blur(t):  # separable Gaussian, 'valid' region only (skimage crops the border of width radius)
-        t = F.conv2d(t, w.view(1, 1, 1, -1))
-        return F.conv2d(t, w.view(1, 1, -1, 1))
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cxy = blur(x * y) - mx * my
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).view(*lead, C).mean(-1).to(pred.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ BEV statistics

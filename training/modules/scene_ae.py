@@ -123,7 +123,7 @@ class SceneAELightningModule(LightningModule):
         t_cams = cams[:, targets]
         gt_rgb, gt_depth = batch.images[:, targets], batch.depth[:, targets]       # [B, T, 3, H, W], [B, T, H, W]
         usable = box_depth_mask(gt_depth, batch.valid[:, targets], t_cams, self.model.bounds, mc.near, mc.far)
-        l_img = image_loss(out.render.rgb, gt_rgb, self.cfg.image_loss)
+        l_img = image_loss(out.render.rgb, gt_rgb, self.cfg.image_loss, self.cfg.ssim_weight)
         l_depth = depth_loss(out.render.depth, gt_depth, usable, mc.near, mc.far, self.cfg.depth_loss)
         gt_class = self.tag_to_class[batch.semantic[:, targets].long()]           # [B, T, H, W], -1 = ignored
         l_sem = (semantic_loss(out.render.semantic, gt_class) if out.render.semantic is not None
@@ -167,7 +167,7 @@ class SceneAELightningModule(LightningModule):
             t_cams = cams[:, targets]
             rendered = self.model.render_features(field, t_cams)
         out = self.model.decode_rendered(rendered, int(t_cams.height), int(t_cams.width))
-        l_img = image_loss(out.rgb, batch.images[:, targets], self.cfg.image_loss)
+        l_img = image_loss(out.rgb, batch.images[:, targets], self.cfg.image_loss, self.cfg.ssim_weight)
         self.log_dict({"train/loss": l_img, "train/image": l_img}, batch_size=batch.batch_size, prog_bar=True)
         return l_img
 
