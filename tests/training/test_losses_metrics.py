@@ -1,5 +1,5 @@
-"""Stage-1 losses and metrics on known values: PSNR, SSIM (against skimage) and the image loss with its SSIM term, the depth loss and AbsRel on usable pixels
-only, and the mask of depth surfaces inside the scene box."""
+"""Stage-1 losses and metrics on known values: PSNR, SSIM (against skimage) and the image loss with its SSIM term,
+the depth loss and AbsRel on usable pixels only, and the mask of depth surfaces inside the scene box."""
 import math
 
 import numpy as np

@@ -58,7 +58,8 @@ class SceneAETrainConfig(TrainConfig):
     """Image reconstruction loss: ``"l1"`` or ``"l2"``."""
     ssim_weight: float = 0.0
     """w of the image loss's structural term, ``(1 − w) · error + w · (1 − SSIM)`` (`nfldm_training.modules.losses.
-    image_loss`); 0 = the per-pixel error alone. The shipped decoder fine-tune uses 0.2 (model card)."""
+    image_loss`); 0 = the per-pixel error alone. The shipped decoder fine-tune uses 0.5 with ``image_loss="l1"``
+    (model card)."""
     image_weight: float = 1.0
     """Weight of the image loss."""
     depth_loss: str = "l1"

@@ -17,8 +17,8 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1", ssim_
 
     ``(1 − w) · E + w · (1 − SSIM)`` with ``E`` the mean L1 or L2 error and ``w = ssim_weight`` (3D Gaussian
     splatting's image loss is L1 with w = 0.2). A per-pixel error alone is minimised by the mean of what a view could
-    show, which is a blur; the SSIM term rewards local contrast and structure, so edges the field does encode
-    (kerbs, lane markings, window rows) are not averaged away.
+    show, which is a blur; the SSIM term rewards local contrast and structure, so edges the field does encode (kerb
+    and horizon lines in the default model's decoder fine-tune) are not averaged away.
 
     Args:
         pred, target: ``[..., 3, H, W]`` images in [0, 1] (the SSIM term needs H, W > 10).
