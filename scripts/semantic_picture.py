@@ -3,7 +3,8 @@
     python scripts/semantic_picture.py RUN STORE... --out docs/images/semantic_reconstruction.png [--window-index 40]
 
 Rows: captured RGB, reconstructed RGB, rendered labels (CARLA palette; the user-facing rule: no hit = sky), captured
-labels (grouped into the model's classes the same way); one column per camera of the window's anchor frame.
+labels (grouped into the model's classes the same way); one column per camera of the window's anchor frame. A model
+with a label decoder gets one more row above the rendered labels: the field's own labels (the label decoder off).
 """
 from __future__ import annotations
 
@@ -39,12 +40,20 @@ def main() -> None:
     with torch.no_grad():
         out = ae.decode(ae.encode(batch.images, cams), cams, min_hit_alpha=HIT_ALPHA)
         tags, _ = labels_from_probabilities(out.semantic, torch.isfinite(out.depth), classes)
+        field_tags = None
+        if ae.label_decoder is not None:
+            label_decoder, ae.label_decoder = ae.label_decoder, None         # the field's labels alone, for comparison
+            plain = ae.decode(ae.encode(batch.images, cams), cams, min_hit_alpha=HIT_ALPHA)
+            ae.label_decoder = label_decoder
+            field_tags, _ = labels_from_probabilities(plain.semantic, torch.isfinite(plain.depth), classes)
     n = batch.images.shape[1] // 2                                       # the anchor frame's cameras
     views = range(n)
     rgb = lambda x: (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
-    rows = [[rgb(batch.images[0, v]) for v in views], [rgb(out.rgb[0, v]) for v in views],
-            [colorize_tags(tags[0, v].numpy()) for v in views],
-            [colorize_tags(classes.normalise_tags(batch.semantic[0, v].numpy())) for v in views]]
+    rows = [[rgb(batch.images[0, v]) for v in views], [rgb(out.rgb[0, v]) for v in views]]
+    if field_tags is not None:
+        rows.append([colorize_tags(field_tags[0, v].numpy()) for v in views])
+    rows += [[colorize_tags(tags[0, v].numpy()) for v in views],
+             [colorize_tags(classes.normalise_tags(batch.semantic[0, v].numpy())) for v in views]]
     sheet = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
     sheet = sheet.repeat(args.scale, 0).repeat(args.scale, 1)
     iio.imwrite(args.out, sheet)

@@ -24,6 +24,10 @@ In 3D (`voxel_labels`) a voxel is labelled with the argmax of its logits where i
 (`field_bev`) composites every vertical column of the grid from the top down (one ray per ``(y, x)`` voxel column,
 samples at the voxel centres, ``δ`` = the voxel height) and labels the column with the class of the surface that
 ray meets (same normalised-logit rule), or `UNOBSERVED` where its opacity stays below `HIT_ALPHA`.
+`refined_probabilities` sharpens rendered distributions at the image resolution with a 2D network's logit corrections
+``Δ`` (the stage-1 label decoder, `nfldm_sdk.models.scene_ae.LabelDecoder`): the solid part becomes
+``α · softmax(log q + Δ)`` with ``q = p_solid / α`` the field's solid-class distribution, and ``p_sky = 1 − α`` stays, so
+the hit rule and ``Σ p = 1`` hold as before and ``Δ = 0`` gives the field's labels back.
 `points_bev` is the same map made from labelled 3D points (a capture window unprojected to the scene frame): per
 cell, the class of the highest point — the surface a top-down ray meets first.
 """
@@ -36,7 +40,7 @@ from nfldm_sdk.labels.classes import UNOBSERVED, SemanticClasses
 from nfldm_sdk.rendering.rays import HIT_ALPHA
 
 __all__ = ["class_indices_from_probabilities", "field_bev", "field_bev_probabilities", "labels_from_probabilities",
-           "points_bev", "semantic_probabilities", "solid_voxels", "voxel_labels", "voxel_logits"]
+           "points_bev", "refined_probabilities", "semantic_probabilities", "solid_voxels", "voxel_labels", "voxel_logits"]
 
 #: Opacity below which a ray's features are not divided by it (the normalised feature ``F / α`` of an empty ray is
 #: meaningless, and its weight ``α`` in ``p`` is negligible anyway).
@@ -66,6 +70,31 @@ def semantic_probabilities(features: torch.Tensor, alpha: torch.Tensor, weight: 
     logits = torch.einsum("kc,...chw->...khw", weight, mean_feature) + bias[:, None, None]  # [..., K-1, h, w]
     solid = torch.softmax(logits, dim=-3) * a.unsqueeze(-3)
     return _solid_to_all(solid, 1.0 - a, sky_index, dim=-3)
+
+
+def refined_probabilities(probs: torch.Tensor, correction: torch.Tensor, sky_index: int) -> torch.Tensor:
+    """Rendered class distributions corrected by solid-class logit offsets (module docstring).
+
+    Args:
+        probs: ``[..., K, H, W]`` from `semantic_probabilities` (upsampled to the image if need be).
+        correction: ``[..., K−1, H, W]`` logit offsets ``Δ`` of the solid classes (class order, sky left out).
+        sky_index: where the sky class sits in the class order.
+    Returns:
+        ``[..., K, H, W]``: the sky entry of `probs` unchanged, the solid entries ``α · softmax(log q + Δ)``
+        (``α = 1 − p_sky``, ``q = p_solid / α``); equal to `probs` where ``Δ = 0`` and ``α > 0``. Differentiable
+        w.r.t. both inputs.
+    """
+    if correction.shape[-3] != probs.shape[-3] - 1 or correction.shape[-2:] != probs.shape[-2:]:
+        raise ValueError(f"a correction of the solid classes of {tuple(probs.shape)} probabilities is "
+                         f"[..., {probs.shape[-3] - 1}, H, W], got {tuple(correction.shape)}")
+    sky = probs.narrow(-3, sky_index, 1)                                               # [..., 1, H, W]
+    solid = torch.cat([probs.narrow(-3, 0, sky_index), probs.narrow(-3, sky_index + 1, probs.shape[-3] - sky_index - 1)],
+                      dim=-3)                                                          # [..., K-1, H, W]
+    alpha = (1.0 - sky).clamp(0.0, 1.0)
+    # log q up to a per-pixel constant (softmax ignores it): log p_solid − log α
+    log_q = torch.log(solid.clamp_min(1e-12))
+    refined = torch.softmax(log_q + correction.to(log_q.dtype), dim=-3) * alpha
+    return _solid_to_all(refined, sky.squeeze(-3), sky_index, dim=-3)
 
 
 def class_indices_from_probabilities(probs: torch.Tensor, hit: torch.Tensor, sky_index: int

@@ -63,6 +63,18 @@ class Upsample(nn.Module):
         return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def upsampling_layers(c_in: int, widths: tuple[int, ...], blocks_per_stage: int, c_out: int) -> list[nn.Module]:
+    """The layers of a 2D upsampling decoder ``[N, c_in, h, w] -> [N, c_out, h·2^(S−1), w·2^(S−1)]`` (S =
+    ``len(widths)`` stages): a 3×3 stem to ``widths[0]``, then per stage a 2× `Upsample` (from the second on) and
+    `blocks_per_stage` `ResBlock`s, then GroupNorm, SiLU and a 3×3 convolution to `c_out` (no output activation)."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, widths[0], 3, padding=1)]
+    for i, w in enumerate(widths):
+        if i > 0:
+            layers.append(Upsample(widths[i - 1], w))
+        layers.extend(ResBlock(w, w) for _ in range(blocks_per_stage))
+    return layers + [group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], c_out, 3, padding=1)]
+
+
 class CondGroupNorm(nn.Module):
     """Group normalisation whose per-channel scale and shift are predicted from a condition vector.
 

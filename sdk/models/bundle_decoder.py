@@ -1,14 +1,16 @@
-"""Swap the image decoder of a bundle's stage 1: a new bundle whose ``scene_ae`` is a decoder-only fine-tune.
+"""Swap the 2D decoders of a bundle's stage 1: a new bundle whose ``scene_ae`` is a decoder-only fine-tune.
 
-A decoder-only fine-tune (``nfldm train scene-ae --init-from BUNDLE/scene_ae --set scene_ae_train.trainable=decoder``)
-changes only the 2D CNN after the volume render: the encoder, and so every voxel field, the semantic head and its
-labels stay bit-identical, and with them the LAE and the denoisers trained on those fields. `replace_scene_decoder`
-writes a copy of the bundle with that stage 1 in place of the old one, after checking that claim on the weights:
-the architecture is the same and every tensor outside ``decoder.`` is equal to the bundle's (as stored, float16 or
+A decoder-only fine-tune (``nfldm train scene-ae --init-from BUNDLE/scene_ae --set scene_ae_train.trainable=decoder``,
+or ``=labels`` for the label decoder) changes only 2D CNNs after the volume render: the encoder, and so every voxel
+field, the semantic head and its voxel labels stay bit-identical, and with them the LAE and the denoisers trained on
+those fields. `replace_scene_decoder` writes a copy of the bundle with that stage 1 in place of the old one, after
+checking that claim on the weights: the architecture is the same (but for a label decoder the bundle's stage 1 may
+lack) and every tensor outside ``decoder.`` and ``label_decoder.`` is equal to the bundle's (as stored, float16 or
 float32). Any other change of stage 1 needs the later stages retrained (`nfldm export-bundle`).
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -19,10 +21,11 @@ from nfldm_sdk.models.bundle import BundleError, load_part, part_hash, read_mani
 from nfldm_sdk.models.scene_ae import SceneAutoEncoder
 from nfldm_sdk.persistence import WEIGHTS_NAME, resolve_model_dir
 
-__all__ = ["replace_scene_decoder", "DECODER_PREFIX"]
+__all__ = ["replace_scene_decoder", "DECODER_PREFIXES"]
 
-#: The state-dict prefix of the stage-1 parameters a decoder-only fine-tune may change.
-DECODER_PREFIX = "decoder."
+#: The state-dict prefixes of the stage-1 parameters a decoder-only fine-tune may change (the image decoder, the
+#: label decoder).
+DECODER_PREFIXES = ("decoder.", "label_decoder.")
 
 
 def replace_scene_decoder(bundle: str | Path, scene_ae: str | Path, out: str | Path, *, overwrite: bool = False
@@ -38,8 +41,9 @@ def replace_scene_decoder(bundle: str | Path, scene_ae: str | Path, out: str | P
         the new bundle's folder; its manifest lists the new ``scene_ae`` hash and a new bundle hash, and records
         the swap in ``training_data["decoder_fine_tune"]``.
     Raises:
-        `BundleError` before anything is written when `scene_ae` has another architecture, differs from the
-        bundle's stage 1 outside the decoder, or `out` exists (without `overwrite`) or is `bundle`.
+        `BundleError` before anything is written when `scene_ae` has another architecture (a label decoder the
+        bundle's stage 1 lacks is allowed), differs from the bundle's stage 1 outside the decoders, or `out`
+        exists (without `overwrite`) or is `bundle`.
     """
     bundle, out = Path(bundle), Path(out)
     if out.resolve() == bundle.resolve():
@@ -53,12 +57,13 @@ def replace_scene_decoder(bundle: str | Path, scene_ae: str | Path, out: str | P
     except FileNotFoundError as e:
         raise BundleError(f"{scene_ae}: no saved scene auto-encoder there ({e}); pass the run of `nfldm train scene-ae` "
                           "or its model folder") from None
-    if new.config != old.config:
+    if dataclasses.replace(new.config, label_decoder_widths=old.config.label_decoder_widths) != old.config \
+            or (old.config.label_decoder_widths and new.config.label_decoder_widths != old.config.label_decoder_widths):
         raise BundleError(f"{scene_ae} has another architecture than {bundle}/scene_ae: only a decoder-only fine-tune "
                           "of the bundle's own stage 1 keeps its later stages valid; re-export with `nfldm export-bundle`")
     mine, theirs = new.state_dict(), old.state_dict()
     half = _stored_half(bundle / "scene_ae")
-    changed = [k for k, v in theirs.items() if not k.startswith(DECODER_PREFIX)
+    changed = [k for k, v in theirs.items() if not k.startswith(DECODER_PREFIXES)
                and not torch.equal(_as_stored(mine[k], half), _as_stored(v, half))]
     if changed:
         raise BundleError(f"{scene_ae} differs from {bundle}/scene_ae outside the decoder ({changed[:3]}"

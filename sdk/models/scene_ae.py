@@ -15,7 +15,8 @@
 ``decode`` — the renderer ``î = r(V, κ)`` used by every later stage and by the sensors (steps 4):
 volume-render the field at the feature-map resolution ``(H/f, W/f)`` (`nfldm_sdk.rendering.api.render_field`),
 then a 2D CNN decoder upsamples the rendered feature map by ``f`` to the image. Depth and alpha are
-rendered at the feature-map resolution and bilinearly upsampled to the image size. `SceneAutoEncoder.decode_rendered`
+rendered at the feature-map resolution and bilinearly upsampled to the image size; so are the semantic head's class
+probabilities, which an optional label decoder (`LabelDecoder`) then corrects at the image resolution. `SceneAutoEncoder.decode_rendered`
 is the part after the render (CNN decode, upsampling, semantic probabilities), for renderers that composite several
 fields.
 
@@ -35,7 +36,8 @@ from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.fields.lift_splat import DepthBins, depth_bins, lift_splat
 from nfldm_sdk.labels.classes import SemanticClasses
-from nfldm_sdk.models.blocks import Downsample, ResBlock, Upsample, group_norm
+from nfldm_sdk.labels.semantic_field import refined_probabilities
+from nfldm_sdk.models.blocks import Downsample, ResBlock, group_norm, upsampling_layers
 from nfldm_sdk.models.semantic_head import SemanticHead
 from nfldm_sdk.persistence import PretrainedMixin
 from nfldm_sdk.rendering.api import RenderOutput, render_field
@@ -86,6 +88,10 @@ class SceneAEConfig:
     """The semantic head's class set as ``((name, CARLA tags), ...)`` (`nfldm_sdk.labels.classes.SemanticClasses.
     to_config`; the training presets use `DEFAULT_CLASSES`); empty: no semantic head (models trained before it
     existed load this way and render RGB and depth only)."""
+    label_decoder_widths: tuple[int, ...] = ()
+    """Channels of the label decoder's stages (`LabelDecoder`, as `decoder_widths`: ``len = log2(downsample) + 1``),
+    which corrects the field's rendered labels at the image resolution; empty: no label decoder (camera labels are
+    the field's, upsampled). Needs `semantic_classes`."""
     initial_density: float = 0.0
     """Density (1/m) every bin starts at (bias of the density head). 0 picks ``1 / (far - near)``: an optical
     depth of 1 over the frustum, so untrained occupancy is spread over all bins instead of stuck in the first."""
@@ -110,6 +116,13 @@ class SceneAEConfig:
             raise ValueError(f"grid_shape must be (Z, Y, X) positive, got {self.grid_shape}")
         if self.semantic_classes:
             SemanticClasses.from_config(self.semantic_classes)  # validates the class set
+        if self.label_decoder_widths:
+            if not self.semantic_classes:
+                raise ValueError("label_decoder_widths needs semantic_classes: the label decoder corrects the semantic "
+                                 "head's rendered labels")
+            if len(self.label_decoder_widths) != levels:
+                raise ValueError(f"label_decoder_widths needs log2(downsample)+1 = {levels} entries for downsample {f}, "
+                                 f"got {self.label_decoder_widths}")
 
     @property
     def classes(self) -> SemanticClasses | None:
@@ -137,7 +150,8 @@ class SceneRender:
         alpha: ``[B, R, H, W]`` accumulated opacity in [0, 1], upsampled likewise.
         features: ``[B, R, C, H/f, W/f]`` the rendered feature map the decoder consumed.
         semantic: ``[B, R, K, H, W]`` class probabilities (`nfldm_sdk.labels.semantic_field`, the classes of
-            ``config.classes``), rendered at ``(H/f, W/f)`` and bilinearly upsampled; None without a semantic head.
+            ``config.classes``), rendered at ``(H/f, W/f)``, bilinearly upsampled and, with a label decoder,
+            corrected at ``H×W`` (`SceneAutoEncoder.label_probabilities`); None without a semantic head.
     """
 
     rgb: torch.Tensor
@@ -196,17 +210,30 @@ class FeatureDecoder(nn.Module):
 
     def __init__(self, config: SceneAEConfig):
         super().__init__()
-        widths = config.decoder_widths
-        layers: list[nn.Module] = [nn.Conv2d(config.feature_channels, widths[0], 3, padding=1)]
-        for i, w in enumerate(widths):
-            if i > 0:
-                layers.append(Upsample(widths[i - 1], w))
-            layers.extend(ResBlock(w, w) for _ in range(config.blocks_per_stage))
-        layers += [group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], 3, 3, padding=1)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*upsampling_layers(config.feature_channels, config.decoder_widths,
+                                                     config.blocks_per_stage, 3))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.body(_like_weights(features, self.body[0].weight))).contiguous()
+
+
+class LabelDecoder(nn.Module):
+    """2D CNN: rendered features and opacity ``[N, C + 1, h, w]`` -> logit corrections ``[N, K−1, h·f, w·f]`` of the
+    solid classes (`nfldm_sdk.labels.semantic_field.refined_probabilities`). Its last convolution starts at zero, so
+    an untrained label decoder renders exactly the field's labels."""
+
+    def __init__(self, config: SceneAEConfig):
+        super().__init__()
+        classes = config.classes
+        self.body = nn.Sequential(*upsampling_layers(config.feature_channels + 1, config.label_decoder_widths,
+                                                     config.blocks_per_stage, classes.num_classes - 1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, features: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """features ``[N, C, h, w]`` (``F = Σ w_i f_i``), alpha ``[N, h, w]`` -> ``[N, K−1, h·f, w·f]``."""
+        x = torch.cat([features, alpha.unsqueeze(1).to(features.dtype)], dim=1)
+        return self.body(_like_weights(x, self.body[0].weight)).contiguous()
 
 
 def _inverse_softplus(y: float) -> float:
@@ -233,6 +260,7 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
         self.decoder = FeatureDecoder(config)
         classes = config.classes
         self.semantic_head = SemanticHead(config.feature_channels, classes) if classes is not None else None
+        self.label_decoder = LabelDecoder(config) if config.label_decoder_widths else None
         sigma0 = config.initial_density or 1.0 / (config.far - config.near)
         with torch.no_grad():
             self.encoder.head[-1].bias[: config.depth_bins].fill_(_inverse_softplus(sigma0))
@@ -362,15 +390,33 @@ class SceneAutoEncoder(nn.Module, PretrainedMixin):
         depth_sum, hit_weight, alpha_up = up.unbind(1)                                # [N, H, W] each
         hit_up = (alpha_up >= min_hit_alpha) & (hit_weight > 0)
         depth_up = torch.where(hit_up, depth_sum / hit_weight.clamp_min(1e-12), torch.full_like(depth_sum, math.inf))
-        semantic = None
-        if self.semantic_head is not None:
-            # upsampled after the softmax: a bilinear mix of distributions stays a distribution, and p_sky = 1 − α
-            # upsamples to exactly 1 − alpha_up
-            probs = self.semantic_head.probabilities(flat.float(), alpha_lo.float())
-            semantic = F.interpolate(probs, size=(H, W), mode="bilinear", align_corners=False)
+        semantic = self.label_probabilities(flat, alpha_lo, H, W)
+        if semantic is not None:
             semantic = semantic.reshape(*lead, *semantic.shape[1:])
         return SceneRender(rgb=rgb.reshape(*lead, 3, H, W), depth=depth_up.reshape(*lead, H, W),
                            alpha=alpha_up.reshape(*lead, H, W), features=feats, semantic=semantic)
+
+    def label_probabilities(self, features: torch.Tensor, alpha: torch.Tensor, height: int, width: int
+                            ) -> torch.Tensor | None:
+        """The class probabilities of `decode_rendered`: the semantic head's distribution of the rendered features,
+        bilinearly upsampled to the image, then corrected by the label decoder when there is one.
+
+        Args:
+            features: ``[N, C, h, w]`` rendered features; alpha: ``[N, h, w]`` rendered opacity (feature-map size).
+            height, width: the image size ``(h·f, w·f)``.
+        Returns:
+            ``[N, K, H, W]`` (sum 1 over K, ``p_sky = 1 − alpha_up``), or None without a semantic head.
+        """
+        if self.semantic_head is None:
+            return None
+        # upsampled after the softmax: a bilinear mix of distributions stays a distribution, and p_sky = 1 − α
+        # upsamples to exactly 1 − alpha_up
+        probs = self.semantic_head.probabilities(features.float(), alpha.float())
+        probs = F.interpolate(probs, size=(int(height), int(width)), mode="bilinear", align_corners=False)
+        if self.label_decoder is None:
+            return probs
+        correction = self.label_decoder(features, alpha).float()                       # [N, K-1, H, W]
+        return refined_probabilities(probs, correction, self.semantic_head.classes.sky_index)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, target_cameras: Cameras | None = None) -> SceneAEOutput:
         """`encode_with_occupancy` the images, then `decode` at `target_cameras` (the input cameras when None)."""

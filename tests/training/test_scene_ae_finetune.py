@@ -159,3 +159,58 @@ def test_cli_names_a_missing_model(finetune_source, tiny_capture, tmp_path):
                                     str(tmp_path / "run"), "--init-from", str(tmp_path / "empty"), "--no-progress"])
     assert res.exit_code != 0 and "no saved scene auto-encoder" in res.output
     assert not (tmp_path / "run").exists()
+
+
+# ============================================================================================ label decoder fine-tune
+def _label_preset(preset, **train):
+    """`preset` set up for a 3-step label-decoder fine-tune (class-balanced cross-entropy, half the fields V̂)."""
+    mc = dataclasses.replace(preset.scene_ae, label_decoder_widths=preset.scene_ae.decoder_widths)
+    tc = dataclasses.replace(preset.scene_ae_train, trainable="labels", semantic_balance=0.5, image_loss="l2",
+                             ssim_weight=0.0, **train)
+    return dataclasses.replace(preset, scene_ae=mc, scene_ae_train=tc)
+
+
+def test_label_decoder_fine_tune_trains_it_alone_and_keeps_the_images(finetune_source, tiny_capture, tiny_generator):
+    from nfldm_sdk.models.scene_ae import SceneAutoEncoder
+    from nfldm_training.data.capture_windows import SceneWindowDataset, collate_windows
+
+    root, preset = finetune_source
+    res, logs = _run(root, _label_preset(preset), tiny_capture, "labels", init_from=root / "scene_ae",
+                     latent_ae=root / "latent_ae")
+    assert any("training the label decoder alone, a new one" in m for m in logs)
+    src = tiny_generator.scene_ae.state_dict()
+    tuned = SceneAutoEncoder.from_pretrained(res.model_dir)
+    new = tuned.state_dict()
+    assert all(torch.equal(new[k], v) for k, v in src.items()), "a label-decoder fine-tune changed another part"
+    assert float(tuned.label_decoder.body[-1].weight.abs().sum()) > 0           # the zero-initialised output learnt
+    window = collate_windows([SceneWindowDataset([tiny_capture], 2, image_size=tuned.config.image_size)[0]])
+    with torch.no_grad():
+        field = tuned.encode(window.images, window.cameras())
+        a, b = tiny_generator.scene_ae.decode(field, window.cameras()), tuned.decode(field, window.cameras())
+    assert torch.equal(a.rgb, b.rgb) and torch.equal(a.depth, b.depth)            # images: the same decoder's
+    assert not torch.allclose(a.semantic, b.semantic)                             # labels: the new decoder's
+    header = (next((res.run_dir / "logs").glob("version_*")) / "metrics.csv").read_text().splitlines()[0]
+    assert "train/semantic" in header and "train/image" not in header
+    # continuing from a stage 1 that has one keeps its weights (not "a new one")
+    again, logs = _run(root, _label_preset(preset, max_steps=1, lae_input_fraction=0.0), tiny_capture, "labels_again",
+                       init_from=res.model_dir)
+    assert any(m.endswith("(training the label decoder alone)") for m in logs)
+
+
+def test_label_decoder_settings_are_refused_before_writing(finetune_source, tiny_capture):
+    from nfldm_training.errors import TrainingError
+
+    root, preset = finetune_source
+    no_widths = dataclasses.replace(preset, scene_ae_train=dataclasses.replace(
+        preset.scene_ae_train, trainable="labels", lae_input_fraction=0.0))
+    with pytest.raises(TrainingError, match="label_decoder_widths"):
+        _run(root, no_widths, tiny_capture, "no_widths", init_from=root / "scene_ae")
+    full = _label_preset(preset, lae_input_fraction=0.0)
+    full = dataclasses.replace(full, scene_ae_train=dataclasses.replace(full.scene_ae_train, trainable="all"))
+    with pytest.raises(TrainingError, match="trainable=labels"):
+        _run(root, full, tiny_capture, "full")
+    with pytest.raises(TrainingError, match="--init-from"):
+        _run(root, _label_preset(preset, lae_input_fraction=0.0), tiny_capture, "no_source")
+    assert not any((root / n).exists() for n in ("no_widths", "full", "no_source"))
+    with pytest.raises(ValueError, match="semantic_balance"):
+        SceneAETrainConfig(semantic_balance=-1.0)

@@ -72,6 +72,10 @@ class SceneAETrainConfig(TrainConfig):
     included, which also teaches the field to stay empty there). Measured on the tiny preset (100 steps): 0.02 keeps
     the PSNR gain of training without it (+2.8 dB vs +2.3 dB without semantics); 0.05 and 0.1 cost depth AbsRel and
     PSNR; a 10× learning rate for the head alone doubled the mIoU after 100 steps but cost 1.4 dB."""
+    semantic_balance: float = 0.0
+    """Class-balancing exponent of the semantic cross-entropy: a class of ``n_k`` supervised pixels in the batch
+    weighs ``n_k^(−semantic_balance)`` per pixel (`nfldm_training.modules.label_losses.balanced_weights`; 0 = every
+    pixel alike). The shipped label-decoder fine-tune uses 0.5 (model card)."""
     occupancy_weight: float = 0.0
     """Weight of the frustum occupancy loss (`nfldm_training.modules.losses.occupancy_loss`): every input view's
     per-bin ray-termination distribution against the bin of the captured depth (or "escape" on sky rays). 0 = off."""
@@ -89,26 +93,30 @@ class SceneAETrainConfig(TrainConfig):
     cache_windows: bool = False
     """Keep decoded scene windows in memory after their first read (small stores only)."""
     trainable: str = "all"
-    """What the optimiser updates: ``"all"``, or ``"decoder"`` — only the 2D decoder after the render, with the
+    """What the optimiser updates: ``"all"``, ``"decoder"`` — only the 2D image decoder after the render, with the
     encoder and the semantic head frozen, so the voxel fields, their labels and every later stage trained on them
-    stay valid (a fine-tune of a trained model: `train_scene_ae`'s ``init_from``). Only the image loss is trained
-    then (depth, opacity and labels come from the frozen field)."""
+    stay valid (a fine-tune of a trained model: `train_scene_ae`'s ``init_from``); only the image loss is trained
+    then (depth, opacity and labels come from the frozen field) — or ``"labels"``: only the label decoder
+    (`nfldm_sdk.models.scene_ae.LabelDecoder`, ``scene_ae.label_decoder_widths``), on the semantic cross-entropy,
+    everything else frozen (a source without a label decoder gets a new one that starts at the field's labels)."""
     lae_input_fraction: float = 0.0
-    """With ``trainable="decoder"`` and a latent auto-encoder given to `train_scene_ae`: the fraction of training
-    scenes whose field is replaced by its LAE reconstruction V̂ before rendering, so the decoder also learns the
+    """With ``trainable="decoder"`` or ``"labels"`` and a latent auto-encoder given to `train_scene_ae`: the fraction
+    of training scenes whose field is replaced by its LAE reconstruction V̂ before rendering, so the decoder also learns the
     fields that generation produces (drawn per scene with the step's seeded generator)."""
 
     def __post_init__(self):
         super().__post_init__()
         if not (0.0 <= self.ssim_weight <= 1.0):
             raise ValueError(f"scene_ae_train.ssim_weight must be in [0, 1], got {self.ssim_weight}")
-        if self.trainable not in ("all", "decoder"):
-            raise ValueError(f"scene_ae_train.trainable {self.trainable!r}: use 'all' or 'decoder'")
+        if self.trainable not in ("all", "decoder", "labels"):
+            raise ValueError(f"scene_ae_train.trainable {self.trainable!r}: use 'all', 'decoder' or 'labels'")
+        if self.semantic_balance < 0:
+            raise ValueError(f"scene_ae_train.semantic_balance must be >= 0, got {self.semantic_balance}")
         if not (0.0 <= self.lae_input_fraction <= 1.0):
             raise ValueError(f"scene_ae_train.lae_input_fraction must be in [0, 1], got {self.lae_input_fraction}")
-        if self.lae_input_fraction > 0 and self.trainable != "decoder":
-            raise ValueError("scene_ae_train.lae_input_fraction needs trainable='decoder' (the LAE was trained on the "
-                             "frozen encoder's fields)")
+        if self.lae_input_fraction > 0 and self.trainable == "all":
+            raise ValueError("scene_ae_train.lae_input_fraction needs trainable='decoder' or 'labels' (the LAE was "
+                             "trained on the frozen encoder's fields)")
 
 
 @dataclass

@@ -10,6 +10,7 @@ import torch
 
 from nfldm_training.metrics.image import ssim
 from nfldm_training.metrics.masks import depth_mask
+from nfldm_training.modules.label_losses import balanced_weights
 
 
 def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1", ssim_weight: float = 0.0) -> torch.Tensor:
@@ -72,12 +73,14 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, ne
     raise ValueError(f"unknown depth loss {kind!r}: use 'l1' or 'inverse'")
 
 
-def semantic_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def semantic_loss(probs: torch.Tensor, target: torch.Tensor, balance: float = 0.0) -> torch.Tensor:
     """Mean negative log-likelihood of the captured classes under the rendered class distribution.
 
     Args:
         probs: ``[..., K, H, W]`` class probabilities (`nfldm_sdk.labels.semantic_field.semantic_probabilities`).
         target: ``[..., H, W]`` int64 class indices; negative = not supervised.
+        balance: class-balancing exponent: a class of ``n_k`` supervised pixels weighs ``n_k^(−balance)`` per pixel
+            (`nfldm_training.modules.label_losses.balanced_weights`); 0 = the plain mean.
     Returns:
         scalar tensor; 0 (still attached to `probs`) when no pixel is supervised.
     """
@@ -87,7 +90,11 @@ def semantic_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if not bool(mask.any()):
         return probs.sum() * 0.0
     p = probs.gather(-3, target.clamp_min(0).unsqueeze(-3)).squeeze(-3)            # [..., H, W]
-    return -torch.log(p[mask].clamp_min(1e-6)).mean()
+    nll = -torch.log(p[mask].clamp_min(1e-6))
+    if balance == 0:
+        return nll.mean()
+    w = balanced_weights(target[mask], probs.shape[-3], balance)
+    return (nll * w).sum() / w.sum()
 
 
 def frustum_depth_target(depth: torch.Tensor, edges: torch.Tensor, downsample: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,9 @@ views, ``loss = image_weight · ‖i − î‖ + depth_weight · ‖ρ − ρ̂�
 + occupancy_weight · CE(O, bin of ρ) + opacity_weight · BCE(α, surface in box)`` (depth only where the captured
 surface lies in the voxel box, see `nfldm_training.metrics.masks.box_depth_mask`; the semantic cross-entropy on every
 pixel, sky included, for models with a semantic head; the occupancy loss on the input views' frusta, the opacity
-loss on the targets, `nfldm_training.modules.losses`). ``render_views`` renders a random subset of the targets. Validation on held-out episodes: PSNR
+loss on the targets, `nfldm_training.modules.losses`). ``render_views`` renders a random subset of the targets.
+``trainable="decoder"`` / ``"labels"`` fine-tune the image decoder (image loss) / the label decoder (semantic
+cross-entropy) of a trained stage 1 on its frozen fields. Validation on held-out episodes: PSNR
 of every view's reconstruction, depth AbsRel pooled over usable pixels and the semantic mIoU (argmax of the rendered
 class distribution against the captured classes), plus a PNG grid (ground truth, reconstruction, both depths)
 written to ``<run>/val_images/`` at every validation.
@@ -23,6 +25,7 @@ Multi-GPU / multi-node runs use Lightning's own strategies (``devices``, ``strat
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,12 +93,20 @@ class SceneAELightningModule(LightningModule):
         super().__init__()
         self.model = SceneAutoEncoder(model_config)
         self.cfg = train_config
-        self.decoder_only = train_config.trainable == "decoder"
-        if self.decoder_only:
+        self.trainable = train_config.trainable
+        if self.trainable == "decoder":
             # the field (and the labels rendered from it) must stay what the later stages were trained on
             self.model.encoder.requires_grad_(False)
             if self.model.semantic_head is not None:
                 self.model.semantic_head.requires_grad_(False)
+            if self.model.label_decoder is not None:
+                self.model.label_decoder.requires_grad_(False)
+        elif self.trainable == "labels":
+            if self.model.label_decoder is None:
+                raise TrainingError("scene_ae_train.trainable='labels' trains the label decoder: set "
+                                    "scene_ae.label_decoder_widths (e.g. --set scene_ae.label_decoder_widths=[64,32,24])")
+            self.model.requires_grad_(False)
+            self.model.label_decoder.requires_grad_(True)
         self.latent_ae = latent_ae.requires_grad_(False).eval() if latent_ae is not None else None
         """The frozen LAE whose reconstructions V̂ the decoder also learns (``lae_input_fraction``) and through
         which validation also reports PSNR (``val/psnr_lae``); None without one."""
@@ -126,7 +137,7 @@ class SceneAELightningModule(LightningModule):
         l_img = image_loss(out.render.rgb, gt_rgb, self.cfg.image_loss, self.cfg.ssim_weight)
         l_depth = depth_loss(out.render.depth, gt_depth, usable, mc.near, mc.far, self.cfg.depth_loss)
         gt_class = self.tag_to_class[batch.semantic[:, targets].long()]           # [B, T, H, W], -1 = ignored
-        l_sem = (semantic_loss(out.render.semantic, gt_class) if out.render.semantic is not None
+        l_sem = (semantic_loss(out.render.semantic, gt_class, self.cfg.semantic_balance) if out.render.semantic is not None
                  else l_img.new_zeros(()))
         return out, usable, l_img, l_depth, l_sem, gt_class
 
@@ -153,10 +164,9 @@ class SceneAELightningModule(LightningModule):
             self.latent_ae.eval()
         return self
 
-    def _decoder_step(self, batch: SceneBatch, inputs: torch.Tensor, targets: torch.Tensor,
-                      g: torch.Generator) -> torch.Tensor:
-        """``trainable="decoder"``: the frozen encoder's field (or, for ``lae_input_fraction`` of the scenes, its
-        LAE reconstruction) rendered without gradients, then the decoder trained on the image loss alone."""
+    def _frozen_render(self, batch: SceneBatch, inputs: torch.Tensor, targets: torch.Tensor, g: torch.Generator):
+        """The frozen encoder's field (or, for ``lae_input_fraction`` of the scenes, its LAE reconstruction) rendered
+        at the target views without gradients: ``(RenderOutput [B, T, ...], target cameras [B, T])``."""
         cams = batch.cameras()
         with torch.no_grad():
             field = self.model.encode(batch.images[:, inputs], cams[:, inputs])
@@ -165,11 +175,30 @@ class SceneAELightningModule(LightningModule):
                 if bool(pick.any()):
                     field = field.where(pick, self.latent_ae.decode(self.latent_ae.encode(field)))
             t_cams = cams[:, targets]
-            rendered = self.model.render_features(field, t_cams)
+            return self.model.render_features(field, t_cams), t_cams
+
+    def _decoder_step(self, batch: SceneBatch, inputs: torch.Tensor, targets: torch.Tensor,
+                      g: torch.Generator) -> torch.Tensor:
+        """``trainable="decoder"``: the frozen field rendered (`_frozen_render`), then the image decoder trained on
+        the image loss alone."""
+        rendered, t_cams = self._frozen_render(batch, inputs, targets, g)
         out = self.model.decode_rendered(rendered, int(t_cams.height), int(t_cams.width))
         l_img = image_loss(out.rgb, batch.images[:, targets], self.cfg.image_loss, self.cfg.ssim_weight)
         self.log_dict({"train/loss": l_img, "train/image": l_img}, batch_size=batch.batch_size, prog_bar=True)
         return l_img
+
+    def _labels_step(self, batch: SceneBatch, inputs: torch.Tensor, targets: torch.Tensor,
+                     g: torch.Generator) -> torch.Tensor:
+        """``trainable="labels"``: the frozen field rendered (`_frozen_render`), then the label decoder trained on
+        the (class-balanced, ``semantic_balance``) semantic cross-entropy alone; the image decoder does not run."""
+        rendered, t_cams = self._frozen_render(batch, inputs, targets, g)
+        C, h, w = rendered.features.shape[-3:]
+        probs = self.model.label_probabilities(rendered.features.reshape(-1, C, h, w), rendered.alpha.reshape(-1, h, w),
+                                               int(t_cams.height), int(t_cams.width))
+        gt_class = self.tag_to_class[batch.semantic[:, targets].long()].flatten(0, 1)   # [B·T, H, W]
+        l_sem = semantic_loss(probs, gt_class, self.cfg.semantic_balance)
+        self.log_dict({"train/loss": l_sem, "train/semantic": l_sem}, batch_size=batch.batch_size, prog_bar=True)
+        return l_sem
 
     def training_step(self, batch: SceneBatch, batch_idx: int) -> torch.Tensor:
         # The hold-out draw depends only on the seed and the step, so a resumed run draws what the original would.
@@ -179,8 +208,10 @@ class SceneAELightningModule(LightningModule):
             targets = targets[torch.randperm(len(targets), generator=g)[: self.cfg.render_views]].sort().values
         dev = batch.images.device
         inputs, targets = inputs.to(dev), targets.to(dev)
-        if self.decoder_only:
+        if self.trainable == "decoder":
             return self._decoder_step(batch, inputs, targets, g)
+        if self.trainable == "labels":
+            return self._labels_step(batch, inputs, targets, g)
         out, usable, l_img, l_depth, l_sem, _ = self._losses(batch, inputs, targets)
         l_occ, l_opa = self._geometry_losses(batch, out, inputs, targets, usable)
         loss = (self.cfg.image_weight * l_img + self.cfg.depth_weight * l_depth + self.cfg.semantic_weight * l_sem
@@ -350,36 +381,54 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
     Args:
         init_from: a trained stage 1 (run directory, model folder, or a bundle's ``scene_ae``) of the preset's
             architecture whose weights start this run (fine-tuning; ``max_steps`` counts this run's steps). Needed
-            by ``scene_ae_train.trainable="decoder"``, which trains its decoder alone.
+            by ``scene_ae_train.trainable="decoder"``, which trains its image decoder alone, and ``"labels"``, which
+            trains its label decoder alone (a new one, zero-initialised, when the source has none).
         latent_ae: a trained LAE of this stage 1's fields, frozen: validation also reports the PSNR of renders
             through it, and ``lae_input_fraction`` of the training fields are its reconstructions.
     Raises:
-        `TrainingError` before anything is written when `init_from` or `latent_ae` does not fit, or
-        ``trainable="decoder"`` comes without `init_from`.
+        `TrainingError` before anything is written when `init_from` or `latent_ae` does not fit,
+        ``trainable="decoder"`` or ``"labels"`` comes without `init_from`, ``"labels"`` without
+        ``scene_ae.label_decoder_widths``, or ``"all"`` with them.
     """
     log = run_writer_log(log)
     start = time.perf_counter()
     run_dir = Path(run_dir)
     tc = preset.scene_ae_train
-    if tc.trainable == "decoder" and init_from is None:
-        raise TrainingError("scene_ae_train.trainable='decoder' fine-tunes the decoder of a trained stage 1: pass "
+    if tc.trainable != "all" and init_from is None:
+        raise TrainingError(f"scene_ae_train.trainable={tc.trainable!r} fine-tunes a decoder of a trained stage 1: pass "
                             "--init-from MODEL (its encoder, and so its fields, stay frozen)")
+    if tc.trainable == "labels" and not preset.scene_ae.label_decoder_widths:
+        raise TrainingError("scene_ae_train.trainable='labels' trains the label decoder: set "
+                            "scene_ae.label_decoder_widths (e.g. --set scene_ae.label_decoder_widths=[64,32,24])")
+    if tc.trainable == "all" and preset.scene_ae.label_decoder_widths:
+        raise TrainingError("the label decoder is trained on a trained stage 1 (its fields frozen): train stage 1 "
+                            "without scene_ae.label_decoder_widths, then fine-tune it with --init-from MODEL --set "
+                            "scene_ae_train.trainable=labels")
     if tc.lae_input_fraction > 0 and latent_ae is None:
         raise TrainingError("scene_ae_train.lae_input_fraction > 0 needs the LAE whose reconstructions to decode: pass "
                             "--latent-ae LAE")
     init_state = None
     if init_from is not None:
+        # a label-decoder fine-tune may start from a stage 1 without one: the architectures agree but for it
+        comparable = ((lambda c: dataclasses.replace(c, label_decoder_widths=())) if tc.trainable == "labels"
+                      else (lambda c: c))
         init_state = init_state_dict(SceneAutoEncoder, init_from, preset.scene_ae, what="scene auto-encoder",
                                      folder_hint="a scene-ae run directory, its model folder, or a bundle's scene_ae "
-                                                 "folder")
+                                                 "folder", comparable=comparable)
     lae = _frozen_latent_ae(latent_ae, preset.scene_ae) if latent_ae is not None else None
     resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "scene-ae", preset.name, preset))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     module = SceneAELightningModule(preset.scene_ae, tc, image_dir=run_dir / "val_images", latent_ae=lae)
     if init_state is not None and resumed_from is None:
-        module.model.load_state_dict(init_state)
-        log(f"weights from {init_from}" + (" (training the decoder alone)" if tc.trainable == "decoder" else ""))
+        missing, unexpected = module.model.load_state_dict(init_state, strict=False)
+        new_label_decoder = missing and all(k.startswith("label_decoder.") for k in missing) and tc.trainable == "labels"
+        if unexpected or (missing and not new_label_decoder):
+            raise TrainingError(f"--init-from {init_from}: its weights do not fit this stage 1 (missing "
+                                f"{missing[:3]}, unexpected {unexpected[:3]})")
+        alone = {"decoder": " (training the decoder alone)",
+                 "labels": " (training the label decoder alone" + (", a new one)" if new_label_decoder else ")")}
+        log(f"weights from {init_from}" + alone.get(tc.trainable, ""))
     data = SceneDataModule(stores, preset.scene_ae.image_size, tc)
     data.setup()
     has_val = len(data.val_set) > 0

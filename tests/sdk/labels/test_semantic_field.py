@@ -7,8 +7,8 @@ import torch
 from nfldm_sdk.cameras.pinhole import Cameras
 from nfldm_sdk.fields.voxel_field import VoxelField
 from nfldm_sdk.labels.classes import CARLA_PALETTE, CARLA_TAG_NAMES, DEFAULT_CLASSES, UNOBSERVED, SemanticClasses, colorize_tags
-from nfldm_sdk.labels.semantic_field import (field_bev, labels_from_probabilities, points_bev, semantic_probabilities,
-                                             voxel_labels)
+from nfldm_sdk.labels.semantic_field import (field_bev, labels_from_probabilities, points_bev, refined_probabilities,
+                                             semantic_probabilities, voxel_labels)
 from nfldm_sdk.models.scene_ae import SceneAEConfig, SceneAutoEncoder
 from nfldm_sdk.persistence import config_from_dict, config_to_dict
 from nfldm_sdk.rendering.api import render_field
@@ -152,6 +152,90 @@ def test_semantic_head_probabilities_match_the_functional_maths_and_reach_the_en
 def _low_res_alpha(ae: SceneAutoEncoder, field: VoxelField, cams: Cameras) -> torch.Tensor:
     cfg = ae.config
     return render_field(field, cams.resized(4, 4), n_samples=cfg.render_samples, near=cfg.near, far=cfg.far).alpha
+
+
+# ------------------------------------------------------------------------------------------------ the label decoder
+def _slab_probabilities(size: int = 32):
+    field = _slab_field()
+    W, b = _head(2, {0: ROAD, 1: BUILDING})
+    out = render_field(field, _down_camera(20.0, 90.0, size), n_samples=256, implementation="reference")
+    return semantic_probabilities(out.features, out.alpha, W, b, C.sky_index), out
+
+
+def test_a_zero_correction_gives_the_fields_labels_and_a_large_one_relabels_hits_only():
+    probs, out = _slab_probabilities()
+    K = C.num_classes
+    zero = torch.zeros(1, K - 1, 32, 32)
+    same = refined_probabilities(probs, zero, C.sky_index)
+    hit = out.alpha[0] > 1e-3
+    assert torch.allclose(same[0][:, hit], probs[0][:, hit], atol=1e-6)
+    # +30 on the logit of "vegetation": every hit pixel turns vegetation, the sky entry (1 − α) is untouched
+    veg = int(C.from_tags(np.array([9]))[0])
+    delta = zero.clone()
+    delta[:, veg - (veg > C.sky_index)] = 30.0
+    refined = refined_probabilities(probs, delta, C.sky_index)
+    assert torch.allclose(refined.sum(-3), torch.ones(1, 32, 32), atol=1e-5)
+    assert torch.equal(refined[:, C.sky_index], probs[:, C.sky_index])
+    tags, _ = labels_from_probabilities(refined, torch.isfinite(out.depth), C)
+    finite = torch.isfinite(out.depth)
+    assert (tags[finite] == 9).all() and (tags[~finite] == SKY_TAG).all() and bool(finite.any() and (~finite).any())
+    # the class ratio is exp(Δ) times the field's: p_veg / p_road = exp(30) · q_veg / q_road at a road pixel
+    road = C.from_tags(np.array([ROAD]))[0]
+    u = 10                                                             # ground x = -6.5 m: road, inside the box
+    row = 16
+    assert tags[0, row, u] == 9
+    ratio = refined[0, veg, row, u] / refined[0, road, row, u]
+    expected = np.exp(30.0) * probs[0, veg, row, u] / probs[0, road, row, u]
+    assert float(ratio / expected) == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(ValueError, match="solid classes"):
+        refined_probabilities(probs, torch.zeros(1, K, 32, 32), C.sky_index)
+
+
+def _label_decoder_config(**kw) -> SceneAEConfig:
+    return SceneAEConfig(image_size=(16, 16), downsample=4, depth_bins=4, far=12.0, feature_channels=4,
+                         grid_shape=(4, 8, 8), bounds=((-4.0, -4.0, -1.0), (12.0, 4.0, 3.0)), render_samples=8,
+                         encoder_widths=(8, 8, 8), decoder_widths=(8, 8, 8), semantic_classes=C.to_config(), **kw)
+
+
+def test_an_untrained_label_decoder_renders_the_fields_labels_and_a_trained_one_learns_a_class(tmp_path):
+    torch.manual_seed(0)
+    plain = SceneAutoEncoder(_label_decoder_config())
+    with_ld = SceneAutoEncoder(_label_decoder_config(label_decoder_widths=(8, 8, 8)))
+    missing, unexpected = with_ld.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("label_decoder.") for k in missing)
+    forward = torch.eye(4)
+    forward[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    forward[2, 3] = 1.0
+    cams = Cameras.from_fov(90.0, 16, 16, forward[None, None].expand(1, 2, 4, 4).clone())
+    images = torch.rand(1, 2, 3, 16, 16)
+    field = plain.encode(images, cams)
+    a, b = plain.decode(field, cams), with_ld.decode(field, cams)
+    assert torch.equal(a.rgb, b.rgb) and torch.equal(a.depth, b.depth)
+    solid = a.semantic.narrow(2, 0, C.sky_index).sum(2) > 1e-3
+    assert torch.allclose(a.semantic.permute(0, 1, 3, 4, 2)[solid], b.semantic.permute(0, 1, 3, 4, 2)[solid], atol=1e-5)
+    # the label decoder alone learns to call every hit pixel "vegetation"
+    veg = int(C.from_tags(np.array([9]))[0])
+    opt = torch.optim.Adam(with_ld.label_decoder.parameters(), lr=0.05)
+    for _ in range(30):
+        probs = with_ld.decode(field.detach(), cams).semantic
+        loss = -torch.log(probs[:, :, veg][solid].clamp_min(1e-6)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = with_ld.decode(field, cams).semantic
+    assert float(after[:, :, veg][solid].mean()) > 2 * float(a.semantic[:, :, veg][solid].mean())
+    assert torch.allclose(after[:, :, C.sky_index], a.semantic[:, :, C.sky_index], atol=1e-6)   # sky = 1 − α
+    with_ld.save_pretrained(tmp_path / "m")
+    back = SceneAutoEncoder.from_pretrained(tmp_path / "m")
+    assert back.config.label_decoder_widths == (8, 8, 8)
+    assert torch.equal(back.decode(field, cams).semantic, after)
+
+
+def test_label_decoder_configs_are_validated():
+    with pytest.raises(ValueError, match="needs semantic_classes"):
+        SceneAEConfig(label_decoder_widths=(8, 8, 8))
+    with pytest.raises(ValueError, match=r"label_decoder_widths needs log2\(downsample\)\+1 = 3"):
+        _label_decoder_config(label_decoder_widths=(8, 8))
 
 
 # ------------------------------------------------------------------------------------------------ 3D and BEV labels

@@ -46,6 +46,33 @@ def test_swap_keeps_the_other_parts_and_changes_the_render(tiny_bundle, tmp_path
     assert not torch.allclose(a.rgb, b.rgb)                              # the pixels are the new decoder's
 
 
+def test_a_new_label_decoder_may_join_the_bundle_and_changes_only_the_labels(tiny_bundle, tmp_path):
+    base = SceneAutoEncoder.from_pretrained(tiny_bundle / "scene_ae")
+    cfg = dataclasses.replace(base.config, label_decoder_widths=base.config.decoder_widths)
+    model = SceneAutoEncoder(cfg)
+    model.load_state_dict(base.state_dict(), strict=False)
+    with torch.no_grad():
+        model.label_decoder.body[-1].bias.copy_(torch.linspace(-3.0, 3.0, model.label_decoder.body[-1].bias.numel()))
+    model.save_pretrained(tmp_path / "labelled")
+    out = replace_scene_decoder(tiny_bundle, tmp_path / "labelled", tmp_path / "with_labels")
+    src, gen = SceneGenerator.from_pretrained(tiny_bundle), SceneGenerator.from_pretrained(out)
+    assert gen.scene_ae.config.label_decoder_widths == cfg.label_decoder_widths
+    (scene_a,) = src.generate(num_scenes=1, seed=3, steps=2)
+    (scene_b,) = gen.generate(num_scenes=1, seed=3, steps=2)
+    cams = preview_cameras(32, 32)
+    a, b = scene_a.render(cams), scene_b.render(cams)
+    assert torch.equal(a.rgb, b.rgb) and torch.equal(a.depth, b.depth)
+    assert torch.equal(a.semantic == 11, b.semantic == 11)              # sky stays where the depth has no hit
+    assert not torch.equal(a.semantic, b.semantic)
+    # a label decoder of other widths than the bundle's own is another architecture
+    other = SceneAutoEncoder(dataclasses.replace(cfg, label_decoder_widths=(4, 4, 4)))
+    other.load_state_dict(base.state_dict(), strict=False)
+    other.save_pretrained(tmp_path / "other_widths")
+    with pytest.raises(BundleError, match="another architecture"):
+        replace_scene_decoder(out, tmp_path / "other_widths", tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
 def test_a_stage1_changed_outside_the_decoder_is_refused_before_writing(tiny_bundle, tmp_path):
     with pytest.raises(BundleError, match="outside the decoder"):
         replace_scene_decoder(tiny_bundle, _tuned(tiny_bundle, tmp_path, "encoder."), tmp_path / "enc")
