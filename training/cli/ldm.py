@@ -173,12 +173,13 @@ def _prior_model_dir(path: str | Path) -> Path:
               help="The source bundle (left as it is).")
 @click.option("--scene-ae", "scene_ae", required=True, type=click.Path(exists=True, file_okay=False),
               help="A decoder-only fine-tune of the bundle's stage 1 (`nfldm train scene-ae --init-from "
-                   "BUNDLE/scene_ae --set scene_ae_train.trainable=decoder`): its run or model folder.")
+                   "BUNDLE/scene_ae --set scene_ae_train.trainable=decoder` or `=labels`): its run or model folder.")
 @click.option("--out", required=True, type=click.Path(), help="The new bundle folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def replace_decoder(bundle, scene_ae, out, overwrite):
-    """Write a copy of a bundle whose stage 1 has the fine-tuned decoder (the fields, the LAE and the denoisers are
-    unchanged: the stage 1 must equal the bundle's outside its decoder, which is checked)."""
+    """Write a copy of a bundle whose stage 1 has the fine-tuned decoders (the fields, the LAE and the denoisers are
+    unchanged: the stage 1 must equal the bundle's outside its image and label decoders, which is checked; a label
+    decoder the bundle lacks may be added)."""
     # start-up time: the bundle reader imports torch
     from nfldm_sdk.models.bundle import BundleError, read_manifest
     from nfldm_sdk.models.bundle_decoder import replace_scene_decoder

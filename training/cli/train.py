@@ -48,7 +48,9 @@ def scene_ae(ctx, data, more_stores, preset, out, max_steps, batch_size, seed, w
 
     Fine-tune the decoder of a trained model alone (its fields, and every stage trained on them, stay valid):
     --init-from BUNDLE/scene_ae --latent-ae BUNDLE/latent_ae --set scene_ae_train.trainable=decoder
-    --set scene_ae_train.lae_input_fraction=0.5 --set scene_ae_train.lr_schedule=cosine.
+    --set scene_ae_train.lae_input_fraction=0.5 --set scene_ae_train.lr_schedule=cosine. Add and train a label
+    decoder alone (camera labels at the image resolution): --set scene_ae.label_decoder_widths=[64,32,24]
+    --set scene_ae_train.trainable=labels --set scene_ae_train.semantic_balance=0.5.
     """
     # start-up time: the preset table and the training module import torch and Lightning
     from nfldm_training.configs.presets import get_preset
