@@ -57,6 +57,7 @@ def replace_scene_decoder(bundle: str | Path, scene_ae: str | Path, out: str | P
     except FileNotFoundError as e:
         raise BundleError(f"{scene_ae}: no saved scene auto-encoder there ({e}); pass the run of `nfldm train scene-ae` "
                           "or its model folder") from None
+    # the same architecture, except that a label decoder may join a stage 1 that has none
     if dataclasses.replace(new.config, label_decoder_widths=old.config.label_decoder_widths) != old.config \
             or (old.config.label_decoder_widths and new.config.label_decoder_widths != old.config.label_decoder_widths):
         raise BundleError(f"{scene_ae} has another architecture than {bundle}/scene_ae: only a decoder-only fine-tune "

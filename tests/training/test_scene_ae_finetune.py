@@ -211,6 +211,14 @@ def test_label_decoder_settings_are_refused_before_writing(finetune_source, tiny
         _run(root, full, tiny_capture, "full")
     with pytest.raises(TrainingError, match="--init-from"):
         _run(root, _label_preset(preset, lae_input_fraction=0.0), tiny_capture, "no_source")
-    assert not any((root / n).exists() for n in ("no_widths", "full", "no_source"))
+    # a source whose label decoder has other widths than the run's
+    from nfldm_sdk.models.scene_ae import SceneAutoEncoder
+
+    other = SceneAutoEncoder(dataclasses.replace(preset.scene_ae, label_decoder_widths=(4, 4, 4)))
+    other.save_pretrained(root / "other_widths_src")
+    with pytest.raises(TrainingError, match="label decoder differs"):
+        _run(root, _label_preset(preset, lae_input_fraction=0.0), tiny_capture, "other_widths",
+             init_from=root / "other_widths_src")
+    assert not any((root / n).exists() for n in ("no_widths", "full", "no_source", "other_widths"))
     with pytest.raises(ValueError, match="semantic_balance"):
         SceneAETrainConfig(semantic_balance=-1.0)

@@ -103,8 +103,7 @@ class SceneAELightningModule(LightningModule):
                 self.model.label_decoder.requires_grad_(False)
         elif self.trainable == "labels":
             if self.model.label_decoder is None:
-                raise TrainingError("scene_ae_train.trainable='labels' trains the label decoder: set "
-                                    "scene_ae.label_decoder_widths (e.g. --set scene_ae.label_decoder_widths=[64,32,24])")
+                raise TrainingError(_NEEDS_LABEL_DECODER)
             self.model.requires_grad_(False)
             self.model.label_decoder.requires_grad_(True)
         self.latent_ae = latent_ae.requires_grad_(False).eval() if latent_ae is not None else None
@@ -367,6 +366,24 @@ def _frozen_latent_ae(latent_ae: str | Path, config: SceneAEConfig) -> LatentAut
     return lae
 
 
+#: Why ``trainable="labels"`` cannot run on a stage 1 without a label decoder, and the fix.
+_NEEDS_LABEL_DECODER = ("scene_ae_train.trainable='labels' trains the label decoder: set scene_ae.label_decoder_widths "
+                        "(e.g. --set scene_ae.label_decoder_widths=[64,32,24])")
+
+
+def _check_label_decoder_source(state: dict[str, torch.Tensor], config: SceneAEConfig, init_from) -> bool:
+    """Whether the `init_from` weights `state` lack the label decoder of `config` (a new one starts at zero); a
+    `TrainingError` when they hold one of other widths (compared with a model built from `config`)."""
+    expected = SceneAutoEncoder(config).state_dict()
+    missing = [k for k in expected if k not in state]
+    other = [k for k, v in state.items() if k not in expected or v.shape != expected[k].shape]
+    if other or any(not k.startswith("label_decoder.") for k in missing):
+        raise TrainingError(f"--init-from {init_from}: its label decoder differs from "
+                            f"scene_ae.label_decoder_widths={list(config.label_decoder_widths)} ({(other or missing)[:3]}): "
+                            "set the widths it was trained with")
+    return bool(missing)
+
+
 def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *, resume: bool = True,
                    accelerator: str = "auto", devices: Any = "auto", strategy: Any = "auto", num_nodes: int = 1,
                    progress: bool = True, log: Callable[[str], None] = print, trainer_kwargs: dict | None = None,
@@ -398,8 +415,7 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
         raise TrainingError(f"scene_ae_train.trainable={tc.trainable!r} fine-tunes a decoder of a trained stage 1: pass "
                             "--init-from MODEL (its encoder, and so its fields, stay frozen)")
     if tc.trainable == "labels" and not preset.scene_ae.label_decoder_widths:
-        raise TrainingError("scene_ae_train.trainable='labels' trains the label decoder: set "
-                            "scene_ae.label_decoder_widths (e.g. --set scene_ae.label_decoder_widths=[64,32,24])")
+        raise TrainingError(_NEEDS_LABEL_DECODER)
     if tc.trainable == "all" and preset.scene_ae.label_decoder_widths:
         raise TrainingError("the label decoder is trained on a trained stage 1 (its fields frozen): train stage 1 "
                             "without scene_ae.label_decoder_widths, then fine-tune it with --init-from MODEL --set "
@@ -415,17 +431,14 @@ def train_scene_ae(stores: Sequence[str], preset: Preset, run_dir: str | Path, *
         init_state = init_state_dict(SceneAutoEncoder, init_from, preset.scene_ae, what="scene auto-encoder",
                                      folder_hint="a scene-ae run directory, its model folder, or a bundle's scene_ae "
                                                  "folder", comparable=comparable)
+        new_label_decoder = _check_label_decoder_source(init_state, preset.scene_ae, init_from)
     lae = _frozen_latent_ae(latent_ae, preset.scene_ae) if latent_ae is not None else None
     resumed_from = start_run(run_dir, resume, lambda path: save_run_config(path, "scene-ae", preset.name, preset))
 
     seed_everything(int(tc.seed), workers=True, verbose=False)
     module = SceneAELightningModule(preset.scene_ae, tc, image_dir=run_dir / "val_images", latent_ae=lae)
     if init_state is not None and resumed_from is None:
-        missing, unexpected = module.model.load_state_dict(init_state, strict=False)
-        new_label_decoder = missing and all(k.startswith("label_decoder.") for k in missing) and tc.trainable == "labels"
-        if unexpected or (missing and not new_label_decoder):
-            raise TrainingError(f"--init-from {init_from}: its weights do not fit this stage 1 (missing "
-                                f"{missing[:3]}, unexpected {unexpected[:3]})")
+        module.model.load_state_dict(init_state, strict=not new_label_decoder)
         alone = {"decoder": " (training the decoder alone)",
                  "labels": " (training the label decoder alone" + (", a new one)" if new_label_decoder else ")")}
         log(f"weights from {init_from}" + alone.get(tc.trainable, ""))
